@@ -1,0 +1,45 @@
+# The two README commands: `make run` and `make test`. Both create .venv if missing
+# and install the project (editable, so configs/ is found) with the tested pins.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dgm-installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+ARGS ?=
+
+# Offline copy of MNIST beside the checkout (CI, course machines); users who are
+# online need nothing: torchvision downloads into ~/.cache/dgm_runner.
+ifeq ($(origin DGM_DATA_DIR), undefined)
+ifneq ($(wildcard ../shared/data/MNIST),)
+export DGM_DATA_DIR := $(abspath ../shared/data)
+endif
+endif
+
+.PHONY: run test bench setup fashion-mnist clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Fashion-MNIST offline: Debian's dataset-fashion-mnist (only attempted as root with apt).
+fashion-mnist:
+	@if [ ! -d $(FASHION_DIR) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+	  || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
+	fi
+
+run: $(STAMP)
+	$(VENV)/bin/dgm-train $(ARGS)
+
+test: $(STAMP) fashion-mnist
+	$(PY) -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

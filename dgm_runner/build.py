@@ -1,0 +1,116 @@
+"""Build the components of a run from its config (the config tree is the registry)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dgm_runner.config import ConfigError
+from dgm_runner.data.base import ImageData
+from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
+from dgm_runner.objectives.base import Objective
+from dgm_runner.samplers.base import Sampler
+
+
+@dataclass
+class Components:
+    """What one run trains: data on the device, the model, its objective and sampler."""
+
+    data: ImageData
+    model: torch.nn.Module
+    objective: Objective
+    sampler: Sampler
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU raises ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device='cuda' but no CUDA device is available: use auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: DictConfig, image_shape: tuple[int, int, int], n_classes: int) -> torch.nn.Module:
+    """Instantiate ``cfg.model`` for data of shape ``image_shape``.
+
+    Raises:
+        ConfigError: the model rejects the data (e.g. vae_cnn on non-28x28 images).
+    """
+    try:
+        return instantiate(cfg.model, image_shape=tuple(image_shape), n_classes=n_classes)
+    except Exception as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"model: {cause}") from None
+        raise
+
+
+def build_components(cfg: DictConfig, device: torch.device) -> Components:
+    """Load the data onto ``device`` and instantiate model, objective and sampler.
+
+    Raises:
+        ConfigError: the model, objective and sampler do not fit together.
+        DataError: the dataset cannot be found or read.
+    """
+    data = instantiate(cfg.dataset, device=device)
+    model = build_model(cfg, data.image_shape, data.n_classes).to(device)
+    objective = instantiate(cfg.objective)
+    sampler = instantiate(cfg.sampler)
+    try:
+        objective.check_model(model)
+        sampler.check_model(model)
+    except TypeError as err:
+        raise ConfigError(str(err)) from None
+    return Components(data, model, objective, sampler)
+
+
+def restore_run(
+    run_dir: str | Path,
+    checkpoint: str = "last",
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+) -> tuple[DictConfig, Components, dict[str, Any]]:
+    """Rebuild a finished (or interrupted) run from its checkpoint.
+
+    Args:
+        run_dir: a run directory written by ``dgm-train``.
+        checkpoint: ``"last"``, ``"best"`` or a path to a ``.pt`` file.
+        device: ``auto | cpu | cuda``.
+        overrides: ``{dotted.key: value}`` applied to the saved config before building
+            (e.g. ``{"dataset.test_subset": 1000, "sampler.steps": 5000}``).
+
+    Returns:
+        ``(config, components with the trained weights loaded, raw checkpoint dict)``.
+
+    Raises:
+        CheckpointError: missing, unsafe, truncated or foreign checkpoint.
+    """
+    run_dir = Path(run_dir)
+    path = Path(checkpoint) if checkpoint not in ("last", "best") else run_dir / "checkpoints" / f"{checkpoint}.pt"
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(path, map_location=dev)
+    cfg = OmegaConf.create(ckpt["config"])
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    comps = build_components(cfg, dev)
+    try:
+        comps.model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: weights do not fit the model in its config ({str(err).splitlines()[0]})") from None
+    comps.objective.load_state_dict(ckpt.get("objective", {}))
+    return cfg, comps, ckpt

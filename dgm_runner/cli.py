@@ -1,0 +1,49 @@
+"""Helpers shared by the Hydra command-line apps (dgm-eval, dgm-sample)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+from dgm_runner.config import ConfigError
+from dgm_runner.data.base import DataError
+from dgm_runner.io.checkpoint import CheckpointError
+
+#: Errors that are the user's to fix: reported as one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError)
+
+
+def positional_run_dir(argv: list[str]) -> list[str]:
+    """Turn ``dgm-eval RUN_DIR k=v`` into ``dgm-eval run_dir=RUN_DIR k=v`` (Hydra
+    only takes ``key=value`` overrides); flags and ``key=value`` pass through."""
+    out: list[str] = []
+    for arg in argv:
+        if not arg.startswith("-") and "=" not in arg and not any(a.startswith("run_dir=") for a in out):
+            arg = f"run_dir={arg}"
+        out.append(arg)
+    return out
+
+
+def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a Hydra task so that :data:`USER_ERRORS` print ``prog: error: ...`` on
+    stderr and exit with status 1 (Hydra itself would print a traceback)."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except USER_ERRORS as err:
+                print(f"{prog}: error: {type(err).__name__}: {err}", file=sys.stderr)
+                sys.exit(1)
+
+        return inner
+
+    return wrap
+
+
+def main_with_run_dir(app: Callable[[], Any]) -> None:
+    """Call a Hydra app after rewriting a positional RUN_DIR into ``run_dir=``."""
+    sys.argv = [sys.argv[0], *positional_run_dir(sys.argv[1:])]
+    app()

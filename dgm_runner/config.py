@@ -1,0 +1,240 @@
+"""Early validation of a composed config: every bad value fails before training.
+
+Hydra already rejects an unknown group entry (``model=foo``) and an override of a key
+that does not exist (``trainer.foo=1``). This module checks everything else, in one
+pass, against the code that will consume the values:
+
+* a node with a ``_target_`` is checked against the target's constructor signature:
+  unknown keys, wrong types, ``Literal`` choices and ``Annotated[..., Range(...)]``
+  bounds (the bounds live in the annotations of the constructor itself, so the code
+  and its constraints cannot drift apart);
+* the ``trainer`` node is checked against :class:`TrainerConfig` the same way.
+
+The first violation raises :class:`ConfigError` whose message is one line naming the
+full key, the offending value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Literal, Optional, Union
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numeric bounds used inside ``Annotated[int | float, Range(...)]``.
+
+    ``ge``/``gt``/``le``/``lt`` are inclusive/exclusive lower/upper bounds; ``None`` means
+    unbounded on that side.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value: float) -> str | None:
+        """Return a description of the violated bound, or ``None`` if ``value`` is inside."""
+        if self.ge is not None and not value >= self.ge:
+            return f">= {self.ge:g}"
+        if self.gt is not None and not value > self.gt:
+            return f"> {self.gt:g}"
+        if self.le is not None and not value <= self.le:
+            return f"<= {self.le:g}"
+        if self.lt is not None and not value < self.lt:
+            return f"< {self.lt:g}"
+        return None
+
+
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+UnitInterval = Annotated[float, Range(ge=0, le=1)]
+
+
+@dataclass
+class TrainerConfig:
+    """Schema of the ``trainer`` group (the loop's own knobs, see ``configs/trainer``)."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: UnitInterval = 0.0
+    weight_decay: NonNegativeFloat = 0.0
+    seed: NonNegativeInt = 2025
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_every: PositiveInt = 1
+    eval_batch_size: PositiveInt = 1000
+    log_every: PositiveInt = 50
+    n_samples: PositiveInt = 64
+    progress: bool = True
+    resume: Optional[str] = None
+    export_name: Optional[str] = None
+
+
+_META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_value(key: str, value: Any, hint: Any) -> None:
+    """Check one value against a type hint; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *meta = typing.get_args(hint)
+        _check_value(key, value, base)
+        for m in meta:
+            if isinstance(m, Range):
+                bad = m.check(value)
+                if bad is not None:
+                    raise ConfigError(f"{key}={_fmt(value)} is invalid: must be {bad}")
+        return
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            choices = ", ".join(_fmt(a) for a in allowed)
+            raise ConfigError(f"{key}={_fmt(value)} is invalid: allowed values are {choices}")
+        return
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                _check_value(key, value, arg)
+                return
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}={_fmt(value)} is invalid")
+    if hint is inspect.Parameter.empty or hint is Any:
+        return
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={_fmt(value)} is invalid: must be true or false")
+        return
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={_fmt(value)} is invalid: must be an integer")
+        return
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={_fmt(value)} is invalid: must be a number")
+        return
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={_fmt(value)} is invalid: must be a string")
+        return
+    if origin in (tuple, list) or hint in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={_fmt(value)} is invalid: must be a list")
+        return
+    # Other annotations (tensors, modules, ...) are not user-facing; accept.
+
+
+def _check_against(path: str, node: dict, hints: dict[str, Any], allowed_extra: set[str]) -> None:
+    allowed = set(hints) | allowed_extra
+    for key, value in node.items():
+        if key in _META_KEYS:
+            continue
+        if key not in allowed:
+            choices = ", ".join(sorted(k for k in allowed if k not in _META_KEYS))
+            raise ConfigError(f"{path}.{key} is not a valid key: allowed keys are {choices}")
+        if key in hints:
+            _check_value(f"{path}.{key}", value, hints[key])
+
+
+def _target_hints(path: str, target: str) -> dict[str, Any]:
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception as err:  # ImportError, AttributeError, hydra's own errors
+        raise ConfigError(f"{path}._target_={target!r} cannot be imported ({err})") from None
+    func = obj.__init__ if inspect.isclass(obj) else obj
+    sig = inspect.signature(func)
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:  # unresolved forward references: fall back to names only
+        hints = {}
+    names = {
+        n
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    return {n: hints.get(n, inspect.Parameter.empty) for n in names}
+
+
+def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) -> None:
+    """Validate one ``_target_`` node against its target's signature.
+
+    Args:
+        path: dotted name of the node, used in messages (e.g. ``"model"``).
+        node: a ``DictConfig`` or plain dict with a ``_target_`` entry.
+        runtime_args: constructor arguments the loop supplies at build time (such as
+            ``image_shape``); they must not appear in the config.
+
+    Raises:
+        ConfigError: unknown key, wrong type, value outside its ``Literal`` or ``Range``.
+    """
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(f"{path} must be a config node with a _target_ entry")
+    hints = _target_hints(path, node["_target_"])
+    for name in runtime_args:
+        if name in node:
+            raise ConfigError(f"{path}.{name} is set by the runner and must not be configured")
+        hints.pop(name, None)
+    _check_against(path, node, hints, set())
+
+
+def validate_trainer(node: Any) -> None:
+    """Validate the ``trainer`` node against :class:`TrainerConfig`; raises ConfigError."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    hints = typing.get_type_hints(TrainerConfig, include_extras=True)
+    hints = {f.name: hints[f.name] for f in fields(TrainerConfig)}
+    _check_against("trainer", node, hints, set())
+
+
+# Arguments that the loop passes when it builds each component (not user config).
+RUNTIME_ARGS: dict[str, set[str]] = {
+    "model": {"image_shape", "n_classes"},
+    "dataset": {"device"},
+    "objective": set(),
+    "sampler": set(),
+    "logger": {"log_dir"},
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Validate a composed training config (all groups) before anything is built.
+
+    Raises:
+        ConfigError: one line naming the first invalid key, its value and what is allowed.
+    """
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # interpolation errors
+        raise ConfigError(f"config cannot be resolved: {err}".splitlines()[0]) from None
+    for group, runtime in RUNTIME_ARGS.items():
+        if group not in container:
+            raise ConfigError(f"{group} is missing from the config")
+        validate_node(group, container[group], runtime)
+    validate_trainer(container["trainer"])

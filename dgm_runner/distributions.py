@@ -1,0 +1,71 @@
+"""Closed-form densities and divergences shared by the objectives.
+
+All functions work on the last dimension and sum over it (one value per example).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def sample_normal_diag(
+    mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Reparameterized draw ``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``.
+
+    Kingma & Welling (2014), "Auto-Encoding Variational Bayes", sec. 2.4. Gradients flow
+    to ``mu`` and ``logvar``; ``eps`` is drawn from ``generator`` (global RNG if None).
+
+    Args:
+        mu, logvar: ``(..., d)`` mean and log-variance.
+
+    Returns:
+        ``(..., d)`` sample.
+    """
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def kl_normal_diag(
+    mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor, logvar2: torch.Tensor
+) -> torch.Tensor:
+    """``KL(N(mu1, diag e^logvar1) || N(mu2, diag e^logvar2))`` in nats.
+
+    ``0.5 * sum_i [logvar2 - logvar1 + (e^logvar1 + (mu1 - mu2)^2) / e^logvar2 - 1]``.
+
+    Args:
+        mu1, logvar1, mu2, logvar2: broadcastable ``(..., d)`` tensors.
+
+    Returns:
+        ``(...)`` KL per example (nats).
+    """
+    return 0.5 * (
+        logvar2 - logvar1 + (torch.exp(logvar1) + (mu1 - mu2).pow(2)) * torch.exp(-logvar2) - 1.0
+    ).sum(dim=-1)
+
+
+def kl_normal_std(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mu, diag e^logvar) || N(0, I))`` in nats; Kingma & Welling (2014), Appendix B:
+    ``-0.5 * sum_i (1 + logvar_i - mu_i^2 - e^logvar_i)``.
+
+    Args:
+        mu, logvar: ``(..., d)``.
+
+    Returns:
+        ``(...)`` KL per example (nats).
+    """
+    return -0.5 * (1.0 + logvar - mu.pow(2) - torch.exp(logvar)).sum(dim=-1)
+
+
+def log_normal_diag(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``log N(z; mu, diag e^logvar)`` summed over the last dimension.
+
+    Args:
+        z, mu, logvar: broadcastable ``(..., d)``.
+
+    Returns:
+        ``(...)`` log-density (nats).
+    """
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(dim=-1)

@@ -1,0 +1,1 @@
+"""Everything that touches the disk: checkpoints, metrics, grids, TensorBoard, summaries."""

@@ -1,0 +1,125 @@
+"""Hydra callback: when a multirun ends, summarise its jobs in the sweep root.
+
+Writes ``summary.csv`` and ``summary.md`` (one row per job: the swept overrides, the
+status, wall time per epoch, error line and every final metric) and
+``summary_<metric>.png``, each metric against the swept value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from dgm_runner.io.atomic import atomic_open, write_text
+
+log = logging.getLogger("dgm_runner")
+
+_INFO = ("status", "epoch", "time_per_epoch_s", "error")
+
+
+def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for job_dir in sorted(sweep_dir.iterdir(), key=lambda p: (len(p.name), p.name)):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        if not overrides_file.is_file():
+            continue
+        overrides = yaml.safe_load(overrides_file.read_text()) or []
+        metrics_file = job_dir / "metrics.json"
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            metrics = {"status": "failed", "error": "no metrics.json (job crashed)"}
+        pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
+        rows.append({"job": job_dir.name, "overrides": pairs, "metrics": metrics})
+    return rows
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def summarize_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Write ``summary.csv``, ``summary.md`` and per-metric plots into ``sweep_dir``.
+
+    Returns:
+        The table rows (one dict per job, keys: job, swept keys, status, metrics).
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = _job_rows(sweep_dir)
+    if not jobs:
+        return []
+    all_keys = sorted({k for j in jobs for k in j["overrides"]})
+    swept = [k for k in all_keys if len({j["overrides"].get(k) for j in jobs}) > 1] or all_keys
+    metric_keys = sorted({k for j in jobs for k in j["metrics"] if "/" in k})
+    columns = ["job", *swept, *_INFO, *metric_keys]
+    table = []
+    for j in jobs:
+        row = {"job": j["job"], **{k: j["overrides"].get(k, "") for k in swept}}
+        row.update({k: j["metrics"].get(k, "") for k in (*_INFO, *metric_keys)})
+        table.append(row)
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(table)
+    write_text(sweep_dir / "summary.csv", buf.getvalue())
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v).replace("|", "\\|")
+
+    md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in table]
+    write_text(sweep_dir / "summary.md", "\n".join(md) + "\n")
+    _plot(sweep_dir, table, swept, metric_keys)
+    n_failed = sum(r["status"] != "completed" for r in table)
+    log.info("sweep summary: %d jobs (%d not completed) -> %s", len(table), n_failed, sweep_dir / "summary.md")
+    return table
+
+
+def _plot(sweep_dir: Path, table: list[dict[str, Any]], swept: list[str], metric_keys: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_label = ", ".join(swept)
+    xs = [", ".join(str(r[k]) for k in swept) for r in table]
+    numeric = len(swept) == 1 and all(isinstance(_number(x), float) for x in xs)
+    for metric in metric_keys:
+        points = [(x, r[metric]) for x, r in zip(xs, table) if isinstance(r[metric], (int, float))]
+        if not points:
+            continue
+        if numeric:
+            points.sort(key=lambda p: float(p[0]))
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        px = [float(p[0]) if numeric else p[0] for p in points]
+        ax.plot(px, [p[1] for p in points], "o-")
+        if numeric:
+            ax.set_xticks(px)
+            ax.set_xticklabels([p[0] for p in points])
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} vs {x_label}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with atomic_open(sweep_dir / f"summary_{metric.replace('/', '_')}.png", "wb") as f:
+            fig.savefig(f, format="png", dpi=120)
+        plt.close(fig)
+
+
+class SweepSummary(Callback):
+    """Registered in ``configs/train.yaml`` under ``hydra.callbacks``."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        summarize_sweep(config.hydra.sweep.dir)

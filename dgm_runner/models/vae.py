@@ -1,0 +1,125 @@
+"""VAEs with a Gaussian latent: VAE1 (MLP) and VAE2 (CNN) of seed 000, question 4."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dgm_runner.config import PositiveInt
+
+
+class GaussianVAE(nn.Module):
+    """Base class: ``q(z|x) = N(mu(x), diag exp(logvar(x)))``, ``p(z) = N(0, I)`` and a
+    decoder whose output is the mean image in [0, 1] (sigmoid).
+
+    Subclasses set ``self.encoder`` (``(B, C, H, W) -> (B, F)`` features), ``self.fc_mu``,
+    ``self.fc_logvar`` (``F -> latent_dim``) and ``self.decoder``
+    (``(B, latent_dim) -> (B, C, H, W)``, sigmoid output).
+
+    Attributes:
+        image_shape: ``(C, H, W)``.
+        latent_dim: N_z.
+    """
+
+    image_shape: tuple[int, int, int]
+    latent_dim: int
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C, H, W)`` images -> ``(mu, logvar)``, each ``(B, latent_dim)``."""
+        features = self.encoder(x)
+        return self.fc_mu(features), self.fc_logvar(features)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, latent_dim)`` latents -> ``(B, C, H, W)`` mean image in [0, 1]."""
+        return self.decoder(z)
+
+
+class VAEMLP(GaussianVAE):
+    """VAE1 of seed 000: one hidden layer of ``hidden_dim`` tanh units in the encoder
+    (D -> hidden -> (mu, logvar)) and in the decoder (N_z -> hidden -> D, sigmoid).
+
+    Args:
+        image_shape: ``(C, H, W)`` of the data (set by the runner).
+        latent_dim: N_z (seed: 2, 5, 10, 20).
+        hidden_dim: width of the hidden layer (seed: 500).
+        n_classes: unused (uniform build signature).
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: PositiveInt = 20,
+        hidden_dim: PositiveInt = 500,
+        n_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        d = math.prod(image_shape)
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden_dim), nn.Tanh())
+        self.fc_mu = nn.Linear(hidden_dim, latent_dim)
+        self.fc_logvar = nn.Linear(hidden_dim, latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, hidden_dim),
+            nn.Tanh(),
+            nn.Linear(hidden_dim, d),
+            nn.Sigmoid(),
+            nn.Unflatten(1, self.image_shape),
+        )
+
+
+class VAECNN(GaussianVAE):
+    """VAE2 of seed 000 (its Tables 1 and 2), for 1x28x28 images.
+
+    Encoder: 3 x [Conv 3x3 pad 1 -> ReLU -> MaxPool 2/2] with channels 1->8->8->8
+    (28 -> 14 -> 7 -> 3), flatten (8*3*3 = 72), then two Linear heads 72 -> N_z for the
+    mean and the log-variance.
+    Decoder: Linear N_z -> 72, reshape to (8, 3, 3), 3 x [ConvTranspose k2 s2 -> ReLU]
+    (the first with output_padding 1: 3 -> 7 -> 14 -> 28), Conv 3x3 pad 1 (8 -> 1),
+    Sigmoid. PyTorch defaults everywhere else, as the seed asks.
+
+    Args:
+        image_shape: must be ``(1, 28, 28)``.
+        latent_dim: N_z.
+        channels: conv width (seed: 8).
+        n_classes: unused.
+
+    Raises:
+        ValueError: if ``image_shape`` is not ``(1, 28, 28)``.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: PositiveInt = 20,
+        channels: PositiveInt = 8,
+        n_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        if tuple(image_shape) != (1, 28, 28):
+            raise ValueError(f"model=vae_cnn needs 1x28x28 images, the dataset has {tuple(image_shape)}")
+        self.image_shape = (1, 28, 28)
+        self.latent_dim = latent_dim
+        c = channels
+        flat = c * 3 * 3
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2)]
+
+        self.encoder = nn.Sequential(*block(1, c), *block(c, c), *block(c, c), nn.Flatten())
+        self.fc_mu = nn.Linear(flat, latent_dim)
+        self.fc_logvar = nn.Linear(flat, latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, flat),
+            nn.Unflatten(1, (c, 3, 3)),
+            nn.ConvTranspose2d(c, c, 2, stride=2, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c, c, 2, stride=2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c, c, 2, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(c, 1, 3, padding=1),
+            nn.Sigmoid(),
+        )

@@ -1,0 +1,7 @@
+"""Training objectives (see ``configs/objective``): ``loss(model, batch) -> (scalar, terms)``."""
+
+from dgm_runner.objectives.base import Batch, Objective
+from dgm_runner.objectives.cd import ContrastiveDivergence
+from dgm_runner.objectives.elbo import ELBO
+
+__all__ = ["Batch", "Objective", "ContrastiveDivergence", "ELBO"]

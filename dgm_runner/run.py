@@ -1,0 +1,287 @@
+"""``dgm-train``: the one training loop (``../DESIGN.md``, "One loop").
+
+The loop never knows which model it runs: it builds the components named by the
+config, iterates epochs over an in-memory random permutation, steps the optimiser on
+``objective.loss``, evaluates on the test split every ``trainer.eval_every`` epochs and
+writes the run-directory contract (checkpoints, metrics, sample grids, TensorBoard).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from dgm_runner import CONFIG_DIR
+from dgm_runner.build import build_components, resolve_device, seed_everything
+from dgm_runner.config import ConfigError, validate
+from dgm_runner.data.base import DataError
+from dgm_runner.evaluation import draw_samples, evaluate
+from dgm_runner.io.artifacts import append_jsonl, save_grid
+from dgm_runner.io.atomic import atomic_open, write_json
+from dgm_runner.io.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from dgm_runner.objectives.base import Batch
+
+log = logging.getLogger("dgm_runner")
+
+# Config sections whose change makes a checkpoint incompatible with a resumed run.
+_RESUME_KEYS = ("model", "objective", "dataset")
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _make_optimizer(params, tcfg: DictConfig) -> torch.optim.Optimizer:
+    if tcfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
+    return torch.optim.Adam(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+
+
+def _check_resume_config(cfg: DictConfig, saved: dict[str, Any], path: Path) -> None:
+    current = OmegaConf.to_container(cfg, resolve=True)
+    for key in _RESUME_KEYS:
+        if current.get(key) != saved.get(key):
+            raise CheckpointError(
+                f"{path} was trained with a different {key} config ({saved.get(key)}); "
+                f"refusing to resume with {current.get(key)}"
+            )
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train, evaluate and write every artifact of one run into ``run_dir``.
+
+    Args:
+        cfg: a composed ``train`` config (model, dataset, objective, sampler, trainer, logger).
+        run_dir: the run directory (created if needed).
+
+    Returns:
+        The final metrics (also written to ``metrics.json``).
+
+    Raises:
+        ConfigError: an invalid value, found before any training.
+        DataError: the dataset is missing or corrupt.
+        CheckpointError: ``trainer.resume`` points at an unusable checkpoint.
+        DivergedError: the loss became non-finite (``metrics.json`` has status "diverged",
+            the last good ``last.pt`` is kept).
+    """
+    validate(cfg)
+    tcfg = cfg.trainer
+    run_dir = Path(run_dir)
+    ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
+    for d in (ckpt_dir, sample_dir):
+        d.mkdir(parents=True, exist_ok=True)
+
+    device = resolve_device(tcfg.device)
+    seed_everything(tcfg.seed)
+    comps = build_components(cfg, device)
+    model, objective, sampler, data = comps.model, comps.objective, comps.sampler, comps.data
+    optimizer = _make_optimizer(model.parameters(), tcfg)
+    data_gen = torch.Generator().manual_seed(tcfg.seed)
+
+    epoch, step, best = 0, 0, math.inf
+    if tcfg.resume:
+        last = Path(tcfg.resume) / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(last, map_location=device)
+        _check_resume_config(cfg, ckpt["config"], last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        objective.load_state_dict(ckpt["objective"])
+        epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best"]
+        restore_rng(ckpt["rng"], data_gen)
+        log.info("resumed from %s at epoch %d (step %d)", last, epoch, step)
+
+    logger = instantiate(cfg.logger, log_dir=run_dir / "tb")
+    config_dict = OmegaConf.to_container(cfg, resolve=True)
+    n, bs = data.train_x.shape[0], tcfg.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    epoch_times: list[float] = []
+    metrics: dict[str, Any] = {}
+    train_means: dict[str, float] = {}
+    log.info(
+        "%s: %s on %s (%d train / %d test images, %s), %d parameters, device %s",
+        cfg.get("experiment_name", "run"), type(model).__name__, data.name, n,
+        data.test_x.shape[0], "binarized" if data.binarized else "grey",
+        sum(p.numel() for p in model.parameters()), device,
+    )
+
+    try:
+        for epoch in range(epoch + 1, tcfg.epochs + 1):
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=data_gen).to(device)
+            window: dict[str, torch.Tensor] = {}
+            epoch_sums: dict[str, torch.Tensor] = {}
+            in_window = 0
+            bar = tqdm(
+                range(steps_per_epoch), desc=f"epoch {epoch}/{tcfg.epochs}", leave=False,
+                disable=not tcfg.progress, dynamic_ncols=True,
+            )
+            for i in bar:
+                idx = perm[i * bs : (i + 1) * bs]
+                loss, terms = objective.loss(model, Batch(data.train_x[idx], data.train_y[idx]))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                in_window += 1
+                for k, v in terms.items():  # accumulate on device: no host sync per step
+                    window[k] = window.get(k, 0.0) + v
+                if in_window == tcfg.log_every or i == steps_per_epoch - 1:
+                    means = {k: float(v) / in_window for k, v in window.items()}
+                    bad = {k: v for k, v in means.items() if not math.isfinite(v)}
+                    if bad:
+                        raise DivergedError(f"non-finite training loss at epoch {epoch}, step {step}: {bad}")
+                    logger.scalars({f"train/{k}": v for k, v in means.items()}, step)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
+                    for k, v in window.items():
+                        epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+                    window, in_window = {}, 0
+            bar.close()
+            epoch_times.append(time.perf_counter() - t0)
+            train_means = {f"train/{k}": float(v) / steps_per_epoch for k, v in epoch_sums.items()}
+
+            if epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs:
+                metrics = evaluate(model, objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1)
+                bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+                if bad:
+                    raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
+                images = draw_samples(model, sampler, tcfg.n_samples, tcfg.seed + 2, device)
+                grid = save_grid(images, sample_dir / f"epoch_{epoch:04d}.png")
+                record = {"epoch": epoch, "step": step, "train/epoch_time_s": epoch_times[-1], **train_means, **metrics}
+                append_jsonl(run_dir / "metrics.jsonl", record)
+                logger.scalars({**metrics, "train/epoch_time_s": epoch_times[-1]}, step)
+                logger.image("samples", grid, step)
+                monitored = metrics[f"test/{objective.monitor}"]
+                payload = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "objective": objective.state_dict(),
+                    "epoch": epoch,
+                    "step": step,
+                    "best": min(best, monitored),
+                    "metrics": metrics,
+                    "rng": capture_rng(data_gen),
+                    "config": config_dict,
+                }
+                save_checkpoint(ckpt_dir / "last.pt", payload)
+                if monitored < best:
+                    best = monitored
+                    shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / ".best.pt.tmp")
+                    (ckpt_dir / ".best.pt.tmp").replace(ckpt_dir / "best.pt")
+                log.info(
+                    "epoch %d/%d (%.1fs): %s", epoch, tcfg.epochs, epoch_times[-1],
+                    ", ".join(f"{k}={v:.4f}" for k, v in {**train_means, **metrics}.items()),
+                )
+    except DivergedError as err:
+        write_json(run_dir / "metrics.json", {"status": "diverged", "epoch": epoch, "step": step, "error": str(err)})
+        logger.close()
+        raise
+
+    if (sample_dir / f"epoch_{epoch:04d}.png").exists():
+        shutil.copyfile(sample_dir / f"epoch_{epoch:04d}.png", sample_dir / "final.png")
+    if tcfg.export_name:
+        with atomic_open(run_dir / tcfg.export_name, "wb") as f:
+            torch.save(model.state_dict(), f)
+    final = {
+        "status": "completed",
+        "epoch": epoch,
+        "step": step,
+        "time_per_epoch_s": sum(epoch_times) / len(epoch_times) if epoch_times else None,
+        **train_means,
+        **metrics,
+    }
+    write_json(run_dir / "metrics.json", final)
+    logger.hparams(_flat(config_dict, ("model", "objective", "trainer")), metrics)
+    logger.close()
+    return final
+
+
+def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
+    """``{"model.latent_dim": 20, ...}`` for the given top-level sections."""
+    out = {}
+    for section in sections:
+        for key, value in (config.get(section) or {}).items():
+            if not isinstance(value, (dict, list)):
+                out[f"{section}.{key}"] = value
+    return out
+
+
+# Errors that are the user's to fix: one line, no traceback.
+USER_ERRORS = (ConfigError, DataError, CheckpointError, DivergedError)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        return train(cfg, run_dir)
+    except Exception as err:
+        line = f"{type(err).__name__}: {err}"
+        if not isinstance(err, DivergedError):
+            write_json(run_dir / "metrics.json", {"status": "failed", "error": line})
+        if not isinstance(err, USER_ERRORS):
+            log.error(traceback.format_exc())
+        if multirun:  # the sweep goes on; the summary marks this job failed
+            log.error("job failed: %s", line)
+            return None
+        if isinstance(err, USER_ERRORS):
+            print(f"dgm-train: error: {line}", file=sys.stderr)
+            sys.exit(2 if isinstance(err, ConfigError) else 1)
+        raise
+
+
+def _register_resolvers() -> None:
+    # hydra.run.dir is the resumed run's directory when trainer.resume is set.
+    if not OmegaConf.has_resolver("dgm_run_dir"):
+        OmegaConf.register_new_resolver("dgm_run_dir", lambda resume, default: resume or default)
+
+
+def check_group_choices(argv: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """Reject ``group=entry`` overrides naming an entry that does not exist, in one line.
+
+    (Hydra would reject them too, over several lines; this names the allowed values.)
+
+    Raises:
+        ConfigError: ``"model=foo: unknown model; allowed values are rbm, vae_cnn, ..."``.
+    """
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        group_dir = Path(config_dir) / key
+        if "." in key or key.startswith("hydra") or not group_dir.is_dir():
+            continue
+        allowed = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in allowed:
+                raise ConfigError(f"{key}={choice}: unknown {key}; allowed values are {', '.join(allowed)}")
+
+
+def main() -> None:
+    """Console entry point of ``dgm-train`` / ``python -m dgm_runner``."""
+    _register_resolvers()
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as err:
+        print(f"dgm-train: error: ConfigError: {err}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+_register_resolvers()

@@ -1,0 +1,7 @@
+"""Samplers (see ``configs/sampler``): ``sample(model, n, generator) -> (n, C, H, W)``."""
+
+from dgm_runner.samplers.ancestral import AncestralSampler
+from dgm_runner.samplers.base import Sampler
+from dgm_runner.samplers.gibbs import GibbsSampler
+
+__all__ = ["Sampler", "GibbsSampler", "AncestralSampler"]
