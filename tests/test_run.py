@@ -1,0 +1,196 @@
+"""End-to-end: smoke runs on real MNIST subsets write the run-directory contract;
+sweeps, dgm-eval, dgm-sample, resume, divergence and unsafe checkpoints."""
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from dgm_runner.build import restore_run
+from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
+from dgm_runner.objectives.elbo import ELBO
+from dgm_runner.run import DivergedError, train
+from tests.conftest import SMALL, needs_mnist
+
+pytestmark = needs_mnist
+
+EXPORTS = {"rbm_cdk": "model_rbm_seed2025.pt", "vae_mlp": "model_vae_seed2025.pt", "vae_cnn": "model_vae2_seed2025.pt"}
+FAST = {"rbm_cdk": ["sampler.steps=20"], "vae_mlp": [], "vae_cnn": []}
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dgm_runner", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _script(name: str) -> str:
+    """The console script installed beside this interpreter (the venv need not be active)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def _assert_contract(run_dir: Path, epochs: int) -> dict:
+    for rel in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "metrics.json", "samples/final.png"):
+        assert (run_dir / rel).is_file(), rel
+    for epoch in range(1, epochs + 1):
+        assert (run_dir / "samples" / f"epoch_{epoch:04d}.png").is_file()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == list(range(1, epochs + 1))
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert final["status"] == "completed" and final["epoch"] == epochs
+    test_keys = {k for k in lines[-1] if k.startswith("test/")}
+    assert test_keys and all(final[k] == lines[-1][k] for k in test_keys)
+    return final
+
+
+@pytest.mark.parametrize("experiment", ["rbm_cdk", "vae_mlp", "vae_cnn"])
+def test_smoke_run_writes_the_run_directory_contract(compose_cfg, tmp_path, experiment):
+    cfg = compose_cfg(f"experiment={experiment}", *SMALL, "trainer.epochs=2", *FAST[experiment])
+    final = train(cfg, tmp_path)
+    _assert_contract(tmp_path, epochs=2)
+    expected = {"rbm_cdk": "test/free_energy", "vae_mlp": "test/recon_mse_sum", "vae_cnn": "test/recon_mse_sum"}
+    assert expected[experiment] in final
+    if experiment != "rbm_cdk":
+        assert final["test/elbo_loss"] == pytest.approx(final["test/recon_mse_sum"] + final["test/kl"])
+    state = torch.load(tmp_path / EXPORTS[experiment], weights_only=True)
+    assert set(state) == set(restore_run(tmp_path, device="cpu")[1].model.state_dict())
+    grid = Image.open(tmp_path / "samples" / "final.png")
+    assert grid.size == (4 * 28 + 5 * 2,) * 2  # 16 samples -> 4x4 grid with 2-px padding
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["config"]["experiment_name"] == experiment
+
+
+def test_vae_training_reduces_the_test_loss(compose_cfg, tmp_path):
+    cfg = compose_cfg("experiment=vae_mlp", "dataset.subset=2000", "dataset.test_subset=500",
+                      "trainer.epochs=3", "trainer.progress=false")
+    train(cfg, tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["test/elbo_loss"] < lines[0]["test/elbo_loss"] < 784 * 0.25
+
+
+def test_cli_default_run_has_hydra_files_and_log(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _cli(*SMALL, "sampler.steps=10", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _assert_contract(run_dir, epochs=1)
+    for rel in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "model_rbm_seed2025.pt"):
+        assert (run_dir / rel).is_file(), rel
+    assert "epoch 1/1" in (run_dir / "train.log").read_text()
+
+
+def test_sweep_writes_summary_and_marks_a_failed_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = _cli("-m", "experiment=vae_mlp", "model.latent_dim=2,0", *SMALL, f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = (sweep_dir / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("job,model.latent_dim,status")
+    assert rows[1].startswith("0,2,completed") and rows[2].startswith("1,0,failed")
+    assert "model.latent_dim=0 is invalid" in rows[2]
+    assert "| 0 | 2 | completed |" in (sweep_dir / "summary.md").read_text()
+    assert (sweep_dir / "summary_test_elbo_loss.png").is_file()
+
+
+def test_sweep_presets_set_multirun_parameters(compose_cfg):
+    from hydra import compose, initialize_config_dir
+
+    from dgm_runner import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cd_k = compose("train", overrides=["experiment=rbm_cdk", "sweep=cd_k"], return_hydra_config=True)
+        nz = compose("train", overrides=["experiment=vae_cnn", "sweep=latent_dim"], return_hydra_config=True)
+    assert str(cd_k.hydra.mode) == "RunMode.MULTIRUN" and cd_k.hydra.sweeper.params["objective.k"] == "1,5,25"
+    assert nz.hydra.sweeper.params["model.latent_dim"] == "2,5,10,20"
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory):
+    from hydra import compose, initialize_config_dir
+
+    from dgm_runner import CONFIG_DIR
+
+    run_dir = tmp_path_factory.mktemp("vae_run")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=vae_cnn", *SMALL])
+    return run_dir, train(cfg, run_dir)
+
+
+def test_dgm_eval_recomputes_the_final_metrics(trained_vae):
+    run_dir, final = trained_vae
+    proc = subprocess.run([_script("dgm-eval"), str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recomputed = json.loads((run_dir / "eval.json").read_text())
+    for key in ("test/recon_mse_sum", "test/kl", "test/elbo_loss"):
+        assert recomputed[key] == pytest.approx(final[key], rel=1e-6)
+        assert key in proc.stdout
+
+
+def test_dgm_sample_writes_an_8x8_grid(trained_vae, tmp_path):
+    run_dir, _ = trained_vae
+    out = tmp_path / "grid.png"
+    proc = subprocess.run([_script("dgm-sample"), str(run_dir), "n=64", f"out={out}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Image.open(out).size == (8 * 28 + 9 * 2,) * 2
+
+
+def test_unsafe_truncated_and_foreign_checkpoints_are_refused(trained_vae, tmp_path):
+    run_dir, _ = trained_vae
+    good = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good[: len(good) // 2])
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('/tmp/dgm_pwned', 'w').write('x')",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "dgm_runner/1", "x": Evil()}))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    for path, match in ((truncated, "not a readable"), (evil, "not a readable"), (foreign, "not a dgm_runner")):
+        with pytest.raises(CheckpointError, match=match):
+            load_checkpoint(path)
+    assert not Path("/tmp/dgm_pwned").exists()
+    proc = subprocess.run([_script("dgm-eval"), str(run_dir), f"checkpoint={truncated}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith("dgm-eval: error: CheckpointError")
+
+
+def test_resumed_run_ends_with_the_same_metrics(compose_cfg, tmp_path):
+    common = ["experiment=vae_mlp", *SMALL, "logger=none"]
+    straight = train(compose_cfg(*common, "trainer.epochs=2"), tmp_path / "a")
+    train(compose_cfg(*common, "trainer.epochs=1"), tmp_path / "b")
+    resumed = train(compose_cfg(*common, "trainer.epochs=2", f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
+    for key in ("test/elbo_loss", "test/recon_mse_sum", "test/kl", "train/elbo_loss"):
+        assert resumed[key] == straight[key]
+
+
+def test_resume_refuses_a_different_model(compose_cfg, tmp_path):
+    train(compose_cfg("experiment=vae_mlp", *SMALL, "logger=none"), tmp_path / "a")
+    cfg = compose_cfg("experiment=vae_mlp", *SMALL, "model.latent_dim=3", f"trainer.resume={tmp_path / 'a'}")
+    with pytest.raises(CheckpointError, match="different model"):
+        train(cfg, tmp_path / "a")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(compose_cfg, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = ELBO.loss
+
+    def poisoned(self, model, batch):
+        calls["n"] += 1
+        loss, terms = original(self, model, batch)
+        if calls["n"] > 4:  # SMALL: 4 steps per epoch, so epoch 2 diverges
+            loss = loss * float("nan")
+            terms = {**terms, "elbo_loss": loss.detach()}
+        return loss, terms
+
+    monkeypatch.setattr(ELBO, "loss", poisoned)
+    cfg = compose_cfg("experiment=vae_mlp", *SMALL, "trainer.epochs=3", "logger=none", "trainer.log_every=1")
+    with pytest.raises(DivergedError, match="non-finite"):
+        train(cfg, tmp_path)
+    status = json.loads((tmp_path / "metrics.json").read_text())
+    assert status["status"] == "diverged" and status["epoch"] == 2
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
