@@ -104,3 +104,15 @@ def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
     data = load_vision_dataset("fashion_mnist", download=False)
     assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
     assert data.n_classes == 10 and set(data.train_y.unique().tolist()) == set(range(10))
+
+
+def test_image_data_rejects_empty_splits_and_bad_labels():
+    from dgm_runner.data import ImageData
+
+    x, y = torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(DataError, match="empty"):
+        ImageData("t", x[:0], y[:0], x, y, n_classes=10, binarized=False)
+    with pytest.raises(DataError, match="labels outside"):
+        ImageData("t", x, torch.full((4,), 10), x, y, n_classes=10, binarized=False)
+    with pytest.raises(DataError, match=r"\(N, C, H, W\)"):
+        ImageData("t", x[:, 0], y, x, y, n_classes=10, binarized=False)
