@@ -93,6 +93,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     data_gen = torch.Generator().manual_seed(tcfg.seed)
 
     epoch, step, best = 0, 0, math.inf
+    metrics: dict[str, Any] = {}
     if tcfg.resume:
         last = Path(tcfg.resume) / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(last, map_location=device)
@@ -101,6 +102,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         optimizer.load_state_dict(ckpt["optimizer"])
         objective.load_state_dict(ckpt["objective"])
         epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best"]
+        metrics = ckpt["metrics"]
         restore_rng(ckpt["rng"], data_gen)
         log.info("resumed from %s at epoch %d (step %d)", last, epoch, step)
 
@@ -109,7 +111,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     n, bs = data.train_x.shape[0], tcfg.batch_size
     steps_per_epoch = math.ceil(n / bs)
     epoch_times: list[float] = []
-    metrics: dict[str, Any] = {}
     train_means: dict[str, float] = {}
     log.info(
         "%s: %s on %s (%d train / %d test images, %s), %d parameters, device %s",

@@ -46,10 +46,3 @@ class Objective:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
-
-def require(model: nn.Module, cls: type, objective: str) -> None:
-    """Raise ``TypeError`` unless ``model`` is an instance of ``cls``."""
-    if not isinstance(model, cls):
-        raise TypeError(
-            f"objective {objective!r} needs a {cls.__name__} model, got {type(model).__name__}"
-        )

@@ -9,7 +9,8 @@ from torch import nn
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.models.rbm import RBM
-from dgm_runner.objectives.base import Batch, Objective, require
+from dgm_runner.models.checks import require
+from dgm_runner.objectives.base import Batch, Objective
 
 
 class ContrastiveDivergence(Objective):
@@ -41,7 +42,7 @@ class ContrastiveDivergence(Objective):
         self.chains: torch.Tensor | None = None
 
     def check_model(self, model: nn.Module) -> None:
-        require(model, RBM, "pcd" if self.persistent else "cd")
+        require(model, RBM, f"objective {'pcd' if self.persistent else 'cd'!r}")
 
     def loss(self, model: RBM, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         v0 = model.flatten(batch.x)

@@ -10,7 +10,8 @@ from torch import nn
 from dgm_runner.config import PositiveInt
 from dgm_runner.distributions import kl_normal_std, log_normal_diag, sample_normal_diag
 from dgm_runner.models.vae import GaussianVAE
-from dgm_runner.objectives.base import Batch, Objective, require
+from dgm_runner.models.checks import require
+from dgm_runner.objectives.base import Batch, Objective
 
 
 class ELBO(Objective):
@@ -45,7 +46,7 @@ class ELBO(Objective):
         self.n_samples = n_samples
 
     def check_model(self, model: nn.Module) -> None:
-        require(model, GaussianVAE, "elbo")
+        require(model, GaussianVAE, "objective 'elbo'")
 
     def terms(
         self, model: GaussianVAE, x: torch.Tensor, generator: torch.Generator | None = None

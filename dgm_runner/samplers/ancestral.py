@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dgm_runner.models.vae import GaussianVAE
-from dgm_runner.objectives.base import require
+from dgm_runner.models.checks import require
 from dgm_runner.samplers.base import Sampler
 
 
@@ -14,7 +14,7 @@ class AncestralSampler(Sampler):
     sample picture; per-pixel noise of the likelihood is not added)."""
 
     def check_model(self, model: torch.nn.Module) -> None:
-        require(model, GaussianVAE, "ancestral sampler")
+        require(model, GaussianVAE, "sampler 'ancestral'")
 
     @torch.no_grad()
     def sample(self, model: GaussianVAE, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.models.rbm import RBM
-from dgm_runner.objectives.base import require
+from dgm_runner.models.checks import require
 from dgm_runner.samplers.base import Sampler
 
 
@@ -22,7 +22,7 @@ class GibbsSampler(Sampler):
         self.steps = steps
 
     def check_model(self, model: torch.nn.Module) -> None:
-        require(model, RBM, "gibbs sampler")
+        require(model, RBM, "sampler 'gibbs'")
 
     @torch.no_grad()
     def sample(self, model: RBM, n: int, generator: torch.Generator) -> torch.Tensor:

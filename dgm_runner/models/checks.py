@@ -1,0 +1,17 @@
+"""Type checks that objectives and samplers run on their model before training."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def require(model: nn.Module, cls: type, user: str) -> None:
+    """Raise ``TypeError`` (one line) unless ``model`` is an instance of ``cls``.
+
+    Args:
+        model: the model to check.
+        cls: the model class ``user`` needs.
+        user: the component's name for the message (``"objective 'cd'"``).
+    """
+    if not isinstance(model, cls):
+        raise TypeError(f"{user} needs a {cls.__name__} model, got {type(model).__name__}")
