@@ -45,19 +45,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _instantiate_checked(group: str, node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``; a ValueError/TypeError raised by the constructor
+    (values that are fine one by one but not together) becomes a one-line ConfigError."""
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"{group}: {cause}") from None
+        raise
+
+
 def build_model(cfg: DictConfig, image_shape: tuple[int, int, int], n_classes: int) -> torch.nn.Module:
-    """Instantiate ``cfg.model`` for data of shape ``image_shape``.
+    """Instantiate ``cfg.model`` for data of shape ``image_shape`` with ``n_classes`` labels.
 
     Raises:
         ConfigError: the model rejects the data (e.g. vae_cnn on non-28x28 images).
     """
-    try:
-        return instantiate(cfg.model, image_shape=tuple(image_shape), n_classes=n_classes)
-    except Exception as err:
-        cause = err.__cause__ or err
-        if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(f"model: {cause}") from None
-        raise
+    return _instantiate_checked("model", cfg.model, image_shape=tuple(image_shape), n_classes=n_classes)
 
 
 def build_components(cfg: DictConfig, device: torch.device) -> Components:
@@ -69,8 +75,8 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
     """
     data = instantiate(cfg.dataset, device=device)
     model = build_model(cfg, data.image_shape, data.n_classes).to(device)
-    objective = instantiate(cfg.objective)
-    sampler = instantiate(cfg.sampler)
+    objective = _instantiate_checked("objective", cfg.objective)
+    sampler = _instantiate_checked("sampler", cfg.sampler)
     try:
         objective.check_model(model)
         sampler.check_model(model)

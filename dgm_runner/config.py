@@ -77,6 +77,8 @@ class TrainerConfig:
     eval_every: PositiveInt = 1
     eval_batch_size: PositiveInt = 1000
     log_every: PositiveInt = 50
+    val_every_steps: Optional[PositiveInt] = None
+    val_size: PositiveInt = 1000
     n_samples: PositiveInt = 64
     progress: bool = True
     resume: Optional[str] = None
@@ -221,6 +223,8 @@ RUNTIME_ARGS: dict[str, set[str]] = {
     "sampler": set(),
     "logger": {"log_dir"},
 }
+# Arguments the loop passes to every figure maker in ``figures``.
+FIGURE_ARGS = {"model", "data", "run_dir", "seed"}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -237,4 +241,6 @@ def validate(cfg: DictConfig) -> None:
         if group not in container:
             raise ConfigError(f"{group} is missing from the config")
         validate_node(group, container[group], runtime)
+    for name, node in (container.get("figures") or {}).items():
+        validate_node(f"figures.{name}", node, FIGURE_ARGS)
     validate_trainer(container["trainer"])

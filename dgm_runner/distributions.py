@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def sample_normal_diag(
@@ -69,3 +70,25 @@ def log_normal_diag(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> 
         ``(...)`` log-density (nats).
     """
     return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(dim=-1)
+
+
+def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``log Bernoulli(x; sigmoid(logits))`` summed over the last dimension.
+
+    Computed from logits as ``x * logits - softplus(logits)`` (= minus binary cross
+    entropy), which stays finite for saturated pixels where ``log(sigmoid(l))`` would
+    underflow to ``log 0`` (seed 001 Q2 b-ii; seed 004 Q2 "cross entropy").
+    ``x`` may be binary or in [0, 1] (then it is the cross entropy with grey targets).
+
+    Args:
+        x: ``(..., D)`` targets in [0, 1]; logits: broadcastable ``(..., D)``.
+
+    Returns:
+        ``(...)`` log-likelihood (nats).
+    """
+    return (x * logits - F.softplus(logits)).sum(dim=-1)
+
+
+def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw ``x ~ Bernoulli(probs)`` elementwise (seed 001 Q2 b-iv); same shape as ``probs``."""
+    return torch.bernoulli(probs, generator=generator)

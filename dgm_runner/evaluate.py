@@ -19,7 +19,8 @@ def _app(cfg: DictConfig) -> dict[str, float]:
     run_cfg, comps, ckpt = restore_run(cfg.run_dir, cfg.checkpoint, cfg.device, overrides)
     data = comps.data
     metrics = evaluate(
-        comps.model, comps.objective, data.test_x, data.test_y, cfg.eval_batch_size, run_cfg.trainer.seed + 1
+        comps.model, comps.objective, data.test_x, data.test_y, cfg.eval_batch_size, run_cfg.trainer.seed + 1,
+        final=True,
     )
     print(f"{cfg.run_dir} ({cfg.checkpoint}, epoch {ckpt['epoch']}, {data.test_x.shape[0]} test images)")
     for key, value in metrics.items():

@@ -16,6 +16,8 @@ def evaluate(
     y: torch.Tensor,
     batch_size: int,
     seed: int,
+    final: bool = False,
+    prefix: str = "test",
 ) -> dict[str, float]:
     """Average ``objective.evaluate`` over the whole split, in batches.
 
@@ -24,20 +26,23 @@ def evaluate(
 
     Args:
         x: ``(N, C, H, W)`` images; y: ``(N,)`` labels (same device as the model).
+        final: compute the end-of-run metrics too (see ``Objective.evaluate``).
+        prefix: the split name put before each metric (``test``, ``val``).
 
     Returns:
-        ``{"test/<name>": mean over the N examples}`` (units as the objective documents).
+        ``{"<prefix>/<name>": mean over the N examples}`` (units as the objective documents).
     """
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=x.device).manual_seed(seed)
     sums: dict[str, torch.Tensor] = {}
     for start in range(0, x.shape[0], batch_size):
-        out = objective.evaluate(model, Batch(x[start : start + batch_size], y[start : start + batch_size]), gen)
+        batch = Batch(x[start : start + batch_size], y[start : start + batch_size])
+        out = objective.evaluate(model, batch, gen, final=final)
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + value.sum()
     model.train(was_training)
-    return {f"test/{k}": float(v) / x.shape[0] for k, v in sums.items()}
+    return {f"{prefix}/{k}": float(v) / x.shape[0] for k, v in sums.items()}
 
 
 @torch.no_grad()

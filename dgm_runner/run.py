@@ -111,6 +111,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     n, bs = data.train_x.shape[0], tcfg.batch_size
     steps_per_epoch = math.ceil(n / bs)
     epoch_times: list[float] = []
+    history: list[dict[str, float]] = []  # train terms per log interval, val terms; flushed per epoch
     train_means: dict[str, float] = {}
     log.info(
         "%s: %s on %s (%d train / %d test images, %s), %d parameters, device %s",
@@ -141,21 +142,34 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 for k, v in terms.items():  # accumulate on device: no host sync per step
                     window[k] = window.get(k, 0.0) + v
                 if in_window == tcfg.log_every or i == steps_per_epoch - 1:
-                    means = {k: float(v) / in_window for k, v in window.items()}
+                    means = {f"train/{k}": float(v) / in_window for k, v in window.items()}
                     bad = {k: v for k, v in means.items() if not math.isfinite(v)}
                     if bad:
                         raise DivergedError(f"non-finite training loss at epoch {epoch}, step {step}: {bad}")
-                    logger.scalars({f"train/{k}": v for k, v in means.items()}, step)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
+                    logger.scalars(means, step)
+                    history.append({"step": step, **means})
+                    bar.set_postfix({k[6:]: f"{v:.4g}" for k, v in means.items()}, refresh=False)
                     for k, v in window.items():
                         epoch_sums[k] = epoch_sums.get(k, 0.0) + v
                     window, in_window = {}, 0
+                if tcfg.val_every_steps and step % tcfg.val_every_steps == 0:
+                    val = evaluate(
+                        model, objective, data.test_x[: tcfg.val_size], data.test_y[: tcfg.val_size],
+                        tcfg.eval_batch_size, tcfg.seed + 1, prefix="val",
+                    )
+                    logger.scalars(val, step)
+                    history.append({"step": step, **val})
             bar.close()
+            append_jsonl(run_dir / "train_history.jsonl", *history)
+            history = []
             epoch_times.append(time.perf_counter() - t0)
             train_means = {f"train/{k}": float(v) / steps_per_epoch for k, v in epoch_sums.items()}
 
             if epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs:
-                metrics = evaluate(model, objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1)
+                metrics = evaluate(
+                    model, objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1,
+                    final=epoch == tcfg.epochs,
+                )
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:
                     raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
@@ -191,6 +205,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         logger.close()
         raise
 
+    for name, node in (cfg.get("figures") or {}).items():
+        path = instantiate(node, model=model, data=data, run_dir=run_dir, seed=tcfg.seed + 3)
+        log.info("figure %s -> %s", name, path)
     if (sample_dir / f"epoch_{epoch:04d}.png").exists():
         shutil.copyfile(sample_dir / f"epoch_{epoch:04d}.png", sample_dir / "final.png")
     if tcfg.export_name:

@@ -116,3 +116,16 @@ def test_image_data_rejects_empty_splits_and_bad_labels():
         ImageData("t", x, torch.full((4,), 10), x, y, n_classes=10, binarized=False)
     with pytest.raises(DataError, match=r"\(N, C, H, W\)"):
         ImageData("t", x[:, 0], y, x, y, n_classes=10, binarized=False)
+
+
+@needs_mnist
+def test_per_class_and_downsampling_as_in_seed_002():
+    full = load_vision_dataset("mnist")
+    data = load_vision_dataset("mnist", per_class=30, image_size=14, binarize=True, threshold=128 / 255)
+    assert data.train_x.shape == (300, 1, 14, 14) and data.test_x.shape == (10000, 1, 14, 14)
+    assert torch.bincount(data.train_y, minlength=10).tolist() == [30] * 10
+    first_sevens = torch.nonzero(full.train_y == 7).flatten()[:30]
+    assert torch.equal(data.train_y[data.train_y == 7], full.train_y[first_sevens])
+    # area downsampling = mean of each 2x2 block of the 28x28 image, then threshold
+    block_mean = full.train_x[first_sevens[:1]].reshape(1, 1, 14, 2, 14, 2).mean(dim=(3, 5))
+    torch.testing.assert_close(data.train_x[data.train_y == 7][:1], (block_mean > 128 / 255).float())

@@ -24,7 +24,7 @@ def test_vae_cnn_layers_and_parameter_count_follow_tables_1_and_2(nz):
     ]
     last = [m for m in model.decoder if isinstance(m, nn.Conv2d)][-1]
     assert (last.in_channels, last.out_channels, last.kernel_size, last.padding) == (8, 1, (3, 3), (1, 1))
-    assert isinstance(model.decoder[-1], nn.Sigmoid)
+    assert model.decoder[-1] is last and isinstance(model.output, nn.Sigmoid)  # Conv -> Sigmoid
 
     # Parameter count from the tables: convs 1*8*9+8 + 2*(8*8*9+8); heads 2*(72*nz+nz);
     # decoder linear nz*72+72; deconvs 3*(8*8*4+8); output conv 8*9+1.
@@ -52,7 +52,24 @@ def test_vae_mlp_is_one_hidden_layer_of_500_tanh_units():
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(784, 500), (500, 5), (500, 5), (5, 500), (500, 784)]
     assert sum(isinstance(m, nn.Tanh) for m in model.modules()) == 2
-    assert model.decode(torch.randn(4, 5)).shape == (4, 1, 28, 28)
+    assert isinstance(model.output, nn.Sigmoid)
+    z = torch.randn(4, 5)
+    assert model.decode(z).shape == (4, 1, 28, 28)
+    torch.testing.assert_close(model.decode(z), torch.sigmoid(model.decode_logits(z)))
+
+
+def test_conditional_vae_takes_one_hot_labels_in_encoder_and_decoder():
+    model = VAEMLP((1, 28, 28), latent_dim=3, hidden_dim=50, conditional=True, n_classes=10)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert (linears[0].in_features, linears[3].in_features) == (784 + 10, 3 + 10)
+    x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
+    mu, logvar = model.encode(x, y)
+    assert mu.shape == (6, 3)
+    z = torch.zeros(6, 3)
+    out = model.decode(z, y)
+    assert out.shape == (6, 1, 28, 28) and not torch.allclose(out[0], out[1])  # the label matters
+    with pytest.raises(ValueError, match="conditional"):
+        model.decode(z)
 
 
 def test_rbm_shapes():

@@ -153,6 +153,8 @@ def load_vision_dataset(
     threshold: UnitInterval = 0.5,
     subset: Optional[PositiveInt] = None,
     test_subset: Optional[PositiveInt] = None,
+    per_class: Optional[PositiveInt] = None,
+    image_size: Optional[PositiveInt] = None,
     device: str | torch.device = "cpu",
 ) -> ImageData:
     """Load MNIST or Fashion-MNIST into memory as float tensors on ``device``.
@@ -164,8 +166,12 @@ def load_vision_dataset(
         binarize: map each pixel to ``1.0 if intensity > threshold else 0.0``; the
             intensity is in [0, 1], so the result is fixed per image (no resampling).
         threshold: binarization threshold on [0, 1] intensities (seed 002 uses 128/255).
-        subset: keep only the first ``subset`` training images.
+        subset: keep only the first ``subset`` training images (after ``per_class``).
         test_subset: keep only the first ``test_subset`` test images.
+        per_class: keep only the first ``per_class`` training images of each class, in
+            their original order (seed 002 Problem 2: 1000 per digit).
+        image_size: downsample to ``image_size x image_size`` by area averaging before
+            binarizing (seed 002: 14x14).
         device: where the tensors live.
 
     Returns:
@@ -178,6 +184,10 @@ def load_vision_dataset(
     if name not in SPECS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(SPECS)}")
     train_x, train_y, test_x, test_y = _load_uint8(name, root, download)
+    if per_class is not None:
+        keep = torch.cat([torch.nonzero(train_y == c).flatten()[:per_class] for c in range(10)])
+        keep = keep.sort().values
+        train_x, train_y = train_x[keep], train_y[keep]
     if subset is not None:
         train_x, train_y = train_x[:subset], train_y[:subset]
     if test_subset is not None:
@@ -185,6 +195,8 @@ def load_vision_dataset(
 
     def to_float(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device).unsqueeze(1).float().div_(255.0)
+        if image_size is not None and image_size != x.shape[-1]:
+            x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="area")
         return (x > threshold).float() if binarize else x
 
     return ImageData(

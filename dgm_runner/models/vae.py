@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dgm_runner.config import PositiveInt
@@ -12,39 +13,69 @@ from dgm_runner.config import PositiveInt
 
 class GaussianVAE(nn.Module):
     """Base class: ``q(z|x) = N(mu(x), diag exp(logvar(x)))``, ``p(z) = N(0, I)`` and a
-    decoder whose output is the mean image in [0, 1] (sigmoid).
+    decoder whose output, passed through ``self.output`` (a Sigmoid), is the mean image
+    in [0, 1]. The pre-sigmoid values are the Bernoulli logits, so likelihoods can be
+    computed stably from logits (:func:`dgm_runner.distributions.log_bernoulli`).
 
     Subclasses set ``self.encoder`` (``(B, C, H, W) -> (B, F)`` features), ``self.fc_mu``,
     ``self.fc_logvar`` (``F -> latent_dim``) and ``self.decoder``
-    (``(B, latent_dim) -> (B, C, H, W)``, sigmoid output).
+    (``(B, latent_dim) -> (B, C, H, W)`` logits). Conditional subclasses set
+    ``conditional = True`` and ``n_classes``; they take one-hot labels (Sohn et al. 2015).
 
     Attributes:
         image_shape: ``(C, H, W)``.
         latent_dim: N_z.
+        conditional: whether ``encode``/``decode`` need the labels ``y``.
     """
 
     image_shape: tuple[int, int, int]
     latent_dim: int
+    conditional: bool = False
+    n_classes: int = 10
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, C, H, W)`` images -> ``(mu, logvar)``, each ``(B, latent_dim)``."""
+    def __init__(self) -> None:
+        super().__init__()
+        self.output = nn.Sigmoid()
+
+    def _with_label(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if not self.conditional:
+            return h
+        if y is None:
+            raise ValueError(f"{type(self).__name__} is conditional: pass the labels y")
+        return torch.cat([h, F.one_hot(y, self.n_classes).to(h.dtype)], dim=1)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C, H, W)`` images (and ``(B,)`` labels if conditional) -> ``(mu, logvar)``,
+        each ``(B, latent_dim)``."""
+        if self.conditional:  # q(z|x, y): the one-hot label joins the flattened image
+            x = self._with_label(x.flatten(1), y)
         features = self.encoder(x)
         return self.fc_mu(features), self.fc_logvar(features)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, latent_dim)`` latents -> ``(B, C, H, W)`` pre-sigmoid outputs (logits)."""
+        return self.decoder(self._with_label(z, y))
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, latent_dim)`` latents -> ``(B, C, H, W)`` mean image in [0, 1]."""
-        return self.decoder(z)
+        return self.output(self.decode_logits(z, y))
 
 
 class VAEMLP(GaussianVAE):
-    """VAE1 of seed 000: one hidden layer of ``hidden_dim`` tanh units in the encoder
+    """MLP VAE with one hidden layer of ``hidden_dim`` tanh units in the encoder
     (D -> hidden -> (mu, logvar)) and in the decoder (N_z -> hidden -> D, sigmoid).
+
+    VAE1 of seed 000 (hidden 500), the Bernoulli VAE of seed 001 Q2 (hidden 500, N_z = 2)
+    and the 196-128-8 VAE of seed 002 Problem 2 are all this class. With
+    ``conditional=True`` it is the CVAE of Sohn et al. (2015) / seed 004 Q3: the one-hot
+    label is concatenated to the encoder input (q(z|x,y)) and to z (p(x|z,y)).
 
     Args:
         image_shape: ``(C, H, W)`` of the data (set by the runner).
-        latent_dim: N_z (seed: 2, 5, 10, 20).
-        hidden_dim: width of the hidden layer (seed: 500).
-        n_classes: unused (uniform build signature).
+        latent_dim: N_z (seed 000: 2, 5, 10, 20).
+        hidden_dim: width of the hidden layer (seed 000: 500).
+        conditional: condition encoder and decoder on the class label.
+        n_classes: number of classes (set by the runner; used when conditional).
     """
 
     def __init__(
@@ -52,20 +83,23 @@ class VAEMLP(GaussianVAE):
         image_shape: tuple[int, int, int],
         latent_dim: PositiveInt = 20,
         hidden_dim: PositiveInt = 500,
+        conditional: bool = False,
         n_classes: int = 10,
     ) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
+        self.conditional = conditional
+        self.n_classes = n_classes
         d = math.prod(image_shape)
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden_dim), nn.Tanh())
+        extra = n_classes if conditional else 0
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d + extra, hidden_dim), nn.Tanh())
         self.fc_mu = nn.Linear(hidden_dim, latent_dim)
         self.fc_logvar = nn.Linear(hidden_dim, latent_dim)
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim),
+            nn.Linear(latent_dim + extra, hidden_dim),
             nn.Tanh(),
             nn.Linear(hidden_dim, d),
-            nn.Sigmoid(),
             nn.Unflatten(1, self.image_shape),
         )
 
@@ -121,5 +155,4 @@ class VAECNN(GaussianVAE):
             nn.ConvTranspose2d(c, c, 2, stride=2),
             nn.ReLU(),
             nn.Conv2d(c, 1, 3, padding=1),
-            nn.Sigmoid(),
-        )
+        )  # then self.output = Sigmoid (Table 2's Conv-Sigmoid)

@@ -34,9 +34,11 @@ class Objective:
         raise NotImplementedError
 
     def evaluate(
-        self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None
+        self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None, final: bool = False
     ) -> dict[str, torch.Tensor]:
-        """Return ``{metric name: (B,) per-example values}``; the loop averages them."""
+        """Return ``{metric name: (B,) per-example values}``; the loop averages them.
+        ``final`` is true for the last evaluation of a run (and for ``dgm-eval``), where
+        expensive metrics (e.g. IWAE with K = 1000) are computed."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:

@@ -67,7 +67,9 @@ class ContrastiveDivergence(Objective):
             "recon_error": (recon - v0).pow(2).mean(),
         }
 
-    def evaluate(self, model: RBM, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def evaluate(
+        self, model: RBM, batch: Batch, generator: torch.Generator | None = None, final: bool = False
+    ) -> dict[str, torch.Tensor]:
         """``free_energy``: ``(B,)`` free energy of each test image (nats; the seed's
         auto-graded metric); ``recon_error``: per-pixel MSE of a mean-field reconstruction."""
         v0 = model.flatten(batch.x)

@@ -11,7 +11,8 @@ from dgm_runner.samplers.base import Sampler
 
 class AncestralSampler(Sampler):
     """Draw ``z ~ N(0, I)`` and return the decoder mean ``E[x | z]`` (the usual VAE
-    sample picture; per-pixel noise of the likelihood is not added)."""
+    sample picture; per-pixel noise of the likelihood is not added). For a conditional
+    model, sample i gets the label ``i mod n_classes`` (so an 8x8 grid cycles 0..9)."""
 
     def check_model(self, model: torch.nn.Module) -> None:
         require(model, GaussianVAE, "sampler 'ancestral'")
@@ -21,4 +22,5 @@ class AncestralSampler(Sampler):
         """Returns ``(n, C, H, W)`` images in [0, 1]."""
         device = next(model.parameters()).device
         z = torch.randn(n, model.latent_dim, generator=generator, device=device)
-        return model.decode(z)
+        y = torch.arange(n, device=device) % model.n_classes if model.conditional else None
+        return model.decode(z, y)
