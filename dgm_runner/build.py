@@ -119,4 +119,7 @@ def restore_run(
     except (RuntimeError, KeyError) as err:
         raise CheckpointError(f"{path}: weights do not fit the model in its config ({str(err).splitlines()[0]})") from None
     comps.objective.load_state_dict(ckpt.get("objective", {}))
+    if ckpt.get("ema") is not None:  # evaluate and sample with the EMA weights, as training did
+        prefix = "module."
+        comps.model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)})
     return cfg, comps, ckpt

@@ -79,6 +79,7 @@ class TrainerConfig:
     log_every: PositiveInt = 50
     val_every_steps: Optional[PositiveInt] = None
     val_size: PositiveInt = 1000
+    ema_decay: Optional[Annotated[float, Range(gt=0, lt=1)]] = None
     n_samples: PositiveInt = 64
     progress: bool = True
     resume: Optional[str] = None
@@ -225,6 +226,8 @@ RUNTIME_ARGS: dict[str, set[str]] = {
 }
 # Arguments the loop passes to every figure maker in ``figures``.
 FIGURE_ARGS = {"model", "data", "run_dir", "seed"}
+# ... and to every sample-based metric in ``sample_metrics``.
+SAMPLE_METRIC_ARGS = {"model", "sampler", "data", "seed"}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -243,4 +246,6 @@ def validate(cfg: DictConfig) -> None:
         validate_node(group, container[group], runtime)
     for name, node in (container.get("figures") or {}).items():
         validate_node(f"figures.{name}", node, FIGURE_ARGS)
+    for name, node in (container.get("sample_metrics") or {}).items():
+        validate_node(f"sample_metrics.{name}", node, SAMPLE_METRIC_ARGS)
     validate_trainer(container["trainer"])

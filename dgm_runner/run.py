@@ -30,7 +30,7 @@ from dgm_runner.build import build_components, resolve_device, seed_everything
 from dgm_runner.config import ConfigError, validate
 from dgm_runner.data.base import DataError
 from dgm_runner.evaluation import draw_samples, evaluate
-from dgm_runner.io.artifacts import append_jsonl, save_grid
+from dgm_runner.io.artifacts import append_jsonl, save_samples
 from dgm_runner.io.atomic import atomic_open, write_json
 from dgm_runner.io.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from dgm_runner.objectives.base import Batch
@@ -49,6 +49,16 @@ def _make_optimizer(params, tcfg: DictConfig) -> torch.optim.Optimizer:
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
     return torch.optim.Adam(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+
+
+def make_ema(model: torch.nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (``decay`` per step, e.g. 0.999;
+    Song et al. 2021 sample with EMA weights), or None when ``decay`` is None."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 
 def _check_resume_config(cfg: DictConfig, saved: dict[str, Any], path: Path) -> None:
@@ -90,6 +100,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     comps = build_components(cfg, device)
     model, objective, sampler, data = comps.model, comps.objective, comps.sampler, comps.data
     optimizer = _make_optimizer(model.parameters(), tcfg)
+    ema = make_ema(model, tcfg.ema_decay)
+    eval_model = ema.module if ema is not None else model  # EMA weights for eval and sampling
     data_gen = torch.Generator().manual_seed(tcfg.seed)
 
     epoch, step, best = 0, 0, math.inf
@@ -101,6 +113,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         objective.load_state_dict(ckpt["objective"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.load_state_dict(ckpt["ema"])
         epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best"]
         metrics = ckpt["metrics"]
         restore_rng(ckpt["rng"], data_gen)
@@ -137,6 +151,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 step += 1
                 in_window += 1
                 for k, v in terms.items():  # accumulate on device: no host sync per step
@@ -154,7 +170,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                     window, in_window = {}, 0
                 if tcfg.val_every_steps and step % tcfg.val_every_steps == 0:
                     val = evaluate(
-                        model, objective, data.test_x[: tcfg.val_size], data.test_y[: tcfg.val_size],
+                        eval_model, objective, data.test_x[: tcfg.val_size], data.test_y[: tcfg.val_size],
                         tcfg.eval_batch_size, tcfg.seed + 1, prefix="val",
                     )
                     logger.scalars(val, step)
@@ -167,14 +183,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
             if epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs:
                 metrics = evaluate(
-                    model, objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1,
+                    eval_model, objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1,
                     final=epoch == tcfg.epochs,
                 )
+                for node in (cfg.get("sample_metrics") or {}).values():
+                    # _partial_: runtime objects are passed to the call, not through OmegaConf
+                    extra = instantiate(node, _partial_=True)(model=eval_model, sampler=sampler, data=data, seed=tcfg.seed + 4)
+                    metrics.update({f"test/{k}": v for k, v in extra.items()})
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:
                     raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
-                images = draw_samples(model, sampler, tcfg.n_samples, tcfg.seed + 2, device)
-                grid = save_grid(images, sample_dir / f"epoch_{epoch:04d}.png")
+                images = draw_samples(eval_model, sampler, tcfg.n_samples, tcfg.seed + 2, device)
+                grid = save_samples(images, sample_dir / f"epoch_{epoch:04d}.png", reference=data.test_x)
                 record = {"epoch": epoch, "step": step, "train/epoch_time_s": epoch_times[-1], **train_means, **metrics}
                 append_jsonl(run_dir / "metrics.jsonl", record)
                 logger.scalars({**metrics, "train/epoch_time_s": epoch_times[-1]}, step)
@@ -184,6 +204,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "objective": objective.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
                     "epoch": epoch,
                     "step": step,
                     "best": min(best, monitored),
@@ -206,7 +227,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         raise
 
     for name, node in (cfg.get("figures") or {}).items():
-        path = instantiate(node, model=model, data=data, run_dir=run_dir, seed=tcfg.seed + 3)
+        path = instantiate(node, _partial_=True)(model=eval_model, data=data, run_dir=run_dir, seed=tcfg.seed + 3)
         log.info("figure %s -> %s", name, path)
     if (sample_dir / f"epoch_{epoch:04d}.png").exists():
         shutil.copyfile(sample_dir / f"epoch_{epoch:04d}.png", sample_dir / "final.png")

@@ -13,13 +13,15 @@ class DataError(RuntimeError):
 
 @dataclass
 class ImageData:
-    """A train/test split held as tensors on the training device.
+    """A train/test split held as tensors on the training device: images, or points of
+    a low-dimensional toy distribution.
 
     Attributes:
-        name: dataset name (``"mnist"``, ``"fashion_mnist"``, ...).
-        train_x: float32 ``(N, C, H, W)`` images in [0, 1] (exactly {0, 1} if binarized).
-        train_y: int64 ``(N,)`` class labels.
-        test_x: float32 ``(M, C, H, W)``.
+        name: dataset name (``"mnist"``, ``"fashion_mnist"``, ``"toy2d/..."``).
+        train_x: float32 ``(N, C, H, W)`` images in [0, 1] (exactly {0, 1} if binarized),
+            or ``(N, D)`` points.
+        train_y: int64 ``(N,)`` class labels (zeros for unlabeled toy data).
+        test_x: float32 ``(M, ...)`` as train_x.
         test_y: int64 ``(M,)``.
         n_classes: number of label classes.
         binarized: whether pixel values are exactly 0 or 1.
@@ -34,15 +36,19 @@ class ImageData:
     binarized: bool
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image."""
-        c, h, w = self.train_x.shape[1:]
-        return (int(c), int(h), int(w))
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one example: ``(C, H, W)`` for images, ``(D,)`` for points."""
+        return tuple(int(s) for s in self.train_x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        """Whether examples are ``(C, H, W)`` images (else ``(D,)`` points)."""
+        return self.train_x.ndim == 4
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
-            if x.ndim != 4:
-                raise DataError(f"{self.name}/{split}: images must be (N, C, H, W), got {tuple(x.shape)}")
+            if x.ndim not in (2, 4):
+                raise DataError(f"{self.name}/{split}: data must be (N, C, H, W) or (N, D), got {tuple(x.shape)}")
             if x.shape[0] == 0:
                 raise DataError(f"{self.name}/{split}: the split is empty (check dataset.subset)")
             if y.shape != (x.shape[0],):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -34,3 +35,36 @@ def append_jsonl(path: str | Path, *records: dict[str, Any]) -> None:
         f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
         f.flush()
         os.fsync(f.fileno())
+
+
+def save_samples(samples: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Write samples as a picture and return it as a ``(C, H, W)`` tensor in [0, 1].
+
+    ``(n, C, H, W)`` images: a square grid (:func:`save_grid`). ``(n, 2)`` points: a
+    scatter plot over ``reference`` points (the data) when given.
+    """
+    if samples.ndim == 4:
+        return save_grid(samples, path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    pts = samples.detach().float().cpu()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if reference is not None:
+        ref = reference.detach().float().cpu()
+        ax.scatter(ref[:, 0], ref[:, 1], s=2, alpha=0.3, color="tab:gray", label="data")
+    ax.scatter(pts[:, 0], pts[:, 1], s=3, alpha=0.7, color="tab:blue", label=f"{pts.shape[0]} samples")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    data = buf.getvalue()
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0

@@ -15,3 +15,11 @@ def require(model: nn.Module, cls: type, user: str) -> None:
     """
     if not isinstance(model, cls):
         raise TypeError(f"{user} needs a {cls.__name__} model, got {type(model).__name__}")
+
+
+def require_attrs(model: nn.Module, attrs: tuple[str, ...], user: str) -> None:
+    """Raise ``TypeError`` (one line) unless ``model`` has every attribute in ``attrs``
+    (duck typing: e.g. score samplers accept any module with ``score`` and ``sde``)."""
+    missing = [a for a in attrs if not hasattr(model, a)]
+    if missing:
+        raise TypeError(f"{user} needs a model with {', '.join(attrs)}; {type(model).__name__} lacks {', '.join(missing)}")

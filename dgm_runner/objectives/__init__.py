@@ -2,6 +2,7 @@
 
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.objectives.cd import ContrastiveDivergence
+from dgm_runner.objectives.dsm import ContinuousDSM, DenoisingScoreMatching
 from dgm_runner.objectives.elbo import ELBO
 
-__all__ = ["Batch", "Objective", "ContrastiveDivergence", "ELBO"]
+__all__ = ["Batch", "Objective", "ContrastiveDivergence", "ContinuousDSM", "DenoisingScoreMatching", "ELBO"]

@@ -3,5 +3,6 @@
 from dgm_runner.samplers.ancestral import AncestralSampler
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.samplers.gibbs import GibbsSampler
+from dgm_runner.samplers.score import AnnealedLangevin, EulerMaruyama, PredictorCorrector
 
-__all__ = ["Sampler", "GibbsSampler", "AncestralSampler"]
+__all__ = ["Sampler", "GibbsSampler", "AncestralSampler", "AnnealedLangevin", "EulerMaruyama", "PredictorCorrector"]
