@@ -71,6 +71,7 @@ class TrainerConfig:
     lr: PositiveFloat = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: UnitInterval = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: NonNegativeFloat = 0.0
     seed: NonNegativeInt = 2025
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -48,7 +48,30 @@ class DivergedError(RuntimeError):
 def _make_optimizer(params, tcfg: DictConfig) -> torch.optim.Optimizer:
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
-    return torch.optim.Adam(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    return torch.optim.Adam(params, lr=tcfg.lr, betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
+
+
+class _Averager:
+    """Running sums and counts of logged terms, kept on the device (one host sync per
+    log interval). Terms may be logged at different rates (a GAN's generator loss
+    every n_critic steps), so each key has its own count."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def merge(self, other: "_Averager") -> None:
+        for k, v in other.sums.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + other.counts[k]
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
 
 
 def make_ema(model: torch.nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
@@ -99,7 +122,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     seed_everything(tcfg.seed)
     comps = build_components(cfg, device)
     model, objective, sampler, data = comps.model, comps.objective, comps.sampler, comps.data
-    optimizer = _make_optimizer(model.parameters(), tcfg)
+    optimizers = {name: _make_optimizer(params, tcfg) for name, params in objective.param_groups(model).items()}
     ema = make_ema(model, tcfg.ema_decay)
     eval_model = ema.module if ema is not None else model  # EMA weights for eval and sampling
     data_gen = torch.Generator().manual_seed(tcfg.seed)
@@ -111,7 +134,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         ckpt = load_checkpoint(last, map_location=device)
         _check_resume_config(cfg, ckpt["config"], last)
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
         objective.load_state_dict(ckpt["objective"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.load_state_dict(ckpt["ema"])
@@ -138,36 +162,35 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         for epoch in range(epoch + 1, tcfg.epochs + 1):
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=data_gen).to(device)
-            window: dict[str, torch.Tensor] = {}
-            epoch_sums: dict[str, torch.Tensor] = {}
-            in_window = 0
+            window, epoch_terms, in_window = _Averager(), _Averager(), 0
             bar = tqdm(
                 range(steps_per_epoch), desc=f"epoch {epoch}/{tcfg.epochs}", leave=False,
                 disable=not tcfg.progress, dynamic_ncols=True,
             )
             for i in bar:
                 idx = perm[i * bs : (i + 1) * bs]
-                loss, terms = objective.loss(model, Batch(data.train_x[idx], data.train_y[idx]))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                batch = Batch(data.train_x[idx], data.train_y[idx])
+                # The objective declares its (alternating) updates: one per group it yields.
+                for group, loss, terms in objective.steps(model, batch, step):
+                    model.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizers[group].step()
+                    objective.after_step(group, model)
+                    window.add(terms)  # on device: no host sync per step
                 if ema is not None:
                     ema.update_parameters(model)
                 step += 1
                 in_window += 1
-                for k, v in terms.items():  # accumulate on device: no host sync per step
-                    window[k] = window.get(k, 0.0) + v
                 if in_window == tcfg.log_every or i == steps_per_epoch - 1:
-                    means = {f"train/{k}": float(v) / in_window for k, v in window.items()}
+                    means = {f"train/{k}": v for k, v in window.means().items()}
                     bad = {k: v for k, v in means.items() if not math.isfinite(v)}
                     if bad:
                         raise DivergedError(f"non-finite training loss at epoch {epoch}, step {step}: {bad}")
                     logger.scalars(means, step)
                     history.append({"step": step, **means})
                     bar.set_postfix({k[6:]: f"{v:.4g}" for k, v in means.items()}, refresh=False)
-                    for k, v in window.items():
-                        epoch_sums[k] = epoch_sums.get(k, 0.0) + v
-                    window, in_window = {}, 0
+                    epoch_terms.merge(window)
+                    window, in_window = _Averager(), 0
                 if tcfg.val_every_steps and step % tcfg.val_every_steps == 0:
                     val = evaluate(
                         eval_model, objective, data.test_x[: tcfg.val_size], data.test_y[: tcfg.val_size],
@@ -179,7 +202,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             append_jsonl(run_dir / "train_history.jsonl", *history)
             history = []
             epoch_times.append(time.perf_counter() - t0)
-            train_means = {f"train/{k}": float(v) / steps_per_epoch for k, v in epoch_sums.items()}
+            train_means = {f"train/{k}": v for k, v in epoch_terms.means().items()}
 
             if epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs:
                 metrics = evaluate(
@@ -202,7 +225,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 monitored = metrics[f"test/{objective.monitor}"]
                 payload = {
                     "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
                     "objective": objective.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None,
                     "epoch": epoch,

@@ -21,6 +21,7 @@ import torch
 from dgm_runner.studies import (
     all_studies,
     bm_meanfield,
+    dummy_gan,
     gaussian_kl,
     grad_variance,
     meanfield_families,
@@ -346,4 +347,163 @@ def test_positional_study_name():
 def test_bad_parameters_are_one_line_value_errors(tmp_path, run, kwargs, message):
     with pytest.raises(ValueError, match=message) as err:
         run(tmp_path, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+# --- dummy_gan (seed 003 written Q1) -------------------------------------------------------
+
+
+def _gauss_trapezoid(f, mean, half=14.0, n=20001):
+    """E_{y ~ N(mean, 1)} f(y) by the trapezoid rule, independent of the study's quadrature."""
+    y = np.linspace(mean - half, mean + half, n)
+    pdf = np.exp(-0.5 * (y - mean) ** 2) / math.sqrt(2 * math.pi)
+    return float(np.trapezoid(f(y) * pdf, y))
+
+
+def _vanilla_v_by_hand(mu, w, phi):
+    """V(w, phi) = E_x log sigmoid(phi x) + E_{y ~ N(w, 1)} log(1 - sigmoid(phi y))."""
+
+    def log_sig(t):
+        return -np.logaddexp(0.0, -t)
+
+    # log(1 - sigmoid(t)) = -log(1 + e^t)
+    return _gauss_trapezoid(lambda x: log_sig(phi * x), mu) + _gauss_trapezoid(
+        lambda y: -np.logaddexp(0.0, phi * y), w
+    )
+
+
+def _vanilla_grad_by_hand(mu, w, phi, h=1e-5):
+    """(dV/dw, dV/dphi) by central differences of the trapezoid V."""
+    return (
+        (_vanilla_v_by_hand(mu, w + h, phi) - _vanilla_v_by_hand(mu, w - h, phi)) / (2 * h),
+        (_vanilla_v_by_hand(mu, w, phi + h) - _vanilla_v_by_hand(mu, w, phi - h)) / (2 * h),
+    )
+
+
+def test_dummy_gan_vanilla_closed_forms_against_an_independent_quadrature():
+    mu = 0.7
+    quad = dummy_gan.GaussQuadrature(200)
+    for w, phi in ((0.7, 0.0), (-1.3, 0.8), (2.0, -2.5), (0.1, 3.0)):
+        assert float(dummy_gan.vanilla_value(quad, mu, w, phi)) == pytest.approx(
+            _vanilla_v_by_hand(mu, w, phi), abs=1e-9
+        )
+        gw, gp = dummy_gan.vanilla_grad(quad, mu, w, phi)
+        fw, fp = _vanilla_grad_by_hand(mu, w, phi)
+        assert float(gw) == pytest.approx(fw, abs=1e-6) and float(gp) == pytest.approx(fp, abs=1e-6)
+    # w = mu: V(mu, phi) = -E log(2 + 2 cosh(phi x)) <= -log 4, equality only at phi = 0
+    for phi in (-2.0, -0.3, 0.05, 1.0):
+        v = float(dummy_gan.vanilla_value(quad, mu, mu, phi))
+        assert v == pytest.approx(
+            _gauss_trapezoid(lambda x: -np.log(2 + 2 * np.cosh(phi * x)), mu), abs=1e-9
+        )
+        assert v < -math.log(4) - 1e-4
+    assert float(dummy_gan.vanilla_value(quad, mu, mu, 0.0)) == pytest.approx(-2 * math.log(2))
+    # dV/dphi (w, 0) = (mu - w) / 2, dV/dw (w, 0) = 0
+    for w in (-2.0, 0.0, 0.7, 3.0):
+        gw, gp = dummy_gan.vanilla_grad(quad, mu, w, 0.0)
+        assert float(gp) == pytest.approx((mu - w) / 2, abs=1e-12) and float(gw) == 0.0
+    # best response: 0 at w = mu, 2 mu at w = -mu (D* = sigmoid(2 mu x)), sign(mu - w) elsewhere
+    assert float(dummy_gan.vanilla_best_response(quad, mu, mu)) == pytest.approx(0.0, abs=1e-9)
+    assert float(dummy_gan.vanilla_best_response(quad, mu, -mu)) == pytest.approx(2 * mu, abs=1e-8)
+    ws = np.array([-3.0, -1.0, 0.5, 0.9, 2.0, 4.0])
+    assert np.all(np.sign(dummy_gan.vanilla_best_response(quad, mu, ws)) == np.sign(mu - ws))
+    # Hessian at the equilibrium, and d2V/dphi2 against differences of the trapezoid V
+    v_ww, v_wp, v_pp = dummy_gan.hessian_fd(quad, mu, mu, 0.0)
+    assert (v_ww, v_wp, v_pp) == pytest.approx((0.0, -0.5, -(1 + mu**2) / 2), abs=1e-5)
+    h = 1e-4
+    fd = (
+        _vanilla_v_by_hand(mu, -0.4, 1.2 + h)
+        - 2 * _vanilla_v_by_hand(mu, -0.4, 1.2)
+        + _vanilla_v_by_hand(mu, -0.4, 1.2 - h)
+    ) / h**2
+    assert float(dummy_gan.vanilla_d2_dphi2(quad, mu, -0.4, 1.2)) == pytest.approx(fd, abs=1e-4)
+
+
+def test_dummy_gan_monte_carlo_estimator_is_unbiased_with_the_right_standard_error():
+    mu, n = 0.7, 40000
+    gen = torch.Generator().manual_seed(1)
+    w, phi = -1.3, 0.8
+    mc = dummy_gan.monte_carlo("vanilla", mu, w, phi, n, gen)
+    exact = (_vanilla_v_by_hand(mu, w, phi), *_vanilla_grad_by_hand(mu, w, phi))
+    for key, value in zip(("V", "dV_dw", "dV_dphi"), exact):
+        mean, se = mc[key]
+        assert 0 < se < 0.02 and abs(mean - value) < 4 * se, key
+    # se of V = sqrt(Var_x log D(x) + Var_z log(1 - D(G(z)))) / sqrt(n), by the trapezoid rule
+    def log_sig(t):
+        return -np.logaddexp(0.0, -t)
+
+    var = 0.0
+    for f, m in ((lambda x: log_sig(phi * x), mu), (lambda y: log_sig(-phi * y), w)):
+        mean_f = _gauss_trapezoid(f, m)
+        var += _gauss_trapezoid(lambda y, f=f, c=mean_f: (f(y) - c) ** 2, m)
+    assert mc["V"][1] == pytest.approx(math.sqrt(var / n), rel=0.05)
+    # WGAN: V = phi (mu - w) exactly in expectation, per-sample sd |phi| sqrt 2; dV/dw = -phi
+    w, phi = 0.2, -0.6
+    mc = dummy_gan.monte_carlo("wgan", mu, w, phi, n, gen)
+    mean, se = mc["V"]
+    assert se == pytest.approx(abs(phi) * math.sqrt(2 / n), rel=0.05)
+    assert abs(mean - phi * (mu - w)) < 4 * se
+    assert mc["dV_dw"][0] == pytest.approx(-phi, abs=1e-15) and mc["dV_dw"][1] < 1e-12
+    mean, se = mc["dV_dphi"]
+    assert se == pytest.approx(math.sqrt(2 / n), rel=0.05) and abs(mean - (mu - w)) < 4 * se
+
+
+def test_dummy_gan_study(tmp_path):
+    mu = 1.0
+    result = dummy_gan.run(
+        tmp_path, mu=mu, vanilla_steps=1500, wgan_steps=2000, n_mc=40000, quad_nodes=120
+    )
+    assert all(c["ok"] for c in result["checks"]), [c for c in result["checks"] if not c["ok"]]
+    van = result["vanilla"]
+    assert van["simultaneous_jacobian_spectral_radius"] < 1  # damped: converges
+    tr = van["training"]
+    assert 0 < tr["w_mean_se"] < 0.02 and abs(tr["w_mean"] - mu) < 4 * tr["w_mean_se"]
+    assert abs(tr["phi_mean"]) < 4 * tr["phi_mean_se"] and abs(tr["w_final"] - mu) < 0.1
+    wg = result["wgan"]
+    assert wg["simultaneous_jacobian_spectral_radius"] == pytest.approx(math.sqrt(1 + 0.05**2))
+    sim = wg["training"]["simultaneous"]
+    assert 0.75 < sim["w_amplitude"] < 1.25  # the last iterate keeps circling ...
+    assert abs(sim["w_mean"] - mu) < 0.05  # ... around mu (1000 steps ~ 8 periods)
+    assert wg["radius_final_equal_decay"] == pytest.approx(1.0, abs=0.25)  # ... so does this one
+    tts = wg["training"]["alternating_two_time_scale"]
+    bound = math.sqrt(1 / (1 + 1999 / 100))
+    assert wg["two_time_scale_bound_final"] == pytest.approx(bound)
+    assert tts["abs_w_final_minus_mu"] <= 1.25 * bound < 0.3  # ... this one converges
+    _assert_result_files(tmp_path, result)
+    assert (tmp_path / "trajectories.png").is_file()
+
+
+def test_dummy_gan_is_part_of_dgm_study_all_and_its_config_matches_run():
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from dgm_runner import CONFIG_DIR
+    from dgm_runner.studies import STUDIES
+
+    assert "dummy_gan" in STUDIES
+    assert "dummy_gan" in OmegaConf.load(Path(CONFIG_DIR) / "study" / "all.yaml").studies
+    cfg = all_studies.study_config("dummy_gan")
+    assert cfg.pop("_target_") == "dgm_runner.studies.dummy_gan.run" and cfg.pop("name")
+    params = inspect.signature(dummy_gan.run).parameters
+    assert set(cfg) == set(params) - {"out_dir"}
+    for key, value in cfg.items():
+        default = params[key].default
+        if isinstance(default, tuple):
+            default = [list(v) for v in default]
+        assert value == default, key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"phi0": 1.5}, "phi0"),
+        ({"avg_fraction": 0.0}, "avg_fraction"),
+        ({"check_points": [[1.0]]}, "check_points"),
+        ({"wgan_lr_phi": -0.1}, "wgan_lr_phi"),
+    ],
+)
+def test_dummy_gan_bad_parameters_are_one_line_value_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message) as err:
+        dummy_gan.run(tmp_path, **kwargs)
     assert "\n" not in str(err.value)

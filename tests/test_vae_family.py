@@ -169,3 +169,46 @@ def test_every_vae_experiment_sweeps_latent_dim():
             cfg = compose("train", overrides=[f"experiment={experiment}", "sweep=latent_dim"], return_hydra_config=True)
             assert cfg.hydra.sweeper.params["model.latent_dim"] == "2,5,10,20"
             assert "latent_dim" in cfg.model
+
+
+@pytest.mark.parametrize("param", ["exp", "softplus"])
+def test_learned_decoder_std_floor_holds_and_loss_stays_finite(param):
+    model = VAEMLP((1, 4, 4), latent_dim=2, hidden_dim=8, decoder_std="learned", std_param=param, std_floor=0.05)
+    with torch.no_grad():  # drive the raw std output to -1e4: sigma would be ~0 without the floor
+        model.std_net[-1].bias.fill_(-1e4)
+        model.std_net[-1].weight.zero_()
+    z = torch.randn(6, 2)
+    std = model.decode_std(z)
+    assert std.shape == (6,) and (std >= 0.05 - 1e-7).all()
+    x = torch.rand(6, 1, 4, 4)
+    terms = ELBO(likelihood="gaussian_learned").terms(model, Batch(x, torch.zeros(6, dtype=torch.long)))
+    assert all(torch.isfinite(v).all() for v in terms.values())
+    unguarded = VAEMLP((1, 4, 4), latent_dim=2, hidden_dim=8, decoder_std="learned", std_param="exp", std_floor=0.0)
+    with torch.no_grad():
+        unguarded.std_net[-1].bias.fill_(-200.0)
+        unguarded.std_net[-1].weight.zero_()
+    assert float(unguarded.decode_std(z).max()) < 1e-80  # the collapse the floor prevents
+
+
+def test_gaussian_reconstruction_gradient_scales_as_one_over_sigma_squared():
+    # d/dmu [ ||x - mu||^2 / (2 sigma^2) ] = (mu - x) / sigma^2: vanishes as sigma grows.
+    from dgm_runner.objectives.elbo import log_likelihood
+
+    x = torch.rand(1, 1, 2, 2)
+    logits = torch.zeros(1, 1, 2, 2, requires_grad=True)  # mean 0.5
+    grads = []
+    for sigma in (0.1, 1.0, 10.0):
+        (g,) = torch.autograd.grad(-log_likelihood("gaussian_learned", x, logits, torch.tensor([sigma])).sum(), logits)
+        grads.append(g)
+        torch.testing.assert_close(g, (0.5 - x) * 0.25 / sigma**2)  # chain rule: sigmoid'(0) = 1/4
+    assert grads[0].abs().sum() > 100 * grads[1].abs().sum() > 100**2 * grads[2].abs().sum() / 2
+
+
+@needs_mnist
+def test_vae_learned_var_smoke_run_logs_the_decoder_std(compose_cfg, tmp_path):
+    cfg = compose_cfg("experiment=vae_learned_var", *SMALL, "trainer.epochs=2", "trainer.log_every=1")
+    final = train(cfg, tmp_path)
+    assert final["train/decoder_std"] >= 0.05 and math.isfinite(final["test/elbo"])
+    history = [json.loads(s) for s in (tmp_path / "train_history.jsonl").read_text().splitlines()]
+    assert len([r for r in history if "train/decoder_std" in r]) == 8
+    assert (tmp_path / "figures" / "training_curves.png").is_file()

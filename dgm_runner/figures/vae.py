@@ -195,3 +195,29 @@ def elbo_curves(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int) -
     ax2.legend()
     ax2.set_title("reconstruction log-likelihood")
     return _save_matplotlib(fig, _figure_path(run_dir, "elbo_curves"))
+
+
+def training_curves(
+    model: torch.nn.Module, data: ImageData, run_dir: Path, seed: int, keys: tuple[str, ...] = ("train/loss",),
+    log_y: tuple[str, ...] = (),
+) -> Path:
+    """One panel per key of ``train_history.jsonl`` (e.g. ``train/decoder_std``) against
+    weight updates; keys in ``log_y`` on a log scale.
+
+    Raises:
+        ValueError: a key never appears in the history.
+    """
+    plt = _pyplot()
+    lines = [json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(r["step"], r[key]) for r in lines if key in r]
+        if not pts:
+            raise ValueError(f"training_curves: {key!r} is not in train_history.jsonl")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8)
+        ax.set_xlabel("weight update")
+        ax.set_title(key)
+        if key in log_y:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    return _save_matplotlib(fig, _figure_path(run_dir, "training_curves"))

@@ -1,7 +1,8 @@
 """Models (one module per family; see ``configs/model``). Models never read config or files."""
 
+from dgm_runner.models.gan import DCGAN
 from dgm_runner.models.rbm import RBM
 from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet
 from dgm_runner.models.vae import VAECNN, VAEMLP, GaussianVAE
 
-__all__ = ["RBM", "VAEMLP", "VAECNN", "GaussianVAE", "NoiseConditionalScoreMLP", "ScoreUNet"]
+__all__ = ["DCGAN", "RBM", "VAEMLP", "VAECNN", "GaussianVAE", "NoiseConditionalScoreMLP", "ScoreUNet"]

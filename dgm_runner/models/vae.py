@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgm_runner.config import PositiveInt
+from typing import Literal
+
+from dgm_runner.config import NonNegativeFloat, PositiveInt
 
 
 class GaussianVAE(nn.Module):
@@ -60,6 +62,15 @@ class GaussianVAE(nn.Module):
         """``(B, latent_dim)`` latents -> ``(B, C, H, W)`` mean image in [0, 1]."""
         return self.output(self.decode_logits(z, y))
 
+    def decode_std(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B,)`` learned decoder standard deviation sigma(z) (models with
+        ``decoder_std="learned"`` only).
+
+        Raises:
+            TypeError: the model has no learned decoder variance.
+        """
+        raise TypeError(f"{type(self).__name__} has no learned decoder variance (set decoder_std=learned)")
+
 
 class VAEMLP(GaussianVAE):
     """MLP VAE with one hidden layer of ``hidden_dim`` tanh units in the encoder
@@ -75,6 +86,15 @@ class VAEMLP(GaussianVAE):
         latent_dim: N_z (seed 000: 2, 5, 10, 20).
         hidden_dim: width of the hidden layer (seed 000: 500).
         conditional: condition encoder and decoder on the class label.
+        decoder_std: ``fixed`` or ``learned``: a scalar sigma(z) per example from a separate
+            MLP (latent -> hidden (tanh) -> 1), for the Gaussian likelihood
+            ``N(x; mu(z), sigma(z)^2 I)`` of seed 003 written Q2.
+        std_param: how sigma is made positive: ``exp`` (sigma = exp(r), clamped below at
+            ``std_floor``) or ``softplus`` (sigma = std_floor + softplus(r)).
+        std_floor: lower bound on sigma (0: none). As sigma -> 0 the term
+            ``||x - mu||^2 / (2 sigma^2)`` and its gradient blow up (and ``log sigma`` -> -inf
+            rewards that); as sigma grows the reconstruction gradient vanishes like
+            ``1 / sigma^2``. A floor keeps the loss bounded below.
         n_classes: number of classes (set by the runner; used when conditional).
     """
 
@@ -84,10 +104,14 @@ class VAEMLP(GaussianVAE):
         latent_dim: PositiveInt = 20,
         hidden_dim: PositiveInt = 500,
         conditional: bool = False,
+        decoder_std: Literal["fixed", "learned"] = "fixed",
+        std_param: Literal["exp", "softplus"] = "softplus",
+        std_floor: NonNegativeFloat = 0.0,
         n_classes: int = 10,
     ) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
+        self.std_param, self.std_floor = std_param, std_floor
         self.latent_dim = latent_dim
         self.conditional = conditional
         self.n_classes = n_classes
@@ -102,6 +126,19 @@ class VAEMLP(GaussianVAE):
             nn.Linear(hidden_dim, d),
             nn.Unflatten(1, self.image_shape),
         )
+        self.std_net = (
+            nn.Sequential(nn.Linear(latent_dim + extra, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1))
+            if decoder_std == "learned"
+            else None
+        )
+
+    def decode_std(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.std_net is None:
+            return super().decode_std(z, y)
+        raw = self.std_net(self._with_label(z, y)).squeeze(1)
+        if self.std_param == "softplus":
+            return self.std_floor + F.softplus(raw)
+        return torch.exp(raw).clamp_min(self.std_floor) if self.std_floor > 0 else torch.exp(raw)
 
 
 class VAECNN(GaussianVAE):

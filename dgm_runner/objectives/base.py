@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -32,6 +32,22 @@ class Objective:
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return ``(scalar to minimise, {name: detached scalar tensor to log})``."""
         raise NotImplementedError
+
+    def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        """The optimisers this objective needs: ``{group name: parameters}``; the loop
+        builds one optimiser per group (default: one group ``"model"``)."""
+        return {"model": list(model.parameters())}
+
+    def steps(self, model: nn.Module, batch: Batch, step: int) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
+        """The updates to make on one batch, in order: yields ``(group, loss, terms)``;
+        the loop back-propagates ``loss`` and steps that group's optimiser before asking
+        for the next one (so a GAN's generator loss sees the updated discriminator).
+        ``step`` counts batches so far. Default: one update of :meth:`loss`."""
+        loss, terms = self.loss(model, batch)
+        yield "model", loss, terms
+
+    def after_step(self, group: str, model: nn.Module) -> None:
+        """Called after each optimiser step (e.g. WGAN weight clipping)."""
 
     def evaluate(
         self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None, final: bool = False

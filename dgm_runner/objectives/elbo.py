@@ -15,20 +15,25 @@ from dgm_runner.models.checks import require
 from dgm_runner.models.vae import GaussianVAE
 from dgm_runner.objectives.base import Batch, Objective
 
-Likelihood = Literal["mse", "bernoulli", "gaussian"]
+Likelihood = Literal["mse", "bernoulli", "gaussian", "gaussian_learned"]
 
 # Rows (samples x examples) decoded at once by the IWAE estimator: bounds its memory.
 _IWAE_ROWS = 50_000
 
 
 def log_likelihood(
-    likelihood: Likelihood, x: torch.Tensor, logits: torch.Tensor, obs_std: float = 1.0
+    likelihood: Likelihood,
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    obs_std: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """``log p(x|z)`` per example from the decoder's pre-sigmoid output.
 
     * ``bernoulli``: independent Bernoulli pixels, ``sum_i log Bernoulli(x_i; sigmoid(l_i))``
       (seed 001 Q2, its Eq. 2 reconstruction term; seed 004 Q2 cross entropy).
     * ``gaussian``: ``log N(x; sigmoid(l), obs_std^2 I)``, normalised (nats).
+    * ``gaussian_learned``: the same with a learned ``(B,)`` tensor ``obs_std`` = sigma(z)
+      (seed 003 written Q2).
     * ``mse``: ``-||x - sigmoid(l)||^2`` summed over pixels (seed 000 Q4): the Gaussian
       NLL up to scale and constant, *not* a normalised log-density.
 
@@ -42,8 +47,11 @@ def log_likelihood(
     if likelihood == "bernoulli":
         return log_bernoulli(x, logits)
     mean = torch.sigmoid(logits)
-    if likelihood == "gaussian":
-        logvar = torch.full_like(mean, 2.0 * math.log(obs_std))
+    if likelihood in ("gaussian", "gaussian_learned"):
+        if isinstance(obs_std, torch.Tensor):
+            logvar = (2.0 * torch.log(obs_std)).reshape(-1, 1).expand_as(mean)
+        else:
+            logvar = torch.full_like(mean, 2.0 * math.log(obs_std))
         return log_normal_diag(x, mean, logvar)
     return -(mean - x).pow(2).sum(dim=1)
 
@@ -89,8 +97,10 @@ def iwae_log_likelihood(
         c = min(chunk, k - start)
         z = sample_normal_diag(mu.expand(c, *mu.shape), logvar.expand(c, *logvar.shape), generator)
         flat = z.reshape(c * b, -1)
-        logits = model.decode_logits(flat, None if y is None else y.repeat(c))
-        ll = log_likelihood(likelihood, x.repeat(c, 1, 1, 1), logits, obs_std).reshape(c, b)
+        yc = None if y is None else y.repeat(c)
+        logits = model.decode_logits(flat, yc)
+        std = model.decode_std(flat, yc) if likelihood == "gaussian_learned" else obs_std
+        ll = log_likelihood(likelihood, x.repeat(c, 1, 1, 1), logits, std).reshape(c, b)
         log_w = ll + log_normal_diag(z, zeros, zeros) - log_normal_diag(z, mu, logvar)
         total = torch.logsumexp(torch.cat([total[None], log_w]), dim=0)
     return total - math.log(k)
@@ -109,6 +119,7 @@ class ELBO(Objective):
     Terms (per example, nats):
 
     * ``likelihood="mse"`` (seed 000): ``recon_mse_sum``, ``kl``, ``elbo_loss`` = recon + KL.
+    * ``likelihood="gaussian_learned"`` (seed 003 written Q2) also logs ``decoder_std``.
     * otherwise: ``recon`` = -E_q log p(x|z), ``kl``, ``elbo`` = -(recon + KL) (a lower bound
       on log p(x), higher is better), ``loss`` = -elbo; conditional models also report
       ``celbo`` (= ``elbo``: their ELBO is the CELBO). With ``iwae_k`` > 0 the final
@@ -155,9 +166,14 @@ class ELBO(Objective):
         recon = torch.zeros(x.shape[0], device=x.device)
         kl_mc = torch.zeros_like(recon)
         zeros = torch.zeros_like(mu)
+        std_sum = torch.zeros_like(recon)
         for _ in range(self.n_samples):
             z = sample_normal_diag(mu, logvar, generator)
-            recon = recon - log_likelihood(self.likelihood, x, model.decode_logits(z, y), self.obs_std)
+            std = self.obs_std
+            if self.likelihood == "gaussian_learned":
+                std = model.decode_std(z, y)
+                std_sum = std_sum + std
+            recon = recon - log_likelihood(self.likelihood, x, model.decode_logits(z, y), std)
             if self.kl == "mc":
                 kl_mc = kl_mc + log_normal_diag(z, mu, logvar) - log_normal_diag(z, zeros, zeros)
         recon = recon / self.n_samples
@@ -165,6 +181,8 @@ class ELBO(Objective):
         if self.likelihood == "mse":
             return {"recon_mse_sum": recon, "kl": kl, "elbo_loss": recon + kl}
         out = {"recon": recon, "kl": kl, "elbo": -(recon + kl), "loss": recon + kl}
+        if self.likelihood == "gaussian_learned":
+            out["decoder_std"] = std_sum / self.n_samples
         if model.conditional:
             out["celbo"] = out["elbo"]
         return out

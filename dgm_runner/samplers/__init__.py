@@ -1,8 +1,8 @@
 """Samplers (see ``configs/sampler``): ``sample(model, n, generator) -> (n, C, H, W)``."""
 
-from dgm_runner.samplers.ancestral import AncestralSampler
+from dgm_runner.samplers.ancestral import AncestralSampler, GeneratorSampler
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.samplers.gibbs import GibbsSampler
 from dgm_runner.samplers.score import AnnealedLangevin, EulerMaruyama, PredictorCorrector
 
-__all__ = ["Sampler", "GibbsSampler", "AncestralSampler", "AnnealedLangevin", "EulerMaruyama", "PredictorCorrector"]
+__all__ = ["Sampler", "GibbsSampler", "AncestralSampler", "GeneratorSampler", "AnnealedLangevin", "EulerMaruyama", "PredictorCorrector"]

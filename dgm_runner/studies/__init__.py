@@ -24,6 +24,7 @@ STUDIES = (
     "noisy_inputs",
     "gaussian_kl",
     "optimal_discriminator",
+    "dummy_gan",
 )
 
 

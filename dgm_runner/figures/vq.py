@@ -1,0 +1,27 @@
+"""Figures of the VQ-VAE experiment (seed 003 programming question 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dgm_runner.data.base import ImageData
+from dgm_runner.io.artifacts import save_grid
+from dgm_runner.models.vqvae import VQVAE
+
+
+@torch.no_grad()
+def vq_reconstructions(model: VQVAE, data: ImageData, run_dir: Path, seed: int, n: int = 8) -> Path:
+    """The first ``n`` test images (top row) above their VQ-VAE reconstructions
+    ``sigmoid(decoder(z_q(x)))`` (bottom row): ``figures/reconstructions.png``, 2 rows x
+    ``n`` columns. ``seed`` is unused (the figure is deterministic)."""
+    was_training = model.training
+    model.eval()
+    x = data.test_x[:n]
+    recon = model.decode_indices(model.encode_indices(x))
+    path = Path(run_dir) / "figures" / "reconstructions.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(torch.cat([x, recon]), path, nrow=n)
+    model.train(was_training)
+    return path
