@@ -1,9 +1,11 @@
 """``dgm-train``: the one training loop (``../DESIGN.md``, "One loop").
 
 The loop never knows which model it runs: it builds the components named by the
-config, iterates epochs over an in-memory random permutation, steps the optimiser on
-``objective.loss``, evaluates on the test split every ``trainer.eval_every`` epochs and
-writes the run-directory contract (checkpoints, metrics, sample grids, TensorBoard).
+config, iterates epochs over an in-memory random permutation, makes the updates the
+objective declares (``Objective.steps``: one optimiser per parameter group, so GANs
+alternate D and G without the loop knowing), keeps an optional EMA of the weights,
+evaluates on the test split every ``trainer.eval_every`` epochs and writes the
+run-directory contract (checkpoints, metrics, sample grids, figures, TensorBoard).
 """
 
 from __future__ import annotations
