@@ -98,6 +98,10 @@ class EulerMaruyama(Sampler):
     def check_model(self, model: torch.nn.Module) -> None:
         require_attrs(model, ("sde", "score"), "sampler 'euler_maruyama'")
 
+    def correct(self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Corrector applied before each predictor step (none here; see PredictorCorrector)."""
+        return x
+
     @torch.no_grad()
     def sample(self, model, n: int, generator: torch.Generator) -> torch.Tensor:
         """Returns ``(n, *model.image_shape)`` samples."""
@@ -106,11 +110,13 @@ class EulerMaruyama(Sampler):
         dt = -(1.0 - self.eps) / self.steps
         mean = x
         for t in _time_grid(self.steps, self.eps, device):
-            x, mean = _reverse_em(model, x, t.expand(n), dt, generator)
+            tt = t.expand(n)
+            x = self.correct(model, x, tt, generator)
+            x, mean = _reverse_em(model, x, tt, dt, generator)
         return mean if self.denoise else x
 
 
-class PredictorCorrector(Sampler):
+class PredictorCorrector(EulerMaruyama):
     """Predictor-corrector sampling (Song et al. 2021, Algorithm 1 / 2): at each time step
     ``corrector_steps`` Langevin corrections with step ``2 (snr ||z|| / ||s||)^2``
     (norms per sample, averaged over the batch, as in their code), then one reverse
@@ -132,26 +138,19 @@ class PredictorCorrector(Sampler):
         eps: PositiveFloat = 1e-3,
         denoise: bool = True,
     ) -> None:
-        self.steps, self.snr, self.corrector_steps, self.eps, self.denoise = steps, snr, corrector_steps, eps, denoise
+        super().__init__(steps, eps, denoise)
+        self.snr, self.corrector_steps = snr, corrector_steps
 
     def check_model(self, model: torch.nn.Module) -> None:
         require_attrs(model, ("sde", "score"), "sampler 'pc'")
 
-    @torch.no_grad()
-    def sample(self, model, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Returns ``(n, *model.image_shape)`` samples."""
-        device = next(iter(model.parameters()), torch.empty(0)).device
-        x = model.sde.prior_sample((n, *model.image_shape), generator, device)
-        dt = -(1.0 - self.eps) / self.steps
-        mean = x
-        for t in _time_grid(self.steps, self.eps, device):
-            tt = t.expand(n)
-            for _ in range(self.corrector_steps):
-                grad = model.score(x, tt)
-                z = torch.randn(x.shape, generator=generator, device=device)
-                grad_norm = grad.flatten(1).norm(dim=1).mean()
-                noise_norm = z.flatten(1).norm(dim=1).mean()
-                step = 2 * (self.snr * noise_norm / grad_norm) ** 2
-                x = x + step * grad + torch.sqrt(2 * step) * z
-            x, mean = _reverse_em(model, x, tt, dt, generator)
-        return mean if self.denoise else x
+    def correct(self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``corrector_steps`` Langevin steps at time ``t`` with the SNR-based step size."""
+        for _ in range(self.corrector_steps):
+            grad = model.score(x, t)
+            z = torch.randn(x.shape, generator=generator, device=x.device)
+            grad_norm = grad.flatten(1).norm(dim=1).mean()
+            noise_norm = z.flatten(1).norm(dim=1).mean()
+            step = 2 * (self.snr * noise_norm / grad_norm) ** 2
+            x = x + step * grad + torch.sqrt(2 * step) * z
+        return x
