@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -33,5 +34,7 @@ def _app(cfg: DictConfig) -> str:
 
 
 def main() -> None:
-    """Console entry point of ``dgm-sample``."""
+    """Console entry point of ``dgm-sample``. ``sampler.<key>=<value>`` overrides the run's
+    sampler (rewritten to Hydra's ``+sampler.<key>`` since ``sampler`` starts empty)."""
+    sys.argv = [a if not a.startswith("sampler.") else f"+{a}" for a in sys.argv]
     main_with_run_dir(_app)

@@ -194,3 +194,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(compose_cfg, t
     assert status["status"] == "diverged" and status["epoch"] == 2
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_dgm_sample_overrides_the_sampler(trained_vae, tmp_path, monkeypatch):
+    from dgm_runner import sample
+
+    run_dir, _ = trained_vae
+    seen = {}
+    monkeypatch.setattr(sys, "argv", ["dgm-sample", str(run_dir), "n=4", f"out={tmp_path / 'g.png'}", "sampler.foo=1"])
+    monkeypatch.setattr(sample, "main_with_run_dir", lambda app: seen.setdefault("argv", list(sys.argv)))
+    sample.main()
+    assert "+sampler.foo=1" in seen["argv"] and "n=4" in seen["argv"]

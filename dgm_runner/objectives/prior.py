@@ -36,6 +36,10 @@ class CodePriorNLL(Objective):
     def check_model(self, model: nn.Module) -> None:
         require(model, PixelCNNPrior, "objective 'code_prior'")
 
+    def param_groups(self, model: PixelCNNPrior) -> dict[str, list[nn.Parameter]]:
+        """One optimiser over the PixelCNN's parameters only (the VQ-VAE is frozen)."""
+        return {"model": [p for p in model.parameters() if p.requires_grad]}
+
     def nll_nats(self, model: PixelCNNPrior, batch: Batch) -> torch.Tensor:
         """``(B,)`` negative log-likelihood of each image's code grid, nats per code."""
         codes = model.codes_of(batch.x)
