@@ -77,13 +77,22 @@ class _Averager:
 
 
 def make_ema(model: torch.nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
-    """An exponential moving average of ``model``'s weights (``decay`` per step, e.g. 0.999;
-    Song et al. 2021 sample with EMA weights), or None when ``decay`` is None."""
+    """An exponential moving average of ``model``'s weights, or None when ``decay`` is None
+    (Song et al. 2021 sample with EMA weights, decay 0.999).
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (the
+    ``num_updates`` rule of TensorFlow's ExponentialMovingAverage), so short runs are not
+    evaluated with weights that are still mostly the initialisation.
+    """
     if decay is None:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import AveragedModel
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    def ema_update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return d * averaged + (1.0 - d) * current
+
+    return AveragedModel(model, avg_fn=ema_update)
 
 
 def _check_resume_config(cfg: DictConfig, saved: dict[str, Any], path: Path) -> None:

@@ -165,3 +165,23 @@ def test_score_sde_mnist_smoke_run_with_ema(compose_cfg, tmp_path):
     assert ckpt["ema"] is not None and "n_averaged" in ckpt["ema"]
     assert (tmp_path / "samples" / "final.png").is_file()
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_ema_warms_up_then_decays_at_the_configured_rate():
+    from dgm_runner.run import make_ema
+
+    model = nn.Linear(1, 1, bias=False)
+    ema = make_ema(model, 0.999)
+    expected = 0.0
+    for n in range(1, 400):
+        value = float(n % 7)
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update_parameters(model)
+        if n == 1:  # the first update copies the weights
+            expected = value
+        else:  # n - 1 updates averaged so far
+            d = min(0.999, n / (9 + n))
+            expected = d * expected + (1 - d) * value
+        assert float(ema.module.weight) == pytest.approx(expected, rel=1e-5)
+    assert 0.97 < d < 0.999  # still warming up: the 0.999 cap is reached after ~9000 updates
