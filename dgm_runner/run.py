@@ -216,14 +216,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             train_means = {f"train/{k}": v for k, v in epoch_terms.means().items()}
 
             if epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs:
-                metrics = evaluate(
-                    eval_model, objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1,
-                    final=epoch == tcfg.epochs,
-                )
-                for node in (cfg.get("sample_metrics") or {}).values():
-                    # _partial_: runtime objects are passed to the call, not through OmegaConf
-                    extra = instantiate(node, _partial_=True)(model=eval_model, sampler=sampler, data=data, seed=tcfg.seed + 4)
-                    metrics.update({f"test/{k}": v for k, v in extra.items()})
+                metrics = _test_metrics(cfg, eval_model, comps, final=epoch == tcfg.epochs)
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:
                     raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
@@ -249,8 +242,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 save_checkpoint(ckpt_dir / "last.pt", payload)
                 if monitored < best:
                     best = monitored
-                    shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / ".best.pt.tmp")
-                    (ckpt_dir / ".best.pt.tmp").replace(ckpt_dir / "best.pt")
+                    _atomic_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
                 log.info(
                     "epoch %d/%d (%.1fs): %s", epoch, tcfg.epochs, epoch_times[-1],
                     ", ".join(f"{k}={v:.4f}" for k, v in {**train_means, **metrics}.items()),
@@ -264,7 +256,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         path = instantiate(node, _partial_=True)(model=eval_model, data=data, run_dir=run_dir, seed=tcfg.seed + 3)
         log.info("figure %s -> %s", name, path)
     if (sample_dir / f"epoch_{epoch:04d}.png").exists():
-        shutil.copyfile(sample_dir / f"epoch_{epoch:04d}.png", sample_dir / "final.png")
+        _atomic_copy(sample_dir / f"epoch_{epoch:04d}.png", sample_dir / "final.png")
     if tcfg.export_name:
         with atomic_open(run_dir / tcfg.export_name, "wb") as f:
             torch.save(model.state_dict(), f)
@@ -280,6 +272,26 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     logger.hparams(_flat(config_dict, ("model", "objective", "trainer")), metrics)
     logger.close()
     return final
+
+
+def _test_metrics(cfg: DictConfig, model: torch.nn.Module, comps, final: bool) -> dict[str, float]:
+    """The objective's test metrics plus every ``sample_metrics`` entry (``test/<name>``)."""
+    tcfg, data = cfg.trainer, comps.data
+    metrics = evaluate(
+        model, comps.objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1, final=final
+    )
+    for node in (cfg.get("sample_metrics") or {}).values():
+        # _partial_: runtime objects are passed to the call, not through OmegaConf
+        extra = instantiate(node, _partial_=True)(model=model, sampler=comps.sampler, data=data, seed=tcfg.seed + 4)
+        metrics.update({f"test/{k}": v for k, v in extra.items()})
+    return metrics
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` onto ``dst`` through a temp file and a rename."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
 
 
 def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
