@@ -15,7 +15,7 @@ export DGM_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: run test bench setup fashion-mnist clean
+.PHONY: run test setup fashion-mnist clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,6 @@ run: $(STAMP)
 
 test: $(STAMP) fashion-mnist
 	$(PY) -m pytest $(ARGS)
-
-bench: $(STAMP)
-	$(PY) scripts/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

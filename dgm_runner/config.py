@@ -228,7 +228,7 @@ RUNTIME_ARGS: dict[str, set[str]] = {
 # Arguments the loop passes to every figure maker in ``figures``.
 FIGURE_ARGS = {"model", "data", "run_dir", "seed"}
 # ... and to every sample-based metric in ``sample_metrics``.
-SAMPLE_METRIC_ARGS = {"model", "sampler", "data", "seed"}
+SAMPLE_METRIC_ARGS = {"model", "sampler", "data", "seed", "final"}
 
 
 def validate(cfg: DictConfig) -> None:

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
 from dgm_runner.cli import main_with_run_dir, one_line_errors
-from dgm_runner.evaluation import evaluate
+from dgm_runner.evaluation import all_test_metrics
 from dgm_runner.io.atomic import write_json
 
 
@@ -18,10 +18,8 @@ def _app(cfg: DictConfig) -> dict[str, float]:
     overrides = {"dataset.test_subset": cfg.test_subset} if cfg.test_subset else {}
     run_cfg, comps, ckpt = restore_run(cfg.run_dir, cfg.checkpoint, cfg.device, overrides)
     data = comps.data
-    metrics = evaluate(
-        comps.model, comps.objective, data.test_x, data.test_y, cfg.eval_batch_size, run_cfg.trainer.seed + 1,
-        final=True,
-    )
+    run_cfg.trainer.eval_batch_size = cfg.eval_batch_size
+    metrics = all_test_metrics(run_cfg, comps.model, comps, final=True)
     print(f"{cfg.run_dir} ({cfg.checkpoint}, epoch {ckpt['epoch']}, {data.test_x.shape[0]} test images)")
     for key, value in metrics.items():
         print(f"  {key}: {value:.6f}")

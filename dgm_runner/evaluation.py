@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.samplers.base import Sampler
@@ -54,3 +56,23 @@ def draw_samples(model: torch.nn.Module, sampler: Sampler, n: int, seed: int, de
     images = sampler.sample(model, n, gen)
     model.train(was_training)
     return images
+
+
+def all_test_metrics(cfg: DictConfig, model: torch.nn.Module, comps, final: bool) -> dict[str, float]:
+    """The objective's test metrics (:func:`evaluate`) plus every ``sample_metrics`` entry of
+    the config (``test/<name>``; e.g. AIS log-likelihood, sample distances).
+
+    Args:
+        cfg: the run's config; model: the weights to evaluate (EMA if any);
+        comps: the run's :class:`dgm_runner.build.Components`; final: last evaluation.
+    """
+    tcfg, data = cfg.trainer, comps.data
+    metrics = evaluate(
+        model, comps.objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1, final=final
+    )
+    for node in (cfg.get("sample_metrics") or {}).values():
+        # _partial_: runtime objects are passed to the call, not through OmegaConf
+        fn = instantiate(node, _partial_=True)
+        extra = fn(model=model, sampler=comps.sampler, data=data, seed=tcfg.seed + 4, final=final)
+        metrics.update({f"test/{k}": v for k, v in extra.items()})
+    return metrics

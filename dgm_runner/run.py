@@ -31,7 +31,7 @@ from dgm_runner import CONFIG_DIR
 from dgm_runner.build import build_components, resolve_device, seed_everything
 from dgm_runner.config import ConfigError, validate
 from dgm_runner.data.base import DataError
-from dgm_runner.evaluation import draw_samples, evaluate
+from dgm_runner.evaluation import all_test_metrics, draw_samples, evaluate
 from dgm_runner.io.artifacts import append_jsonl, save_samples
 from dgm_runner.io.atomic import atomic_open, write_json
 from dgm_runner.io.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -216,7 +216,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             train_means = {f"train/{k}": v for k, v in epoch_terms.means().items()}
 
             if epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs:
-                metrics = _test_metrics(cfg, eval_model, comps, final=epoch == tcfg.epochs)
+                metrics = all_test_metrics(cfg, eval_model, comps, final=epoch == tcfg.epochs)
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:
                     raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
@@ -272,19 +272,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     logger.hparams(_flat(config_dict, ("model", "objective", "trainer")), metrics)
     logger.close()
     return final
-
-
-def _test_metrics(cfg: DictConfig, model: torch.nn.Module, comps, final: bool) -> dict[str, float]:
-    """The objective's test metrics plus every ``sample_metrics`` entry (``test/<name>``)."""
-    tcfg, data = cfg.trainer, comps.data
-    metrics = evaluate(
-        model, comps.objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1, final=final
-    )
-    for node in (cfg.get("sample_metrics") or {}).values():
-        # _partial_: runtime objects are passed to the call, not through OmegaConf
-        extra = instantiate(node, _partial_=True)(model=model, sampler=comps.sampler, data=data, seed=tcfg.seed + 4)
-        metrics.update({f"test/{k}": v for k, v in extra.items()})
-    return metrics
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:

@@ -20,7 +20,7 @@ from tests.conftest import SMALL, needs_mnist
 pytestmark = needs_mnist
 
 EXPORTS = {"rbm_cdk": "model_rbm_seed2025.pt", "vae_mlp": "model_vae_seed2025.pt", "vae_cnn": "model_vae2_seed2025.pt"}
-FAST = {"rbm_cdk": ["sampler.steps=20"], "vae_mlp": [], "vae_cnn": []}
+FAST = {"rbm_cdk": ["sampler.steps=20", "sample_metrics.ais.schedule_steps=200"], "vae_mlp": [], "vae_cnn": []}
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -54,6 +54,10 @@ def test_smoke_run_writes_the_run_directory_contract(compose_cfg, tmp_path, expe
     _assert_contract(tmp_path, epochs=2)
     expected = {"rbm_cdk": "test/free_energy", "vae_mlp": "test/recon_mse_sum", "vae_cnn": "test/recon_mse_sum"}
     assert expected[experiment] in final
+    if experiment == "rbm_cdk":  # AIS at the final evaluation only
+        assert final["test/log_likelihood_ais"] < 0 and final["test/log_z_ais"] <= final["test/log_z_ais_hi"]
+        first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+        assert "test/log_likelihood_ais" not in first
     if experiment != "rbm_cdk":
         assert final["test/elbo_loss"] == pytest.approx(final["test/recon_mse_sum"] + final["test/kl"])
     state = torch.load(tmp_path / EXPORTS[experiment], weights_only=True)
@@ -74,7 +78,7 @@ def test_vae_training_reduces_the_test_loss(compose_cfg, tmp_path):
 
 def test_cli_default_run_has_hydra_files_and_log(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _cli(*SMALL, "sampler.steps=10", f"hydra.run.dir={run_dir}")
+    proc = _cli(*SMALL, "sampler.steps=10", "sample_metrics.ais.schedule_steps=100", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_contract(run_dir, epochs=1)
     for rel in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "model_rbm_seed2025.pt"):

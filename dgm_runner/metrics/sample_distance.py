@@ -56,12 +56,14 @@ def sample_distances(
     sampler: Sampler,
     data: ImageData,
     seed: int,
+    final: bool = False,
     n: PositiveInt = 2000,
     n_projections: PositiveInt = 256,
 ) -> dict[str, float]:
     """``n`` model samples against the first ``n`` test points: ``swd`` and ``mmd``;
     ``*_floor``: the same distance between the first and second ``n`` test points (what
-    a perfect model would get); ``*_noise``: for the sampler's starting noise.
+    a perfect model would get); ``*_noise``: for the sampler's starting noise. Computed
+    at every evaluation (``final`` is accepted for the ``sample_metrics`` protocol).
 
     Raises:
         ValueError: the data are not ``(N, D)`` points or the test split has fewer than
