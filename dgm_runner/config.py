@@ -151,8 +151,8 @@ def _check_value(key: str, value: Any, hint: Any) -> None:
     # Other annotations (tensors, modules, ...) are not user-facing; accept.
 
 
-def _check_against(path: str, node: dict, hints: dict[str, Any], allowed_extra: set[str]) -> None:
-    allowed = set(hints) | allowed_extra
+def _check_against(path: str, node: dict, hints: dict[str, Any]) -> None:
+    allowed = set(hints)
     for key, value in node.items():
         if key in _META_KEYS:
             continue
@@ -205,7 +205,7 @@ def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) ->
         if name in node:
             raise ConfigError(f"{path}.{name} is set by the runner and must not be configured")
         hints.pop(name, None)
-    _check_against(path, node, hints, set())
+    _check_against(path, node, hints)
 
 
 def validate_trainer(node: Any) -> None:
@@ -214,7 +214,7 @@ def validate_trainer(node: Any) -> None:
         node = OmegaConf.to_container(node, resolve=True)
     hints = typing.get_type_hints(TrainerConfig, include_extras=True)
     hints = {f.name: hints[f.name] for f in fields(TrainerConfig)}
-    _check_against("trainer", node, hints, set())
+    _check_against("trainer", node, hints)
 
 
 # Arguments that the loop passes when it builds each component (not user config).

@@ -27,10 +27,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from dgm_runner import CONFIG_DIR
+from dgm_runner import CONFIG_DIR, cli
 from dgm_runner.build import build_components, resolve_device, seed_everything
 from dgm_runner.config import ConfigError, validate
-from dgm_runner.data.base import DataError
 from dgm_runner.evaluation import all_test_metrics, draw_samples, evaluate
 from dgm_runner.io.artifacts import append_jsonl, save_samples
 from dgm_runner.io.atomic import atomic_open, write_json
@@ -292,7 +291,7 @@ def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
 
 
 # Errors that are the user's to fix: one line, no traceback.
-USER_ERRORS = (ConfigError, DataError, CheckpointError, DivergedError)
+USER_ERRORS = (*cli.USER_ERRORS, DivergedError)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

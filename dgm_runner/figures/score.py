@@ -7,18 +7,18 @@ from pathlib import Path
 import torch
 
 from dgm_runner.data.base import ImageData
-from dgm_runner.figures.vae import _figure_path, _pyplot, _save_matplotlib
+from dgm_runner.io.plots import figure_path, pyplot, save_figure
 
 
 def toy_data(model: torch.nn.Module, data: ImageData, run_dir: Path, seed: int) -> Path:
     """Scatter plot of the ``(N, 2)`` training points."""
-    plt = _pyplot()
+    plt = pyplot()
     x = data.train_x.cpu()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.6)
     ax.set_aspect("equal")
     ax.set_title(f"{data.name}: {x.shape[0]} training points")
-    return _save_matplotlib(fig, _figure_path(run_dir, "data"))
+    return save_figure(fig, figure_path(run_dir, "data"))
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ def score_field(
     Raises:
         ValueError: a level index is out of range.
     """
-    plt = _pyplot()
+    plt = pyplot()
     sigmas = model.sigmas
     if any(not 0 <= i < len(sigmas) for i in levels):
         raise ValueError(f"score_field levels {list(levels)} out of range for {len(sigmas)} noise levels")
@@ -44,11 +44,11 @@ def score_field(
     fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 5))
     for ax, i in zip(axes if len(levels) > 1 else [axes], levels):
         s = model.score(pts, sigmas[i].expand(pts.shape[0]))
-        s = s / s.norm(dim=1, keepdim=True).clamp_min(1e-8)  # direction only; length is shown by colour
-        mag = model.score(pts, sigmas[i].expand(pts.shape[0])).norm(dim=1)
+        mag = s.norm(dim=1)
+        s = s / mag[:, None].clamp_min(1e-8)  # direction only; length is shown by colour
         ax.scatter(x[:, 0].cpu(), x[:, 1].cpu(), s=1, alpha=0.3, color="tab:gray")
         q = ax.quiver(pts[:, 0].cpu(), pts[:, 1].cpu(), s[:, 0].cpu(), s[:, 1].cpu(), mag.log().cpu(), cmap="viridis")
         ax.set_title(f"s(x, sigma_{i + 1} = {float(sigmas[i]):.3g})")
         ax.set_aspect("equal")
         fig.colorbar(q, ax=ax, fraction=0.046, label="log ||s||")
-    return _save_matplotlib(fig, _figure_path(run_dir, "score_field"))
+    return save_figure(fig, figure_path(run_dir, "score_field"))

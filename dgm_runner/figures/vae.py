@@ -9,36 +9,12 @@ import torch
 
 from dgm_runner.data.base import ImageData
 from dgm_runner.io.artifacts import save_grid
-from dgm_runner.io.atomic import atomic_open
+from dgm_runner.io.plots import figure_path, pyplot, save_figure
 from dgm_runner.models.vae import GaussianVAE
-
-
-def _figure_path(run_dir: Path, name: str) -> Path:
-    path = Path(run_dir) / "figures" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _save_matplotlib(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @torch.no_grad()
@@ -55,7 +31,7 @@ def prior_samples_10x2(model: GaussianVAE, data: ImageData, run_dir: Path, seed:
     probs = model.decode(z, y)
     sample = torch.bernoulli(probs, generator=gen)
     images = torch.stack([probs, sample], dim=1).flatten(0, 1)  # row-major: p, sample, p, ...
-    path = _figure_path(run_dir, "prior_samples_10x2")
+    path = figure_path(run_dir, "prior_samples_10x2")
     save_grid(images, path, nrow=2)
     return path
 
@@ -75,7 +51,7 @@ def latent_scatter(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int
     plane, coloured by digit, with a legend. For ``latent_dim > 2`` the first two
     coordinates are shown (axis labels say so)."""
     model.eval()
-    plt = _pyplot()
+    plt = pyplot()
     mu = _posterior_means(model, data.train_x[:max_points], data.train_y[:max_points]).cpu()
     labels = data.train_y[:max_points].cpu()
     fig, ax = plt.subplots(figsize=(6.5, 6))
@@ -87,7 +63,7 @@ def latent_scatter(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int
     ax.set_xlabel("z[0] (mean of q(z|x))")
     ax.set_ylabel("z[1]")
     ax.set_title(f"latent means of {mu.shape[0]} training images")
-    return _save_matplotlib(fig, _figure_path(run_dir, "latent_scatter"))
+    return save_figure(fig, figure_path(run_dir, "latent_scatter"))
 
 
 @torch.no_grad()
@@ -126,7 +102,7 @@ def interpolation(
         z = (1 - alphas[:, None]) * mu[0] + alphas[:, None] * mu[1]
         yz = torch.full((len(alphas),), a, device=z.device) if model.conditional else None
         rows.append(model.decode(z, yz))
-    path = _figure_path(run_dir, "interpolation")
+    path = figure_path(run_dir, "interpolation")
     save_grid(torch.cat(rows), path, nrow=len(alphas))
     return path
 
@@ -139,7 +115,7 @@ def reconstructions(model: GaussianVAE, data: ImageData, run_dir: Path, seed: in
     x, y = data.test_x[:n], data.test_y[:n]
     yy = y if model.conditional else None
     mu, _ = model.encode(x, yy)
-    path = _figure_path(run_dir, "reconstructions")
+    path = figure_path(run_dir, "reconstructions")
     save_grid(torch.cat([x, model.decode(mu, yy)]), path, nrow=n)
     return path
 
@@ -159,7 +135,7 @@ def class_grid(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int, pe
     n = model.n_classes * per_class
     z = torch.randn(n, model.latent_dim, generator=gen, device=_device(model))
     y = torch.arange(model.n_classes, device=z.device).repeat_interleave(per_class)
-    path = _figure_path(run_dir, "class_grid")
+    path = figure_path(run_dir, "class_grid")
     save_grid(model.decode(z, y), path, nrow=per_class)
     return path
 
@@ -174,7 +150,7 @@ def elbo_curves(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int) -
     Raises:
         FileNotFoundError: the run has no ``train_history.jsonl``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     lines = [json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()]
     train = [r for r in lines if "train/recon" in r]
     val = [r for r in lines if "val/recon" in r]
@@ -194,7 +170,7 @@ def elbo_curves(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int) -
     ax2.set_ylabel("E_q[log p(x|z)]  (nats per example)")
     ax2.legend()
     ax2.set_title("reconstruction log-likelihood")
-    return _save_matplotlib(fig, _figure_path(run_dir, "elbo_curves"))
+    return save_figure(fig, figure_path(run_dir, "elbo_curves"))
 
 
 def training_curves(
@@ -207,7 +183,7 @@ def training_curves(
     Raises:
         ValueError: a key never appears in the history.
     """
-    plt = _pyplot()
+    plt = pyplot()
     lines = [json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -220,4 +196,4 @@ def training_curves(
         if key in log_y:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    return _save_matplotlib(fig, _figure_path(run_dir, "training_curves"))
+    return save_figure(fig, figure_path(run_dir, "training_curves"))

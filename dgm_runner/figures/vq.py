@@ -8,6 +8,7 @@ import torch
 
 from dgm_runner.data.base import ImageData
 from dgm_runner.io.artifacts import save_grid
+from dgm_runner.io.plots import figure_path
 from dgm_runner.models.vqvae import VQVAE
 
 
@@ -20,8 +21,7 @@ def vq_reconstructions(model: VQVAE, data: ImageData, run_dir: Path, seed: int, 
     model.eval()
     x = data.test_x[:n]
     recon = model.decode_indices(model.encode_indices(x))
-    path = Path(run_dir) / "figures" / "reconstructions.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = figure_path(run_dir, "reconstructions")
     save_grid(torch.cat([x, recon]), path, nrow=n)
     model.train(was_training)
     return path

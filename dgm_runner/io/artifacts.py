@@ -13,6 +13,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from dgm_runner.io.atomic import atomic_open
+from dgm_runner.io.plots import pyplot
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> torch.Tensor:
@@ -45,13 +46,10 @@ def save_samples(samples: torch.Tensor, path: str | Path, reference: torch.Tenso
     """
     if samples.ndim == 4:
         return save_grid(samples, path)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     from PIL import Image
 
+    plt = pyplot()
     pts = samples.detach().float().cpu()
     fig, ax = plt.subplots(figsize=(5, 5))
     if reference is not None:

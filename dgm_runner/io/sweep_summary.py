@@ -18,7 +18,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from dgm_runner.io.atomic import atomic_open, write_text
+from dgm_runner.io.atomic import write_text
+from dgm_runner.io.plots import pyplot, save_figure
 
 log = logging.getLogger("dgm_runner")
 
@@ -88,11 +89,7 @@ def summarize_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _plot(sweep_dir: Path, table: list[dict[str, Any]], swept: list[str], metric_keys: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x_label = ", ".join(swept)
     xs = [", ".join(str(r[k]) for k in swept) for r in table]
     numeric = len(swept) == 1 and all(isinstance(_number(x), float) for x in xs)
@@ -113,9 +110,7 @@ def _plot(sweep_dir: Path, table: list[dict[str, Any]], swept: list[str], metric
         ax.set_title(f"{metric} vs {x_label}")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        with atomic_open(sweep_dir / f"summary_{metric.replace('/', '_')}.png", "wb") as f:
-            fig.savefig(f, format="png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, sweep_dir / f"summary_{metric.replace('/', '_')}.png", bbox_inches=None)
 
 
 class SweepSummary(Callback):

@@ -34,11 +34,11 @@ def base_rate_bias(train_x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-def _log_p_star(rbm: RBM, v: torch.Tensor, beta: float, b_a: torch.Tensor) -> torch.Tensor:
-    """log of the unnormalised intermediate marginal
-    ``p*_beta(v) = exp((1 - beta) b_A.v + beta b.v) prod_j (1 + exp(beta (c_j + v.W_j)))``, ``(M,)``."""
-    w, b, c = rbm.W.double(), rbm.b.double(), rbm.c.double()
-    return (1 - beta) * (v @ b_a) + beta * (v @ b) + F.softplus(beta * (v @ w + c)).sum(1)
+def _log_ratio(vw_c: torch.Tensor, vb: torch.Tensor, vb_a: torch.Tensor, beta: float, prev: float) -> torch.Tensor:
+    """``log p*_beta(v) - log p*_prev(v)`` for the intermediate unnormalised marginals
+    ``p*_beta(v) = exp((1 - beta) b_A.v + beta b.v) prod_j (1 + exp(beta (c_j + v.W_j)))``,
+    from the shared ``vw_c = v W + c`` ``(M, H)``, ``vb = v.b`` and ``vb_a = v.b_A`` ``(M,)``."""
+    return (beta - prev) * (vb - vb_a) + (F.softplus(beta * vw_c) - F.softplus(prev * vw_c)).sum(1)
 
 
 @torch.no_grad()
@@ -76,8 +76,9 @@ def ais_log_partition(
     v = torch.bernoulli(torch.sigmoid(b_a).expand(n_runs, -1), generator=generator)
     log_w = torch.zeros(n_runs, dtype=torch.float64, device=dev)
     for prev, beta in zip(betas[:-1].tolist(), betas[1:].tolist()):
-        log_w += _log_p_star(rbm, v, beta, b_a) - _log_p_star(rbm, v, prev, b_a)
-        h = torch.bernoulli(torch.sigmoid(beta * (v @ w + c)), generator=generator)
+        vw_c = v @ w + c  # one product per temperature serves the weight and the Gibbs step
+        log_w += _log_ratio(vw_c, v @ b, v @ b_a, beta, prev)
+        h = torch.bernoulli(torch.sigmoid(beta * vw_c), generator=generator)
         v = torch.bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ w.t() + b)), generator=generator)
     shift = float(log_w.max())
     r = torch.exp(log_w - shift)  # importance weights / e^shift
