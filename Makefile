@@ -15,7 +15,7 @@ export DGM_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: run test setup fashion-mnist clean
+.PHONY: run test setup fashion-mnist clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ run: $(STAMP)
 
 test: $(STAMP) fashion-mnist
 	$(PY) -m pytest $(ARGS)
+
+# Issue 8: our training epochs against DataLoader / scikit-learn / learnergy baselines,
+# the matmul bound, compile, scaling, peak RSS and sampling -> bench.json (< 10 min on
+# 2 CPU cores; ARGS=--quick for a few minutes). learnergy is optional and installed
+# without its dependencies: its metadata pins packages the bench does not need.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(PY) -m pip install --quiet --no-deps learnergy \
+	  || echo "warning: learnergy not installable; its rows will be skipped"
+	$(PY) scripts/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -17,6 +17,7 @@ full key, the offending value and what is allowed.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -60,6 +61,8 @@ NonNegativeInt = Annotated[int, Range(ge=0)]
 PositiveFloat = Annotated[float, Range(gt=0)]
 NonNegativeFloat = Annotated[float, Range(ge=0)]
 UnitInterval = Annotated[float, Range(ge=0, le=1)]
+#: An Adam beta: torch accepts 0 <= beta < 1.
+Beta = Annotated[float, Range(ge=0, lt=1)]
 
 
 @dataclass
@@ -70,8 +73,9 @@ class TrainerConfig:
     batch_size: PositiveInt = 128
     lr: PositiveFloat = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer_impl: Literal["auto", "fused", "foreach", "for_loop"] = "auto"
     momentum: UnitInterval = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     weight_decay: NonNegativeFloat = 0.0
     seed: NonNegativeInt = 2025
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -85,6 +89,7 @@ class TrainerConfig:
     progress: bool = True
     resume: Optional[str] = None
     export_name: Optional[str] = None
+    compile: bool = False
 
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -139,6 +144,8 @@ def _check_value(key: str, value: Any, hint: Any) -> None:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={_fmt(value)} is invalid: must be a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={_fmt(value)} is invalid: must be a finite number")
         return
     if hint is str:
         if not isinstance(value, str):
@@ -147,6 +154,15 @@ def _check_value(key: str, value: Any, hint: Any) -> None:
     if origin in (tuple, list) or hint in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={_fmt(value)} is invalid: must be a list")
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: tuple[int, int]
+            if len(value) != len(args):
+                raise ConfigError(f"{key}={_fmt(value)} is invalid: must be a list of {len(args)} values")
+            element_hints = args
+        else:  # tuple[int, ...] or list[int]
+            element_hints = (args[0],) * len(value) if args else ()
+        for i, (item, item_hint) in enumerate(zip(value, element_hints)):
+            _check_value(f"{key}[{i}]", item, item_hint)
         return
     # Other annotations (tensors, modules, ...) are not user-facing; accept.
 
@@ -229,6 +245,8 @@ RUNTIME_ARGS: dict[str, set[str]] = {
 FIGURE_ARGS = {"model", "data", "run_dir", "seed"}
 # ... and to every sample-based metric in ``sample_metrics``.
 SAMPLE_METRIC_ARGS = {"model", "sampler", "data", "seed", "final"}
+# ... and to every exporter in ``exports`` (after training).
+EXPORT_ARGS = {"model", "data", "run_dir", "metrics"}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -239,8 +257,10 @@ def validate(cfg: DictConfig) -> None:
     """
     try:
         container = OmegaConf.to_container(cfg, resolve=True)
-    except Exception as err:  # interpolation errors
-        raise ConfigError(f"config cannot be resolved: {err}".splitlines()[0]) from None
+    except Exception as err:  # interpolation errors, missing mandatory values
+        key = getattr(err, "full_key", None)
+        where = f"{key}: " if key else ""
+        raise ConfigError(f"{where}config cannot be resolved: {err}".splitlines()[0]) from None
     for group, runtime in RUNTIME_ARGS.items():
         if group not in container:
             raise ConfigError(f"{group} is missing from the config")
@@ -248,5 +268,54 @@ def validate(cfg: DictConfig) -> None:
     for name, node in (container.get("figures") or {}).items():
         validate_node(f"figures.{name}", node, FIGURE_ARGS)
     for name, node in (container.get("sample_metrics") or {}).items():
-        validate_node(f"sample_metrics.{name}", node, SAMPLE_METRIC_ARGS)
+        if node is not None:  # an experiment may switch a default metric off with null
+            validate_node(f"sample_metrics.{name}", node, SAMPLE_METRIC_ARGS)
+    for name, node in (container.get("exports") or {}).items():
+        validate_node(f"exports.{name}", node, EXPORT_ARGS)
     validate_trainer(container["trainer"])
+
+
+def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
+    """Reject ``group=entry`` overrides naming an entry that does not exist, in one line.
+
+    Overrides are read with Hydra's own parser, so everything Hydra accepts for a group
+    passes: a comma list (``model=rbm,vae_mlp``), ``choice(...)``, ``glob(...)``, quoted
+    names, ``group=null`` (deselect) and ``~group``. Syntax errors are left to Hydra.
+
+    Args:
+        argv: the command-line overrides.
+        config_dir: the primary config directory (default: the package's ``configs/``).
+
+    Raises:
+        ConfigError: ``"model=foo: unknown model; allowed values are rbm, vae_cnn, ..."``.
+    """
+    from pathlib import Path
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob, QuotedString
+
+    if config_dir is None:
+        from dgm_runner import CONFIG_DIR as config_dir
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra reports its own syntax errors
+            continue
+        key = override.key_or_group
+        group_dir = Path(config_dir) / key
+        if override.is_delete() or "." in key or key.startswith("hydra") or not group_dir.is_dir():
+            continue
+        if override.is_sweep_override():
+            if isinstance(override.value(), Glob):  # matched against the entries by Hydra
+                continue
+            values = list(override.sweep_iterator())
+        else:
+            values = [override.value()]
+        choices = [None if v is None else v.text if isinstance(v, QuotedString) else str(v) for v in values]
+        allowed = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        for choice in choices:
+            if choice is not None and choice not in allowed:
+                raise ConfigError(f"{key}={choice}: unknown {key}; allowed values are {', '.join(allowed)}")

@@ -90,5 +90,24 @@ def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw ``x ~ Bernoulli(probs)`` elementwise (seed 001 Q2 b-iv); same shape as ``probs``."""
-    return torch.bernoulli(probs, generator=generator)
+    """Draw ``x ~ Bernoulli(probs)`` elementwise (seed 001 Q2 b-iv).
+
+    Computed as ``1[u < probs]`` with ``u ~ U[0, 1)`` drawn from ``generator`` (global RNG
+    if None): ``P(u < p) = p`` up to the 2^-24 grid of float32 uniforms, ``p = 0`` never
+    fires and ``p = 1`` always does. On CPU this is 3-4x faster than ``torch.bernoulli``
+    (one vectorised uniform fill and a compare instead of a per-element Bernoulli draw;
+    ``scripts/bench.py``), and as fast on CUDA. The same generator state gives the same
+    draws; the stream differs from ``torch.bernoulli``'s.
+
+    Args:
+        probs: ``(...)`` probabilities in [0, 1] (float tensor, any device).
+        generator: RNG on ``probs.device``, or None.
+
+    Returns:
+        ``(...)`` tensor of 0.0 / 1.0 with ``probs``' dtype and device.
+    """
+    # Half-precision uniforms have a coarse grid (2^-8 for bfloat16): draw them in float32.
+    udtype = probs.dtype if probs.dtype in (torch.float32, torch.float64) else torch.float32
+    u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=udtype)
+    # in place: the uniforms' buffer becomes the 0/1 sample (no bool tensor, no cast)
+    return u.lt_(probs).to(probs.dtype)

@@ -71,6 +71,8 @@ def all_test_metrics(cfg: DictConfig, model: torch.nn.Module, comps, final: bool
         model, comps.objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1, final=final
     )
     for node in (cfg.get("sample_metrics") or {}).values():
+        if node is None:
+            continue
         # _partial_: runtime objects are passed to the call, not through OmegaConf
         fn = instantiate(node, _partial_=True)
         extra = fn(model=model, sampler=comps.sampler, data=data, seed=tcfg.seed + 4, final=final)

@@ -10,6 +10,7 @@ run-directory contract (checkpoints, metrics, sample grids, figures, TensorBoard
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import shutil
@@ -34,7 +35,8 @@ from dgm_runner.evaluation import all_test_metrics, draw_samples, evaluate
 from dgm_runner.io.artifacts import append_jsonl, save_samples
 from dgm_runner.io.atomic import atomic_open, write_json
 from dgm_runner.io.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from dgm_runner.objectives.base import Batch
+from dgm_runner.io.run_dir import check_run_dir, holds_run, hydra_output_subdir
+from dgm_runner.objectives.base import Batch, Objective
 
 log = logging.getLogger("dgm_runner")
 
@@ -46,10 +48,80 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+# trainer.optimizer_impl -> the implementations to try, in order (torch.optim keywords).
+_OPTIMIZER_IMPLS: dict[str, tuple[dict[str, bool], ...]] = {
+    "auto": ({"fused": True}, {"foreach": True}, {"foreach": False}),
+    "fused": ({"fused": True},),
+    "foreach": ({"foreach": True},),
+    "for_loop": ({"foreach": False},),
+}
+
+
 def _make_optimizer(params, tcfg: DictConfig) -> torch.optim.Optimizer:
+    """The optimiser of one parameter group: ``trainer.optimizer`` (adam | sgd) with
+    ``trainer.lr``, ``betas`` / ``momentum`` and ``weight_decay``.
+
+    ``trainer.optimizer_impl`` picks PyTorch's implementation: ``auto`` (default) takes
+    the fused kernel where this torch build supports it for these parameters (CPU and
+    CUDA float tensors in torch >= 2.4: one kernel per parameter instead of about ten
+    elementwise ops; on this project's CPU the Adam step of VAE1 drops from about 2 ms to
+    0.4 ms, ``scripts/bench.py``), else the multi-tensor ``foreach`` one, else the
+    per-parameter loop. They compute the same update up to float rounding.
+
+    Args:
+        params: the parameters (an iterable of tensors).
+        tcfg: the ``trainer`` config node.
+
+    Returns:
+        The optimiser; its ``param_groups[0]["fused"]`` / ``["foreach"]`` say which
+        implementation was taken.
+
+    Raises:
+        ConfigError: ``optimizer_impl`` names an implementation that cannot be used here.
+    """
+    params = list(params)
     if tcfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
-    return torch.optim.Adam(params, lr=tcfg.lr, betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
+        cls, kwargs = torch.optim.SGD, {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay}
+    else:
+        cls, kwargs = torch.optim.Adam, {"lr": tcfg.lr, "betas": tuple(tcfg.betas), "weight_decay": tcfg.weight_decay}
+    impl = tcfg.get("optimizer_impl", "auto")
+    error: Exception | None = None
+    for extra in _OPTIMIZER_IMPLS[impl]:
+        try:
+            return cls(params, **kwargs, **extra)
+        except (RuntimeError, ValueError, TypeError) as err:  # unsupported device / dtype / torch
+            error = err
+    if impl == "auto" or not params:
+        raise error  # e.g. an empty parameter list: not a config problem
+    raise ConfigError(f"trainer.optimizer_impl={impl} cannot be used here: {error}".splitlines()[0])
+
+
+def compile_objective(objective: Objective) -> bool:
+    """``trainer.compile``: replace ``objective.loss`` by ``torch.compile(objective.loss)``.
+
+    The compiled graph is the model's forward pass plus the loss terms (the backward
+    pass is compiled too, by AOTAutograd); evaluation and sampling stay eager. Shapes
+    are static, so a run compiles twice (full batches and the smaller last batch).
+    Objectives whose ``steps()`` do not go through ``loss()`` (GANs: alternating updates,
+    the WGAN-GP double backward) run eagerly, with a warning.
+
+    Args:
+        objective: the run's objective (modified in place).
+
+    Returns:
+        Whether the updates go through the compiled loss.
+    """
+    objective.loss = torch.compile(objective.loss, dynamic=False)
+    steps = type(objective).steps
+    if steps is Objective.steps:
+        return True
+    try:
+        uses_loss = "self.loss(" in inspect.getsource(steps)
+    except (OSError, TypeError):
+        uses_loss = False
+    if not uses_loss:
+        log.warning("trainer.compile: %s makes its updates without loss(); training runs eagerly", type(objective).__name__)
+    return uses_loss
 
 
 class _Averager:
@@ -73,6 +145,35 @@ class _Averager:
 
     def means(self) -> dict[str, float]:
         return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+
+
+def train_step(
+    model: torch.nn.Module,
+    objective: Objective,
+    optimizers: dict[str, torch.optim.Optimizer],
+    batch: Batch,
+    step: int,
+    averager: _Averager | None = None,
+) -> None:
+    """The updates of one batch: for each ``(group, loss, terms)`` the objective yields
+    (one for most objectives, alternating D/G for GANs), back-propagate ``loss``, step that
+    group's optimiser and call ``objective.after_step``. No host sync: the logged terms
+    stay on the device, summed into ``averager``.
+
+    Args:
+        model: the model being trained; objective: its objective.
+        optimizers: one optimiser per parameter group of ``objective.param_groups``.
+        batch: ``(B, C, H, W)`` images and ``(B,)`` labels on the model's device.
+        step: number of batches done before this one.
+        averager: where to add the logged terms (None: dropped).
+    """
+    for group, loss, terms in objective.steps(model, batch, step):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers[group].step()
+        objective.after_step(group, model)
+        if averager is not None:
+            averager.add(terms)  # on device: no host sync per step
 
 
 def make_ema(model: torch.nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
@@ -122,6 +223,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             the last good ``last.pt`` is kept).
     """
     validate(cfg)
+    check_run_dir(run_dir, cfg.trainer.resume)  # never write over another run
     tcfg = cfg.trainer
     run_dir = Path(run_dir)
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
@@ -133,6 +235,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     comps = build_components(cfg, device)
     model, objective, sampler, data = comps.model, comps.objective, comps.sampler, comps.data
     optimizers = {name: _make_optimizer(params, tcfg) for name, params in objective.param_groups(model).items()}
+    if tcfg.get("compile", False):
+        compile_objective(objective)
     ema = make_ema(model, tcfg.ema_decay)
     eval_model = ema.module if ema is not None else model  # EMA weights for eval and sampling
     data_gen = torch.Generator().manual_seed(tcfg.seed)
@@ -179,14 +283,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             )
             for i in bar:
                 idx = perm[i * bs : (i + 1) * bs]
-                batch = Batch(data.train_x[idx], data.train_y[idx])
-                # The objective declares its (alternating) updates: one per group it yields.
-                for group, loss, terms in objective.steps(model, batch, step):
-                    model.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizers[group].step()
-                    objective.after_step(group, model)
-                    window.add(terms)  # on device: no host sync per step
+                # index_select: a plain row gather, ~5x cheaper on CPU than x[idx]'s advanced indexing
+                batch = Batch(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
+                train_step(model, objective, optimizers, batch, step, window)
                 if ema is not None:
                     ema.update_parameters(model)
                 step += 1
@@ -219,12 +318,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:
                     raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
-                images = draw_samples(eval_model, sampler, tcfg.n_samples, tcfg.seed + 2, device)
-                grid = save_samples(images, sample_dir / f"epoch_{epoch:04d}.png", reference=data.test_x)
+                if sampler.draws:  # the 8x8 grid of this epoch
+                    images = draw_samples(eval_model, sampler, tcfg.n_samples, tcfg.seed + 2, device)
+                    grid = save_samples(images, sample_dir / f"epoch_{epoch:04d}.png", reference=data.test_x)
+                    logger.image("samples", grid, step)
                 record = {"epoch": epoch, "step": step, "train/epoch_time_s": epoch_times[-1], **train_means, **metrics}
                 append_jsonl(run_dir / "metrics.jsonl", record)
                 logger.scalars({**metrics, "train/epoch_time_s": epoch_times[-1]}, step)
-                logger.image("samples", grid, step)
                 monitored = metrics[f"test/{objective.monitor}"]
                 payload = {
                     "model": model.state_dict(),
@@ -254,6 +354,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     for name, node in (cfg.get("figures") or {}).items():
         path = instantiate(node, _partial_=True)(model=eval_model, data=data, run_dir=run_dir, seed=tcfg.seed + 3)
         log.info("figure %s -> %s", name, path)
+    for name, node in (cfg.get("exports") or {}).items():
+        path = instantiate(node, _partial_=True)(model=eval_model, data=data, run_dir=run_dir, metrics=metrics)
+        log.info("export %s -> %s", name, path)
     if (sample_dir / f"epoch_{epoch:04d}.png").exists():
         _atomic_copy(sample_dir / f"epoch_{epoch:04d}.png", sample_dir / "final.png")
     if tcfg.export_name:
@@ -294,16 +397,32 @@ def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
 USER_ERRORS = (*cli.USER_ERRORS, DivergedError)
 
 
+def _objective_value(final: dict[str, Any], metric: str) -> float | None:
+    """The float a Hydra sweeper that optimises (Optuna) reads as the job's return value."""
+    value = final.get(metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        known = ", ".join(k for k, v in final.items() if "/" in k and isinstance(v, (int, float)))
+        log.error("optimize_metric=%s is not a final metric of this run; known: %s", metric, known)
+        return None
+    return float(value)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
+def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
+    """The Hydra task: train one job. Returns the final metrics, or, when
+    ``optimize_metric`` is set (Optuna sweeps), that metric as a float; a failed job of
+    a multirun returns None (the sweep goes on; the summary and Optuna mark it failed)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    held_a_run = holds_run(run_dir)  # a resumed or refused launch: keep its metrics.json
     try:
-        return train(cfg, run_dir)
+        final = train(cfg, run_dir)
+        metric = cfg.get("optimize_metric")
+        return _objective_value(final, metric) if metric else final
     except Exception as err:
         line = f"{type(err).__name__}: {err}"
-        if not isinstance(err, DivergedError):
+        if not isinstance(err, DivergedError) and not (held_a_run and isinstance(err, USER_ERRORS)):
             write_json(run_dir / "metrics.json", {"status": "failed", "error": line})
         if not isinstance(err, USER_ERRORS):
             log.error(traceback.format_exc())
@@ -320,6 +439,9 @@ def _register_resolvers() -> None:
     # hydra.run.dir is the resumed run's directory when trainer.resume is set.
     if not OmegaConf.has_resolver("dgm_run_dir"):
         OmegaConf.register_new_resolver("dgm_run_dir", lambda resume, default: resume or default)
+    # hydra.output_subdir: Hydra saves no .hydra/ files over a directory that holds a run.
+    if not OmegaConf.has_resolver("dgm_hydra_subdir"):
+        OmegaConf.register_new_resolver("dgm_hydra_subdir", hydra_output_subdir)
 
 
 def check_group_choices(argv: list[str], config_dir: str = CONFIG_DIR) -> None:

@@ -3,6 +3,7 @@ sweeps, dgm-eval, dgm-sample, resume, divergence and unsafe checkpoints."""
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,10 +127,37 @@ def test_dgm_eval_recomputes_the_final_metrics(trained_vae):
     run_dir, final = trained_vae
     proc = subprocess.run([_script("dgm-eval"), str(run_dir)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    recomputed = json.loads((run_dir / "eval.json").read_text())
+    recomputed = json.loads((run_dir / "eval" / "metrics.json").read_text())
     for key in ("test/recon_mse_sum", "test/kl", "test/elbo_loss"):
         assert recomputed[key] == pytest.approx(final[key], rel=1e-6)
         assert key in proc.stdout
+    assert recomputed["n_test"] == 200 and recomputed["epoch"] == 1
+
+
+def test_dgm_eval_of_a_sweep_root_evaluates_each_job_and_refreshes_the_summary(trained_vae, tmp_path):
+    run_dir, final = trained_vae
+    root = tmp_path / "sweep"
+    for job, latent in (("0", 20), ("1", 5)):
+        shutil.copytree(run_dir, root / job, ignore=shutil.ignore_patterns("eval"))
+        (root / job / ".hydra").mkdir(exist_ok=True)
+        (root / job / ".hydra" / "overrides.yaml").write_text(f"- model.latent_dim={latent}\n")
+    last = root / "1" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # job 1: a torn checkpoint
+    proc = subprocess.run([_script("dgm-eval"), str(root)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((root / "0" / "eval" / "metrics.json").read_text())["test/elbo_loss"] == pytest.approx(
+        final["test/elbo_loss"], rel=1e-6
+    )
+    assert "job 1 not evaluated: CheckpointError" in proc.stderr
+    summary = (root / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and "test/elbo_loss" in summary[0]
+
+
+def test_dgm_eval_of_a_missing_directory_is_one_line_and_creates_nothing(tmp_path):
+    missing = tmp_path / "no_such_run"
+    proc = subprocess.run([_script("dgm-eval"), str(missing)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip() == f"dgm-eval: error: CheckpointError: {missing} does not exist"
+    assert not missing.exists()
 
 
 def test_dgm_sample_writes_an_8x8_grid(trained_vae, tmp_path):

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import os
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -27,6 +29,7 @@ import torch
 
 from dgm_runner.config import PositiveInt, UnitInterval
 from dgm_runner.data.base import DataError, ImageData
+from dgm_runner.io.atomic import atomic_open, write_json
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -87,22 +90,96 @@ def _candidate_dirs(spec: _Spec, root: Optional[str]) -> list[Path]:
     return dirs
 
 
+_IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST-like files use
+
+
+def _idx_dims(name: str, header: bytes, read) -> tuple[int, ...]:
+    """Parse an IDX header (``header`` = its first 4 bytes, ``read(n)`` for the rest) of
+    the file called ``name``; raise ValueError saying what is wrong."""
+    if len(header) < 4:
+        raise ValueError("file is empty or shorter than an IDX header")
+    magic = int.from_bytes(header, "big")
+    ndim, dtype = magic & 0xFF, magic >> 8
+    want = 3 if "images" in name else 1
+    if dtype != _IDX_UBYTE or ndim != want:
+        raise ValueError(f"not an IDX {'image' if want == 3 else 'label'} file (magic 0x{magic:08x}, "
+                         f"expected 0x{(_IDX_UBYTE << 8) | want:08x})")
+    raw_dims = read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise ValueError("truncated IDX header")
+    return tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+
+
+def _check_payload(dims: tuple[int, ...], payload: int) -> None:
+    expected = 1
+    for d in dims:
+        expected *= d
+    if payload != expected:
+        shape = "x".join(map(str, dims))
+        what = "truncated" if payload < expected else "has trailing bytes"
+        raise ValueError(f"{what}: the header promises {shape} = {expected} bytes of data, the file holds {payload}")
+
+
+def check_idx_file(path: Path) -> None:
+    """Check an uncompressed IDX file's header against its size (cheap: no data read).
+
+    Raises:
+        DataError: one line naming the file and what is wrong with it.
+    """
+    try:
+        with open(path, "rb") as f:
+            dims = _idx_dims(path.name, f.read(4), f.read)
+            _check_payload(dims, path.stat().st_size - f.tell())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} is not a valid IDX file: {err}; delete it and retry") from None
+
+
+def _stamp(src: Path) -> str:
+    st = src.stat()
+    return f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
 def _materialize(files: dict[str, Path], dest: Path) -> None:
-    """Decompress/copy the IDX files into ``dest`` (atomically, skipping existing ones)."""
+    """Decompress/copy the IDX files into ``dest``, atomically and checked.
+
+    A cached copy is reused only while it was made from the same source file (path,
+    size, modification time, recorded in ``dest/.sources.json``), so pointing
+    ``dataset.root`` at another copy of the data never silently reads a stale cache.
+    A corrupt or truncated source raises :class:`DataError` and leaves the cache as it was.
+    """
     dest.mkdir(parents=True, exist_ok=True)
+    stamps_file = dest / ".sources.json"
+    try:
+        stamps = json.loads(stamps_file.read_text())
+    except (OSError, ValueError):
+        stamps = {}
+    changed = False
     for name, src in files.items():
         target = dest / name
-        if target.is_file():  # already prepared (or ``src`` is the cache itself)
+        if src.parent.resolve() == dest.resolve():  # the cache itself (or torchvision's download)
+            if src.suffix != ".gz":
+                check_idx_file(src)
+                continue
+        stamp = _stamp(src)
+        if target.is_file() and stamps.get(name) == stamp:
             continue
-        tmp = dest / f".{name}.{os.getpid()}.tmp"
         opener = gzip.open if src.suffix == ".gz" else open
         try:
-            with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+            with opener(src, "rb") as fin, atomic_open(target, "wb") as fout:
+                head = fin.read(4)
+                dims = _idx_dims(name, head, fin.read)
+                fout.write(head)
+                for d in dims:
+                    fout.write(d.to_bytes(4, "big"))
+                start = fout.tell()
                 shutil.copyfileobj(fin, fout)
-            os.replace(tmp, target)
-        except (OSError, EOFError) as err:
-            tmp.unlink(missing_ok=True)
-            raise DataError(f"cannot read {src}: {err}") from None
+                _check_payload(dims, fout.tell() - start)
+        except (OSError, EOFError, zlib.error, ValueError) as err:
+            raise DataError(f"cannot read {src} (unreadable: {err}); replace it with an intact copy") from None
+        stamps[name] = stamp
+        changed = True
+    if changed:
+        write_json(stamps_file, stamps)
 
 
 @functools.lru_cache(maxsize=8)
@@ -133,7 +210,8 @@ def _load_uint8(name: str, root: Optional[str], download: bool) -> tuple[torch.T
         train = cls(str(cache), train=True, download=False)
         test = cls(str(cache), train=False, download=False)
     except Exception as err:
-        raise DataError(f"{name}: the IDX files in {raw} are unreadable ({err}); delete them and retry") from None
+        reason = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{name}: the IDX files in {raw} are unreadable ({reason}); delete them and retry") from None
     return train.data, train.targets.long(), test.data, test.targets.long()
 
 

@@ -1,25 +1,75 @@
-"""Atomic file writes: temp file in the same directory, fsync, rename."""
+"""Atomic file writes: temp file in the same directory, fsync, rename, fsync the directory.
+
+A reader (or a run resumed after ``kill -9`` or a power cut) sees either the old or the new
+content of a file written here, never a torn one. Temp files are hidden and named
+``.<name>.<random>.tmp`` (see :func:`is_temp_file`), so no glob for the real name (``*.pt``,
+``metrics.json``) can pick one up; a writer killed mid-write leaves its temp file behind,
+which :func:`remove_stale_temps` clears.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+_TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; published files get the permissions open() would give them.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """fsync a directory so that a rename inside it survives a crash (a no-op where the
+    platform cannot open directories, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a temp file left by :func:`atomic_open` (``.<name>.<rand>.tmp``)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(_TMP_SUFFIX)
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path``; on clean exit fsync it and ``os.replace`` it onto
-    ``path``, so a reader sees either the old or the new file, never a torn one. On an
-    exception the temp file is removed and ``path`` is untouched."""
+    """Open a temp file beside ``path``; on clean exit fsync it, ``os.replace`` it onto
+    ``path`` and fsync the directory, so a reader sees either the old or the new file,
+    never a torn one, even after a crash. On an exception the temp file is removed and
+    ``path`` is untouched.
+
+    Args:
+        path: the file to (over)write; its parent directory is created if needed.
+        mode: ``"wb"`` or ``"w"`` (text, UTF-8).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     try:
-        with os.fdopen(fd, mode) as f:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, _FILE_MODE)
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -28,6 +78,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -41,3 +92,33 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically write a text file."""
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Atomically write a binary file."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy ``src`` onto ``dst`` atomically (temp file, fsync, rename)."""
+    with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete temp files that killed writers left in ``directory`` (not recursive).
+
+    Call it only when no other process writes into ``directory`` (e.g. when a run
+    directory is opened for resuming). Returns the removed paths.
+    """
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for p in directory.iterdir():
+        if p.is_file() and is_temp_file(p):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dgm_runner.io.atomic import write_text
@@ -37,10 +38,26 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         try:
             metrics = json.loads(metrics_file.read_text())
         except (OSError, json.JSONDecodeError):
-            metrics = {"status": "failed", "error": "no metrics.json (job crashed)"}
+            metrics = {"status": "failed", "error": _crash_note(sweep_dir, job_dir)}
+        try:  # metrics recomputed later by `dgm-eval <sweep root>` (e.g. FID) win
+            evaluated = json.loads((job_dir / "eval" / "metrics.json").read_text())
+            metrics.update({k: v for k, v in evaluated.items() if "/" in k})
+        except (OSError, json.JSONDecodeError):
+            pass
         pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
         rows.append({"job": job_dir.name, "overrides": pairs, "metrics": metrics})
     return rows
+
+
+def _crash_note(sweep_dir: Path, job_dir: Path) -> str:
+    """The error of a job that wrote no metrics.json (killed, out of memory, still running)."""
+    note = "no metrics.json (job crashed, was killed or is still running)"
+    log_file = job_dir / "train.log"
+    if (sweep_dir / ".submitit").is_dir():
+        note += f"; see {sweep_dir / '.submitit'} for the scheduler's logs"
+    elif log_file.is_file():
+        note += f"; see {log_file}"
+    return note
 
 
 def _number(value: str) -> float | str:
@@ -50,8 +67,11 @@ def _number(value: str) -> float | str:
         return value
 
 
-def summarize_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Write ``summary.csv``, ``summary.md`` and per-metric plots into ``sweep_dir``.
+def summarize_sweep(sweep_dir: str | Path, plots: bool = True) -> list[dict[str, Any]]:
+    """Write ``summary.csv``, ``summary.md`` and (if ``plots``) per-metric plots into
+    ``sweep_dir``, from every ``<sweep_dir>/<job>/.hydra/overrides.yaml`` and
+    ``metrics.json`` there; works for any launcher or sweeper that uses Hydra's job
+    directories (basic, joblib, submitit, Optuna).
 
     Returns:
         The table rows (one dict per job, keys: job, swept keys, status, metrics).
@@ -82,6 +102,8 @@ def summarize_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
     md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in table]
     write_text(sweep_dir / "summary.md", "\n".join(md) + "\n")
+    if not plots:
+        return table
     _plot(sweep_dir, table, swept, metric_keys)
     n_failed = sum(r["status"] != "completed" for r in table)
     log.info("sweep summary: %d jobs (%d not completed) -> %s", len(table), n_failed, sweep_dir / "summary.md")
@@ -114,7 +136,22 @@ def _plot(sweep_dir: Path, table: list[dict[str, Any]], swept: list[str], metric
 
 
 class SweepSummary(Callback):
-    """Registered in ``configs/train.yaml`` under ``hydra.callbacks``."""
+    """Registered in ``configs/train.yaml`` under ``hydra.callbacks``.
+
+    The tables are refreshed after every job (in the job's own process, whatever the
+    launcher), so a sweep whose driver dies (or an Optuna study whose trials all failed)
+    still leaves them; the plots are drawn once, when the multirun ends.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """After each job of a multirun: rewrite ``summary.csv`` and ``summary.md``."""
+        try:
+            if str(config.hydra.mode) != str(RunMode.MULTIRUN):
+                return
+            summarize_sweep(config.hydra.sweep.dir, plots=False)
+        except Exception as err:  # a summary must never fail a job
+            log.warning("sweep summary not updated: %s", err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """When the multirun ends: the tables and one plot per metric."""
         summarize_sweep(config.hydra.sweep.dir)

@@ -14,8 +14,23 @@ class Sampler:
     when the sampler cannot draw from ``model``.
     """
 
+    #: Whether this sampler draws anything (false for :class:`NoSampler`: no grids, no FID).
+    draws: bool = True
+
     def check_model(self, model: nn.Module) -> None:
         """Raise ``TypeError`` if this sampler does not apply to ``model``."""
 
     def sample(self, model: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``(n, C, H, W)`` samples in [0, 1] (``(n, D)`` points for toy data)."""
         raise NotImplementedError
+
+
+class NoSampler(Sampler):
+    """For models that are not generative (the feature classifier): the loop writes no
+    sample grids and sample-based metrics are skipped."""
+
+    draws = False
+
+    def sample(self, model: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Raise ``TypeError``: this model cannot be sampled."""
+        raise TypeError(f"{type(model).__name__} is not a generative model: it has no sampler")

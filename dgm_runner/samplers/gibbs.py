@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from dgm_runner.config import PositiveInt
+from dgm_runner.distributions import sample_bernoulli
 from dgm_runner.models.rbm import RBM
 from dgm_runner.models.checks import require
 from dgm_runner.samplers.base import Sampler
@@ -26,10 +27,9 @@ class GibbsSampler(Sampler):
 
     @torch.no_grad()
     def sample(self, model: RBM, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Returns ``(n, C, H, W)`` probabilities in [0, 1]."""
+        """Returns ``(n, C, H, W)`` probabilities in [0, 1] (``p(v = 1 | h)`` of the last
+        sweep; ``n * steps`` Bernoulli draws of each layer come from ``generator``)."""
         device = model.W.device
-        v = torch.bernoulli(torch.full((n, model.visible_dim), 0.5, device=device), generator=generator)
-        probs = v
-        for _ in range(self.steps):
-            v, probs = model.gibbs_step(v, generator)
+        v = sample_bernoulli(torch.full((n, model.visible_dim), 0.5, device=device), generator)
+        _, probs = model.gibbs_chain(v, self.steps, generator)
         return probs.reshape(n, *model.image_shape)

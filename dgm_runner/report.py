@@ -1,0 +1,156 @@
+"""``dgm-report`` / ``scripts/report.py``: build ``outputs/REPORT.md`` from run directories.
+
+One section per experiment (``experiment_name`` of each run): a metrics table (one
+column per run, final metrics merged with ``eval/metrics.json`` from ``dgm-eval``),
+the run's 8x8 sample grid and figures, and published reference numbers beside ours
+with their sources. Units follow the metric names (nats per example unless stated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dgm_runner.io.atomic import write_text
+
+#: Published numbers to read ours against: (what, value, source). Keys: experiment_name.
+REFERENCES: dict[str, list[tuple[str, str, str]]] = {
+    "rbm_cdk": [
+        ("RBM, 500 hidden, CD-25, test log-likelihood (AIS)", "-86.34 nats",
+         "Salakhutdinov & Murray 2008, Table 2"),
+        ("RBM, 20 hidden, CD-1 (exact log Z)", "-164.50 nats (not directly comparable: 20 hidden units)",
+         "Salakhutdinov & Murray 2008, Table 2"),
+    ],
+    "vae_bce": [
+        ("VAE (1 stochastic layer, k=1), test NLL", "86.76 nats", "Burda et al. 2015, Table 1"),
+        ("IWAE (1 stochastic layer, k=50), test NLL", "84.78 nats", "Burda et al. 2015, Table 1"),
+    ],
+}
+REFERENCES["vae_bernoulli_2d"] = REFERENCES["vae_bce"]
+REFERENCES["cvae"] = REFERENCES["vae_bce"]
+
+_NOTE = {
+    "vae_bce": "Burda et al. use stochastic binarization; our binarized MNIST is thresholded at 0.5, "
+    "which is easier, so our NLLs are lower than theirs.",
+    "rbm_cdk": "Our RBM has 128 hidden units and 10 epochs (seed 000), not 500 units.",
+}
+_INFO_KEYS = ("status", "epoch", "time_per_epoch_s")
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def find_run_dirs(roots: list[Path]) -> list[Path]:
+    """Every directory under ``roots`` holding a ``metrics.json`` and ``checkpoints/``
+    (finished, diverged or interrupted runs), sorted by path."""
+    found = set()
+    for root in roots:
+        for metrics in Path(root).rglob("metrics.json"):
+            run = metrics.parent
+            if run.name != "eval" and (run / "checkpoints").is_dir():
+                found.add(run)
+    return sorted(found)
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """``{"dir", "experiment", "overrides", "metrics"}`` of one run; metrics merge
+    ``metrics.json`` with ``eval/metrics.json`` (the latter wins)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    evaluated = run_dir / "eval" / "metrics.json"
+    if evaluated.is_file():
+        metrics.update({k: v for k, v in json.loads(evaluated.read_text()).items() if "/" in k})
+    config = _load_yaml(run_dir / ".hydra" / "config.yaml") or {}
+    overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
+    named = config.get("experiment_name")
+    experiment = chosen[0] if chosen else named if named and "${" not in str(named) else run_dir.parent.name
+    return {"dir": run_dir, "experiment": experiment, "overrides": overrides, "metrics": metrics}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
+    return "-" if value is None else str(value)
+
+
+def _label(record: dict[str, Any], out_dir: Path) -> str:
+    swept = [o for o in record["overrides"] if not o.startswith(("experiment=", "trainer.progress", "hydra."))]
+    name = os.path.relpath(record["dir"], out_dir)
+    return f"{name}<br>{', '.join(swept)}" if swept else name
+
+
+def _section(experiment: str, records: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    lines = [f"## {experiment}", ""]
+    keys = [k for k in _INFO_KEYS if any(k in r["metrics"] for r in records)]
+    keys += sorted({k for r in records for k in r["metrics"] if k.startswith("test/")})
+    lines.append("| metric | " + " | ".join(_label(r, out_dir) for r in records) + " |")
+    lines.append("|---|" + "---|" * len(records))
+    lines += ["| " + k + " | " + " | ".join(_fmt(r["metrics"].get(k)) for r in records) + " |" for k in keys]
+    lines.append("")
+    if experiment in REFERENCES:
+        lines += ["Published reference numbers:", "", "| model | value | source |", "|---|---|---|"]
+        lines += [f"| {what} | {value} | {source} |" for what, value, source in REFERENCES[experiment]]
+        lines.append("")
+        note = _NOTE.get(experiment) or _NOTE.get("vae_bce" if REFERENCES[experiment] is REFERENCES["vae_bce"] else "")
+        if note:
+            lines += [note, ""]
+    for r in records:
+        pictures = [r["dir"] / "samples" / "final.png", *sorted((r["dir"] / "figures").glob("*.png"))]
+        pictures = [p for p in pictures if p.is_file()]
+        if pictures:
+            lines.append(f"{os.path.relpath(r['dir'], out_dir)}:")
+            lines.append("")
+            lines += [f"![{p.stem}]({os.path.relpath(p, out_dir)})" for p in pictures]
+            lines.append("")
+    return lines
+
+
+def build_report(roots: list[Path], out: Path) -> Path:
+    """Write the markdown report of every run under ``roots`` to ``out`` (atomically).
+
+    Raises:
+        FileNotFoundError: no run directory was found under ``roots``.
+    """
+    runs = [run_record(d) for d in find_run_dirs(roots)]
+    if not runs:
+        raise FileNotFoundError(f"no run directories (metrics.json + checkpoints/) under {', '.join(map(str, roots))}")
+    by_experiment: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_experiment.setdefault(r["experiment"], []).append(r)
+    out_dir = out.parent.resolve()
+    lines = [
+        "# dgm_runner results report",
+        "",
+        f"{len(runs)} runs in {len(by_experiment)} experiments, from {', '.join(map(str, roots))}. "
+        "Metrics are final test-split values (nats per example unless the name says otherwise); "
+        "FID/KID/precision/recall use the features of the dataset's own classifier "
+        "(`test/fid_classifier_accuracy`), so they compare models on one dataset, not with Inception-FIDs.",
+        "",
+    ]
+    for experiment in sorted(by_experiment):
+        lines += _section(experiment, [{**r, "dir": r["dir"].resolve()} for r in by_experiment[experiment]], out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, "\n".join(lines))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``dgm-report [ROOT ...] [--out outputs/REPORT.md]``."""
+    parser = argparse.ArgumentParser(prog="dgm-report", description="Build a markdown report from run directories.")
+    parser.add_argument("roots", nargs="*", default=["outputs"], help="directories to search for runs (default: outputs)")
+    parser.add_argument("--out", default="outputs/REPORT.md", help="the report file (default: outputs/REPORT.md)")
+    args = parser.parse_args(argv)
+    try:
+        path = build_report([Path(r) for r in args.roots], Path(args.out))
+    except FileNotFoundError as err:
+        parser.exit(1, f"dgm-report: error: {err}\n")
+    print(f"wrote {path}")

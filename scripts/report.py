@@ -1,0 +1,9 @@
+"""Build outputs/REPORT.md from run directories (same as `dgm-report`).
+
+Usage: python scripts/report.py [ROOT ...] [--out outputs/REPORT.md]
+"""
+
+from dgm_runner.report import main
+
+if __name__ == "__main__":
+    main()

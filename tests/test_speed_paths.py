@@ -1,0 +1,174 @@
+"""Correctness of the fast paths of issue 8 (no timing assertions: see scripts/bench.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dgm_runner.config import ConfigError
+from dgm_runner.distributions import sample_bernoulli
+from dgm_runner.models import RBM
+from dgm_runner.objectives import Batch, ContrastiveDivergence
+from dgm_runner.run import _make_optimizer, train
+from tests.conftest import SMALL, needs_mnist
+
+
+def _tcfg(**kw):
+    base = {"optimizer": "adam", "lr": 1e-2, "betas": [0.9, 0.999], "momentum": 0.5, "weight_decay": 0.0,
+            "optimizer_impl": "auto"}
+    return OmegaConf.create({**base, **kw})
+
+
+def _fit(tcfg, steps: int = 20) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    opt = _make_optimizer(net.parameters(), tcfg)
+    x, y = torch.randn(32, 7), torch.randn(32, 3)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        opt.step()
+    return [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fused_foreach_and_for_loop_optimizers_agree(optimizer):
+    ref = _fit(_tcfg(optimizer=optimizer, optimizer_impl="for_loop"))
+    for impl in ("auto", "foreach"):
+        for a, b in zip(_fit(_tcfg(optimizer=optimizer, optimizer_impl=impl)), ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_takes_the_fused_kernel_where_supported_and_falls_back(monkeypatch):
+    try:
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True)
+        fused_ok = True
+    except RuntimeError:
+        fused_ok = False
+    opt = _make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg())
+    assert bool(opt.param_groups[0]["fused"]) == fused_ok
+
+    class NoFusedAdam(torch.optim.Adam):  # a torch build / device without the fused kernel
+        def __init__(self, params, **kw):
+            if kw.get("fused"):
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", NoFusedAdam)
+    opt = _make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg())
+    assert not opt.param_groups[0]["fused"] and opt.param_groups[0]["foreach"]
+    with pytest.raises(ConfigError, match="optimizer_impl=fused"):
+        _make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg(optimizer_impl="fused"))
+
+
+def test_sample_bernoulli_is_exact_at_the_edges_and_deterministic():
+    probs = torch.tensor([0.0, 1.0]).expand(10_000, 2)
+    out = sample_bernoulli(probs, torch.Generator().manual_seed(0))
+    assert out.dtype == probs.dtype and torch.equal(out.mean(0), torch.tensor([0.0, 1.0]))
+    p = torch.rand(50, 40, generator=torch.Generator().manual_seed(1))
+    a = sample_bernoulli(p, torch.Generator().manual_seed(2))
+    b = sample_bernoulli(p, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_sample_bernoulli_mean(dtype):
+    p = torch.tensor([0.02, 0.3, 0.5, 0.97], dtype=dtype)
+    freq = sample_bernoulli(p.expand(200_000, 4), torch.Generator().manual_seed(3)).double().mean(0)
+    # 5 standard errors of a Bernoulli mean over 200 000 draws
+    torch.testing.assert_close(freq, p.double(), atol=5 * 0.5 / 200_000**0.5, rtol=0)
+    assert sample_bernoulli(p).dtype == dtype
+
+
+def _rbm(seed: int = 0) -> RBM:
+    torch.manual_seed(seed)
+    rbm = RBM((1, 3, 4), hidden_dim=5, init_std=0.5)
+    with torch.no_grad():
+        rbm.b.normal_(0, 0.5)
+        rbm.c.normal_(0, 0.5)
+    return rbm.double()
+
+
+def test_free_energy_gap_gradient_is_the_autograd_gradient():
+    """The hand-written CD gradient equals autograd through RBM.free_energy."""
+    rbm = _rbm()
+    x = torch.bernoulli(torch.full((16, 1, 3, 4), 0.4, dtype=torch.float64))
+    cd = ContrastiveDivergence(k=3)
+    torch.manual_seed(5)
+    loss, terms = cd.loss(rbm, Batch(x, torch.zeros(16, dtype=torch.long)))
+    grads = torch.autograd.grad(loss, [rbm.W, rbm.b, rbm.c])
+    # the same chain again (same global RNG state), now through autograd
+    torch.manual_seed(5)
+    v0 = x.reshape(16, -1)
+    with torch.no_grad():
+        vk, _ = rbm.gibbs_chain(v0, 3)
+    ref_loss = rbm.free_energy(v0).mean() - rbm.free_energy(vk).mean()
+    ref = torch.autograd.grad(ref_loss, [rbm.W, rbm.b, rbm.c])
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(terms["free_energy"], rbm.free_energy(v0).mean())
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r)
+
+
+def test_free_energy_with_precomputed_hidden_logits():
+    rbm = _rbm(1)
+    v = torch.bernoulli(torch.full((6, 12), 0.5, dtype=torch.float64))
+    torch.testing.assert_close(rbm.free_energy(v, hidden_logits=rbm.hidden_logits(v)), rbm.free_energy(v))
+
+
+def test_gibbs_chain_is_repeated_gibbs_steps():
+    rbm = _rbm(2)
+    v = torch.bernoulli(torch.full((8, 12), 0.5, dtype=torch.float64))
+    a, pa = rbm.gibbs_chain(v, 4, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    b = v
+    for _ in range(4):
+        b, pb = rbm.gibbs_step(b, g)
+    assert torch.equal(a, b) and torch.equal(pa, pb)
+
+
+def test_cd_logs_recon_error_every_recon_every_steps():
+    rbm = _rbm(3)
+    x = torch.bernoulli(torch.full((4, 1, 3, 4), 0.5, dtype=torch.float64))
+    batch = Batch(x, torch.zeros(4, dtype=torch.long))
+    cd = ContrastiveDivergence(k=1, recon_every=3)
+    logged = ["recon_error" in next(iter(cd.steps(rbm, batch, step)))[2] for step in range(6)]
+    assert logged == [True, False, False, True, False, False]
+    assert "recon_error" in cd.loss(rbm, batch)[1]
+
+
+def _compile_run(compose_cfg, tmp_path, experiment: str, *extra: str) -> tuple[dict, dict]:
+    common = [f"experiment={experiment}", *SMALL, "logger=none", "trainer.export_name=null", *extra]
+    common += [f"~sample_metrics.{k}" for k in compose_cfg(*common).get("sample_metrics") or {}]
+    eager = train(compose_cfg(*common), tmp_path / "eager")
+    compiled = train(compose_cfg(*common, "trainer.compile=true"), tmp_path / "compiled")
+    return eager, compiled
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "experiment, extra, key",
+    [
+        ("vae_mlp", ("model.hidden_dim=32", "model.latent_dim=2"), "test/elbo_loss"),
+        ("rbm_cdk", ("model.hidden_dim=16", "objective.k=2", "sampler.steps=5"), "test/free_energy"),
+    ],
+)
+def test_compiled_training_runs(compose_cfg, tmp_path, monkeypatch, experiment, extra, key):
+    """trainer.compile=true traces the loss (dynamo + AOTAutograd: the custom CD gradient
+    too) and trains; the aot_eager backend keeps this fast (no C++ code generation)."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    eager, compiled = _compile_run(compose_cfg, tmp_path, experiment, *extra)
+    assert compiled["status"] == "completed"
+    # same data order and initial weights; the compiled graph draws its own noise: only close
+    assert abs(compiled[key] - eager[key]) < 0.1 * abs(eager[key])
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_compiled_training_with_inductor(compose_cfg, tmp_path):
+    """The real backend (C++ code generation on CPU: tens of seconds)."""
+    eager, compiled = _compile_run(compose_cfg, tmp_path, "vae_mlp", "model.hidden_dim=32", "model.latent_dim=2")
+    assert compiled["status"] == "completed"
+    assert abs(compiled["test/elbo_loss"] - eager["test/elbo_loss"]) < 0.1 * abs(eager["test/elbo_loss"])
