@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import shutil
 import sys
 import time
 import traceback
@@ -30,12 +29,14 @@ from tqdm.auto import tqdm
 
 from dgm_runner import CONFIG_DIR, cli
 from dgm_runner.build import build_components, resolve_device, seed_everything
-from dgm_runner.config import ConfigError, validate
+from dgm_runner.config import ConfigError, check_group_choices, validate
 from dgm_runner.evaluation import all_test_metrics, draw_samples, evaluate
 from dgm_runner.io.artifacts import append_jsonl, save_samples
-from dgm_runner.io.atomic import atomic_open, write_json
+from dgm_runner.io.atomic import atomic_copy, atomic_open, write_json
 from dgm_runner.io.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from dgm_runner.io.resume import find_unfinished_run
 from dgm_runner.io.run_dir import check_run_dir, holds_run, hydra_output_subdir
+from dgm_runner.io.signals import GracefulStop, StopRequested
 from dgm_runner.objectives.base import Batch, Objective
 
 log = logging.getLogger("dgm_runner")
@@ -146,6 +147,17 @@ class _Averager:
     def means(self) -> dict[str, float]:
         return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Sums (tensors) and counts, for a mid-epoch checkpoint (weights_only-safe)."""
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> "_Averager":
+        out = cls()
+        if state:
+            out.sums, out.counts = dict(state["sums"]), dict(state["counts"])
+        return out
+
 
 def train_step(
     model: torch.nn.Module,
@@ -221,11 +233,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         CheckpointError: ``trainer.resume`` points at an unusable checkpoint.
         DivergedError: the loss became non-finite (``metrics.json`` has status "diverged",
             the last good ``last.pt`` is kept).
+        StopRequested: SIGINT/SIGTERM arrived; the current step was finished and
+            ``last.pt`` written with the position inside the epoch, so ``trainer.resume``
+            continues exactly there.
     """
     validate(cfg)
     check_run_dir(run_dir, cfg.trainer.resume)  # never write over another run
     tcfg = cfg.trainer
     run_dir = Path(run_dir)
+    resume = tcfg.resume
+    if resume == "auto":  # hydra.run.dir already points at the unfinished run, if any
+        resume = str(run_dir) if holds_run(run_dir) else None
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     for d in (ckpt_dir, sample_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -243,8 +261,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     epoch, step, best = 0, 0, math.inf
     metrics: dict[str, Any] = {}
-    if tcfg.resume:
-        last = Path(tcfg.resume) / "checkpoints" / "last.pt"
+    partial: dict[str, Any] | None = None  # position inside an epoch stopped by a signal
+    if resume:
+        last = Path(resume) / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(last, map_location=device)
         _check_resume_config(cfg, ckpt["config"], last)
         model.load_state_dict(ckpt["model"])
@@ -255,8 +274,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             ema.load_state_dict(ckpt["ema"])
         epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best"]
         metrics = ckpt["metrics"]
+        partial = ckpt.get("partial")
         restore_rng(ckpt["rng"], data_gen)
-        log.info("resumed from %s at epoch %d (step %d)", last, epoch, step)
+        log.info("resumed from %s after epoch %d (step %d)", last, epoch, step)
 
     logger = instantiate(cfg.logger, log_dir=run_dir / "tb")
     config_dict = OmegaConf.to_container(cfg, resolve=True)
@@ -272,14 +292,35 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         sum(p.numel() for p in model.parameters()), device,
     )
 
+    def payload(**extra: Any) -> dict[str, Any]:
+        """Everything ``last.pt`` holds (``extra``: epoch, best, partial)."""
+        return {
+            "model": model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "objective": objective.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "step": step,
+            "metrics": metrics,
+            "rng": capture_rng(data_gen),
+            "config": config_dict,
+            **extra,
+        }
+
+    stop = GracefulStop()
     try:
+        stop.__enter__()
         for epoch in range(epoch + 1, tcfg.epochs + 1):
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=data_gen).to(device)
-            window, epoch_terms, in_window = _Averager(), _Averager(), 0
+            if partial is None:
+                perm, first = torch.randperm(n, generator=data_gen).to(device), 0
+                window, epoch_terms, in_window = _Averager(), _Averager(), 0
+            else:  # continue the epoch a signal stopped, from the next batch
+                perm, first, in_window = partial["perm"].to(device), partial["batch"], partial["in_window"]
+                window, epoch_terms = _Averager.from_state(partial["window"]), _Averager.from_state(partial["epoch_terms"])
+                partial = None
             bar = tqdm(
-                range(steps_per_epoch), desc=f"epoch {epoch}/{tcfg.epochs}", leave=False,
-                disable=not tcfg.progress, dynamic_ncols=True,
+                range(first, steps_per_epoch), desc=f"epoch {epoch}/{tcfg.epochs}", leave=False,
+                disable=not tcfg.progress, dynamic_ncols=True, initial=first, total=steps_per_epoch,
             )
             for i in bar:
                 idx = perm[i * bs : (i + 1) * bs]
@@ -307,6 +348,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                     )
                     logger.scalars(val, step)
                     history.append({"step": step, **val})
+                if stop.requested:  # finish this step, save the exact position, exit
+                    append_jsonl(run_dir / "train_history.jsonl", *history)
+                    position = {
+                        "epoch": epoch, "batch": i + 1, "perm": perm.cpu(), "in_window": in_window,
+                        "window": window.state_dict(), "epoch_terms": epoch_terms.state_dict(),
+                    }
+                    save_checkpoint(ckpt_dir / "last.pt", payload(epoch=epoch - 1, best=best, partial=position))
+                    raise StopRequested(
+                        f"{stop.requested} received: stopped at epoch {epoch}, step {step}; {ckpt_dir / 'last.pt'} "
+                        f"saved, continue with trainer.resume={run_dir}"
+                    )
             bar.close()
             append_jsonl(run_dir / "train_history.jsonl", *history)
             history = []
@@ -326,22 +378,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 append_jsonl(run_dir / "metrics.jsonl", record)
                 logger.scalars({**metrics, "train/epoch_time_s": epoch_times[-1]}, step)
                 monitored = metrics[f"test/{objective.monitor}"]
-                payload = {
-                    "model": model.state_dict(),
-                    "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-                    "objective": objective.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "epoch": epoch,
-                    "step": step,
-                    "best": min(best, monitored),
-                    "metrics": metrics,
-                    "rng": capture_rng(data_gen),
-                    "config": config_dict,
-                }
-                save_checkpoint(ckpt_dir / "last.pt", payload)
+                save_checkpoint(ckpt_dir / "last.pt", payload(epoch=epoch, best=min(best, monitored), partial=None))
                 if monitored < best:
                     best = monitored
-                    _atomic_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
+                    atomic_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
                 log.info(
                     "epoch %d/%d (%.1fs): %s", epoch, tcfg.epochs, epoch_times[-1],
                     ", ".join(f"{k}={v:.4f}" for k, v in {**train_means, **metrics}.items()),
@@ -350,6 +390,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         write_json(run_dir / "metrics.json", {"status": "diverged", "epoch": epoch, "step": step, "error": str(err)})
         logger.close()
         raise
+    except StopRequested as err:
+        write_json(run_dir / "metrics.json", {"status": "interrupted", "epoch": epoch, "step": step, "error": str(err)})
+        logger.close()
+        raise
+    finally:
+        stop.__exit__()
 
     for name, node in (cfg.get("figures") or {}).items():
         path = instantiate(node, _partial_=True)(model=eval_model, data=data, run_dir=run_dir, seed=tcfg.seed + 3)
@@ -358,7 +404,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         path = instantiate(node, _partial_=True)(model=eval_model, data=data, run_dir=run_dir, metrics=metrics)
         log.info("export %s -> %s", name, path)
     if (sample_dir / f"epoch_{epoch:04d}.png").exists():
-        _atomic_copy(sample_dir / f"epoch_{epoch:04d}.png", sample_dir / "final.png")
+        atomic_copy(sample_dir / f"epoch_{epoch:04d}.png", sample_dir / "final.png")
     if tcfg.export_name:
         with atomic_open(run_dir / tcfg.export_name, "wb") as f:
             torch.save(model.state_dict(), f)
@@ -376,13 +422,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return final
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    """Copy ``src`` onto ``dst`` through a temp file and a rename."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
-
-
 def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
     """``{"model.latent_dim": 20, ...}`` for the given top-level sections."""
     out = {}
@@ -393,8 +432,8 @@ def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-# Errors that are the user's to fix: one line, no traceback.
-USER_ERRORS = (*cli.USER_ERRORS, DivergedError)
+# Errors that are the user's to fix (or a requested stop): one line, no traceback.
+USER_ERRORS = (*cli.USER_ERRORS, DivergedError, StopRequested)
 
 
 def _objective_value(final: dict[str, Any], metric: str) -> float | None:
@@ -422,7 +461,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
         return _objective_value(final, metric) if metric else final
     except Exception as err:
         line = f"{type(err).__name__}: {err}"
-        if not isinstance(err, DivergedError) and not (held_a_run and isinstance(err, USER_ERRORS)):
+        if not isinstance(err, (DivergedError, StopRequested)) and not (held_a_run and isinstance(err, USER_ERRORS)):
             write_json(run_dir / "metrics.json", {"status": "failed", "error": line})
         if not isinstance(err, USER_ERRORS):
             log.error(traceback.format_exc())
@@ -435,35 +474,22 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
         raise
 
 
+def _run_dir_for(resume: str | None, default: str, overrides: list[str] | None = None) -> str:
+    """``hydra.run.dir``: the resumed run's directory; for ``trainer.resume=auto`` the newest
+    unfinished run of this experiment launched with the same overrides (else a new one)."""
+    if resume == "auto":
+        found = find_unfinished_run(Path(default).parent, list(overrides or []))
+        return str(found) if found is not None else default
+    return resume or default
+
+
 def _register_resolvers() -> None:
     # hydra.run.dir is the resumed run's directory when trainer.resume is set.
     if not OmegaConf.has_resolver("dgm_run_dir"):
-        OmegaConf.register_new_resolver("dgm_run_dir", lambda resume, default: resume or default)
+        OmegaConf.register_new_resolver("dgm_run_dir", _run_dir_for)
     # hydra.output_subdir: Hydra saves no .hydra/ files over a directory that holds a run.
     if not OmegaConf.has_resolver("dgm_hydra_subdir"):
         OmegaConf.register_new_resolver("dgm_hydra_subdir", hydra_output_subdir)
-
-
-def check_group_choices(argv: list[str], config_dir: str = CONFIG_DIR) -> None:
-    """Reject ``group=entry`` overrides naming an entry that does not exist, in one line.
-
-    (Hydra would reject them too, over several lines; this names the allowed values.)
-
-    Raises:
-        ConfigError: ``"model=foo: unknown model; allowed values are rbm, vae_cnn, ..."``.
-    """
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        key, value = arg.split("=", 1)
-        key = key.lstrip("+~")
-        group_dir = Path(config_dir) / key
-        if "." in key or key.startswith("hydra") or not group_dir.is_dir():
-            continue
-        allowed = sorted(p.stem for p in group_dir.glob("*.yaml"))
-        for choice in value.split(","):
-            if choice not in allowed:
-                raise ConfigError(f"{key}={choice}: unknown {key}; allowed values are {', '.join(allowed)}")
 
 
 def main() -> None:

@@ -64,6 +64,7 @@ from dgm_runner.run import _Averager, _make_optimizer, train, train_step  # noqa
 
 warnings.filterwarnings("ignore")
 logging.getLogger("dgm_runner").setLevel(logging.ERROR)
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU compiles
 
 # Overrides of every runner epoch: no logging, a small test split; sample metrics (FID, AIS)
 # and figures are removed too (see :func:`strip_extras`): they cost minutes, not epoch time.
@@ -164,6 +165,8 @@ class Bench:
         self.cuda = device.type == "cuda"
         self.results: dict[str, Any] = {}
         self._binary: dict[float, torch.Tensor] = {}
+        self.gibbs: tuple[int, int] | None = None  # (chains, sweeps) override of the sampling study
+        self.pc_steps: int | None = None
 
     # -- sizes: full MNIST, or subsets in --quick
     def subset(self, group: str) -> int | None:
@@ -810,10 +813,13 @@ def sampling_study(bench: Bench) -> None:
             ta.append(timed(ours))
             tb.append(timed(plain))
         out[label] = {"ours": summary(ta), "plain": summary(tb), "ratio": statistics.median(tb) / statistics.median(ta), **meta}
+        if "steps" in meta:  # the cost is linear in the steps: per-step times for other lengths
+            out[label]["ours_ms_per_step"] = statistics.median(ta) / meta["steps"] * 1000
+            out[label]["plain_ms_per_step"] = statistics.median(tb) / meta["steps"] * 1000
         print(f"  {label}: ours {statistics.median(ta):.2f}s, plain {statistics.median(tb):.2f}s", flush=True)
 
     # RBM Gibbs chains
-    n_chains, n_steps = (1000, 200) if bench.quick else (10000, 1000)
+    n_chains, n_steps = bench.gibbs or ((1000, 200) if bench.quick else (10000, 1000))
     comps = build_components(compose_cfg(*bench.runner_overrides("rbm_cdk", f"sampler.steps={n_steps}")), dev)
     rbm, gibbs = comps.model, comps.sampler
 
@@ -844,7 +850,7 @@ def sampling_study(bench: Bench) -> None:
 
     pair("vae_ancestral", lambda: anc.sample(vae, n_vae, torch.Generator(device=dev).manual_seed(0)), plain_vae, samples=n_vae)
     # predictor-corrector
-    pc_steps = 50 if bench.quick else 500
+    pc_steps = bench.pc_steps or (50 if bench.quick else 500)
     comps = build_components(compose_cfg(*bench.runner_overrides("score_sde_mnist", f"sampler.steps={pc_steps}", "dataset.subset=128")), dev)
     net, pc = comps.model, comps.sampler
     net.eval()
@@ -978,8 +984,8 @@ def print_report(bench: Bench) -> None:
         print(
             f"  CD-k, s/epoch of {ck['images']} images: "
             + ", ".join(f"k={k}: {v:.2f}" for k, v in ck["seconds"].items())
-            + f"; t(k)/t(1) = " + ", ".join(f"{v:.1f}" for v in ck["ratio_to_k1"].values())
-            + f" (2k+4 matmul model: " + ", ".join(f"{v:.1f}" for v in ck["matmul_model_ratio"].values())
+            + "; t(k)/t(1) = " + ", ".join(f"{v:.1f}" for v in ck["ratio_to_k1"].values())
+            + " (2k+4 matmul model: " + ", ".join(f"{v:.1f}" for v in ck["matmul_model_ratio"].values())
             + f"); linear fit R^2 = {ck['linear_fit']['r2']:.3f}, {ck['seconds_per_gibbs_sweep_per_60k']:.2f} s per sweep per 60k images"
         )
         z = sc["vae1_latent_dim"]
@@ -1032,7 +1038,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rss", choices=("all", "core"), default=None, help="experiments for peak RSS (quick: core)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--gibbs", default=None, help="CHAINS,SWEEPS of the Gibbs timing (default 10000,1000; quick 1000,200)")
+    ap.add_argument("--pc-steps", type=int, default=None, help="predictor-corrector steps (default 500; quick 50)")
     ap.add_argument("--out", default="bench.json")
+    ap.add_argument(
+        "--merge", action="store_true",
+        help="update the sections run now inside an existing --out file (e.g. --only rss after a full run)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -1040,6 +1052,9 @@ def main(argv: list[str] | None = None) -> None:
                           ("cpu" if args.device == "auto" else args.device))
     repeats = args.repeats or (3 if args.quick else 5)
     bench = Bench(device, args.quick, repeats)
+    if args.gibbs:
+        bench.gibbs = tuple(int(v) for v in args.gibbs.split(","))
+    bench.pc_steps = args.pc_steps
     sections = set(args.only.split(","))
     bench.results["meta"] = {
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
@@ -1079,10 +1094,15 @@ def main(argv: list[str] | None = None) -> None:
     if loads and max(loads) > 0.75 * (os.cpu_count() or 1):
         meta["load_warning"] = (
             f"the machine was busy (1-min load up to {max(loads)} on {os.cpu_count()} cores): other jobs "
-            "share the cores, absolute times are inflated and ratios noisier"
+            "share the cores, absolute times are inflated and ratios noisier (torch's multi-threaded "
+            "kernels suffer most: --threads 1 is steadier on a busy machine)"
         )
     print_report(bench)
-    Path(args.out).write_text(json.dumps(bench.results, indent=1, default=str))
+    results = bench.results
+    if args.merge and Path(args.out).is_file():
+        results = {**json.loads(Path(args.out).read_text()), **{k: v for k, v in results.items() if k != "meta"}}
+        results.setdefault("meta_runs", []).append(bench.results["meta"])
+    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     print(f"\nwrote {args.out} ({meta['wall_s']:.0f} s)")
 
 
