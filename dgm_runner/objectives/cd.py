@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ class ContrastiveDivergence(Objective):
     def check_model(self, model: nn.Module) -> None:
         require(model, RBM, f"objective {'pcd' if self.persistent else 'cd'!r}")
 
-    def steps(self, model: RBM, batch: Batch, step: int):
+    def steps(self, model: RBM, batch: Batch, step: int) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
         """One update of :meth:`loss`; ``recon_error`` on every ``recon_every``-th step."""
         loss, terms = self.loss(model, batch, recon=step % self.recon_every == 0)
         yield "model", loss, terms
