@@ -58,7 +58,7 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     overrides = {"dataset.test_subset": cfg.test_subset} if cfg.test_subset else {}
     run_cfg, comps, ckpt = restore_run(run_dir, cfg.checkpoint, cfg.device, overrides)
     run_cfg.trainer.eval_batch_size = cfg.eval_batch_size
-    if cfg.get("fid") is not None and (run_cfg.get("sample_metrics") or {}).get("fid", "absent") == "absent":
+    if cfg.get("fid") is not None and "fid" not in (run_cfg.get("sample_metrics") or {}):  # runs older than the metric
         OmegaConf.update(run_cfg, "sample_metrics.fid", cfg.fid, force_add=True)
     metrics = all_test_metrics(run_cfg, comps.model, comps, final=True)
     record = {"checkpoint": str(cfg.checkpoint), "epoch": ckpt["epoch"], "n_test": int(comps.data.test_x.shape[0]), **metrics}

@@ -24,6 +24,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import ImageData
+from dgm_runner.evaluation import draw_samples
 from dgm_runner.metrics.features import FeatureClassifierMissing, load_feature_classifier
 from dgm_runner.samplers.base import Sampler
 
@@ -130,18 +131,6 @@ def extract_features(classifier: nn.Module, images: torch.Tensor, batch_size: in
     )
 
 
-@torch.no_grad()
-def draw_many(model: nn.Module, sampler: Sampler, n: int, seed: int, device: torch.device, batch_size: int) -> torch.Tensor:
-    """``n`` samples drawn ``batch_size`` at a time from one generator seeded with
-    ``seed`` (bounded memory for 10,000 samples), model in eval mode."""
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator(device=device).manual_seed(seed)
-    chunks = [sampler.sample(model, min(batch_size, n - start), gen) for start in range(0, n, batch_size)]
-    model.train(was_training)
-    return torch.cat(chunks)
-
-
 def classifier_fid(
     model: nn.Module,
     sampler: Sampler,
@@ -176,7 +165,7 @@ def classifier_fid(
         log.warning("FID/KID skipped: %s", err)
         return {}
     real = extract_features(classifier, data.test_x, batch_size)
-    samples = draw_many(model, sampler, n_samples, seed, device, batch_size)
+    samples = draw_samples(model, sampler, n_samples, seed, device, batch_size)
     fake = extract_features(classifier, samples.float().clamp(0, 1), batch_size)
     kid, kid_std = kernel_distance(real, fake, kid_subsets, kid_subset_size, seed)
     precision, recall = precision_recall(real, fake, pr_k)
