@@ -90,6 +90,7 @@ class TrainerConfig:
     resume: Optional[str] = None
     export_name: Optional[str] = None
     compile: bool = False
+    num_threads: Optional[PositiveInt] = None
 
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}

@@ -89,6 +89,25 @@ def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (x * logits - F.softplus(logits)).sum(dim=-1)
 
 
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + e^x)`` elementwise as ``max(x, 0) + log(1 + e^-|x|)``: about 2.5x faster
+    than ``F.softplus`` on CPU (whose ``log1p`` is not vectorised), absolute error < 1e-6 in
+    float32 (the ``log1p`` rounding). For free energies (sums of O(100) terms of O(100)
+    nats); differences of nearby softpluses (AIS weights) keep ``F.softplus``.
+
+    Args:
+        x: ``(...)`` float tensor. Returns: ``(...)``, same dtype.
+    """
+    if x.requires_grad and torch.is_grad_enabled():  # the fast form works in place
+        return F.softplus(x)
+    return torch.exp(-x.abs()).add_(1.0).log_().add_(x.clamp(min=0.0))
+
+
+# Below this many elements the 24-bit integer path of sample_bernoulli costs more kernel
+# launches than it saves (64 x 128: no faster; 64 x 784: 1.2-1.35x faster alone).
+_INT_UNIFORM_MIN = 16384
+
+
 def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw ``x ~ Bernoulli(probs)`` elementwise (seed 001 Q2 b-iv).
 
@@ -99,6 +118,13 @@ def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = No
     ``scripts/bench.py``), and as fast on CUDA. The same generator state gives the same
     draws; the stream differs from ``torch.bernoulli``'s.
 
+    On CPU, float32 ``probs`` of at least 16 384 elements take the uniforms' 24 bits straight
+    from 64-bit integer draws (two per draw: ``m = bits & (2^24 - 1)``, ``u = m 2^-24``,
+    the same grid as ``torch.rand``) and compare ``m < p 2^24`` (exact: scaling by a power
+    of two): the Mersenne twister's float path costs about 2.9 ns per uniform here, the
+    integer one 1.7 ns, so a 64 x 784 draw is 1.2-1.35x faster alone (inside a CD-25 chain,
+    where the draws are the largest non-matmul cost, 2-4 %: the machine's noise is larger).
+
     Args:
         probs: ``(...)`` probabilities in [0, 1] (float tensor, any device).
         generator: RNG on ``probs.device``, or None.
@@ -106,6 +132,13 @@ def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = No
     Returns:
         ``(...)`` tensor of 0.0 / 1.0 with ``probs``' dtype and device.
     """
+    n = probs.numel()
+    if probs.device.type == "cpu" and probs.dtype == torch.float32 and n >= _INT_UNIFORM_MIN:
+        # random_() on int64 fills the low 63 bits uniformly; each int64 holds two int32
+        # words whose low 24 bits are independent uniform integers on [0, 2^24).
+        words = torch.empty((n + 1) // 2, dtype=torch.int64).random_(generator=generator).view(torch.int32)
+        m = words[:n].view(probs.shape).bitwise_and_(0xFFFFFF)
+        return m.to(torch.float32).lt_(probs * 16777216.0)
     # Half-precision uniforms have a coarse grid (2^-8 for bfloat16): draw them in float32.
     udtype = probs.dtype if probs.dtype in (torch.float32, torch.float64) else torch.float32
     u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=udtype)

@@ -10,7 +10,7 @@ from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.samplers.base import Sampler
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (cheaper than no_grad)
 def evaluate(
     model: torch.nn.Module,
     objective: Objective,
@@ -47,7 +47,7 @@ def evaluate(
     return {f"{prefix}/{k}": float(v) / x.shape[0] for k, v in sums.items()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def draw_samples(
     model: torch.nn.Module, sampler: Sampler, n: int, seed: int, device: torch.device, batch_size: int | None = None
 ) -> torch.Tensor:

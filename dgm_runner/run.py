@@ -31,7 +31,7 @@ from dgm_runner import CONFIG_DIR, cli
 from dgm_runner.build import build_components, resolve_device, seed_everything
 from dgm_runner.config import ConfigError, check_group_choices, validate
 from dgm_runner.evaluation import all_test_metrics, draw_samples, evaluate
-from dgm_runner.io.artifacts import append_jsonl, save_samples
+from dgm_runner.io.artifacts import append_jsonl, save_samples, truncate_jsonl
 from dgm_runner.io.atomic import atomic_copy, atomic_open, write_json
 from dgm_runner.io.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from dgm_runner.io.resume import find_unfinished_run
@@ -169,8 +169,9 @@ def train_step(
 ) -> None:
     """The updates of one batch: for each ``(group, loss, terms)`` the objective yields
     (one for most objectives, alternating D/G for GANs), back-propagate ``loss``, step that
-    group's optimiser and call ``objective.after_step``. No host sync: the logged terms
-    stay on the device, summed into ``averager``.
+    group's optimiser and call ``objective.after_step``. A loss of None means the objective
+    wrote the gradients itself (CD-k's closed form): no ``backward``. No host sync: the
+    logged terms stay on the device, summed into ``averager``.
 
     Args:
         model: the model being trained; objective: its objective.
@@ -180,8 +181,9 @@ def train_step(
         averager: where to add the logged terms (None: dropped).
     """
     for group, loss, terms in objective.steps(model, batch, step):
-        model.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss is not None:
+            model.zero_grad(set_to_none=True)
+            loss.backward()
         optimizers[group].step()
         objective.after_step(group, model)
         if averager is not None:
@@ -249,6 +251,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         d.mkdir(parents=True, exist_ok=True)
 
     device = resolve_device(tcfg.device)
+    if tcfg.get("num_threads"):  # e.g. 1 on a machine shared with other jobs (scripts/bench.py)
+        torch.set_num_threads(tcfg.num_threads)
     seed_everything(tcfg.seed)
     comps = build_components(cfg, device)
     model, objective, sampler, data = comps.model, comps.objective, comps.sampler, comps.data
@@ -276,6 +280,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         metrics = ckpt["metrics"]
         partial = ckpt.get("partial")
         restore_rng(ckpt["rng"], data_gen)
+        truncate_jsonl(run_dir / "metrics.jsonl", "epoch", epoch)  # lines a killed process wrote
+        truncate_jsonl(run_dir / "train_history.jsonl", "step", step)  # after its last.pt
         log.info("resumed from %s after epoch %d (step %d)", last, epoch, step)
 
     logger = instantiate(cfg.logger, log_dir=run_dir / "tb")

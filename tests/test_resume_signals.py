@@ -90,3 +90,20 @@ def test_sigkill_mid_epoch_then_resume_auto_is_bit_exact(straight, tmp_path, mon
     assert resumed["status"] == "completed" and len(list((tmp_path / "outputs" / "vae_mlp").iterdir())) == 1
     for key in KEYS:
         assert resumed[key] == straight[key], key
+    # no line twice: what the killed process wrote after its last.pt was dropped on resume
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run_dir / "train_history.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2] and steps == sorted(set(steps))
+
+
+def test_truncate_jsonl_drops_lines_after_the_checkpoint_and_torn_ones(tmp_path):
+    from dgm_runner.io.artifacts import append_jsonl, truncate_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    assert truncate_jsonl(path, "epoch", 1) == 0  # no file yet: nothing to do
+    append_jsonl(path, {"epoch": 1, "x": 0.5}, {"epoch": 2, "x": 0.25})
+    with open(path, "a") as f:
+        f.write('{"epoch": 3, "x"')  # torn by a kill
+    assert truncate_jsonl(path, "epoch", 1) == 2
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"epoch": 1, "x": 0.5}]
+    assert truncate_jsonl(path, "epoch", 1) == 0

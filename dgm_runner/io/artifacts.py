@@ -38,6 +38,35 @@ def append_jsonl(path: str | Path, *records: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def truncate_jsonl(path: str | Path, key: str, last: float) -> int:
+    """Drop the records of a JSON-lines file whose ``key`` is above ``last`` (atomic rewrite;
+    a missing file or a torn last line is fine). A resumed run calls it with its checkpoint's
+    epoch / step, so lines written after that checkpoint by a killed process (SIGKILL
+    between a line and ``last.pt``) are not repeated when those epochs run again.
+
+    Returns:
+        How many records were dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by the kill
+            dropped += 1
+            continue
+        if record.get(key, -math.inf) > last:
+            dropped += 1
+        else:
+            kept.append(line + "\n")
+    if dropped:
+        with atomic_open(path, "w") as f:
+            f.write("".join(kept))
+    return dropped
+
+
 def save_samples(samples: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> torch.Tensor:
     """Write samples as a picture and return it as a ``(C, H, W)`` tensor in [0, 1].
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgm_runner.config import PositiveFloat, PositiveInt
-from dgm_runner.distributions import sample_bernoulli
+from dgm_runner.distributions import sample_bernoulli, softplus
 
 
 class RBM(nn.Module):
@@ -59,7 +59,7 @@ class RBM(nn.Module):
         v = self.flatten(v)
         if hidden_logits is None:
             hidden_logits = self.hidden_logits(v)
-        return -(v @ self.b) - F.softplus(hidden_logits).sum(dim=1)
+        return -(v @ self.b) - softplus(hidden_logits).sum(dim=1)
 
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         """``(B, D) -> (B, H)`` logits of ``p(h_j = 1 | v) = sigmoid(c_j + v^T W_:j)``."""

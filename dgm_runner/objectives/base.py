@@ -38,10 +38,14 @@ class Objective:
         builds one optimiser per group (default: one group ``"model"``)."""
         return {"model": list(model.parameters())}
 
-    def steps(self, model: nn.Module, batch: Batch, step: int) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
+    def steps(
+        self, model: nn.Module, batch: Batch, step: int
+    ) -> Iterator[tuple[str, torch.Tensor | None, dict[str, torch.Tensor]]]:
         """The updates to make on one batch, in order: yields ``(group, loss, terms)``;
         the loop back-propagates ``loss`` and steps that group's optimiser before asking
-        for the next one (so a GAN's generator loss sees the updated discriminator).
+        for the next one (so a GAN's generator loss sees the updated discriminator). An
+        objective that computes its gradient in closed form writes every parameter's
+        ``.grad`` of the group and yields ``loss=None`` (CD-k).
         ``step`` counts batches so far. Default: one update of :meth:`loss`."""
         loss, terms = self.loss(model, batch)
         yield "model", loss, terms

@@ -21,6 +21,12 @@ Likelihood = Literal["mse", "bernoulli", "gaussian", "gaussian_learned"]
 _IWAE_ROWS = 50_000
 
 
+def _sample_mean(values: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of per-sample ``(B,)`` terms; the one tensor itself for a single sample (no
+    extra kernels in the usual ``n_samples=1`` training step)."""
+    return values[0] if len(values) == 1 else torch.stack(values).mean(0)
+
+
 def log_likelihood(
     likelihood: Likelihood,
     x: torch.Tensor,
@@ -163,26 +169,24 @@ class ELBO(Objective):
         """Per-example terms, each ``(B,)`` (see the class docstring for the names)."""
         x, y = batch.x, batch.y if model.conditional else None
         mu, logvar = model.encode(x, y)
-        recon = torch.zeros(x.shape[0], device=x.device)
-        kl_mc = torch.zeros_like(recon)
-        zeros = torch.zeros_like(mu)
-        std_sum = torch.zeros_like(recon)
+        zeros = torch.zeros_like(mu) if self.kl == "mc" else None
+        recons, kls, stds = [], [], []  # one (B,) entry per sample of z
         for _ in range(self.n_samples):
             z = sample_normal_diag(mu, logvar, generator)
             std = self.obs_std
             if self.likelihood == "gaussian_learned":
                 std = model.decode_std(z, y)
-                std_sum = std_sum + std
-            recon = recon - log_likelihood(self.likelihood, x, model.decode_logits(z, y), std)
+                stds.append(std)
+            recons.append(-log_likelihood(self.likelihood, x, model.decode_logits(z, y), std))
             if self.kl == "mc":
-                kl_mc = kl_mc + log_normal_diag(z, mu, logvar) - log_normal_diag(z, zeros, zeros)
-        recon = recon / self.n_samples
-        kl = kl_normal_std(mu, logvar) if self.kl == "analytic" else kl_mc / self.n_samples
+                kls.append(log_normal_diag(z, mu, logvar) - log_normal_diag(z, zeros, zeros))
+        recon = _sample_mean(recons)
+        kl = kl_normal_std(mu, logvar) if self.kl == "analytic" else _sample_mean(kls)
         if self.likelihood == "mse":
             return {"recon_mse_sum": recon, "kl": kl, "elbo_loss": recon + kl}
         out = {"recon": recon, "kl": kl, "elbo": -(recon + kl), "loss": recon + kl}
         if self.likelihood == "gaussian_learned":
-            out["decoder_std"] = std_sum / self.n_samples
+            out["decoder_std"] = _sample_mean(stds)
         if model.conditional:
             out["celbo"] = out["elbo"]
         return out
