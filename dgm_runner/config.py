@@ -91,6 +91,8 @@ class TrainerConfig:
     export_name: Optional[str] = None
     compile: bool = False
     num_threads: Optional[PositiveInt] = None
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
 
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}

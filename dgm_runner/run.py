@@ -136,6 +136,8 @@ class _Averager:
 
     def add(self, terms: dict[str, torch.Tensor]) -> None:
         for k, v in terms.items():
+            if v.dtype in (torch.bfloat16, torch.float16):  # autocast terms: sum in float32
+                v = v.float()
             self.sums[k] = self.sums.get(k, 0.0) + v
             self.counts[k] = self.counts.get(k, 0) + 1
 
@@ -166,6 +168,7 @@ def train_step(
     batch: Batch,
     step: int,
     averager: _Averager | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> None:
     """The updates of one batch: for each ``(group, loss, terms)`` the objective yields
     (one for most objectives, alternating D/G for GANs), back-propagate ``loss``, step that
@@ -179,8 +182,21 @@ def train_step(
         batch: ``(B, C, H, W)`` images and ``(B,)`` labels on the model's device.
         step: number of batches done before this one.
         averager: where to add the logged terms (None: dropped).
+        autocast_dtype: run the objective's forward passes (each resumption of
+            ``objective.steps``) under ``torch.autocast`` with this dtype
+            (``trainer.precision=bf16``); backward and the optimiser step stay outside it,
+            as torch's AMP recipe asks. None: full precision.
     """
-    for group, loss, terms in objective.steps(model, batch, step):
+    updates = objective.steps(model, batch, step)
+    while True:
+        if autocast_dtype is None:
+            update = next(updates, None)
+        else:
+            with torch.autocast(batch.x.device.type, dtype=autocast_dtype):
+                update = next(updates, None)
+        if update is None:
+            break
+        group, loss, terms = update
         if loss is not None:
             model.zero_grad(set_to_none=True)
             loss.backward()
@@ -256,6 +272,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     seed_everything(tcfg.seed)
     comps = build_components(cfg, device)
     model, objective, sampler, data = comps.model, comps.objective, comps.sampler, comps.data
+    if tcfg.get("channels_last", False):  # NHWC conv kernels (CUDA tensor cores); 4-D weights only
+        model.to(memory_format=torch.channels_last)
+    autocast_dtype = torch.bfloat16 if tcfg.get("precision", "fp32") == "bf16" else None
     optimizers = {name: _make_optimizer(params, tcfg) for name, params in objective.param_groups(model).items()}
     if tcfg.get("compile", False):
         compile_objective(objective)
@@ -332,7 +351,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 idx = perm[i * bs : (i + 1) * bs]
                 # index_select: a plain row gather, ~5x cheaper on CPU than x[idx]'s advanced indexing
                 batch = Batch(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
-                train_step(model, objective, optimizers, batch, step, window)
+                train_step(model, objective, optimizers, batch, step, window, autocast_dtype)
                 if ema is not None:
                     ema.update_parameters(model)
                 step += 1

@@ -212,3 +212,55 @@ def test_compiled_training_with_inductor(compose_cfg, tmp_path):
     eager, compiled = _compile_run(compose_cfg, tmp_path, "vae_mlp", "model.hidden_dim=32", "model.latent_dim=2")
     assert compiled["status"] == "completed"
     assert abs(compiled["test/elbo_loss"] - eager["test/elbo_loss"]) < 0.1 * abs(eager["test/elbo_loss"])
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "experiment, extra, key",
+    [
+        ("vae_cnn", ("model.latent_dim=2",), "test/recon_mse_sum"),
+        ("gan_mnist", ("model.g_channels=8", "model.d_channels=8", "objective.loss=wgan_gp"), "test/d_loss"),
+        ("score_sde_mnist", ("model.channels=[8,16,16]", "model.groups=4", "sampler.steps=5"), "test/dsm_loss"),
+    ],
+)
+def test_bf16_autocast_with_channels_last_trains_the_conv_models(compose_cfg, tmp_path, experiment, extra, key):
+    """trainer.precision=bf16 runs the forward passes under torch.autocast (here on CPU),
+    trainer.channels_last=true stores the conv weights NHWC; weights, optimiser state and
+    metrics stay float32, and the run matches a float32 run to bf16 accuracy."""
+    common = [f"experiment={experiment}", *SMALL, "logger=none", "trainer.export_name=null", *extra]
+    common += [f"~sample_metrics.{k}" for k in compose_cfg(*common).get("sample_metrics") or {}]
+    ref = train(compose_cfg(*common), tmp_path / "fp32")
+    low = train(compose_cfg(*common, "trainer.precision=bf16", "trainer.channels_last=true"), tmp_path / "bf16")
+    assert low["status"] == "completed" and set(low) == set(ref)
+    ckpt = torch.load(tmp_path / "bf16" / "checkpoints" / "last.pt", weights_only=True)
+    weights = list(ckpt["model"].values())
+    assert all(w.dtype == torch.float32 for w in weights if w.is_floating_point())
+    assert any(w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+               for w in weights)
+    assert abs(low[key] - ref[key]) <= 0.1 * abs(ref[key]) + 0.05
+
+
+def test_train_step_runs_the_forward_under_autocast_and_the_update_in_float32():
+    from dgm_runner.objectives.base import Objective
+    from dgm_runner.run import _Averager, train_step
+
+    seen = []
+
+    class Probe(Objective):
+        def loss(self, model, batch):
+            out = model(batch.x)
+            seen.append((out.dtype, torch.is_autocast_enabled("cpu")))
+            loss = out.float().pow(2).mean()
+            return loss, {"loss": out.pow(2).mean().detach()}
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    averager = _Averager()
+    batch = Batch(torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+    train_step(net, Probe(), {"model": opt}, batch, 0, averager, torch.bfloat16)
+    assert seen == [(torch.bfloat16, True)]
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in net.parameters())
+    assert averager.sums["loss"].dtype == torch.float32  # bf16 terms are summed in float32
+    train_step(net, Probe(), {"model": opt}, batch, 1)
+    assert seen[-1] == (torch.float32, False)
