@@ -119,7 +119,7 @@ class ContrastiveDivergence(Objective):
             v0, vk, pre0, pre_k = self._negative_phase(model, batch)
             grads = free_energy_gap_grad(v0, vk, pre0, pre_k)
             for param, grad in zip((model.W, model.b, model.c), grads):
-                param.grad = grad
+                param.grad = grad.to(param.dtype)  # bf16 under trainer.precision=bf16
             terms = self._terms(model, v0, vk, pre0, pre_k) if step % self.log_every == 0 else {}
         yield "model", None, terms
 
@@ -139,7 +139,7 @@ class ContrastiveDivergence(Objective):
                 v, start = v0, pre0
             v, _ = model.gibbs_chain(v, self.k, hidden_logits=start)
             if self.persistent:
-                self.chains = v
+                self.chains = v.to(model.W.dtype)  # binary: exact; float32 whatever the autocast
             return v0, v, pre0, model.hidden_logits(v)
 
     @staticmethod
