@@ -526,6 +526,15 @@ def main() -> None:
         print(f"dgm-train: error: ConfigError: {err}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
+    from dgm_runner.io.sweep_summary import INCOMPLETE  # filled by a multirun's summary
+
+    if INCOMPLETE.get("failed"):  # the other jobs completed; the exit status says not all did
+        print(
+            f"dgm-train: error: {INCOMPLETE['failed']} of {INCOMPLETE['jobs']} sweep jobs did not complete "
+            f"(errors in {Path(INCOMPLETE['sweep_dir']) / 'summary.md'})",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 _register_resolvers()

@@ -9,7 +9,8 @@ Groups (ours = :func:`dgm_runner.run.train`, one epoch, its ``train/epoch_time_s
 
 * ``vae1`` (experiment=vae_mlp), ``vae2`` (vae_cnn), ``vae_bce`` (vae_bce) against the
   same ``nn.Module`` trained in a torchvision ``DataLoader`` loop (``ToTensor``,
-  ``num_workers=0``, default Adam, ``loss.item()`` every step: pytorch/examples' VAE).
+  ``num_workers=0``, default Adam, ``loss.item()`` every step: pytorch/examples' VAE);
+  ``vae1`` also times ours with ``trainer.precision=bf16`` (``ours_bf16``).
 * ``rbm_cd1`` / ``rbm_cd25`` (experiment=rbm_cdk, objective.k=1 / 25) against
   scikit-learn's ``BernoulliRBM`` (PCD-1, float32, CD-1 only), learnergy's
   ``bernoulli.RBM`` (when importable) and a plain in-memory PyTorch loop with

@@ -90,7 +90,11 @@ def test_cli_default_run_has_hydra_files_and_log(tmp_path):
 def test_sweep_writes_summary_and_marks_a_failed_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = _cli("-m", "experiment=vae_mlp", "model.latent_dim=2,0", *SMALL, f"hydra.sweep.dir={sweep_dir}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # the sweep finishes the good job, then exits 1 with one line naming the failures
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"dgm-train: error: 1 of 2 sweep jobs did not complete (errors in {sweep_dir / 'summary.md'})"
+    )
     rows = (sweep_dir / "summary.csv").read_text().splitlines()
     assert rows[0].startswith("job,model.latent_dim,status")
     assert rows[1].startswith("0,2,completed") and rows[2].startswith("1,0,failed")

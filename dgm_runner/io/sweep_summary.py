@@ -153,5 +153,16 @@ class SweepSummary(Callback):
             log.warning("sweep summary not updated: %s", err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """When the multirun ends: the tables and one plot per metric."""
-        summarize_sweep(config.hydra.sweep.dir)
+        """When the multirun ends: the tables and one plot per metric; the jobs that did
+        not complete are left in :data:`INCOMPLETE` for ``dgm-train``'s exit status."""
+        table = summarize_sweep(config.hydra.sweep.dir)
+        INCOMPLETE.clear()
+        INCOMPLETE.update({
+            "sweep_dir": str(config.hydra.sweep.dir), "jobs": len(table),
+            "failed": sum(r["status"] != "completed" for r in table),
+        })
+
+
+# The last multirun of this process, set by SweepSummary.on_multirun_end (runs in the
+# driver process whatever the launcher): {"sweep_dir", "jobs", "failed"}.
+INCOMPLETE: dict[str, Any] = {}
