@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from typing import Any, Callable
 
@@ -25,6 +26,15 @@ def positional_run_dir(argv: list[str]) -> list[str]:
     return out
 
 
+def _to_log_files(line: str) -> None:
+    """Append ``line`` to the job's log file(s) (Hydra's ``<job>.log`` file handler on the
+    root logger) and not to the console, where the caller prints it once."""
+    record = logging.makeLogRecord({"msg": line, "levelno": logging.ERROR, "levelname": "ERROR", "name": "dgm_runner"})
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a Hydra task so that :data:`USER_ERRORS` print ``prog: error: ...`` on
     stderr and exit with status 1 (Hydra itself would print a traceback)."""
@@ -35,7 +45,9 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., A
             try:
                 return fn(*args, **kwargs)
             except USER_ERRORS as err:
-                print(f"{prog}: error: {type(err).__name__}: {err}", file=sys.stderr)
+                line = f"{prog}: error: {type(err).__name__}: {err}"
+                _to_log_files(line)
+                print(line, file=sys.stderr)
                 sys.exit(1)
 
         return inner

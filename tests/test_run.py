@@ -192,6 +192,7 @@ def test_unsafe_truncated_and_foreign_checkpoints_are_refused(trained_vae, tmp_p
     assert not Path("/tmp/dgm_pwned").exists()
     proc = subprocess.run([_script("dgm-eval"), str(run_dir), f"checkpoint={truncated}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().startswith("dgm-eval: error: CheckpointError")
+    assert "dgm-eval: error: CheckpointError" in (run_dir / "eval.log").read_text()  # the log says why, too
 
 
 def test_resumed_run_ends_with_the_same_metrics(compose_cfg, tmp_path):
