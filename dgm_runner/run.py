@@ -290,8 +290,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         ckpt = load_checkpoint(last, map_location=device)
         _check_resume_config(cfg, ckpt["config"], last)
         model.load_state_dict(ckpt["model"])
+        # checkpoints written before per-group optimisers (the GAN) hold one "optimizer"
+        saved_opts = ckpt["optimizers"] if "optimizers" in ckpt else {"model": ckpt.get("optimizer")}
         for name, opt in optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][name])
+            if saved_opts.get(name) is None:
+                raise CheckpointError(f"{last} has no optimiser state for parameter group {name!r}: cannot resume")
+            opt.load_state_dict(saved_opts[name])
         objective.load_state_dict(ckpt["objective"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.load_state_dict(ckpt["ema"])

@@ -195,6 +195,21 @@ def test_unsafe_truncated_and_foreign_checkpoints_are_refused(trained_vae, tmp_p
     assert "dgm-eval: error: CheckpointError" in (run_dir / "eval.log").read_text()  # the log says why, too
 
 
+def test_a_checkpoint_from_before_per_group_optimisers_still_resumes(compose_cfg, tmp_path):
+    """Checkpoints written before the GAN commit hold one ``optimizer``, not ``optimizers``."""
+    from dgm_runner.io.checkpoint import load_checkpoint, save_checkpoint
+
+    common = ["experiment=vae_mlp", *SMALL, "logger=none", "~sample_metrics.fid"]
+    straight = train(compose_cfg(*common, "trainer.epochs=2"), tmp_path / "a")
+    train(compose_cfg(*common, "trainer.epochs=1"), tmp_path / "b")
+    last = tmp_path / "b" / "checkpoints" / "last.pt"
+    ckpt = {k: v for k, v in load_checkpoint(last).items() if k != "format"}
+    ckpt["optimizer"] = ckpt.pop("optimizers")["model"]
+    save_checkpoint(last, ckpt)
+    resumed = train(compose_cfg(*common, "trainer.epochs=2", f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
+    assert resumed["test/elbo_loss"] == straight["test/elbo_loss"]
+
+
 def test_resumed_run_ends_with_the_same_metrics(compose_cfg, tmp_path):
     common = ["experiment=vae_mlp", *SMALL, "logger=none"]
     straight = train(compose_cfg(*common, "trainer.epochs=2"), tmp_path / "a")
