@@ -67,9 +67,14 @@ from dgm_runner.build import build_components, build_model  # noqa: E402
 from dgm_runner.objectives.base import Batch  # noqa: E402
 from dgm_runner.run import _Averager, _make_optimizer, train, train_step  # noqa: E402
 
-warnings.filterwarnings("ignore")
-logging.getLogger("dgm_runner").setLevel(logging.ERROR)
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU compiles
+
+def _quiet() -> None:
+    """The bench's output is its table: silence warnings and the runner's logging (set
+    when the script runs, not on import: tests import this module)."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("dgm_runner").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU compiles
+
 
 # Overrides of every runner epoch: no logging, a small test split; sample metrics (FID, AIS)
 # and figures are removed too (see :func:`strip_extras`): they cost minutes, not epoch time.
@@ -1120,6 +1125,7 @@ def _cpu_name() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``scripts/bench.py [--quick] [--repeats N] [--only ...] [--out bench.json]``."""
     argv = sys.argv[1:] if argv is None else argv
+    _quiet()
     if argv and argv[0] == "--_rss-child":
         _rss_child(argv[1:])
         return

@@ -25,7 +25,8 @@ def exact_log_z(rbm: RBM) -> float:
     """Sum over the 2^H hidden states with the visible units marginalised analytically:
     Z = sum_h exp(c.h) prod_i (1 + exp(b_i + W_i.h))."""
     hs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=rbm.hidden_dim)), dtype=torch.float64)
-    terms = hs @ rbm.c.double() + F.softplus(hs @ rbm.W.double().t() + rbm.b.double()).sum(1)
+    with torch.no_grad():
+        terms = hs @ rbm.c.double() + F.softplus(hs @ rbm.W.double().t() + rbm.b.double()).sum(1)
     return float(torch.logsumexp(terms, 0))
 
 
