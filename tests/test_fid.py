@@ -143,8 +143,15 @@ def test_classifier_run_exports_and_fid_separates_data_from_noise(compose_cfg, t
 
     data = instantiate(cfg.dataset, device=torch.device("cpu"))
     model = torch.nn.Linear(1, 1)
+    import dgm_runner.metrics.fid as fid_module
+
+    extracted = []
+    real_extract = fid_module.extract_features
+    monkeypatch.setattr(fid_module, "extract_features", lambda c, x, b: extracted.append(len(x)) or real_extract(c, x, b))
+    fid_module._REAL_FEATURES.clear()
     replay = classifier_fid(model, _Replay(data.test_x), data, 0, final=True, n_samples=1000, batch_size=250)
     noise = classifier_fid(model, _Noise(), data, 0, final=True, n_samples=1000, batch_size=250)
+    assert len(extracted) == 3  # the test split's features once, then reused; each sample set once
     assert abs(replay["fid"]) < 1e-3 and replay["precision"] == 1.0 and replay["recall"] == 1.0
     assert noise["fid"] > 100 * max(abs(replay["fid"]), 1e-2) and noise["kid"] > 10 * noise["kid_std"]
     assert replay["fid_n_samples"] == 1000 and replay["fid_n_real"] == 1000

@@ -116,4 +116,5 @@ def load_feature_classifier(dataset: str, device: torch.device | str = "cpu") ->
     except (KeyError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"{path} is not a feature classifier ({str(err).splitlines()[0]})") from None
     info = {k: record[k] for k in ("dataset", "test_accuracy", "n_test", "run_dir")}
+    info["file"] = (str(path), path.stat().st_mtime_ns)  # identifies this classifier (feature caches)
     return model.to(device).eval(), info
