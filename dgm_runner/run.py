@@ -225,10 +225,39 @@ def make_ema(model: torch.nn.Module, decay: float | None) -> torch.optim.swa_uti
     return AveragedModel(model, avg_fn=ema_update)
 
 
+def _new_option_at_default(node: dict[str, Any], key: str) -> bool:
+    """Whether ``node[key]`` is a constructor argument of ``node["_target_"]`` at its default:
+    an option added to the code after a checkpoint was written (e.g. ``objective.log_every``),
+    which changes nothing for a run that never had it."""
+    target = node.get("_target_")
+    if not isinstance(target, str):
+        return False
+    try:
+        from hydra.utils import get_method
+
+        param = inspect.signature(get_method(target)).parameters.get(key)
+    except Exception:  # not importable / no signature: treat as a real difference
+        return False
+    return param is not None and param.default is not inspect.Parameter.empty and param.default == node[key]
+
+
+def _same_config(saved: Any, current: Any) -> bool:
+    """``saved == current`` except for options the saved config predates (at their defaults)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in saved.keys() | current.keys():
+            if key not in saved:
+                if not _new_option_at_default(current, key):
+                    return False
+            elif key not in current or not _same_config(saved[key], current[key]):
+                return False
+        return True
+    return saved == current
+
+
 def _check_resume_config(cfg: DictConfig, saved: dict[str, Any], path: Path) -> None:
     current = OmegaConf.to_container(cfg, resolve=True)
     for key in _RESUME_KEYS:
-        if current.get(key) != saved.get(key):
+        if not _same_config(saved.get(key), current.get(key)):
             raise CheckpointError(
                 f"{path} was trained with a different {key} config ({saved.get(key)}); "
                 f"refusing to resume with {current.get(key)}"

@@ -196,7 +196,8 @@ def test_unsafe_truncated_and_foreign_checkpoints_are_refused(trained_vae, tmp_p
 
 
 def test_a_checkpoint_from_before_per_group_optimisers_still_resumes(compose_cfg, tmp_path):
-    """Checkpoints written before the GAN commit hold one ``optimizer``, not ``optimizers``."""
+    """Checkpoints written before the GAN commit hold one ``optimizer``, not ``optimizers``,
+    and their configs lack options added since (at their defaults: no difference)."""
     from dgm_runner.io.checkpoint import load_checkpoint, save_checkpoint
 
     common = ["experiment=vae_mlp", *SMALL, "logger=none", "~sample_metrics.fid"]
@@ -205,6 +206,7 @@ def test_a_checkpoint_from_before_per_group_optimisers_still_resumes(compose_cfg
     last = tmp_path / "b" / "checkpoints" / "last.pt"
     ckpt = {k: v for k, v in load_checkpoint(last).items() if k != "format"}
     ckpt["optimizer"] = ckpt.pop("optimizers")["model"]
+    del ckpt["config"]["objective"]["n_samples"]  # an option the old code did not have (its default: 1)
     save_checkpoint(last, ckpt)
     resumed = train(compose_cfg(*common, "trainer.epochs=2", f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
     assert resumed["test/elbo_loss"] == straight["test/elbo_loss"]
@@ -257,3 +259,14 @@ def test_dgm_sample_overrides_the_sampler(trained_vae, tmp_path, monkeypatch):
     monkeypatch.setattr(sample, "main_with_run_dir", lambda app: seen.setdefault("argv", list(sys.argv)))
     sample.main()
     assert "+sampler.foo=1" in seen["argv"] and "n=4" in seen["argv"]
+
+
+def test_resume_config_check_tolerates_only_new_options_at_their_defaults():
+    from dgm_runner.run import _same_config
+
+    saved = {"_target_": "dgm_runner.objectives.ContrastiveDivergence", "k": 1, "persistent": False}
+    assert _same_config(saved, {**saved, "log_every": 10})  # added later, at its default
+    assert not _same_config(saved, {**saved, "log_every": 3})  # added later, changed
+    assert not _same_config(saved, {**saved, "k": 5})
+    assert not _same_config({**saved, "gone": 1}, saved)  # an option the code no longer has
+    assert not _same_config({"lr": 1}, {"lr": 1, "extra": 2})  # no _target_: any new key differs
