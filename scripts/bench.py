@@ -100,7 +100,11 @@ BOUND_TARGETS = {"vae1": 2.5}
 
 # GEMM-like ops replayed for the matmul-only bound; ops whose name contains "conv" are
 # counted by their profiled kernel time instead.
-_MM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv", "aten::addmv"}
+# op name -> (torch function, number of tensor arguments) for the replay
+_MM_OPS = {
+    "aten::mm": (torch.mm, 2), "aten::addmm": (torch.addmm, 3), "aten::bmm": (torch.bmm, 2),
+    "aten::baddbmm": (torch.baddbmm, 3), "aten::mv": (torch.mv, 2), "aten::addmv": (torch.addmv, 3),
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -574,19 +578,9 @@ def _replay_gemms(bench: Bench, calls: list[tuple[str, list[list[int]]]], rounds
     dev = bench.device
     ops = []
     for name, shapes in calls:
-        tensors = [torch.randn(s, device=dev) if s else None for s in shapes]
-        if name == "aten::mm":
-            ops.append((torch.mm, tensors[:2]))
-        elif name == "aten::addmm":
-            ops.append((torch.addmm, tensors[:3]))
-        elif name == "aten::bmm":
-            ops.append((torch.bmm, tensors[:2]))
-        elif name == "aten::baddbmm":
-            ops.append((torch.baddbmm, tensors[:3]))
-        elif name == "aten::mv":
-            ops.append((torch.mv, tensors[:2]))
-        elif name == "aten::addmv":
-            ops.append((torch.addmv, tensors[:3]))
+        if name in _MM_OPS:
+            fn, n_args = _MM_OPS[name]
+            ops.append((fn, [torch.randn(s, device=dev) if s else None for s in shapes[:n_args]]))
     for fn, args in ops:  # warm-up
         fn(*args)
     times = []
@@ -929,8 +923,8 @@ def sampling_study(bench: Bench) -> None:
 
 
 # The profile rows that are the step's matrix products (the bound), not overhead.
-_MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::mkldnn_convolution",
-               "aten::convolution_backward", "aten::_convolution"}
+_MATMUL_OPS = {*_MM_OPS, "aten::addmm_", "aten::mkldnn_convolution", "aten::convolution_backward",
+               "aten::_convolution"}
 
 
 def check_targets(bench: Bench) -> list[dict[str, Any]]:

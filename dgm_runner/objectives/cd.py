@@ -22,21 +22,18 @@ class _FreeEnergyGap(torch.autograd.Function):
     ``dW = -v0^T s(pre0) / B0 + vk^T s(prek) / Bk``, ``db = -mean v0 + mean vk``,
     ``dc = -mean s(pre0) + mean s(prek)`` (``s`` the sigmoid): two matmuls and a few
     reductions, where autograd through two free energies would record about twenty
-    nodes. Inputs ``pre0 = c + v0 W`` and ``prek = c + vk W`` come without gradient; the
-    second output (mean ``F(v0)``, for logging) is not differentiable.
+    nodes. Inputs ``pre0 = c + v0 W`` and ``prek = c + vk W`` come without gradient.
     """
 
     @staticmethod
     def forward(ctx, W, b, c, v0, vk, pre0, prek):  # noqa: D102 (see the class docstring)
         f0 = -(v0 @ b) - softplus(pre0).sum(dim=1)
         fk = -(vk @ b) - softplus(prek).sum(dim=1)
-        f_data = f0.mean()
         ctx.save_for_backward(v0, vk, pre0, prek)
-        ctx.mark_non_differentiable(f_data)
-        return f_data - fk.mean(), f_data
+        return f0.mean() - fk.mean()
 
     @staticmethod
-    def backward(ctx, grad, _unused):  # noqa: D102
+    def backward(ctx, grad):  # noqa: D102
         return (*free_energy_gap_grad(*ctx.saved_tensors, grad), None, None, None, None)
 
 
@@ -164,7 +161,7 @@ class ContrastiveDivergence(Objective):
         F(v_k) and two for the weight gradient.
         """
         v0, v, pre0, pre_k = self._negative_phase(model, batch)
-        loss, _ = _FreeEnergyGap.apply(model.W, model.b, model.c, v0, v, pre0, pre_k)
+        loss = _FreeEnergyGap.apply(model.W, model.b, model.c, v0, v, pre0, pre_k)
         with torch.no_grad():
             terms = self._terms(model, v0, v, pre0, pre_k)
         return loss, {**terms, "loss": loss.detach()}
