@@ -98,7 +98,8 @@ def restore_run(
         checkpoint: ``"last"``, ``"best"`` or a path to a ``.pt`` file.
         device: ``auto | cpu | cuda``.
         overrides: ``{dotted.key: value}`` applied to the saved config before building
-            (e.g. ``{"dataset.test_subset": 1000, "sampler.steps": 5000}``).
+            (e.g. ``{"dataset.test_subset": 1000, "sampler.steps": 5000}``); a dict value
+            replaces the node (``{"sampler": <configs/sampler/ddim.yaml>}``).
 
     Returns:
         ``(config, components with the trained weights loaded, raw checkpoint dict)``.
@@ -111,8 +112,8 @@ def restore_run(
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, map_location=dev)
     cfg = OmegaConf.create(ckpt["config"])
-    for key, value in (overrides or {}).items():
-        OmegaConf.update(cfg, key, value, force_add=True)
+    for key, value in (overrides or {}).items():  # a whole node (a config entry) replaces the old one
+        OmegaConf.update(cfg, key, value, force_add=True, merge=not isinstance(value, (dict, DictConfig)))
     comps = build_components(cfg, dev)
     try:
         comps.model.load_state_dict(ckpt["model"])

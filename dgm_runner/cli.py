@@ -55,6 +55,48 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return wrap
 
 
+def rewrite_sampler_args(argv: list[str]) -> list[str]:
+    """``sampler=NAME`` -> ``sampler_name=NAME`` (a whole ``configs/sampler`` entry) and
+    ``sampler.KEY=V`` -> ``+sampler.KEY=V`` (the app's ``sampler`` node starts empty), for
+    the apps that re-sample a trained run (``dgm-sample``, ``dgm-eval``)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("sampler="):
+            arg = "sampler_name=" + arg.split("=", 1)[1]
+        elif arg.startswith("sampler."):
+            arg = f"+{arg}"
+        out.append(arg)
+    return out
+
+
+def sampler_overrides(cfg: Any) -> dict[str, Any]:
+    """The ``{dotted key: value}`` overrides of a run's sampler that ``sampler_name`` and
+    ``sampler.*`` ask for: the named entry of ``configs/sampler`` replaces the run's sampler
+    node, then single keys are set.
+
+    Raises:
+        ConfigError: ``sampler_name`` is not an entry of ``configs/sampler`` (the message
+            lists them).
+    """
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from dgm_runner import CONFIG_DIR
+
+    out: dict[str, Any] = {}
+    name = cfg.get("sampler_name")
+    if name:
+        group = Path(CONFIG_DIR) / "sampler"
+        path = group / f"{name}.yaml"
+        if not path.is_file():
+            choices = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+            raise ConfigError(f"sampler={name} is not a sampler: choose one of {choices}")
+        out["sampler"] = OmegaConf.load(path)
+    out.update({f"sampler.{k}": v for k, v in (cfg.get("sampler") or {}).items()})
+    return out
+
+
 def main_with_run_dir(app: Callable[[], Any]) -> None:
     """Call a Hydra app after rewriting a positional RUN_DIR into ``run_dir=``."""
     sys.argv = [sys.argv[0], *positional_run_dir(sys.argv[1:])]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
-from dgm_runner.cli import USER_ERRORS, main_with_run_dir, one_line_errors
+from dgm_runner.cli import USER_ERRORS, main_with_run_dir, one_line_errors, rewrite_sampler_args, sampler_overrides
 from dgm_runner.evaluation import all_test_metrics
 from dgm_runner.io.atomic import write_json
 from dgm_runner.io.checkpoint import CheckpointError
@@ -47,7 +47,9 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
-    """Recompute one run's test metrics and write them to ``<run_dir>/eval/metrics.json``.
+    """Recompute one run's test metrics and write them to ``<run_dir>/eval/metrics.json``
+    (``eval/metrics_<sampler>_<key=value>.json`` when ``sampler=`` / ``sampler.*`` chose
+    another sampler).
 
     Returns:
         ``{"checkpoint", "epoch", "n_test", "test/<metric>": value, ...}``.
@@ -56,13 +58,19 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
         CheckpointError, ConfigError, DataError: as :func:`dgm_runner.build.restore_run`.
     """
     overrides = {"dataset.test_subset": cfg.test_subset} if cfg.test_subset else {}
+    overrides.update(sampler_overrides(cfg))
     run_cfg, comps, ckpt = restore_run(run_dir, cfg.checkpoint, cfg.device, overrides)
     run_cfg.trainer.eval_batch_size = cfg.eval_batch_size
     if cfg.get("fid") is not None and "fid" not in (run_cfg.get("sample_metrics") or {}):  # runs older than the metric
         OmegaConf.update(run_cfg, "sample_metrics.fid", cfg.fid, force_add=True)
     metrics = all_test_metrics(run_cfg, comps.model, comps, final=True)
     record = {"checkpoint": str(cfg.checkpoint), "epoch": ckpt["epoch"], "n_test": int(comps.data.test_x.shape[0]), **metrics}
-    write_json(run_dir / "eval" / "metrics.json", record)
+    sampler_args = [*([cfg.sampler_name] if cfg.get("sampler_name") else []), *(f"{k}={v}" for k, v in (cfg.get("sampler") or {}).items())]
+    if sampler_args:  # another sampler than the run's: its own file beside metrics.json
+        record["sampler"] = OmegaConf.to_container(run_cfg.sampler, resolve=True)
+        write_json(run_dir / "eval" / f"metrics_{'_'.join(sampler_args)}.json", record)
+    else:
+        write_json(run_dir / "eval" / "metrics.json", record)
     return record
 
 
@@ -106,4 +114,5 @@ def main() -> None:
         if (arg.startswith("run_dir=") or "=" not in arg) and not arg.startswith("-") and not Path(path).exists():
             print(f"dgm-eval: error: CheckpointError: {path} does not exist", file=sys.stderr)
             sys.exit(1)
+    sys.argv = [sys.argv[0], *rewrite_sampler_args(sys.argv[1:])]
     main_with_run_dir(_app)

@@ -1,8 +1,10 @@
-"""``dgm-sample RUN_DIR n=64``: draw samples from a trained run and write a grid."""
+"""``dgm-sample RUN_DIR n=64 [sampler=ddim sampler.steps=20]``: draw samples from a trained
+run (with its own sampler or another that fits the model) and write a grid."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -10,7 +12,7 @@ from omegaconf import DictConfig
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
-from dgm_runner.cli import main_with_run_dir, one_line_errors
+from dgm_runner.cli import main_with_run_dir, one_line_errors, rewrite_sampler_args, sampler_overrides
 from dgm_runner.config import ConfigError
 from dgm_runner.evaluation import draw_samples
 from dgm_runner.io.artifacts import save_grid
@@ -21,20 +23,25 @@ from dgm_runner.io.artifacts import save_grid
 def _app(cfg: DictConfig) -> str:
     if not isinstance(cfg.n, int) or cfg.n < 1:
         raise ConfigError(f"n={cfg.n} is invalid: must be >= 1")
-    overrides = {f"sampler.{k}": v for k, v in cfg.sampler.items()}
+    overrides = sampler_overrides(cfg)
     # The grid needs the model and the sampler only: load one test image, not the split.
     overrides["dataset.test_subset"] = 1
     _, comps, _ = restore_run(cfg.run_dir, cfg.checkpoint, cfg.device, overrides)
     device = next(comps.model.parameters()).device
+    start = time.perf_counter()
     images = draw_samples(comps.model, comps.sampler, cfg.n, cfg.seed, device)
-    out = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "samples" / f"sample_n{cfg.n}_seed{cfg.seed}.png"
+    seconds = time.perf_counter() - start
+    tag = f"_{cfg.sampler_name}" if cfg.sampler_name else ""
+    out = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "samples" / f"sample{tag}_n{cfg.n}_seed{cfg.seed}.png"
     save_grid(images, out)
-    print(f"wrote {out} ({cfg.n} samples)")
+    nfe = getattr(comps.sampler, "nfe", None)
+    print(f"wrote {out} ({cfg.n} samples, {seconds:.1f} s{f', {nfe} NFE per sample' if nfe else ''})")
     return str(out)
 
 
 def main() -> None:
-    """Console entry point of ``dgm-sample``. ``sampler.<key>=<value>`` overrides the run's
-    sampler (rewritten to Hydra's ``+sampler.<key>`` since ``sampler`` starts empty)."""
-    sys.argv = [a if not a.startswith("sampler.") else f"+{a}" for a in sys.argv]
+    """Console entry point of ``dgm-sample``. ``sampler=<entry>`` samples with another entry
+    of ``configs/sampler`` (e.g. ``sampler=ddim``), ``sampler.<key>=<value>`` overrides
+    one of its keys (see :func:`dgm_runner.cli.rewrite_sampler_args`)."""
+    sys.argv = [sys.argv[0], *rewrite_sampler_args(sys.argv[1:])]
     main_with_run_dir(_app)

@@ -10,6 +10,7 @@ from torch import nn
 
 from dgm_runner.data import sample_toy2d
 from dgm_runner.metrics.sample_distance import mmd_rbf, sliced_wasserstein
+from dgm_runner.models.oracle import GaussianOracle
 from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet, geometric_sigmas
 from dgm_runner.objectives import Batch
 from dgm_runner.objectives.dsm import ContinuousDSM, DenoisingScoreMatching, dsm_per_example
@@ -35,17 +36,9 @@ class GaussianNCSN(nn.Module):
         return -self.scale * (x - MU - self.shift) / (STD**2 + sigma[:, None] ** 2)
 
 
-class GaussianSDEScore(nn.Module):
+def GaussianSDEScore(sde):  # noqa: N802
     """Exact score of p_t for N(MU, STD^2 I) data under a VE or VP SDE."""
-
-    def __init__(self, sde) -> None:
-        super().__init__()
-        self.image_shape, self.sde = (2,), sde
-
-    def score(self, x, t):
-        mean, std = self.sde.marginal(MU.expand_as(x), t)
-        scale = (mean / MU)[:, :1]  # exp(c(t)) for VP, 1 for VE
-        return -(x - mean) / (scale**2 * STD**2 + std[:, None] ** 2)
+    return GaussianOracle(sde, MU, STD)
 
 
 def test_dsm_loss_is_smallest_at_the_exact_score():

@@ -1,5 +1,6 @@
 """Score networks: noise-conditional ``s(x, sigma)`` for 2-D data (Song & Ermon 2019) and a
-time-conditional U-Net ``s(x, t)`` for images under a VE/VP SDE (Song et al. 2021)."""
+time-conditional U-Net for images under a diffusion process (VE / VP SDE, discrete DDPM,
+EDM; :mod:`dgm_runner.sdes`), with its parameterisation (:class:`DiffusionModel`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from dgm_runner.config import PositiveFloat, PositiveInt
-from dgm_runner.sdes import SDE, make_sde
+from dgm_runner.sdes import SDE, _bcast, make_sde
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int) -> torch.Tensor:
@@ -91,20 +92,89 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
-class ScoreUNet(nn.Module):
-    """Time-conditional U-Net ``s_theta(x, t)`` for ``(B, C, H, W)`` images with H, W
-    divisible by 4 (MNIST: 28 -> 14 -> 7), GroupNorm + SiLU residual blocks, a sinusoidal
-    time embedding, skip connections; the output is divided by the marginal std of the
-    SDE at t (Song et al. 2021, their NCSN++ "scale_by_sigma" for VE; also used for VP).
-    With channels (32, 64, 128) it has 0.93 M parameters.
+class DiffusionModel(nn.Module):
+    """What every diffusion sampler, objective and likelihood uses: a process ``sde``
+    (:class:`dgm_runner.sdes.SDE`), the example shape, the data scaling, and a noise
+    prediction :meth:`eps`, from which the score and the denoiser follow:
+
+    - ``score(x, t) = -eps(x, t) / sigma(t)`` (Song et al. 2021, Eq. 7 with the
+      sigma-scaling of Song & Ermon 2020, Sec. 3.3: ``s = net / sigma``),
+    - ``denoise(x, t) = (x - sigma(t) eps(x, t)) / alpha(t)``, the estimate of ``E[x_0 | x_t]``.
+
+    Models run in *model space*: :meth:`encode` maps data in [0, 1] there (``2 x - 1``
+    when ``centered``, as Ho et al. 2020 scale to [-1, 1]; else the identity) and
+    :meth:`decode` maps back. ``log_det_encode`` is ``log |d encode / dx|`` per dimension
+    (``log 2`` or 0), used by the bits/dim of :mod:`dgm_runner.metrics.likelihood`.
+    Subclasses set ``sde``, ``image_shape``, ``centered`` and implement :meth:`eps`.
+    """
+
+    sde: SDE
+    image_shape: tuple[int, ...]
+    centered: bool = False
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, ...)`` states at times ``(B,)`` -> ``(B, ...)`` predicted noise."""
+        raise NotImplementedError
+
+    def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, ...)`` estimate of ``grad_x log p_t(x)``."""
+        return -self.eps(x, t) / _bcast(self.sde.sigma(t), x)
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, ...)`` estimate of ``x_0`` (model space) from ``x_t``."""
+        return self.eps_and_x0(x, t)[1]
+
+    def eps_and_x0(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One network evaluation -> ``(eps, x0)`` estimates, both ``(B, ...)``."""
+        eps = self.eps(x, t)
+        return eps, (x - _bcast(self.sde.sigma(t), x) * eps) / _bcast(self.sde.alpha(t), x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Data in [0, 1] -> model space."""
+        return 2.0 * x - 1.0 if self.centered else x
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> data space (nominally [0, 1]; not clamped)."""
+        return (x + 1.0) / 2.0 if self.centered else x
+
+    @property
+    def log_det_encode(self) -> float:
+        """``log |d encode / dx|`` per dimension (nats)."""
+        return math.log(2.0) if self.centered else 0.0
+
+
+class ScoreUNet(DiffusionModel):
+    """Time-conditional U-Net for ``(B, C, H, W)`` images with H, W divisible by 4
+    (MNIST: 28 -> 14 -> 7), GroupNorm + SiLU residual blocks, a sinusoidal time embedding
+    and skip connections, under the diffusion process ``sde``. With channels
+    (32, 64, 128) it has 0.93 M parameters; (16, 32, 64) has 0.27 M.
+
+    Parameterisations (``preconditioning``):
+
+    - ``none``: the network ``F`` predicts the noise, ``eps = F(x, 1000 t)``; equivalently the
+      sigma-scaled score ``s = -F / sigma`` (Song & Ermon 2020; NCSN++'s ``scale_by_sigma``
+      for VE) and, under ``sde=ddpm``, Ho et al.'s epsilon-prediction (2020, Eq. 14).
+    - ``edm``: Karras et al. (2022, Table 1) preconditioning of the rescaled state
+      ``x_hat = x / alpha`` at noise level ``s = sigma / alpha``:
+      ``D(x_hat; s) = c_skip x_hat + c_out F(c_in x_hat, c_noise)`` with
+      ``c_skip = sd^2 / (s^2 + sd^2)``, ``c_out = s sd / sqrt(s^2 + sd^2)``,
+      ``c_in = 1 / sqrt(s^2 + sd^2)``, ``c_noise = log(s) / 4`` (``sd = sigma_data``);
+      ``eps = (x_hat - D) / s``.
 
     Args:
         image_shape: ``(C, H, W)`` (set by the runner).
         channels: widths at the three resolutions.
         emb_dim: time-embedding width.
         groups: GroupNorm groups.
-        sde: ``ve`` or ``vp``; the SDE's parameters follow.
+        sde: ``ve`` | ``vp`` (Song et al. 2021) | ``ddpm`` (discrete, ``timesteps``,
+            ``schedule``) | ``edm`` (``sigma_min``, ``sigma_max``, ``rho``).
+        preconditioning: ``none`` or ``edm`` (above).
+        sigma_data: EDM's data std (0.5 for images in [-1, 1]).
+        centered: run on ``2 x - 1`` (data in [-1, 1]) instead of [0, 1].
         n_classes: unused.
+
+    Raises:
+        ValueError: images not ``(C, H, W)`` with H, W divisible by 4, or not 3 widths.
     """
 
     def __init__(
@@ -113,11 +183,17 @@ class ScoreUNet(nn.Module):
         channels: tuple[int, int, int] = (32, 64, 128),
         emb_dim: PositiveInt = 128,
         groups: PositiveInt = 8,
-        sde: Literal["ve", "vp"] = "ve",
+        sde: Literal["ve", "vp", "ddpm", "edm"] = "ve",
         sigma_min: PositiveFloat = 0.01,
         sigma_max: PositiveFloat = 50.0,
         beta_min: PositiveFloat = 0.1,
         beta_max: PositiveFloat = 20.0,
+        timesteps: PositiveInt = 1000,
+        schedule: Literal["linear", "cosine"] = "linear",
+        rho: PositiveFloat = 7.0,
+        preconditioning: Literal["none", "edm"] = "none",
+        sigma_data: PositiveFloat = 0.5,
+        centered: bool = False,
         n_classes: int = 10,
     ) -> None:
         super().__init__()
@@ -126,7 +202,8 @@ class ScoreUNet(nn.Module):
         if len(channels) != 3:
             raise ValueError(f"ScoreUNet needs 3 channel widths, got {list(channels)}")
         self.image_shape = tuple(image_shape)
-        self.sde: SDE = make_sde(sde, sigma_min, sigma_max, beta_min, beta_max)
+        self.sde = make_sde(sde, sigma_min, sigma_max, beta_min, beta_max, timesteps, schedule, rho)
+        self.preconditioning, self.sigma_data, self.centered = preconditioning, sigma_data, centered
         c0, c1, c2 = channels
         cin = image_shape[0]
         self.emb_dim = emb_dim
@@ -144,13 +221,28 @@ class ScoreUNet(nn.Module):
         self.dec0 = _ResBlock(2 * c0, c0, emb_dim, groups)
         self.conv_out = nn.Sequential(nn.GroupNorm(min(groups, c0), c0), nn.SiLU(), nn.Conv2d(c0, cin, 3, padding=1))
 
-    def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` noisy images at times ``(B,)`` -> ``(B, C, H, W)`` score estimate."""
-        emb = self.time_mlp(sinusoidal_embedding(t, self.emb_dim))
+    def network(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The raw U-Net ``F``: ``(B, C, H, W)`` input, ``(B,)`` conditioning (embedded as
+        ``sinusoidal_embedding(cond)``, i.e. of ``1000 cond``) -> ``(B, C, H, W)``."""
+        emb = self.time_mlp(sinusoidal_embedding(cond, self.emb_dim))
         h0 = self.down0(self.conv_in(x), emb)
         h1 = self.down1(self.pool0(h0), emb)
         h = self.mid2(self.mid1(self.pool1(h1), emb), emb)
         h = self.dec1(torch.cat([self.up1(h), h1], dim=1), emb)
         h = self.dec0(torch.cat([self.up0(h), h0], dim=1), emb)
-        _, std = self.sde.marginal(x, t)
-        return self.conv_out(h) / std.reshape(-1, 1, 1, 1)
+        return self.conv_out(h)
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` noisy images (model space) at times ``(B,)`` -> predicted noise."""
+        if self.preconditioning == "none":
+            return self.network(x, t)
+        alpha = _bcast(self.sde.alpha(t), x)
+        s = self.sde.sigma_hat(t)
+        x_hat = x / alpha
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (s**2 + sd2)
+        c_out = s * self.sigma_data / torch.sqrt(s**2 + sd2)
+        c_in = 1.0 / torch.sqrt(s**2 + sd2)
+        f = self.network(_bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
+        # eps = (x_hat - D) / s with D = c_skip x_hat + c_out F
+        return (_bcast((1.0 - c_skip) / s, x) * x_hat) - _bcast(c_out / s, x) * f

@@ -2,8 +2,8 @@
 
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.objectives.cd import ContrastiveDivergence
-from dgm_runner.objectives.dsm import ContinuousDSM, DenoisingScoreMatching
+from dgm_runner.objectives.dsm import ContinuousDSM, DenoisingScoreMatching, DiffusionDSM
 from dgm_runner.objectives.elbo import ELBO
 from dgm_runner.objectives.gan import GANObjective
 
-__all__ = ["Batch", "Objective", "ContrastiveDivergence", "ContinuousDSM", "DenoisingScoreMatching", "ELBO", "GANObjective"]
+__all__ = ["Batch", "Objective", "ContrastiveDivergence", "ContinuousDSM", "DiffusionDSM", "DenoisingScoreMatching", "ELBO", "GANObjective"]

@@ -1,5 +1,6 @@
 """Denoising score matching (Vincent 2011): over discrete noise levels (Song & Ermon 2019)
-and in continuous time under a VE/VP SDE (Song et al. 2021)."""
+and for diffusion models under a VE / VP SDE, a discrete DDPM or the EDM process (Song et
+al. 2021; Ho et al. 2020; Karras et al. 2022)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from dgm_runner.config import PositiveFloat
 from dgm_runner.models.checks import require
-from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet
+from dgm_runner.models.score import DiffusionModel, NoiseConditionalScoreMLP
 from dgm_runner.objectives.base import Batch, Objective
 
 
@@ -68,30 +69,74 @@ class DenoisingScoreMatching(Objective):
         return {"dsm_loss": self._per_example(model, batch.x, generator)}
 
 
-class ContinuousDSM(Objective):
-    """Continuous-time DSM (Song et al. 2021, Eq. 7): ``t ~ U(eps, 1)``,
-    ``x_t ~ p_t(x_t | x_0) = N(mean(t) x_0, std(t)^2 I)`` from ``model.sde``, weighting
-    ``lambda(t) = std(t)^2``: loss ``0.5 || std(t) s(x_t, t) + noise ||^2`` summed over
-    pixels. Metric ``dsm_loss`` (per example).
+class DiffusionDSM(Objective):
+    """Denoising score matching for diffusion models (any :class:`DiffusionModel`), written
+    as a weighted noise-prediction error: ``t`` from ``time_sampling``,
+    ``x_t = alpha(t) x_0 + sigma(t) eps`` (``x_0`` in model space), per-example loss
+    ``0.5 w(t) || eps_theta(x_t, t) - eps ||^2`` summed over pixels. Metric ``dsm_loss``.
+
+    ``weighting``:
+
+    - ``sigma2``: ``w = 1``, i.e. ``lambda(t) = sigma(t)^2`` on the score error
+      ``0.5 || sigma s + eps ||^2`` (Song et al. 2021, Eq. 7) and Ho et al.'s "simple"
+      loss (2020, Eq. 14; up to the factor 0.5, which Adam does not see).
+    - ``edm``: Karras et al. (2022, Table 1) ``lambda(s) = (s^2 + sd^2) / (s sd)^2`` on
+      ``|| D - x_0 ||^2 = s^2 || eps_theta - eps ||^2`` (``s = sigma / alpha``,
+      ``sd = sigma_data``), i.e. ``w = (s^2 + sd^2) / sd^2``; with EDM preconditioning this
+      is unit weight on the network's own output.
+
+    ``time_sampling``: ``process`` draws from ``model.sde.sample_t`` (``U(eps, 1)`` for
+    continuous processes, ``n ~ U{1..N}`` for a discrete DDPM, Ho et al. Alg. 1);
+    ``lognormal`` draws ``log s ~ N(p_mean, p_std^2)`` (Karras et al. 2022, Table 1) and
+    trains at ``t = sde.t_of_sigma_hat(s)``.
 
     Args:
-        eps: smallest time, avoiding the singular std at t = 0 (their 1e-5).
+        eps: smallest time of ``process`` sampling (Song et al.: 1e-5).
+        weighting: ``sigma2`` or ``edm``.
+        time_sampling: ``process`` or ``lognormal``.
+        p_mean, p_std: the log-normal's parameters (-1.2, 1.2).
+        sigma_data: EDM's data std (0.5 for images in [-1, 1]).
     """
 
     monitor = "dsm_loss"
 
-    def __init__(self, eps: PositiveFloat = 1e-5) -> None:
-        self.eps = eps
+    def __init__(
+        self,
+        eps: PositiveFloat = 1e-5,
+        weighting: Literal["sigma2", "edm"] = "sigma2",
+        time_sampling: Literal["process", "lognormal"] = "process",
+        p_mean: float = -1.2,
+        p_std: PositiveFloat = 1.2,
+        sigma_data: PositiveFloat = 0.5,
+    ) -> None:
+        self.eps, self.weighting, self.time_sampling = eps, weighting, time_sampling
+        self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
 
     def check_model(self, model: nn.Module) -> None:
-        require(model, ScoreUNet, "objective 'continuous_dsm'")
+        require(model, DiffusionModel, "objective 'dsm' for diffusion models")
 
-    def _per_example(self, model: ScoreUNet, x: torch.Tensor, generator=None) -> torch.Tensor:
-        t = self.eps + (1 - self.eps) * torch.rand(x.shape[0], generator=generator, device=x.device)
-        mean, std = model.sde.marginal(x, t)
-        noise = torch.randn(x.shape, generator=generator, device=x.device)
-        x_t = mean + std.reshape(-1, *([1] * (x.ndim - 1))) * noise
-        return dsm_per_example(model.score(x_t, t), noise, std, "sigma2")
+    def sample_t(self, model: DiffusionModel, n: int, generator, device) -> torch.Tensor:
+        """``(n,)`` training times (see ``time_sampling``)."""
+        if self.time_sampling == "process":
+            return model.sde.sample_t(n, generator, device, self.eps)
+        log_s = self.p_mean + self.p_std * torch.randn(n, generator=generator, device=device)
+        return model.sde.t_of_sigma_hat(torch.exp(log_s))
+
+    def per_example(self, model: DiffusionModel, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` loss of model-space ``x0`` ``(B, ...)`` at times ``t`` with noise ``noise``."""
+        mean, std = model.sde.marginal(x0, t)
+        x_t = mean + std.reshape(-1, *([1] * (x0.ndim - 1))) * noise
+        err = 0.5 * (model.eps(x_t, t) - noise).pow(2).flatten(1).sum(1)
+        if self.weighting == "edm":
+            s2 = model.sde.sigma_hat(t) ** 2
+            err = err * (s2 + self.sigma_data**2) / self.sigma_data**2
+        return err
+
+    def _per_example(self, model: DiffusionModel, x: torch.Tensor, generator=None) -> torch.Tensor:
+        x0 = model.encode(x)
+        t = self.sample_t(model, x0.shape[0], generator, x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        return self.per_example(model, x0, t, noise)
 
     def loss(self, model, batch: Batch):
         loss = self._per_example(model, batch.x).mean()
@@ -99,3 +144,7 @@ class ContinuousDSM(Objective):
 
     def evaluate(self, model, batch: Batch, generator=None, final: bool = False):
         return {"dsm_loss": self._per_example(model, batch.x, generator)}
+
+
+#: The name of configs written before discrete / EDM processes (``objective/continuous_dsm``).
+ContinuousDSM = DiffusionDSM

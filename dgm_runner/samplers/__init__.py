@@ -3,6 +3,7 @@
 from dgm_runner.samplers.ancestral import AncestralSampler, GeneratorSampler
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.samplers.gibbs import GibbsSampler
+from dgm_runner.samplers.diffusion import DDIM, DDPMAncestral, HeunODE
 from dgm_runner.samplers.score import AnnealedLangevin, EulerMaruyama, PredictorCorrector
 
-__all__ = ["Sampler", "GibbsSampler", "AncestralSampler", "GeneratorSampler", "AnnealedLangevin", "EulerMaruyama", "PredictorCorrector"]
+__all__ = ["Sampler", "GibbsSampler", "AncestralSampler", "GeneratorSampler", "AnnealedLangevin", "EulerMaruyama", "PredictorCorrector", "DDPMAncestral", "DDIM", "HeunODE"]

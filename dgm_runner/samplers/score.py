@@ -1,6 +1,7 @@
 """Samplers for score models: annealed Langevin dynamics (Song & Ermon 2019; seed 001 Q4,
 Algorithm 1) and reverse-SDE samplers (Song et al. 2021): Euler-Maruyama and
-predictor-corrector. All are deterministic given the generator."""
+predictor-corrector (NFE = ``steps (1 + corrector_steps)``). All are deterministic given
+the generator. Few-step samplers (DDPM, DDIM, Heun): :mod:`dgm_runner.samplers.diffusion`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import math
 import torch
 
 from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt
-from dgm_runner.models.checks import require_attrs
+from dgm_runner.models.checks import require, require_attrs
+from dgm_runner.models.score import DiffusionModel
 from dgm_runner.samplers.base import Sampler
+from dgm_runner.samplers.diffusion import model_device
+from dgm_runner.sdes import _bcast
 
 
 def langevin_step(
@@ -64,14 +68,6 @@ class AnnealedLangevin(Sampler):
         return x
 
 
-def _time_grid(steps: int, eps: float, device: torch.device) -> torch.Tensor:
-    return torch.linspace(1.0, eps, steps, device=device)
-
-
-def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
-
-
 def _reverse_em(model, x, t, dt, generator):
     """One Euler-Maruyama step of the reverse SDE ``dx = [f - g^2 s] dt + g dw`` with
     ``dt < 0`` (Song et al. 2021, Eq. 6); returns (x, its noise-free mean)."""
@@ -84,19 +80,23 @@ def _reverse_em(model, x, t, dt, generator):
 
 class EulerMaruyama(Sampler):
     """Reverse-SDE Euler-Maruyama from the prior at t = 1 down to t = ``eps`` in ``steps``
-    steps; with ``denoise`` the last step returns the noise-free mean.
+    uniform steps (Song et al. 2021, Eq. 6; NFE = ``steps``); with ``denoise`` the last step
+    returns the noise-free mean. On a VP process few steps are unstable near t = 0 (the
+    step ratio ``beta(t) |dt| / sigma(t)^2`` grows like ``|dt| / t``): use ``ddim`` or
+    ``heun`` for few-step sampling. Returns images in data space (``model.decode``).
 
     Args:
         steps: number of time steps.
-        eps: final time (Song et al. use 1e-3).
+        eps: final time (Song et al. use 1e-3; at least the process's ``t_min``).
         denoise: drop the noise of the last step.
     """
 
     def __init__(self, steps: PositiveInt = 1000, eps: PositiveFloat = 1e-3, denoise: bool = True) -> None:
         self.steps, self.eps, self.denoise = steps, eps, denoise
+        self.nfe = 0
 
     def check_model(self, model: torch.nn.Module) -> None:
-        require_attrs(model, ("sde", "score"), "sampler 'euler_maruyama'")
+        require(model, DiffusionModel, "sampler 'euler_maruyama'")
 
     def correct(self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Corrector applied before each predictor step (none here; see PredictorCorrector)."""
@@ -104,16 +104,19 @@ class EulerMaruyama(Sampler):
 
     @torch.no_grad()
     def sample(self, model, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Returns ``(n, *model.image_shape)`` samples."""
-        device = next(iter(model.parameters()), torch.empty(0)).device
+        """Returns ``(n, *model.image_shape)`` samples in data space; sets ``self.nfe``."""
+        device = model_device(model)
+        self.nfe = 0
         x = model.sde.prior_sample((n, *model.image_shape), generator, device)
-        dt = -(1.0 - self.eps) / self.steps
+        eps = max(self.eps, model.sde.t_min)
+        dt = -(1.0 - eps) / self.steps
         mean = x
-        for t in _time_grid(self.steps, self.eps, device):
+        for t in torch.linspace(1.0, eps, self.steps, device=device):
             tt = t.expand(n)
             x = self.correct(model, x, tt, generator)
             x, mean = _reverse_em(model, x, tt, dt, generator)
-        return mean if self.denoise else x
+            self.nfe += 1
+        return model.decode(mean if self.denoise else x)
 
 
 class PredictorCorrector(EulerMaruyama):
@@ -142,12 +145,13 @@ class PredictorCorrector(EulerMaruyama):
         self.snr, self.corrector_steps = snr, corrector_steps
 
     def check_model(self, model: torch.nn.Module) -> None:
-        require_attrs(model, ("sde", "score"), "sampler 'pc'")
+        require(model, DiffusionModel, "sampler 'pc'")
 
     def correct(self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``corrector_steps`` Langevin steps at time ``t`` with the SNR-based step size."""
         for _ in range(self.corrector_steps):
             grad = model.score(x, t)
+            self.nfe += 1
             z = torch.randn(x.shape, generator=generator, device=x.device)
             grad_norm = grad.flatten(1).norm(dim=1).mean()
             noise_norm = z.flatten(1).norm(dim=1).mean()

@@ -1,0 +1,283 @@
+"""Diffusion processes, samplers, losses and likelihoods (issue 14) against closed forms:
+Gaussian data N(mu, s^2 I) have Gaussian marginals under every process, so the exact
+noise prediction, score, density and entropy are known (``GaussianOracle``)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dgm_runner.data.base import ImageData
+from dgm_runner.metrics.likelihood import (
+    _divergence,
+    ddpm_bound,
+    discretized_gaussian_log_likelihood,
+    pf_ode_bits_per_dim,
+    pf_ode_log_likelihood,
+)
+from dgm_runner.models.oracle import GaussianOracle
+from dgm_runner.models.score import ScoreUNet
+from dgm_runner.objectives.dsm import DiffusionDSM
+from dgm_runner.run import train
+from dgm_runner.samplers import DDIM, DDPMAncestral, EulerMaruyama, HeunODE, PredictorCorrector
+from dgm_runner.samplers.diffusion import edm_sigma_grid, gaussian_posterior
+from dgm_runner.sdes import DiscreteDDPM, EDMProcess, VESDE, VPSDE, ddpm_betas
+from tests.conftest import SMALL, needs_mnist
+
+MU, STD = torch.tensor([1.0, -0.5]), 0.5
+
+PROCESSES = {
+    "ve": lambda: VESDE(0.01, 50.0),
+    "vp": lambda: VPSDE(0.1, 20.0),
+    "ddpm_linear": lambda: DiscreteDDPM(1000, "linear"),
+    "ddpm_cosine": lambda: DiscreteDDPM(1000, "cosine"),
+    "edm": lambda: EDMProcess(0.002, 80.0, 7.0),
+}
+SAMPLERS = {
+    "ddpm": lambda: DDPMAncestral(steps=1000),
+    "ddim": lambda: DDIM(steps=250, eta=0.0),
+    "heun": lambda: HeunODE(steps=80),
+    "em": lambda: EulerMaruyama(steps=1000),
+    "pc": lambda: PredictorCorrector(steps=500, snr=0.16),
+}
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_reproduces_gaussian_moments_with_the_exact_oracle(process, sampler):
+    n = 20_000
+    x = SAMPLERS[sampler]().sample(GaussianOracle(PROCESSES[process](), MU, STD), n, torch.Generator().manual_seed(0))
+    assert torch.allclose(x.mean(0), MU, atol=5 * STD / math.sqrt(n) + 0.01)
+    var = x.var(0)
+    assert torch.allclose(var, torch.full_like(var, STD**2), rtol=0.06), var
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_t_of_sigma_hat_inverts_sigma_hat(process):
+    sde = PROCESSES[process]()
+    t = torch.linspace(max(sde.t_min, 0.01), 1.0, 37)
+    torch.testing.assert_close(sde.t_of_sigma_hat(sde.sigma_hat(t)), t, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_marginal_variance_solves_the_forward_sde(process):
+    # for dx = f x dt + g dw started at a point, Var_t = sigma^2 obeys dVar/dt = 2 f Var + g^2
+    sde = PROCESSES[process]()
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64) + 0.0003  # between DDPM steps
+    h = 1e-4
+    dvar = (sde.sigma(t + h) ** 2 - sde.sigma(t - h) ** 2) / (2 * h)
+    expected = 2 * sde.dlog_alpha_dt(t) * sde.sigma(t) ** 2 + sde.diffusion(t) ** 2
+    torch.testing.assert_close(dvar.float(), expected.float(), rtol=1e-3, atol=1e-5)
+
+
+def test_discrete_ddpm_matches_ho_et_al_at_integer_steps():
+    sde = DiscreteDDPM(1000, "linear")
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0)
+    n = torch.tensor([1, 2, 10, 500, 1000])
+    torch.testing.assert_close(sde.alpha(n / 1000.0) ** 2, abar[n - 1].float(), rtol=1e-4, atol=1e-7)
+    # the posterior at consecutive steps: Ho et al. Eq. 7 (mean coefficients, beta_tilde)
+    t, s = n[1:] / 1000.0, (n[1:] - 1) / 1000.0
+    a, b, v = gaussian_posterior(sde, t, s)
+    ab_t, ab_s, beta = abar[n[1:] - 1], abar[n[1:] - 2], betas[n[1:] - 1]
+    torch.testing.assert_close(a, (torch.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)).float(), rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(b, (torch.sqrt(ab_s) * beta / (1 - ab_t)).float(), rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(v, ((1 - ab_s) / (1 - ab_t) * beta).float(), rtol=1e-3, atol=1e-8)
+    # the cosine schedule of Nichol & Dhariwal, Eq. 17, and the T-scaled linear one
+    cos = ddpm_betas(1000, "cosine")
+    f = lambda k: math.cos((k / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    assert float(torch.cumprod(1 - cos, 0)[499]) == pytest.approx(f(500) / f(0), rel=1e-6)
+    assert float(ddpm_betas(100, "linear")[-1]) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="sampler.steps"):
+        sde.time_grid(1001, 1e-3)
+
+
+def test_ddim_with_eta_one_is_ddpm_ancestral_sampling():
+    model = GaussianOracle(DiscreteDDPM(100, "linear"), MU, STD)
+    a = DDPMAncestral(steps=40).sample(model, 500, torch.Generator().manual_seed(1))
+    b = DDIM(steps=40, eta=1.0).sample(model, 500, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", [DDIM(steps=10, eta=0.0), HeunODE(steps=6)], ids=["ddim", "heun"])
+def test_ddim_and_heun_are_deterministic_given_the_initial_noise(sampler):
+    model = GaussianOracle(VPSDE(), MU, STD)
+    gen = torch.Generator().manual_seed(2)
+    x = sampler.sample(model, 64, gen)
+    after_sampling = gen.get_state()
+    gen2 = torch.Generator().manual_seed(2)
+    torch.randn((64, 2), generator=gen2)  # the initial noise and nothing else
+    assert torch.equal(after_sampling, gen2.get_state())
+    torch.testing.assert_close(x, sampler.sample(model, 64, torch.Generator().manual_seed(2)))
+
+
+def test_samplers_count_their_network_evaluations():
+    model = GaussianOracle(EDMProcess(), MU, STD)
+    calls = {"n": 0}
+    original = model.eps
+
+    def counted(x, t):
+        calls["n"] += 1
+        return original(x, t)
+
+    model.eps = counted
+    for sampler, expected in [
+        (DDIM(steps=7), 7), (DDPMAncestral(steps=9), 9), (HeunODE(steps=5), 9),
+        (EulerMaruyama(steps=11), 11), (PredictorCorrector(steps=6, corrector_steps=2), 18),
+    ]:
+        calls["n"] = 0
+        sampler.sample(model, 4, torch.Generator().manual_seed(0))
+        assert sampler.nfe == expected == calls["n"], type(sampler).__name__
+
+
+def test_edm_grid_is_karras_eq5():
+    grid = edm_sigma_grid(18, 0.002, 80.0, 7.0)
+    assert grid.shape == (19,) and float(grid[-1]) == 0.0
+    assert float(grid[0]) == pytest.approx(80.0, rel=1e-5) and float(grid[-2]) == pytest.approx(0.002, rel=1e-4)
+    i = 5
+    assert float(grid[i]) == pytest.approx((80 ** (1 / 7) + i / 17 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7, rel=1e-5)
+
+
+@pytest.mark.parametrize("process", ["ve", "vp", "ddpm_linear", "edm"])
+@pytest.mark.parametrize("weighting,time_sampling", [("sigma2", "process"), ("edm", "lognormal")])
+def test_each_loss_is_minimised_by_the_exact_oracle(process, weighting, time_sampling):
+    sde = PROCESSES[process]()
+    objective = DiffusionDSM(weighting=weighting, time_sampling=time_sampling)
+    gen = torch.Generator().manual_seed(3)
+    x0 = MU + STD * torch.randn(20_000, 2, generator=gen)
+    t = objective.sample_t(GaussianOracle(sde, MU, STD), x0.shape[0], gen, x0.device)
+    noise = torch.randn(x0.shape, generator=gen)
+    exact = objective.per_example(GaussianOracle(sde, MU, STD), x0, t, noise).mean()
+    for delta in (0.05, -0.05):
+        assert objective.per_example(GaussianOracle(sde, MU, STD, perturb=delta), x0, t, noise).mean() > exact
+
+
+@pytest.mark.parametrize("process", ["ve", "vp", "ddpm_linear", "edm"])
+def test_pf_ode_likelihood_of_gaussian_data_is_the_closed_form(process):
+    mu = torch.zeros(2)  # a centred mean: the prior N(0, prior_std^2) then matches p_T
+    model = GaussianOracle(PROCESSES[process](), mu, 0.7)
+    x = 0.7 * torch.randn(100, 2, generator=torch.Generator().manual_seed(4))
+    logp, nfe = pf_ode_log_likelihood(model, x, trace="exact")
+    assert nfe > 10
+    assert float((logp - model.log_density(x)).abs().max()) / 2 < 1e-2  # nats per dimension
+
+
+def test_hutchinson_divergence_is_unbiased_with_its_known_variance():
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(6, 6, generator=gen)
+    fn = lambda x: x @ a.T  # noqa: E731  (Jacobian a, divergence tr a)
+    r = 20_000
+    probe = torch.randint(0, 2, (r, 6), generator=gen).float() * 2 - 1
+    _, est = _divergence(fn, torch.randn(r, 6, generator=gen), probe)
+    _, exact = _divergence(fn, torch.randn(3, 6), None)
+    torch.testing.assert_close(exact, torch.full((3,), float(torch.trace(a))))
+    off = ~torch.eye(6, dtype=torch.bool)
+    var = float((a[off] * (a[off] + a.T[off])).sum())  # Var z^T A z for Rademacher z
+    assert abs(float(est.mean()) - float(torch.trace(a))) < 4 * math.sqrt(var / r)
+    assert float(est.var()) == pytest.approx(var, rel=0.1)
+
+
+def test_bits_per_dim_units_follow_the_dequantization_formula():
+    # a centred "image" model whose exact density is known: bits/dim from the PF ODE must
+    # equal (-(log N(2y - 1) + D log 2) / D + log 256) / log 2 on the same dequantized y
+    shape = (1, 2, 2)
+    sde = VPSDE()
+    mu = torch.zeros(shape)
+    model = GaussianOracle(sde, mu, 0.6)
+    model.centered = True
+    k = torch.randint(0, 256, (8, *shape), generator=torch.Generator().manual_seed(6)).float()
+    data = ImageData("toy", k / 255, torch.zeros(8, dtype=torch.long), k / 255, torch.zeros(8, dtype=torch.long), 1, False)
+    out = pf_ode_bits_per_dim(model, None, data, seed=7, final=True, n=8, batch_size=8, trace="exact")
+    y = (k + torch.rand(k.shape, generator=torch.Generator().manual_seed(7))) / 256
+    z = (2 * y - 1).flatten(1)
+    d = 4
+    logp_z = -0.5 * (z**2).sum(1) / 0.36 - 0.5 * d * math.log(2 * math.pi * 0.36)
+    expected = ((-(logp_z + d * math.log(2)) / d + math.log(256)) / math.log(2)).mean()
+    assert out["bits_per_dim"] == pytest.approx(float(expected), abs=0.02)
+    assert out["bits_per_dim_n"] == 8
+
+
+def test_discretized_decoder_is_a_distribution_over_the_256_values():
+    values = torch.linspace(-1, 1, 256)[:, None]  # one dimension, every 8-bit value
+    for mean, std in [(0.3, 0.01), (-0.99, 0.2), (0.999, 0.05)]:
+        logp = discretized_gaussian_log_likelihood(values, torch.full_like(values, mean), std, 1 / 255, -1.0, 1.0)
+        assert float(logp.exp().sum()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_ddpm_bound_is_above_the_entropy_and_tightens_with_more_steps():
+    # E[-ELBO] >= E[-log p_theta] >= H(data); with the exact epsilon the gap shrinks with N
+    entropy = 0.5 * 2 * math.log(2 * math.pi * math.e * STD**2)
+    bounds = []
+    for steps in (10, 100, 1000):
+        model = GaussianOracle(DiscreteDDPM(steps, "linear"), MU, STD)
+        x = MU + STD * torch.randn(4000, 2, generator=torch.Generator().manual_seed(8))
+        nats = ddpm_bound(model, x, torch.Generator().manual_seed(9), decoder="gaussian")
+        se = float(nats.std()) / math.sqrt(len(nats))
+        bounds.append(float(nats.mean()))
+        assert bounds[-1] > entropy - 3 * se
+    assert bounds[0] > bounds[1] > bounds[2]
+    with pytest.raises(TypeError, match="discrete DDPM"):
+        ddpm_bound(GaussianOracle(VPSDE(), MU, STD), MU[None], None)
+
+
+def test_edm_preconditioning_follows_karras_table1():
+    unet = ScoreUNet((1, 8, 8), channels=(4, 8, 8), groups=2, emb_dim=16, sde="edm", sigma_min=0.002,
+                     sigma_max=80.0, preconditioning="edm", centered=True)
+    captured = {}
+
+    def fake_network(x, cond):
+        captured["x"], captured["cond"] = x, cond
+        return torch.ones_like(x)
+
+    unet.network = fake_network
+    x = torch.randn(3, 1, 8, 8)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    s = unet.sde.sigma(t)
+    x0 = unet.denoise(x, t)
+    sd = 0.5
+    c_skip, c_out, c_in = sd**2 / (s**2 + sd**2), s * sd / (s**2 + sd**2).sqrt(), 1 / (s**2 + sd**2).sqrt()
+    torch.testing.assert_close(x0, c_skip[:, None, None, None] * x + c_out[:, None, None, None])
+    torch.testing.assert_close(captured["x"], c_in[:, None, None, None] * x)
+    torch.testing.assert_close(captured["cond"], torch.log(s) / 4)
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model.sde=edm", "model.sigma_min=0.002", "model.sigma_max=80", "model.preconditioning=edm", "objective=edm",
+         "sampler=heun", "sampler.steps=3"],
+    ],
+    ids=["ddpm", "edm"],
+)
+def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(compose_cfg, tmp_path, overrides):
+    cfg = compose_cfg(
+        "experiment=ddpm_mnist_cpu", *SMALL, "model.channels=[8,16,16]", "model.groups=4", "model.timesteps=20",
+        "sampler.steps=4", "~sample_metrics.fid", "sample_metrics.bpd.n=2", "sample_metrics.bpd.rtol=1e-2",
+        "sample_metrics.bpd.atol=1e-2", "sample_metrics.bpd_vlb.n=2", *overrides,
+    )
+    final = train(cfg, tmp_path)
+    assert final["status"] == "completed"
+    assert 0 < final["test/bits_per_dim"] < 100 and final["test/bits_per_dim_n"] == 2
+    if not overrides:  # the discrete model also has Ho et al.'s bound
+        assert final["test/bits_per_dim_vlb"] > 0
+    for rel in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "samples/final.png", "tb"):
+        assert (tmp_path / rel).exists(), rel
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
+    # any fitting sampler samples the trained run; a wrong name is one line
+    for sampler in ("ddim", "heun", "ddpm", "euler_maruyama"):
+        proc = subprocess.run(
+            [sys.executable, "-c", "from dgm_runner.sample import main; main()", str(tmp_path), f"sampler={sampler}",
+             "sampler.steps=3", "n=4"], capture_output=True, text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "samples" / f"sample_{sampler}_n4_seed0.png").is_file()
+    proc = subprocess.run(
+        [sys.executable, "-c", "from dgm_runner.sample import main; main()", str(tmp_path), "sampler=nope"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 1 and "choose one of" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
