@@ -80,7 +80,7 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
     try:
         objective.check_model(model)
         sampler.check_model(model)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # e.g. a sampler that does not fit, steps > a DDPM's N
         raise ConfigError(str(err)) from None
     return Components(data, model, objective, sampler)
 

@@ -26,8 +26,8 @@ import math
 import torch
 
 
-def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` -> ``(B, 1, ..., 1)`` to multiply ``x``."""
+def bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` per-example values -> ``(B, 1, ..., 1)``, to multiply ``x`` of shape ``(B, ...)``."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
 
 
@@ -85,11 +85,11 @@ class SDE:
 
     def marginal(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``(B, ...)`` and std ``(B,)`` of the Gaussian ``p_t(x_t | x_0)``."""
-        return _bcast(self.alpha(t), x0) * x0, self.sigma(t)
+        return bcast(self.alpha(t), x0) * x0, self.sigma(t)
 
     def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``f(x, t) = (d log alpha / dt) x``, same shape as x."""
-        return _bcast(self.dlog_alpha_dt(t), x) * x
+        return bcast(self.dlog_alpha_dt(t), x) * x
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(d sigma^2 / dt - 2 (d log alpha / dt) sigma^2)``, ``(B,)``."""

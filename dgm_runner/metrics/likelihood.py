@@ -51,7 +51,7 @@ from dgm_runner.config import PositiveFloat, PositiveInt
 from dgm_runner.data.base import ImageData
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.samplers.diffusion import gaussian_posterior
-from dgm_runner.sdes import DiscreteDDPM, _bcast
+from dgm_runner.sdes import DiscreteDDPM, bcast
 
 log = logging.getLogger("dgm_runner")
 
@@ -107,7 +107,7 @@ def pf_ode_log_likelihood(
     n_x = x0.numel()
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        g = _bcast(sde.diffusion(t), x)
+        g = bcast(sde.diffusion(t), x)
         return sde.drift(x, t) - 0.5 * g**2 * model.score(x, t)
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
@@ -128,6 +128,12 @@ def pf_ode_log_likelihood(
     var = sde.prior_std() ** 2
     prior = -0.5 * (x_t**2).sum(1) / var - 0.5 * d * math.log(2 * math.pi * var)
     return (prior + integral).float(), int(sol.nfev)
+
+
+def _summary(name: str, values: torch.Tensor) -> dict[str, float]:
+    """``{name: mean, name_se: standard error, name_n: count}`` of ``(N,)`` per-image values."""
+    se = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return {name: float(values.mean()), f"{name}_se": se, f"{name}_n": float(len(values))}
 
 
 def _pixel_values(data: ImageData, n: int) -> torch.Tensor:
@@ -174,12 +180,7 @@ def pf_ode_bits_per_dim(
         nfes.append(nfe)
     model.train(was_training)
     values = torch.cat(bpd)
-    out = {
-        "bits_per_dim": float(values.mean()),
-        "bits_per_dim_se": float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan"),
-        "bits_per_dim_n": float(len(values)),
-        "bits_per_dim_nfe": float(np.mean(nfes)),
-    }
+    out = {**_summary("bits_per_dim", values), "bits_per_dim_nfe": float(np.mean(nfes))}
     log.info("bits/dim (probability-flow ODE, %s trace): %.4f +- %.4f on %d test images", trace, out["bits_per_dim"], out["bits_per_dim_se"], len(values))
     return out
 
@@ -234,18 +235,18 @@ def ddpm_bound(
     device = x0.device
     t_last = torch.full((b,), 1.0, device=device)
     abar_n = sde.alpha(t_last) ** 2
-    total = 0.5 * (_bcast(abar_n, x0) * x0**2 - _bcast(abar_n, x0) - _bcast(torch.log1p(-abar_n), x0)).flatten(1).sum(1)
+    total = 0.5 * (bcast(abar_n, x0) * x0**2 - bcast(abar_n, x0) - bcast(torch.log1p(-abar_n), x0)).flatten(1).sum(1)
     for k in range(2, big_n + 1):  # L_{k-1}: KL of the reverse step k -> k-1
         t = torch.full((b,), k / big_n, device=device)
         s = torch.full((b,), (k - 1) / big_n, device=device)
         mean, std = sde.marginal(x0, t)
-        x_t = mean + _bcast(std, x0) * torch.randn(x0.shape, generator=generator, device=device)
+        x_t = mean + bcast(std, x0) * torch.randn(x0.shape, generator=generator, device=device)
         _, x0_hat = model.eps_and_x0(x_t, t)
         _, coef_x0, var = gaussian_posterior(sde, t, s)
-        total = total + (_bcast(coef_x0**2 / (2 * var), x0) * (x0 - x0_hat) ** 2).flatten(1).sum(1)
+        total = total + (bcast(coef_x0**2 / (2 * var), x0) * (x0 - x0_hat) ** 2).flatten(1).sum(1)
     t1 = torch.full((b,), 1.0 / big_n, device=device)
     mean, std = sde.marginal(x0, t1)
-    x1 = mean + _bcast(std, x0) * torch.randn(x0.shape, generator=generator, device=device)
+    x1 = mean + bcast(std, x0) * torch.randn(x0.shape, generator=generator, device=device)
     _, x0_hat = model.eps_and_x0(x1, t1)
     dec_std = float(sde.betas[0].sqrt())
     if decoder == "gaussian":
@@ -288,11 +289,6 @@ def ddpm_bound_bits_per_dim(
         nats = ddpm_bound(model, x0, gen, "discretized", half, (lo, hi))
         values.append(nats / (d * math.log(2.0)))
     model.train(was_training)
-    v = torch.cat(values)
-    out = {
-        "bits_per_dim_vlb": float(v.mean()),
-        "bits_per_dim_vlb_se": float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan"),
-        "bits_per_dim_vlb_n": float(len(v)),
-    }
-    log.info("bits/dim (DDPM bound): %.4f +- %.4f on %d test images", out["bits_per_dim_vlb"], out["bits_per_dim_vlb_se"], len(v))
+    out = _summary("bits_per_dim_vlb", torch.cat(values))
+    log.info("bits/dim (DDPM bound): %.4f +- %.4f on %d test images", out["bits_per_dim_vlb"], out["bits_per_dim_vlb_se"], int(out["bits_per_dim_vlb_n"]))
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from dgm_runner.models.score import DiffusionModel
-from dgm_runner.sdes import SDE, _bcast
+from dgm_runner.sdes import SDE, bcast
 
 
 class GaussianOracle(DiffusionModel):
@@ -30,7 +30,7 @@ class GaussianOracle(DiffusionModel):
 
     def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, d)`` states at ``(B,)`` times -> exact ``E[eps | x_t]`` (+ ``perturb``)."""
-        alpha, sigma = _bcast(self.sde.alpha(t), x), _bcast(self.sde.sigma(t), x)
+        alpha, sigma = bcast(self.sde.alpha(t), x), bcast(self.sde.sigma(t), x)
         var = alpha**2 * self.std**2 + sigma**2
         return sigma * (x - alpha * self.mu) / var + self.perturb
 

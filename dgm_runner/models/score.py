@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dgm_runner.config import PositiveFloat, PositiveInt
-from dgm_runner.sdes import SDE, _bcast, make_sde
+from dgm_runner.sdes import SDE, bcast, make_sde
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int) -> torch.Tensor:
@@ -118,7 +118,7 @@ class DiffusionModel(nn.Module):
 
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` estimate of ``grad_x log p_t(x)``."""
-        return -self.eps(x, t) / _bcast(self.sde.sigma(t), x)
+        return -self.eps(x, t) / bcast(self.sde.sigma(t), x)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` estimate of ``x_0`` (model space) from ``x_t``."""
@@ -127,7 +127,7 @@ class DiffusionModel(nn.Module):
     def eps_and_x0(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One network evaluation -> ``(eps, x0)`` estimates, both ``(B, ...)``."""
         eps = self.eps(x, t)
-        return eps, (x - _bcast(self.sde.sigma(t), x) * eps) / _bcast(self.sde.alpha(t), x)
+        return eps, (x - bcast(self.sde.sigma(t), x) * eps) / bcast(self.sde.alpha(t), x)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Data in [0, 1] -> model space."""
@@ -236,13 +236,13 @@ class ScoreUNet(DiffusionModel):
         """``(B, C, H, W)`` noisy images (model space) at times ``(B,)`` -> predicted noise."""
         if self.preconditioning == "none":
             return self.network(x, t)
-        alpha = _bcast(self.sde.alpha(t), x)
+        alpha = bcast(self.sde.alpha(t), x)
         s = self.sde.sigma_hat(t)
         x_hat = x / alpha
         sd2 = self.sigma_data**2
         c_skip = sd2 / (s**2 + sd2)
         c_out = s * self.sigma_data / torch.sqrt(s**2 + sd2)
         c_in = 1.0 / torch.sqrt(s**2 + sd2)
-        f = self.network(_bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
+        f = self.network(bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
         # eps = (x_hat - D) / s with D = c_skip x_hat + c_out F
-        return (_bcast((1.0 - c_skip) / s, x) * x_hat) - _bcast(c_out / s, x) * f
+        return (bcast((1.0 - c_skip) / s, x) * x_hat) - bcast(c_out / s, x) * f

@@ -19,7 +19,7 @@ from dgm_runner.config import PositiveFloat, PositiveInt, UnitInterval
 from dgm_runner.models.checks import require
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.samplers.base import Sampler
-from dgm_runner.sdes import _bcast
+from dgm_runner.sdes import bcast
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -62,7 +62,7 @@ class _GridSampler(Sampler):
         eps, x0 = model.eps_and_x0(x, t)
         if self.clip:
             x0 = x0.clamp(-1.0, 1.0) if model.centered else x0.clamp(0.0, 1.0)
-            eps = (x - _bcast(model.sde.alpha(t), x) * x0) / _bcast(model.sde.sigma(t), x)
+            eps = (x - bcast(model.sde.alpha(t), x) * x0) / bcast(model.sde.sigma(t), x)
         return eps, x0
 
     def update(self, model, x, eps, x0, t, s, generator) -> torch.Tensor:
@@ -108,7 +108,7 @@ class DDPMAncestral(_GridSampler):
     def update(self, model, x, eps, x0, t, s, generator):
         a, b, v = gaussian_posterior(model.sde, t, s)
         z = torch.randn(x.shape, generator=generator, device=x.device)
-        return _bcast(a, x) * x + _bcast(b, x) * x0 + _bcast(v.sqrt(), x) * z
+        return bcast(a, x) * x + bcast(b, x) * x0 + bcast(v.sqrt(), x) * z
 
 
 class DDIM(_GridSampler):
@@ -134,9 +134,9 @@ class DDIM(_GridSampler):
     def update(self, model, x, eps, x0, t, s, generator):
         _, _, v = gaussian_posterior(model.sde, t, s)
         c = self.eta * v.sqrt()
-        out = _bcast(model.sde.alpha(s), x) * x0 + _bcast((model.sde.sigma(s) ** 2 - c**2).clamp_min(0).sqrt(), x) * eps
+        out = bcast(model.sde.alpha(s), x) * x0 + bcast((model.sde.sigma(s) ** 2 - c**2).clamp_min(0).sqrt(), x) * eps
         if self.eta > 0:
-            out = out + _bcast(c, x) * torch.randn(x.shape, generator=generator, device=x.device)
+            out = out + bcast(c, x) * torch.randn(x.shape, generator=generator, device=x.device)
         return out
 
 
@@ -180,9 +180,9 @@ class HeunODE(Sampler):
         self.nfe += 1
         s = sigma_hat.expand(x_hat.shape[0])
         t = model.sde.t_of_sigma_hat(s)
-        alpha = _bcast(model.sde.alpha(t), x_hat)
+        alpha = bcast(model.sde.alpha(t), x_hat)
         x0 = model.denoise(alpha * x_hat, t)
-        return (x_hat - x0) / _bcast(s, x_hat)
+        return (x_hat - x0) / bcast(s, x_hat)
 
     @torch.no_grad()
     def sample(self, model: DiffusionModel, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dgm_runner.models.checks import require, require_attrs
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.samplers.diffusion import model_device
-from dgm_runner.sdes import _bcast
+from dgm_runner.sdes import bcast
 
 
 def langevin_step(
@@ -71,7 +71,7 @@ class AnnealedLangevin(Sampler):
 def _reverse_em(model, x, t, dt, generator):
     """One Euler-Maruyama step of the reverse SDE ``dx = [f - g^2 s] dt + g dw`` with
     ``dt < 0`` (Song et al. 2021, Eq. 6); returns (x, its noise-free mean)."""
-    g = _bcast(model.sde.diffusion(t), x)
+    g = bcast(model.sde.diffusion(t), x)
     drift = model.sde.drift(x, t) - g**2 * model.score(x, t)
     mean = x + drift * dt
     z = torch.randn(x.shape, generator=generator, device=x.device)

@@ -1,0 +1,119 @@
+"""Samplers x NFE for one trained diffusion run: sample quality (classifier-feature FID,
+KID, precision / recall against the test split) and sampling seconds per 1000 images for
+each row, the table of the README's diffusion section (``scripts/sampler_table.py``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from dgm_runner import CONFIG_DIR
+from dgm_runner.build import restore_run
+from dgm_runner.config import ConfigError
+from dgm_runner.evaluation import draw_samples
+from dgm_runner.metrics.features import load_feature_classifier
+from dgm_runner.metrics.fid import extract_features, frechet_distance, kernel_distance, precision_recall, real_features
+
+log = logging.getLogger("dgm_runner")
+
+
+def parse_rows(specs: list[str]) -> list[tuple[str, int, dict[str, Any]]]:
+    """``["ddim:10,20", "ddim:10+eta=1", "heun:5"]`` -> ``[(entry, steps, extra keys), ...]``.
+
+    Raises:
+        ConfigError: a spec is not ``entry:steps[,steps...][+key=value...]`` or names no
+            entry of ``configs/sampler``.
+    """
+    rows = []
+    for spec in specs:
+        name, _, rest = spec.partition(":")
+        steps_part, *extras = rest.split("+")
+        if not (Path(CONFIG_DIR) / "sampler" / f"{name}.yaml").is_file() or not steps_part:
+            raise ConfigError(f"row {spec!r}: expected <sampler entry>:<steps>[,<steps>...][+key=value], e.g. ddim:10,20,50")
+        extra = {}
+        for item in extras:
+            key, _, value = item.partition("=")
+            extra[key] = yaml.safe_load(value)
+        rows += [(name, int(s), extra) for s in steps_part.split(",")]
+    return rows
+
+
+def sampler_table(
+    run_dir: str | Path,
+    specs: list[str],
+    n: int = 1000,
+    seed: int = 0,
+    batch_size: int = 500,
+    checkpoint: str = "last",
+    device: str = "auto",
+) -> list[dict[str, Any]]:
+    """Sample ``n`` images per row (:func:`parse_rows`) from the run's checkpoint (EMA weights
+    where kept) and score them.
+
+    Returns:
+        One dict per row: ``sampler``, ``steps``, ``nfe`` (network evaluations per sample, as
+        counted by the sampler), ``seconds_per_1000`` (wall-clock of sampling alone),
+        ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``n``, plus the extra keys.
+
+    Raises:
+        ConfigError: a bad row spec or a sampler that does not fit the model;
+        CheckpointError / DataError: as :func:`dgm_runner.build.restore_run`;
+        FeatureClassifierMissing: no feature classifier for the dataset.
+    """
+    rows = parse_rows(specs)
+    out = []
+    classifier = real = None
+    for name, steps, extra in tqdm(rows, desc="sampler table"):
+        node = OmegaConf.load(Path(CONFIG_DIR) / "sampler" / f"{name}.yaml")
+        node.steps = steps
+        for key, value in extra.items():
+            node[key] = value
+        _, comps, _ = restore_run(run_dir, checkpoint, device, {"sampler": node})
+        data, model, sampler = comps.data, comps.model, comps.sampler
+        dev = data.test_x.device
+        if classifier is None:
+            classifier, info = load_feature_classifier(data.name, dev)
+            real = real_features(classifier, info, data.test_x, batch_size)
+        start = time.perf_counter()
+        images = draw_samples(model, sampler, n, seed, dev, batch_size)
+        seconds = time.perf_counter() - start
+        fake = extract_features(classifier, images.float().clamp(0, 1), batch_size)
+        kid, kid_std = kernel_distance(real, fake, 100, 1000, seed)
+        precision, recall = precision_recall(real, fake, 3)
+        row = {
+            "sampler": name, "steps": steps, **extra, "nfe": int(getattr(sampler, "nfe", steps)),
+            "seconds_per_1000": seconds * 1000.0 / n, "fid": frechet_distance(real, fake), "kid": kid,
+            "kid_std": kid_std, "precision": precision, "recall": recall, "n": n,
+        }
+        log.info("%s", row)
+        out.append(row)
+    return out
+
+
+def format_markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table (FID and KID in the units of the README's other tables)."""
+    lines = ["| sampler | steps | NFE | FID | KID | precision | recall | s / 1000 images |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        extra = "".join(f", {k}={v}" for k, v in r.items() if k not in {
+            "sampler", "steps", "nfe", "seconds_per_1000", "fid", "kid", "kid_std", "precision", "recall", "n"})
+        lines.append(
+            f"| {r['sampler']}{extra} | {r['steps']} | {r['nfe']} | {r['fid']:.1f} | {r['kid']:.1f} +- {r['kid_std']:.1f} "
+            f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_1000']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def write(rows: list[dict[str, Any]], out: Path) -> None:
+    """``out.json`` and ``out.md`` (atomic writes)."""
+    from dgm_runner.io.atomic import atomic_open, write_json
+
+    write_json(out.with_suffix(".json"), rows)
+    with atomic_open(out.with_suffix(".md"), "w") as f:
+        f.write(format_markdown(rows) + "\n")
+
