@@ -270,6 +270,13 @@ def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(com
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "samples" / f"sample_{sampler}_n4_seed0.png").is_file()
     proc = subprocess.run(
+        [sys.executable, "-c", "from dgm_runner.evaluate import main; main()", str(tmp_path), "sampler=ddim",
+         "sampler.steps=2"], capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "eval" / "metrics_ddim_steps=2.json").read_text())
+    assert record["sampler"]["steps"] == 2 and "test/bits_per_dim" in record
+    proc = subprocess.run(
         [sys.executable, "-c", "from dgm_runner.sample import main; main()", str(tmp_path), "sampler=nope"],
         capture_output=True, text=True,
     )

@@ -96,12 +96,14 @@ def sampler_table(
     return out
 
 
+_COLUMNS = {"sampler", "steps", "nfe", "seconds_per_1000", "fid", "kid", "kid_std", "precision", "recall", "n"}
+
+
 def format_markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (FID and KID in the units of the README's other tables)."""
     lines = ["| sampler | steps | NFE | FID | KID | precision | recall | s / 1000 images |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        extra = "".join(f", {k}={v}" for k, v in r.items() if k not in {
-            "sampler", "steps", "nfe", "seconds_per_1000", "fid", "kid", "kid_std", "precision", "recall", "n"})
+        extra = "".join(f", {k}={v}" for k, v in r.items() if k not in _COLUMNS)
         lines.append(
             f"| {r['sampler']}{extra} | {r['steps']} | {r['nfe']} | {r['fid']:.1f} | {r['kid']:.1f} +- {r['kid_std']:.1f} "
             f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_1000']:.1f} |"
@@ -109,11 +111,32 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """FID (log scale) against NFE (log scale), one line per sampler (and extra keys)."""
+    from dgm_runner.io.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        extra = ", ".join(f"{k}={v}" for k, v in r.items() if k not in _COLUMNS)
+        groups.setdefault(r["sampler"] + (f" ({extra})" if extra else ""), []).append(r)
+    for label, group in groups.items():
+        group = sorted(group, key=lambda r: r["nfe"])
+        ax.plot([r["nfe"] for r in group], [r["fid"] for r in group], marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="network evaluations per sample (NFE)", ylabel="FID (classifier features)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def write(rows: list[dict[str, Any]], out: Path) -> None:
-    """``out.json`` and ``out.md`` (atomic writes)."""
+    """``out.json``, ``out.md`` and ``out.png`` (:func:`plot`), atomic writes."""
     from dgm_runner.io.atomic import atomic_open, write_json
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), rows)
     with atomic_open(out.with_suffix(".md"), "w") as f:
         f.write(format_markdown(rows) + "\n")
+    plot(rows, out.with_suffix(".png"))
 

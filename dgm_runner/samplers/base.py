@@ -11,7 +11,10 @@ class Sampler:
 
     ``sample(model, n, generator)`` returns ``(n, C, H, W)`` images in [0, 1] and is
     deterministic given ``generator``. ``check_model`` raises ``TypeError`` (one line)
-    when the sampler cannot draw from ``model``.
+    when the sampler cannot draw from ``model`` (``ValueError`` for settings that do not
+    fit it, e.g. more steps than a discrete DDPM has); the loop turns both into a
+    ConfigError. Diffusion samplers also record ``nfe``, the network evaluations per
+    sample of their last call.
     """
 
     #: Whether this sampler draws anything (false for :class:`NoSampler`: no grids, no FID).
