@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
+from omegaconf import DictConfig, OmegaConf
+
+from dgm_runner import CONFIG_DIR
 from dgm_runner.config import ConfigError
 from dgm_runner.data.base import DataError
 from dgm_runner.io.checkpoint import CheckpointError
@@ -69,6 +73,20 @@ def rewrite_sampler_args(argv: list[str]) -> list[str]:
     return out
 
 
+def sampler_entry(name: str) -> DictConfig:
+    """The config of entry ``name`` of ``configs/sampler`` (e.g. ``ddim``).
+
+    Raises:
+        ConfigError: no such entry (the message lists them).
+    """
+    group = Path(CONFIG_DIR) / "sampler"
+    path = group / f"{name}.yaml"
+    if not path.is_file():
+        choices = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+        raise ConfigError(f"sampler={name} is not a sampler: choose one of {choices}")
+    return OmegaConf.load(path)
+
+
 def sampler_overrides(cfg: Any) -> dict[str, Any]:
     """The ``{dotted key: value}`` overrides of a run's sampler that ``sampler_name`` and
     ``sampler.*`` ask for: the named entry of ``configs/sampler`` replaces the run's sampler
@@ -78,21 +96,9 @@ def sampler_overrides(cfg: Any) -> dict[str, Any]:
         ConfigError: ``sampler_name`` is not an entry of ``configs/sampler`` (the message
             lists them).
     """
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    from dgm_runner import CONFIG_DIR
-
     out: dict[str, Any] = {}
-    name = cfg.get("sampler_name")
-    if name:
-        group = Path(CONFIG_DIR) / "sampler"
-        path = group / f"{name}.yaml"
-        if not path.is_file():
-            choices = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
-            raise ConfigError(f"sampler={name} is not a sampler: choose one of {choices}")
-        out["sampler"] = OmegaConf.load(path)
+    if cfg.get("sampler_name"):
+        out["sampler"] = sampler_entry(cfg.sampler_name)
     out.update({f"sampler.{k}": v for k, v in (cfg.get("sampler") or {}).items()})
     return out
 

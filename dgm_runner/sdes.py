@@ -116,6 +116,20 @@ class SDE:
         return torch.linspace(self.T, lo, steps, device=device)
 
 
+def gaussian_posterior(sde: SDE, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coefficients of ``q(x_s | x_t, x_0) = N(a x_t + b x_0, v I)`` for ``s < t``
+    (Kingma et al. 2021, Eq. 30-33; for a discrete DDPM with consecutive steps this is Ho et
+    al. 2020, Eq. 6-7): with ``alpha_ts = alpha_t / alpha_s`` and
+    ``sigma_ts^2 = sigma_t^2 - alpha_ts^2 sigma_s^2``,
+    ``a = alpha_ts sigma_s^2 / sigma_t^2``, ``b = alpha_s sigma_ts^2 / sigma_t^2``,
+    ``v = sigma_ts^2 sigma_s^2 / sigma_t^2``. All ``(B,)``."""
+    a_t, a_s = sde.alpha(t), sde.alpha(s)
+    var_t, var_s = sde.sigma(t) ** 2, sde.sigma(s) ** 2
+    a_ts = a_t / a_s
+    var_ts = (var_t - a_ts**2 * var_s).clamp_min(0.0)
+    return a_ts * var_s / var_t, a_s * var_ts / var_t, var_ts * var_s / var_t
+
+
 class VESDE(SDE):
     """Variance exploding: ``sigma(t) = sigma_min (sigma_max / sigma_min)^t``, ``alpha = 1``,
     ``g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min))`` (Song et al. 2021, Eq. 30);

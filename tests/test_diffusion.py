@@ -23,8 +23,8 @@ from dgm_runner.models.score import ScoreUNet
 from dgm_runner.objectives.dsm import DiffusionDSM
 from dgm_runner.run import train
 from dgm_runner.samplers import DDIM, DDPMAncestral, EulerMaruyama, HeunODE, PredictorCorrector
-from dgm_runner.samplers.diffusion import edm_sigma_grid, gaussian_posterior
-from dgm_runner.sdes import DiscreteDDPM, EDMProcess, VESDE, VPSDE, ddpm_betas
+from dgm_runner.samplers.diffusion import edm_sigma_grid
+from dgm_runner.sdes import DiscreteDDPM, EDMProcess, VESDE, VPSDE, ddpm_betas, gaussian_posterior
 from tests.conftest import SMALL, needs_mnist
 
 MU, STD = torch.tensor([1.0, -0.5]), 0.5
@@ -290,9 +290,11 @@ def test_sampler_table_rows_parse_and_bad_rows_are_one_line_errors():
     assert parse_rows(["ddim:10,20", "ddim:5+eta=1.0+clip=true"]) == [
         ("ddim", 10, {}), ("ddim", 20, {}), ("ddim", 5, {"eta": 1.0, "clip": True}),
     ]
-    for bad in ("nope:10", "ddim", "ddim:"):
+    for bad in ("ddim", "ddim:", ":10"):
         with pytest.raises(ConfigError, match="expected <sampler entry>"):
             parse_rows([bad])
+    with pytest.raises(ConfigError, match="sampler=nope is not a sampler: choose one of .*ddim"):
+        parse_rows(["nope:10"])
     row = {"sampler": "ddim", "steps": 5, "eta": 1.0, "nfe": 5, "seconds_per_1000": 2.0, "fid": 10.0, "kid": 1.0,
            "kid_std": 0.1, "precision": 0.5, "recall": 0.4, "n": 100}
     assert "| ddim, eta=1.0 | 5 | 5 | 10.0 |" in format_markdown([row])

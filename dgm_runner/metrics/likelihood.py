@@ -50,8 +50,7 @@ from tqdm.auto import tqdm
 from dgm_runner.config import PositiveFloat, PositiveInt
 from dgm_runner.data.base import ImageData
 from dgm_runner.models.score import DiffusionModel
-from dgm_runner.samplers.diffusion import gaussian_posterior
-from dgm_runner.sdes import DiscreteDDPM, bcast
+from dgm_runner.sdes import DiscreteDDPM, bcast, gaussian_posterior
 
 log = logging.getLogger("dgm_runner")
 
@@ -185,10 +184,6 @@ def pf_ode_bits_per_dim(
     return out
 
 
-def _log_normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return torch.special.log_ndtr(x)
-
-
 def discretized_gaussian_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, std: float, half_width: float, lo: float, hi: float) -> torch.Tensor:
     """``(B,)`` log-probability (nats) of 8-bit data under Ho et al.'s discretised decoder
     (2020, Eq. 13): per dimension the mass of ``N(mean, std^2)`` on
@@ -196,9 +191,9 @@ def discretized_gaussian_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, st
     the highest (``x0 = hi``) to +inf. ``x0``, ``mean``: ``(B, ...)`` in model space."""
     upper = (x0 + half_width - mean) / std
     lower = (x0 - half_width - mean) / std
-    log_cdf_upper = _log_normal_cdf(upper)
-    log_sf_lower = _log_normal_cdf(-lower)
-    # log(Phi(upper) - Phi(lower)), stable: the difference of the larger tail first
+    log_cdf_upper = torch.special.log_ndtr(upper)  # lowest bin: log Phi(upper)
+    log_sf_lower = torch.special.log_ndtr(-lower)  # highest bin: log (1 - Phi(lower))
+    # inner bins: log(Phi(upper) - Phi(lower)), floored at 1e-12 as Ho et al.'s code does
     mid = torch.log((torch.special.ndtr(upper) - torch.special.ndtr(lower)).clamp_min(1e-12))
     first = torch.isclose(x0, torch.full_like(x0, lo), atol=half_width / 2)
     last = torch.isclose(x0, torch.full_like(x0, hi), atol=half_width / 2)

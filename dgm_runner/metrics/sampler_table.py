@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
+from dgm_runner.cli import sampler_entry
 from dgm_runner.config import ConfigError
 from dgm_runner.evaluation import draw_samples
 from dgm_runner.metrics.features import load_feature_classifier
@@ -27,15 +26,16 @@ def parse_rows(specs: list[str]) -> list[tuple[str, int, dict[str, Any]]]:
     """``["ddim:10,20", "ddim:10+eta=1", "heun:5"]`` -> ``[(entry, steps, extra keys), ...]``.
 
     Raises:
-        ConfigError: a spec is not ``entry:steps[,steps...][+key=value...]`` or names no
-            entry of ``configs/sampler``.
+        ConfigError: a spec is not ``entry:steps[,steps...][+key=value...]``, or names no
+            entry of ``configs/sampler`` (:func:`dgm_runner.cli.sampler_entry`).
     """
     rows = []
     for spec in specs:
         name, _, rest = spec.partition(":")
         steps_part, *extras = rest.split("+")
-        if not (Path(CONFIG_DIR) / "sampler" / f"{name}.yaml").is_file() or not steps_part:
+        if not name or not steps_part:
             raise ConfigError(f"row {spec!r}: expected <sampler entry>:<steps>[,<steps>...][+key=value], e.g. ddim:10,20,50")
+        sampler_entry(name)  # ConfigError naming the entries
         extra = {}
         for item in extras:
             key, _, value = item.partition("=")
@@ -70,7 +70,7 @@ def sampler_table(
     out = []
     classifier = real = None
     for name, steps, extra in tqdm(rows, desc="sampler table"):
-        node = OmegaConf.load(Path(CONFIG_DIR) / "sampler" / f"{name}.yaml")
+        node = sampler_entry(name)
         node.steps = steps
         for key, value in extra.items():
             node[key] = value

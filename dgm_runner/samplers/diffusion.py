@@ -19,7 +19,7 @@ from dgm_runner.config import PositiveFloat, PositiveInt, UnitInterval
 from dgm_runner.models.checks import require
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.samplers.base import Sampler
-from dgm_runner.sdes import bcast
+from dgm_runner.sdes import bcast, gaussian_posterior
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -27,20 +27,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
-
-
-def gaussian_posterior(sde, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Coefficients of ``q(x_s | x_t, x_0) = N(a x_t + b x_0, v I)`` for ``s < t``
-    (Kingma et al. 2021, Eq. 30-33; for a discrete DDPM with consecutive steps this is Ho et
-    al. 2020, Eq. 6-7): with ``alpha_ts = alpha_t / alpha_s`` and
-    ``sigma_ts^2 = sigma_t^2 - alpha_ts^2 sigma_s^2``,
-    ``a = alpha_ts sigma_s^2 / sigma_t^2``, ``b = alpha_s sigma_ts^2 / sigma_t^2``,
-    ``v = sigma_ts^2 sigma_s^2 / sigma_t^2``. All ``(B,)``."""
-    a_t, a_s = sde.alpha(t), sde.alpha(s)
-    var_t, var_s = sde.sigma(t) ** 2, sde.sigma(s) ** 2
-    a_ts = a_t / a_s
-    var_ts = (var_t - a_ts**2 * var_s).clamp_min(0.0)
-    return a_ts * var_s / var_t, a_s * var_ts / var_t, var_ts * var_s / var_t
 
 
 class _GridSampler(Sampler):
