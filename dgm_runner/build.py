@@ -13,8 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner.config import ConfigError
-from dgm_runner.data.base import ImageData
-from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
+from dgm_runner.config import validate
+from dgm_runner.data.base import DataError, ImageData
+from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, require_keys
+from dgm_runner.io.resume import check_same_run
 from dgm_runner.objectives.base import Objective
 from dgm_runner.samplers.base import Sampler
 
@@ -46,14 +48,18 @@ def seed_everything(seed: int) -> None:
 
 
 def _instantiate_checked(group: str, node: DictConfig, **kwargs: Any) -> Any:
-    """``instantiate(node, **kwargs)``; a ValueError/TypeError raised by the constructor
-    (values that are fine one by one but not together) becomes a one-line ConfigError."""
+    """``instantiate(node, **kwargs)`` without Hydra's multi-line wrapper: a DataError (or
+    another of the user's errors) raised inside comes out as it is; a ValueError/TypeError
+    raised by the constructor (values that are fine one by one but not together) becomes a
+    one-line ConfigError."""
     try:
         return instantiate(node, **kwargs)
     except Exception as err:
         cause = err.__cause__ or err
+        if isinstance(cause, (DataError, ConfigError, CheckpointError)):
+            raise cause from None
         if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(f"{group}: {cause}") from None
+            raise ConfigError(f"{group}: {cause}".splitlines()[0]) from None
         raise
 
 
@@ -73,7 +79,7 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
         ConfigError: the model, objective and sampler do not fit together.
         DataError: the dataset cannot be found or read.
     """
-    data = instantiate(cfg.dataset, device=device)
+    data = _instantiate_checked("dataset", cfg.dataset, device=device)
     model = build_model(cfg, data.image_shape, data.n_classes).to(device)
     objective = _instantiate_checked("objective", cfg.objective)
     sampler = _instantiate_checked("sampler", cfg.sampler)
@@ -105,15 +111,23 @@ def restore_run(
         ``(config, components with the trained weights loaded, raw checkpoint dict)``.
 
     Raises:
-        CheckpointError: missing, unsafe, truncated or foreign checkpoint.
+        CheckpointError: missing, unsafe, truncated or foreign checkpoint, or one whose
+            model / objective / dataset differ from the run's (``.hydra/config.yaml``, else
+            its ``last.pt``): another run's weights are never evaluated as this run.
+        ConfigError: an override is invalid (validated as ``dgm-train`` validates).
     """
     run_dir = Path(run_dir)
     path = Path(checkpoint) if checkpoint not in ("last", "best") else run_dir / "checkpoints" / f"{checkpoint}.pt"
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, map_location=dev)
+    require_keys(ckpt, ("model", "config"), path, "evaluate")
+    own = _run_config(run_dir, path)
+    if own is not None:
+        check_same_run(ckpt["config"], own, path, f"use it as the run in {run_dir}")
     cfg = OmegaConf.create(ckpt["config"])
     for key, value in (overrides or {}).items():  # a whole node (a config entry) replaces the old one
         OmegaConf.update(cfg, key, value, force_add=True, merge=not isinstance(value, (dict, DictConfig)))
+    validate(cfg)
     comps = build_components(cfg, dev)
     try:
         comps.model.load_state_dict(ckpt["model"])
@@ -124,3 +138,27 @@ def restore_run(
         prefix = "module."
         comps.model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)})
     return cfg, comps, ckpt
+
+
+def _run_config(run_dir: Path, checkpoint: Path) -> dict[str, Any] | None:
+    """The config that defines the run in ``run_dir``: ``.hydra/config.yaml`` (written by
+    Hydra at launch, not by a checkpoint), else the config of its ``checkpoints/last.pt``
+    when ``checkpoint`` is another file; None when neither exists."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.is_file():
+        node = OmegaConf.load(saved)
+        try:
+            return OmegaConf.to_container(node, resolve=True)
+        except Exception:  # an interpolation this process cannot resolve: compare as written
+            return OmegaConf.to_container(node, resolve=False)
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file() and not _same_file(last, checkpoint):
+        return load_checkpoint(last).get("config")
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False

@@ -11,12 +11,14 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
-from dgm_runner.config import ConfigError
+from dgm_runner.config import ConfigError, check_override_keys
 from dgm_runner.data.base import DataError
+from dgm_runner.io.atomic import WriteError
 from dgm_runner.io.checkpoint import CheckpointError
+from dgm_runner.io.lock import RunDirLocked
 
 #: Errors that are the user's to fix: reported as one line, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError, WriteError, RunDirLocked)
 
 
 def positional_run_dir(argv: list[str]) -> list[str]:
@@ -103,7 +105,26 @@ def sampler_overrides(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def main_with_run_dir(app: Callable[[], Any]) -> None:
-    """Call a Hydra app after rewriting a positional RUN_DIR into ``run_dir=``."""
-    sys.argv = [sys.argv[0], *positional_run_dir(sys.argv[1:])]
+def main_with_run_dir(app: Callable[[], Any], prog: str, config_name: str) -> None:
+    """Call a Hydra app that works on an existing run, after rewriting a positional RUN_DIR
+    into ``run_dir=``; a RUN_DIR that does not exist (Hydra would create it) and a misspelt
+    key are one ``prog: error:`` line first.
+
+    Args:
+        app: the ``@hydra.main`` function; prog: ``dgm-eval`` / ``dgm-sample``;
+        config_name: its primary config (``eval`` / ``sample``).
+    """
+    argv = positional_run_dir(rewrite_sampler_args(sys.argv[1:]))
+    for arg in argv:  # a missing directory is reported before Hydra creates it
+        if arg.startswith("run_dir=") and not Path(arg.split("=", 1)[1]).is_dir():
+            path = arg.split("=", 1)[1]
+            what = "is not a directory" if Path(path).exists() else "does not exist"
+            print(f"{prog}: error: CheckpointError: {path} {what}", file=sys.stderr)
+            sys.exit(1)
+    try:
+        check_override_keys(argv, config_name)
+    except ConfigError as err:
+        print(f"{prog}: error: ConfigError: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]
     app()

@@ -85,7 +85,7 @@ class TrainerConfig:
     val_every_steps: Optional[PositiveInt] = None
     val_size: PositiveInt = 1000
     ema_decay: Optional[Annotated[float, Range(gt=0, lt=1)]] = None
-    n_samples: PositiveInt = 64
+    n_samples: Annotated[int, Range(ge=1, le=10_000)] = 64  # one grid or toy scatter (bounded: memory)
     progress: bool = True
     resume: Optional[str] = None
     export_name: Optional[str] = None
@@ -171,15 +171,15 @@ def _check_value(key: str, value: Any, hint: Any) -> None:
 
 
 def _check_against(path: str, node: dict, hints: dict[str, Any]) -> None:
-    allowed = set(hints)
+    allowed, prefix = set(hints), f"{path}." if path else ""
     for key, value in node.items():
         if key in _META_KEYS:
             continue
         if key not in allowed:
             choices = ", ".join(sorted(k for k in allowed if k not in _META_KEYS))
-            raise ConfigError(f"{path}.{key} is not a valid key: allowed keys are {choices}")
+            raise ConfigError(f"{prefix}{key} is not a valid key: allowed keys are {choices}")
         if key in hints:
-            _check_value(f"{path}.{key}", value, hints[key])
+            _check_value(f"{prefix}{key}", value, hints[key])
 
 
 def _target_hints(path: str, target: str) -> dict[str, Any]:
@@ -227,13 +227,72 @@ def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) ->
     _check_against(path, node, hints)
 
 
-def validate_trainer(node: Any) -> None:
-    """Validate the ``trainer`` node against :class:`TrainerConfig`; raises ConfigError."""
+def validate_schema(path: str, node: Any, schema: type) -> None:
+    """Validate a plain config node against the annotated fields of dataclass ``schema``.
+
+    Raises:
+        ConfigError: unknown key, wrong type, value outside its ``Literal`` or ``Range``.
+    """
     if isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)
-    hints = typing.get_type_hints(TrainerConfig, include_extras=True)
-    hints = {f.name: hints[f.name] for f in fields(TrainerConfig)}
-    _check_against("trainer", node, hints)
+    hints = typing.get_type_hints(schema, include_extras=True)
+    _check_against(path, node, {f.name: hints[f.name] for f in fields(schema)})
+
+
+#: Files of the run directory that ``trainer.export_name`` must not replace.
+RUN_FILES = ("metrics.json", "metrics.jsonl", "train_history.jsonl", "train.log", ".lock")
+
+
+def check_file_name(key: str, name: str, reserved: tuple[str, ...] = RUN_FILES) -> None:
+    """``name`` must be a plain file name (no directory part, not hidden, not ``.``/``..``)
+    and not one of ``reserved``: a file that lands inside the run directory.
+
+    Raises:
+        ConfigError: one line naming ``key``.
+    """
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name in reserved:
+        raise ConfigError(
+            f"{key}={name!r} is invalid: must be a plain file name inside the run directory "
+            f"(no '/', not hidden, not one of {', '.join(reserved)})"
+        )
+
+
+def validate_trainer(node: Any) -> None:
+    """Validate the ``trainer`` node against :class:`TrainerConfig` (and
+    ``trainer.export_name`` as a file name); raises ConfigError."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    validate_schema("trainer", node, TrainerConfig)
+    if node.get("export_name") is not None:
+        check_file_name("trainer.export_name", node["export_name"])
+
+
+@dataclass
+class EvalConfig:
+    """Schema of ``dgm-eval``'s own keys (``configs/eval.yaml``)."""
+
+    run_dir: str = ""
+    checkpoint: str = "last"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: PositiveInt = 1000
+    test_subset: Optional[PositiveInt] = None
+    sampler_name: Optional[str] = None
+    sampler: Any = None
+    fid: Any = None
+
+
+@dataclass
+class SampleConfig:
+    """Schema of ``dgm-sample``'s own keys (``configs/sample.yaml``)."""
+
+    run_dir: str = ""
+    checkpoint: str = "last"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    n: Annotated[int, Range(ge=1, le=100_000)] = 64
+    seed: NonNegativeInt = 0
+    out: Optional[str] = None
+    sampler_name: Optional[str] = None
+    sampler: Any = None
 
 
 # Arguments that the loop passes when it builds each component (not user config).
@@ -322,3 +381,75 @@ def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
         for choice in choices:
             if choice is not None and choice not in allowed:
                 raise ConfigError(f"{key}={choice}: unknown {key}; allowed values are {', '.join(allowed)}")
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a plain config container."""
+    out = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.append(f"{prefix}{k}")
+            out += _all_keys(v, f"{prefix}{k}.")
+    return out
+
+
+def check_override_keys(argv: list[str], config_name: str, config_dir: str | None = None) -> None:
+    """Reject ``key=value`` overrides of keys that do not exist (``trainr.epochs=2``) in one
+    line naming the closest key, before Hydra (whose own message is six lines) creates
+    anything. Group overrides (``model=vae_mlp``, the first value of a sweep) are composed
+    first, so keys of the chosen entries count; ``+key``, ``~key`` and ``hydra.*`` pass.
+
+    Args:
+        argv: the command-line overrides; config_name: ``train``, ``eval`` or ``sample``.
+        config_dir: the primary config directory (default: the package's ``configs/``).
+
+    Raises:
+        ConfigError: ``"trainr.epochs=2: no such key (did you mean trainer.epochs?) ..."``.
+    """
+    import difflib
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    if config_dir is None:
+        from dgm_runner import CONFIG_DIR as config_dir
+    parser = OverridesParser.create()
+    groups, keys = [], []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra reports its own syntax errors
+            continue
+        key = override.key_or_group
+        if key.startswith("hydra") or override.is_delete() or override.is_add() or override.is_force_add():
+            continue
+        if "." not in key.split("@")[0] and (Path(config_dir) / key.split("@")[0]).is_dir():
+            if override.is_sweep_override():
+                if isinstance(override.value(), Glob):
+                    return  # the entries are Hydra's to match
+                first = next(iter(override.sweep_iterator()), None)
+                groups.append(f"{key}={first}")
+            else:
+                groups.append(arg)
+        else:
+            keys.append((key, arg))
+    if not keys:
+        return
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=groups)
+    except Exception:  # Hydra reports composition errors itself
+        return
+    container = OmegaConf.to_container(cfg, resolve=False)
+    missing = object()
+    for key, arg in keys:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=missing, throw_on_resolution_failure=False) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf not in node.keys():  # keys(): "???" values count
+            close = difflib.get_close_matches(key, _all_keys(container), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{arg}: no such key{hint}; add a new key with +{arg}")

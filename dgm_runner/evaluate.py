@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
-from dgm_runner.cli import USER_ERRORS, main_with_run_dir, one_line_errors, rewrite_sampler_args, sampler_overrides
+from dgm_runner.cli import USER_ERRORS, main_with_run_dir, one_line_errors, sampler_overrides
+from dgm_runner.config import EvalConfig, validate_schema
 from dgm_runner.evaluation import all_test_metrics
 from dgm_runner.io.atomic import write_json
 from dgm_runner.io.checkpoint import CheckpointError
@@ -87,6 +88,7 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @one_line_errors("dgm-eval")
 def _app(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    validate_schema("", cfg, EvalConfig)
     root = Path(cfg.run_dir)
     runs = find_runs(root)
     results, failures = {}, {}
@@ -109,10 +111,4 @@ def _app(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
 def main() -> None:
     """Console entry point of ``dgm-eval``."""
-    for arg in sys.argv[1:]:  # a missing directory is reported before Hydra creates it
-        path = arg.split("=", 1)[1] if arg.startswith("run_dir=") else arg
-        if (arg.startswith("run_dir=") or "=" not in arg) and not arg.startswith("-") and not Path(path).exists():
-            print(f"dgm-eval: error: CheckpointError: {path} does not exist", file=sys.stderr)
-            sys.exit(1)
-    sys.argv = [sys.argv[0], *rewrite_sampler_args(sys.argv[1:])]
-    main_with_run_dir(_app)
+    main_with_run_dir(_app, "dgm-eval", "eval")

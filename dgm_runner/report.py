@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dgm_runner.io.atomic import write_text
+from dgm_runner.io.atomic import WriteError, write_text
 
 #: Published numbers to read ours against: (what, value, source). Keys: experiment_name.
 REFERENCES: dict[str, list[tuple[str, str, str]]] = {
@@ -58,6 +58,13 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def find_run_dirs(roots: list[Path]) -> list[Path]:
     """Every directory under ``roots`` holding a ``metrics.json`` and ``checkpoints/``
     (finished, diverged or interrupted runs), sorted by path."""
@@ -72,11 +79,14 @@ def find_run_dirs(roots: list[Path]) -> list[Path]:
 
 def run_record(run_dir: Path) -> dict[str, Any]:
     """``{"dir", "experiment", "overrides", "metrics"}`` of one run; metrics merge
-    ``metrics.json`` with ``eval/metrics.json`` (the latter wins)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    evaluated = run_dir / "eval" / "metrics.json"
-    if evaluated.is_file():
-        metrics.update({k: v for k, v in json.loads(evaluated.read_text()).items() if "/" in k})
+    ``metrics.json`` with ``eval/metrics.json`` (the latter wins). An unreadable or torn
+    ``metrics.json`` (a copy cut short, a hand edit) gives status ``unreadable``."""
+    metrics = _load_json(run_dir / "metrics.json")
+    if not isinstance(metrics, dict):
+        metrics = {"status": "unreadable metrics.json"}
+    evaluated = _load_json(run_dir / "eval" / "metrics.json")
+    if isinstance(evaluated, dict):
+        metrics.update({k: v for k, v in evaluated.items() if "/" in k})
     config = _load_yaml(run_dir / ".hydra" / "config.yaml") or {}
     overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
@@ -152,13 +162,15 @@ def build_report(roots: list[Path], out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point of ``dgm-report [ROOT ...] [--out outputs/REPORT.md]``."""
+    """Console entry point of ``dgm-report [ROOT ...] [--out PATH]``; the report goes to
+    ``<first ROOT>/REPORT.md`` unless ``--out`` says otherwise."""
     parser = argparse.ArgumentParser(prog="dgm-report", description="Build a markdown report from run directories.")
     parser.add_argument("roots", nargs="*", default=["outputs"], help="directories to search for runs (default: outputs)")
-    parser.add_argument("--out", default="outputs/REPORT.md", help="the report file (default: outputs/REPORT.md)")
+    parser.add_argument("--out", default=None, help="the report file (default: REPORT.md in the first root)")
     args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.roots[0]) / "REPORT.md"
     try:
-        path = build_report([Path(r) for r in args.roots], Path(args.out))
-    except FileNotFoundError as err:
+        path = build_report([Path(r) for r in args.roots], out)
+    except (FileNotFoundError, WriteError) as err:
         parser.exit(1, f"dgm-report: error: {err}\n")
     print(f"wrote {path}")

@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
-from dgm_runner.cli import main_with_run_dir, one_line_errors, rewrite_sampler_args, sampler_overrides
-from dgm_runner.config import ConfigError
+from dgm_runner.cli import main_with_run_dir, one_line_errors, sampler_overrides
+from dgm_runner.config import SampleConfig, validate_schema
 from dgm_runner.evaluation import draw_samples
 from dgm_runner.io.artifacts import save_grid
 
@@ -21,8 +21,7 @@ from dgm_runner.io.artifacts import save_grid
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 @one_line_errors("dgm-sample")
 def _app(cfg: DictConfig) -> str:
-    if not isinstance(cfg.n, int) or cfg.n < 1:
-        raise ConfigError(f"n={cfg.n} is invalid: must be >= 1")
+    validate_schema("", cfg, SampleConfig)
     overrides = sampler_overrides(cfg)
     # The grid needs the model and the sampler only: load one test image, not the split.
     overrides["dataset.test_subset"] = 1
@@ -43,5 +42,4 @@ def main() -> None:
     """Console entry point of ``dgm-sample``. ``sampler=<entry>`` samples with another entry
     of ``configs/sampler`` (e.g. ``sampler=ddim``), ``sampler.<key>=<value>`` overrides
     one of its keys (see :func:`dgm_runner.cli.rewrite_sampler_args`)."""
-    sys.argv = [sys.argv[0], *rewrite_sampler_args(sys.argv[1:])]
-    main_with_run_dir(_app)
+    main_with_run_dir(_app, "dgm-sample", "sample")

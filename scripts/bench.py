@@ -249,14 +249,14 @@ def dataloader_vae_epoch(bench: Bench, cfg: DictConfig, subset: int | None, seed
     from torch.utils.data import DataLoader, Subset
     from torchvision import transforms
 
-    from dgm_runner.data.vision import cache_dir, load_vision_dataset
+    from dgm_runner.data.vision import load_vision_dataset, torchvision_root
 
     load_vision_dataset("mnist", download=False)  # decompresses the IDX files into the cache
     tf = [transforms.ToTensor()]
     if cfg.dataset.binarize:
         thr = float(cfg.dataset.threshold)
         tf.append(transforms.Lambda(lambda x: (x > thr).float()))
-    ds = torchvision.datasets.MNIST(str(cache_dir()), train=True, download=False, transform=transforms.Compose(tf))
+    ds = torchvision.datasets.MNIST(str(torchvision_root("mnist", download=False)), train=True, download=False, transform=transforms.Compose(tf))
     if subset is not None:
         ds = Subset(ds, range(subset))
     torch.manual_seed(seed)

@@ -1,8 +1,12 @@
 """The data layer: offline sources, the cache, binarization, subsets, clear errors."""
 
 import gzip
+import json
 import os
 import shutil
+import struct
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +35,10 @@ def test_mnist_loads_from_dgm_data_dir_into_the_cache_without_touching_the_sourc
     assert data.train_x.dtype == torch.float32 and 0 <= float(data.train_x.min()) and float(data.train_x.max()) == 1
     assert data.train_y.dtype == torch.int64 and set(data.test_y.unique().tolist()) == set(range(10))
     assert sorted(p.name for p in source.iterdir()) == before  # read-only source
-    assert (vision.cache_dir() / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    [keyed] = [d for d in (vision.cache_dir() / "MNIST" / "by-source").iterdir() if not d.name.startswith(".")]
+    assert (keyed / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    recorded = json.loads((keyed / "sources.json").read_text())["sources"]
+    assert recorded["train-images-idx3-ubyte"]["path"] == str((source / "train-images-idx3-ubyte.gz").resolve())
 
 
 @needs_mnist
@@ -68,10 +75,12 @@ def test_dataset_root_takes_precedence_and_flat_layouts_work(tmp_path, monkeypat
 def test_missing_data_names_every_place_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path / "env-dir"))
     monkeypatch.setenv("DGM_CACHE_DIR", str(tmp_path / "cache"))
+    partial = _write_source(tmp_path / "env-dir")
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError) as err:
-        load_vision_dataset("mnist", root=str(tmp_path / "root-dir"), download=False)
+        load_vision_dataset("mnist", download=False)
     message = str(err.value)
-    for place in ("root-dir", "env-dir", "cache"):
+    for place in ("env-dir", "cache", "lacks t10k-labels-idx1-ubyte", "dataset.download=false"):
         assert place in message
     assert "DGM_DATA_DIR" in message and "\n" not in message
 
@@ -129,3 +138,269 @@ def test_per_class_and_downsampling_as_in_seed_002():
     # area downsampling = mean of each 2x2 block of the 28x28 image, then threshold
     block_mean = full.train_x[first_sevens[:1]].reshape(1, 1, 14, 2, 14, 2).mean(dim=(3, 5))
     torch.testing.assert_close(data.train_x[data.train_y == 7][:1], (block_mean > 128 / 255).float())
+
+
+# --------------------------------------------------------------------------- synthetic IDX files
+
+
+def _idx_images(n: int, size: int = 28, seed: int = 0) -> bytes:
+    pixels = torch.randint(0, 256, (n * size * size,), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return struct.pack(">IIII", 0x803, n, size, size) + bytes(pixels.tolist())
+
+
+def _idx_labels(labels: list[int]) -> bytes:
+    return struct.pack(">II", 0x801, len(labels)) + bytes(labels)
+
+
+def _write_source(root: Path, n: int = 20, n_test: int = 10, seed: int = 0, gz: bool = True) -> Path:
+    """Write ``root/MNIST/raw/`` with the four IDX files of ``n`` + ``n_test`` random
+    28x28 images (labels ``i % 10``); return that raw directory."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    blobs = (_idx_images(n, seed=seed), _idx_labels([i % 10 for i in range(n)]),
+             _idx_images(n_test, seed=seed + 1), _idx_labels([i % 10 for i in range(n_test)]))
+    for name, blob in zip(vision.IDX_FILES, blobs):
+        if gz:
+            with gzip.open(raw / f"{name}.gz", "wb") as f:
+                f.write(blob)
+        else:
+            (raw / name).write_bytes(blob)
+    return raw
+
+
+def _direct(raw: Path) -> tuple[torch.Tensor, ...]:
+    """The four IDX files in ``raw`` read without the package: (images uint8 (N, H, W), labels int64)."""
+    out = []
+    for name in vision.IDX_FILES:
+        path = raw / name if (raw / name).is_file() else raw / f"{name}.gz"
+        blob = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        ndim = blob[3]
+        dims = struct.unpack(f">{ndim}I", blob[4 : 4 + 4 * ndim])
+        t = torch.frombuffer(bytearray(blob[4 + 4 * ndim :]), dtype=torch.uint8).reshape(dims)
+        out.append(t if ndim == 3 else t.long())
+    return tuple(out)
+
+
+def _as_uint8(data) -> tuple[torch.Tensor, ...]:
+    to8 = lambda x: (x[:, 0] * 255).round().to(torch.uint8)  # noqa: E731
+    return to8(data.train_x), data.train_y, to8(data.test_x), data.test_y
+
+
+def _keyed_dirs(cache: Path) -> list[Path]:
+    by_source = cache / "MNIST" / "by-source"
+    return sorted(d for d in by_source.iterdir() if not d.name.startswith(".")) if by_source.is_dir() else []
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("DGM_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+# --------------------------------------------------------------------------- provenance of the cache
+
+
+@pytest.mark.parametrize("good_kind", ["synthetic", pytest.param("mnist", marks=needs_mnist)])
+def test_a_failed_load_from_a_bad_root_never_poisons_the_next_good_one(cache, tmp_path, good_kind):
+    """Issue 15.1: a load from a bad root used to leave its (valid but different) train
+    files in the shared cache, under the good source's provenance; the next good run
+    trained on them."""
+    if good_kind == "mnist":
+        good = Path(os.environ["DGM_DATA_DIR"]) / "MNIST" / "raw"
+    else:
+        good = _write_source(tmp_path / "good", n=30, seed=3)
+    bad = _write_source(tmp_path / "bad", n=12, seed=99)  # valid train files, other pixels
+    (bad / "t10k-images-idx3-ubyte.gz").write_bytes(b"not a gzip file")  # fails mid-way
+
+    load_vision_dataset("mnist", root=str(good), download=False)
+    vision._load_uint8.cache_clear()  # the next run
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz"):
+        load_vision_dataset("mnist", root=str(bad), download=False)
+    vision._load_uint8.cache_clear()
+    got = _as_uint8(load_vision_dataset("mnist", root=str(good), download=False))
+    for g, want in zip(got, _direct(good)):
+        assert torch.equal(g, want)
+    assert len(_keyed_dirs(cache)) == 1 and not list((cache / "MNIST" / "by-source").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("tamper", ["recorded stamps", "file content", "another source's copy", "no provenance"])
+def test_a_cache_whose_provenance_does_not_match_is_not_read(cache, tmp_path, tamper):
+    a = _write_source(tmp_path / "a", n=20, seed=1)
+    b = _write_source(tmp_path / "b", n=20, seed=2)  # same sizes, other pixels
+    want = _direct(a)
+    load_vision_dataset("mnist", root=str(a), download=False)
+    [keyed_a] = _keyed_dirs(cache)
+    load_vision_dataset("mnist", root=str(b), download=False)
+    [keyed_b] = [d for d in _keyed_dirs(cache) if d != keyed_a]
+    prov = keyed_a / "sources.json"
+    images = keyed_a / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    if tamper == "recorded stamps":  # a's key, b's pixels, provenance off by one nanosecond
+        shutil.copy(keyed_b / "MNIST" / "raw" / images.name, images)
+        recorded = json.loads(prov.read_text())
+        recorded["sources"][images.name]["mtime_ns"] += 1
+        prov.write_text(json.dumps(recorded))
+    elif tamper == "file content":  # provenance intact, same size, other pixels
+        shutil.copy(keyed_b / "MNIST" / "raw" / images.name, images)
+    elif tamper == "another source's copy":
+        shutil.rmtree(keyed_a)
+        shutil.copytree(keyed_b, keyed_a)
+    else:
+        shutil.copy(keyed_b / "MNIST" / "raw" / images.name, images)
+        prov.unlink()
+    vision._load_uint8.cache_clear()
+    got = _as_uint8(load_vision_dataset("mnist", root=str(a), download=False))
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    vision._load_uint8.cache_clear()  # and the cache was rebuilt from a
+    assert torch.equal(vision._read_idx(images, json.loads(prov.read_text())["files"][images.name]), want[0])
+
+
+def test_a_killed_fill_leaves_nothing_that_is_read_and_stale_temp_dirs_are_cleaned(cache, tmp_path, monkeypatch):
+    src = _write_source(tmp_path / "src", n=20)
+    by_source = cache / "MNIST" / "by-source"
+    copy_idx = vision._copy_idx
+
+    def interrupted(src_path, dst, name, downloaded):
+        if name.startswith("t10k-images"):
+            raise KeyboardInterrupt
+        return copy_idx(src_path, dst, name, downloaded)
+
+    monkeypatch.setattr(vision, "_copy_idx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_vision_dataset("mnist", root=str(src), download=False)
+    assert not _keyed_dirs(cache) and not list(by_source.glob(".tmp-*"))
+    monkeypatch.undo()
+    monkeypatch.setenv("DGM_CACHE_DIR", str(cache))
+    # what a kill -9 mid-fill leaves: a temp dir holding other pixels and a plausible provenance
+    key = vision._source_key(vision.source_stamps(vision._find_idx(src)))
+    old, young = by_source / f".tmp-{key}-old", by_source / f".tmp-{key}-young"
+    for d in (old, young):
+        shutil.copytree(_write_source(tmp_path / "other", seed=7), d / "MNIST" / "raw")
+        (d / "sources.json").write_text(json.dumps({"format": 1, "key": key}))
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    got = _as_uint8(load_vision_dataset("mnist", root=str(src), download=False))
+    for g, w in zip(got, _direct(src)):
+        assert torch.equal(g, w)
+    assert not old.exists() and young.exists()  # a young one may belong to a run filling it now
+    assert [d.name for d in _keyed_dirs(cache)] == [key]
+
+
+def test_runs_filling_the_same_key_at_once_all_use_one_checked_copy(cache, tmp_path):
+    src = _write_source(tmp_path / "src", n=20)
+    spec, stamps = vision.SPECS["mnist"], vision.source_stamps(vision._find_idx(src))
+    barrier, results = threading.Barrier(4), []
+
+    def fill():
+        barrier.wait()
+        results.append(vision._fill(spec, stamps, False))
+
+    threads = [threading.Thread(target=fill) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and len({d for d, _ in results}) == 1
+    assert all(prov["sources"] == stamps for _, prov in results)
+    assert len(_keyed_dirs(cache)) == 1 and not list((cache / "MNIST" / "by-source").glob(".tmp-*"))
+    # a later run whose rename loses to an existing valid copy uses it too
+    again, prov = vision._fill(spec, stamps, False)
+    assert again == results[0][0] and prov == results[0][1]
+    got = _as_uint8(load_vision_dataset("mnist", root=str(src), download=False))
+    assert torch.equal(got[0], _direct(src)[0])
+
+
+def test_changed_source_files_are_read_again_by_the_same_process(cache, tmp_path):
+    src = _write_source(tmp_path / "src", n=20, seed=1)
+    first = load_vision_dataset("mnist", root=str(src), download=False)
+    _write_source(tmp_path / "src", n=30, seed=2)  # no cache_clear: the memo must notice
+    second = load_vision_dataset("mnist", root=str(src), download=False)
+    assert first.train_x.shape[0] == 20 and second.train_x.shape[0] == 30
+    assert torch.equal(_as_uint8(second)[0], _direct(src)[0])
+    assert len(_keyed_dirs(cache)) == 1  # the first copy's source changed: it was deleted
+
+
+def test_legacy_cache_copies_are_not_read(cache, monkeypatch):
+    """Earlier versions decompressed into <cache>/MNIST/raw with a .sources.json that a
+    failed load could leave wrong: those copies are deleted, never read."""
+    monkeypatch.delenv("DGM_DATA_DIR", raising=False)
+    legacy = _write_source(cache, gz=False)
+    (legacy / ".sources.json").write_text("{}")
+    with pytest.raises(DataError, match="not found"):
+        load_vision_dataset("mnist", download=False)
+    assert not [p for p in legacy.iterdir() if p.name.endswith("ubyte") or p.name == ".sources.json"]
+
+
+def test_torchvision_reads_the_checked_copy(cache, tmp_path):
+    import torchvision
+
+    src = _write_source(tmp_path / "src", n=20)
+    root = vision.torchvision_root("mnist", root=str(src), download=False)
+    test = torchvision.datasets.MNIST(str(root), train=False, download=False)
+    _, _, test_x, test_y = _direct(src)
+    assert torch.equal(test.data, test_x) and torch.equal(test.targets, test_y)
+
+
+def test_a_download_is_a_source_like_any_other(cache, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.delenv("DGM_DATA_DIR", raising=False)
+    calls = []
+
+    def offline(root, train, download):
+        raise OSError("no network")
+
+    def fake_download(root, train, download):  # what torchvision leaves: <root>/MNIST/raw/*
+        calls.append((root, train, download))
+        _write_source(Path(root), n=20, seed=4)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DataError, match=r"download failed: no network\); looked in: .*cache"):
+        load_vision_dataset("mnist", download=True)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", fake_download)
+    got = _as_uint8(load_vision_dataset("mnist", download=True))
+    assert calls == [(str(cache), True, True)]
+    downloads = cache / "MNIST" / "raw"
+    for g, w in zip(got, _direct(downloads)):
+        assert torch.equal(g, w)
+    [keyed] = _keyed_dirs(cache)
+    recorded = json.loads((keyed / "sources.json").read_text())["sources"]
+    assert {Path(s["path"]).parent for s in recorded.values()} == {downloads.resolve()}
+
+
+# --------------------------------------------------------------------------- no silent substitutions
+
+
+def test_an_explicit_root_is_the_only_source(cache, tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.setenv("DGM_DATA_DIR", str(_write_source(tmp_path / "env").parents[1]))  # complete: never used
+    monkeypatch.setattr(torchvision.datasets, "MNIST", lambda *a, **k: pytest.fail("downloaded"))
+    missing = tmp_path / "no-such-dir"
+    with pytest.raises(DataError) as err:
+        load_vision_dataset("mnist", root=str(missing), download=True)
+    assert f"dataset.root={missing} does not exist" in str(err.value) and "\n" not in str(err.value)
+    partial = _write_source(tmp_path / "partial")
+    (partial / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as err:
+        load_vision_dataset("mnist", root=str(tmp_path / "partial"), download=True)
+    message = str(err.value)
+    assert f"dataset.root={tmp_path / 'partial'}" in message and f"{partial} lacks train-labels-idx1-ubyte" in message
+    assert "t10k" not in message.split(" lacks ")[1].split("(")[0] and "put the four IDX files" in message
+    assert not _keyed_dirs(cache)
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"subset": 21}, "dataset.subset=21 is larger than the 20 training images of mnist; use at most 20 or null"),
+    ({"test_subset": 11}, "dataset.test_subset=11 is larger than the 10 test images of mnist; use at most 10 or null"),
+    ({"per_class": 3}, "dataset.per_class=3 is larger than the 2 training images of class 0 in mnist; use at most 2"),
+    ({"per_class": 2, "subset": 21}, "dataset.subset=21 is larger than the 20 training images of mnist left by "
+                                     "dataset.per_class=2; use at most 20"),
+])
+def test_subsets_larger_than_the_split_are_errors(cache, tmp_path, kwargs, says):
+    src = _write_source(tmp_path / "src", n=20, n_test=10)
+    with pytest.raises(DataError) as err:
+        load_vision_dataset("mnist", root=str(src), download=False, **kwargs)
+    assert says in str(err.value)
+    exact = load_vision_dataset("mnist", root=str(src), download=False, subset=20, test_subset=10, per_class=2)
+    assert exact.train_x.shape[0] == 20 and exact.test_x.shape[0] == 10

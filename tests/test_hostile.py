@@ -41,6 +41,7 @@ from dgm_runner.config import (
 from dgm_runner.data import DataError, load_vision_dataset, vision
 from dgm_runner.io.atomic import atomic_copy, atomic_open, is_temp_file, remove_stale_temps, write_json
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
+from dgm_runner.io.lock import LOCK_NAME
 from dgm_runner.io.run_dir import check_run_dir
 from dgm_runner.run import train
 from tests.conftest import SMALL, needs_mnist
@@ -59,11 +60,11 @@ def _script(name: str) -> str:
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[str, int]]:
-    """Every file under ``directory``: relative path -> (sha256, mtime_ns)."""
+    """Every file under ``directory`` but the (empty) lock file: relative path -> (sha256, mtime_ns)."""
     return {
         str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
         for p in sorted(directory.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != LOCK_NAME
     }
 
 
@@ -421,7 +422,7 @@ def test_data_too_small_for_the_model_is_a_config_error(fresh_cache, tmp_path, c
         with pytest.raises(ConfigError) as err:
             train(cfg, run_dir)
         assert says in str(err.value) and "(1, 14, 14)" in str(err.value) and "\n" not in str(err.value)
-        assert not [p for p in run_dir.rglob("*") if p.is_file()]
+        assert not [p for p in run_dir.rglob("*") if p.is_file() and p.name != LOCK_NAME]
 
 
 # --------------------------------------------------------------------------- config properties

@@ -256,13 +256,13 @@ def test_dgm_sample_overrides_the_sampler(trained_vae, tmp_path, monkeypatch):
     run_dir, _ = trained_vae
     seen = {}
     monkeypatch.setattr(sys, "argv", ["dgm-sample", str(run_dir), "n=4", f"out={tmp_path / 'g.png'}", "sampler.foo=1"])
-    monkeypatch.setattr(sample, "main_with_run_dir", lambda app: seen.setdefault("argv", list(sys.argv)))
+    monkeypatch.setattr(sample, "_app", lambda: seen.setdefault("argv", list(sys.argv)))
     sample.main()
     assert "+sampler.foo=1" in seen["argv"] and "n=4" in seen["argv"]
 
 
 def test_resume_config_check_tolerates_only_new_options_at_their_defaults():
-    from dgm_runner.run import _same_config
+    from dgm_runner.io.resume import _same_config
 
     saved = {"_target_": "dgm_runner.objectives.ContrastiveDivergence", "k": 1, "persistent": False}
     assert _same_config(saved, {**saved, "log_every": 10})  # added later, at its default

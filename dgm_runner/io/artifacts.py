@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid, save_image
 
-from dgm_runner.io.atomic import atomic_open
+from dgm_runner.io.atomic import WriteError, atomic_open
 from dgm_runner.io.plots import pyplot
 
 
@@ -29,13 +30,25 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
 
 
 def append_jsonl(path: str | Path, *records: dict[str, Any]) -> None:
-    """Append one JSON line per record and fsync (a crash loses at most these lines)."""
+    """Append one JSON line per record and fsync (a crash loses at most these lines).
+
+    Raises:
+        WriteError: the append failed (e.g. a full disk); what it wrote of these lines is
+            cut off again, so the file holds whole lines only.
+    """
     if not records:
         return
-    with open(path, "a") as f:
-        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
+    path = Path(path)
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with open(path, "a") as f:
+            f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.truncate(path, size)
+        raise WriteError(f"cannot append to {path}: {err.strerror or err}; free space and retry") from None
 
 
 def truncate_jsonl(path: str | Path, key: str, last: float) -> int:

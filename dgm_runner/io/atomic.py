@@ -10,6 +10,7 @@ which :func:`remove_stale_temps` clears.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -18,6 +19,35 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 _TMP_SUFFIX = ".tmp"
+
+
+class WriteError(RuntimeError):
+    """A file could not be written (full disk, read-only or missing directory, no
+    permission); the message is one line naming the path, the reason and the free space.
+    The file's previous content, if any, is untouched."""
+
+
+# OSErrors that are the destination's fault (not e.g. a BadGzipFile read inside the block).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOENT, errno.ENOTDIR}
+
+# How torch.save reports a failed write of its zip container (e.g. on a full disk).
+_TORCH_WRITE_FAILURES = ("PytorchStreamWriter", "unexpected pos", "file write failed")
+
+
+def _write_error(path: Path, err: BaseException) -> WriteError | None:
+    """The one-line :class:`WriteError` for a failed write of ``path``, or None when ``err``
+    is not a write failure (it is then re-raised as it is)."""
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        reason = err.strerror or str(err)
+    elif isinstance(err, RuntimeError) and any(s in str(err) for s in _TORCH_WRITE_FAILURES):
+        reason = "write failed (torch.save)"
+    else:
+        return None
+    try:
+        free = f"; {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = ""
+    return WriteError(f"cannot write {path}: {reason}{free}; free space or fix the permissions and retry")
 
 
 def _umask() -> int:
@@ -58,13 +88,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     never a torn one, even after a crash. On an exception the temp file is removed and
     ``path`` is untouched.
 
+    Raises:
+        WriteError: the write failed (full disk, read-only directory, ...): one line.
+
     Args:
         path: the file to (over)write; its parent directory is created if needed.
         mode: ``"wb"`` or ``"w"`` (text, UTF-8).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    except OSError as err:
+        raise _write_error(path, err) from None
     try:
         with contextlib.suppress(OSError):
             os.fchmod(fd, _FILE_MODE)
@@ -74,9 +110,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        translated = _write_error(path, err)
+        if translated is not None:
+            raise translated from None
         raise
     fsync_dir(path.parent)
 

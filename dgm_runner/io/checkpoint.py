@@ -47,6 +47,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return obj
 
 
+def require_keys(ckpt: dict[str, Any], keys: tuple[str, ...], path: str | Path, action: str) -> None:
+    """Raise one-line :class:`CheckpointError` unless ``ckpt`` holds every key in ``keys``
+    (a file with the format tag but not written by the loop, or written by an older one).
+
+    Args:
+        ckpt: a loaded checkpoint; keys: what ``action`` reads; path: for the message.
+    """
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it is not a run checkpoint this tool can {action}")
+
+
 def capture_rng(data_generator: torch.Generator) -> dict[str, Any]:
     """Every RNG state the run depends on, as weights_only-safe values."""
     np_state = np.random.get_state()

@@ -1,11 +1,20 @@
-"""``trainer.resume=auto``: find the newest unfinished run launched with the same overrides."""
+"""Which run to continue: ``trainer.resume=auto`` finds the newest unfinished run launched
+with the same overrides; :func:`check_same_run` refuses a checkpoint made by another model,
+objective or dataset (for resuming, and for ``dgm-eval`` / ``dgm-sample``)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from dgm_runner.io.checkpoint import CheckpointError
+
+#: Config sections whose change makes a checkpoint another run's.
+RUN_IDENTITY = ("model", "objective", "dataset")
 
 
 def _comparable(overrides: list[str]) -> list[str]:
@@ -45,3 +54,52 @@ def find_unfinished_run(parent: str | Path, overrides: list[str]) -> Path | None
         if _comparable([str(o) for o in saved]) == wanted:
             return run_dir
     return None
+
+
+def _new_option_at_default(node: dict[str, Any], key: str) -> bool:
+    """Whether ``node[key]`` is a constructor argument of ``node["_target_"]`` at its default:
+    an option added to the code after a checkpoint was written (e.g. ``objective.log_every``),
+    which changes nothing for a run that never had it."""
+    target = node.get("_target_")
+    if not isinstance(target, str):
+        return False
+    try:
+        from hydra.utils import get_method
+
+        param = inspect.signature(get_method(target)).parameters.get(key)
+    except Exception:  # not importable / no signature: treat as a real difference
+        return False
+    return param is not None and param.default is not inspect.Parameter.empty and param.default == node[key]
+
+
+def _same_config(saved: Any, current: Any) -> bool:
+    """``saved == current`` except for options the saved config predates (at their defaults)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in saved.keys() | current.keys():
+            if key not in saved:
+                if not _new_option_at_default(current, key):
+                    return False
+            elif key not in current or not _same_config(saved[key], current[key]):
+                return False
+        return True
+    return saved == current
+
+
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], path: str | Path, action: str) -> None:
+    """Refuse to use checkpoint ``path`` (config ``saved``) as the run configured by ``current``
+    when their model, objective or dataset sections differ (options the saved config
+    predates, at their defaults, do not count).
+
+    Args:
+        saved: the checkpoint's resolved config; current: the run's resolved config.
+        path: the checkpoint, for the message; action: ``"resume"``, ``"evaluate"``, ...
+
+    Raises:
+        CheckpointError: one line naming the first section that differs.
+    """
+    for key in RUN_IDENTITY:
+        if not _same_config(saved.get(key), current.get(key)):
+            raise CheckpointError(
+                f"{path} was trained with a different {key} config ({saved.get(key)}); "
+                f"refusing to {action} it as {current.get(key)}"
+            )

@@ -23,3 +23,18 @@ def require_attrs(model: nn.Module, attrs: tuple[str, ...], user: str) -> None:
     missing = [a for a in attrs if not hasattr(model, a)]
     if missing:
         raise TypeError(f"{user} needs a model with {', '.join(attrs)}; {type(model).__name__} lacks {', '.join(missing)}")
+
+
+def require_images(image_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
+    """``image_shape`` as ``(C, H, W)``, or ``ValueError`` (one line; a ConfigError once
+    the runner builds the model) for data that are not images, e.g. ``dataset=toy2d``'s
+    ``(D,)`` points.
+
+    Args:
+        image_shape: the shape of one example, set by the runner.
+        model: the model's config name, for the message (``"model=rbm"``).
+    """
+    if len(image_shape) != 3:
+        raise ValueError(f"{model} needs (C, H, W) images, got examples of shape {tuple(image_shape)} (a dataset of points?)")
+    c, h, w = (int(s) for s in image_shape)
+    return c, h, w

@@ -7,6 +7,7 @@ from torch import nn
 
 from dgm_runner.config import PositiveFloat, PositiveInt
 from dgm_runner.distributions import sample_bernoulli, softplus
+from dgm_runner.models.checks import require_images
 
 
 class RBM(nn.Module):
@@ -30,7 +31,7 @@ class RBM(nn.Module):
         n_classes: int = 10,
     ) -> None:
         super().__init__()
-        self.image_shape = tuple(image_shape)
+        self.image_shape = require_images(image_shape, "model=rbm")
         self.visible_dim = int(torch.tensor(image_shape).prod())
         self.hidden_dim = hidden_dim
         self.W = nn.Parameter(torch.randn(self.visible_dim, hidden_dim) * init_std)

@@ -11,6 +11,7 @@ from torch import nn
 from typing import Literal
 
 from dgm_runner.config import NonNegativeFloat, PositiveInt
+from dgm_runner.models.checks import require_images
 
 
 class GaussianVAE(nn.Module):
@@ -110,7 +111,7 @@ class VAEMLP(GaussianVAE):
         n_classes: int = 10,
     ) -> None:
         super().__init__()
-        self.image_shape = tuple(image_shape)
+        self.image_shape = require_images(image_shape, "model=vae_mlp")
         self.std_param, self.std_floor = std_param, std_floor
         self.latent_dim = latent_dim
         self.conditional = conditional

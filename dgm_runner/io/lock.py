@@ -1,0 +1,115 @@
+"""One process per run directory: an exclusive ``fcntl.flock`` on ``<run_dir>/.lock``.
+
+The lock is taken as soon as Hydra resolves ``hydra.output_subdir`` (the
+``dgm_hydra_subdir`` resolver, before Hydra saves ``.hydra/``), and again, idempotently, by
+:func:`dgm_runner.run.train`; it is held for the life of the run and released when the run
+ends. The operating system drops it when the process dies (``kill -9`` included), so a
+stale lock never blocks a resume. A refused process names the holder's PID, read from the
+kernel's lock table, so taking or probing the lock writes nothing but the (empty) lock
+file itself. The file is never deleted (deleting a lock file races with a process that
+is about to lock it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterator
+
+#: Name of the lock file inside a run directory.
+LOCK_NAME = ".lock"
+
+# Locks this process holds: resolved run directory -> open file descriptor. flock locks
+# belong to an open file description, so a second open+flock from this same process
+# would conflict with the first: acquire() is idempotent instead.
+_HELD: dict[str, int] = {}
+
+
+class RunDirLocked(RuntimeError):
+    """Another live process holds the run directory's lock (the message names its PID)."""
+
+
+def _key(run_dir: str | os.PathLike) -> str:
+    return str(Path(run_dir).expanduser().resolve())
+
+
+def holder_pid(run_dir: str | os.PathLike) -> int | None:
+    """The PID of the process holding ``run_dir``'s lock, read from the kernel's lock table
+    (``/proc/locks``, Linux); None when nobody holds it or the table cannot be read.
+    Nothing is written to find it, so a refused launch changes no file of the run."""
+    try:
+        st = (Path(run_dir) / LOCK_NAME).stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in table.splitlines():  # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[2] == "->":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == wanted:
+                return int(fields[4])
+        except ValueError:
+            continue
+    return None
+
+
+def acquire(run_dir: str | os.PathLike) -> None:
+    """Take the exclusive lock of ``run_dir`` (created if missing) for this process; a no-op
+    if this process holds it already.
+
+    Raises:
+        RunDirLocked: another process holds it (one line naming its PID and what to do).
+        OSError: the directory cannot be created or the lock file opened (e.g. read-only).
+    """
+    key = _key(run_dir)
+    if key in _HELD:
+        return
+    Path(key).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(key) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        pid = holder_pid(key)
+        who = f"process {pid}" if pid else "another process"
+        raise RunDirLocked(
+            f"{key} is in use by {who} (lock {Path(key) / LOCK_NAME}): wait for it to finish "
+            f"or choose another hydra.run.dir"
+        ) from None
+    _HELD[key] = fd
+
+
+def release(run_dir: str | os.PathLike) -> None:
+    """Release this process's lock of ``run_dir`` (a no-op if it holds none)."""
+    fd = _HELD.pop(_key(run_dir), None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def holds_lock(run_dir: str | os.PathLike) -> bool:
+    """Whether this process holds the lock of ``run_dir``."""
+    return _key(run_dir) in _HELD
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock of ``run_dir`` inside the block (taken if not yet held, released after).
+
+    Raises:
+        RunDirLocked: as :func:`acquire`.
+    """
+    acquire(run_dir)
+    try:
+        yield
+    finally:
+        release(run_dir)

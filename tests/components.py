@@ -1,0 +1,38 @@
+"""Sample metrics for tests of what happens around evaluation (config targets
+``tests.components.<name>``, usable from a subprocess started in the repository root)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+
+def slow_metric(model: Any, sampler: Any, data: Any, seed: int, final: bool, seconds: float = 30.0,
+                marker: str = "") -> dict[str, float]:
+    """Write this process's PID to ``marker`` (when given), then wait ``seconds``: a long
+    evaluation (AIS, FID) to stop, kill or lock against. Returns ``{"slow": 0.0}``."""
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"slow": 0.0}
+
+
+def failing_metric(model: Any, sampler: Any, data: Any, seed: int, final: bool) -> dict[str, float]:
+    """A metric with a bug (not one of the user's errors): raises RuntimeError."""
+    raise RuntimeError("boom: a bug inside a metric")
+
+
+def self_signal_metric(model: Any, sampler: Any, data: Any, seed: int, final: bool,
+                       signame: str = "SIGTERM") -> dict[str, float]:
+    """Send ``signame`` to this very process, then wait up to 10 s for it to act: a stop
+    arriving in the middle of an evaluation, deterministically, in-process."""
+    os.kill(os.getpid(), getattr(signal, signame))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"not_interrupted": 1.0}
