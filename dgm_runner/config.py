@@ -21,7 +21,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Iterator, Literal, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -337,6 +337,21 @@ def validate(cfg: DictConfig) -> None:
     validate_trainer(container["trainer"])
 
 
+def _parsed_overrides(argv: list[str]) -> Iterator[tuple[str, Any]]:
+    """``(arg, hydra Override)`` for each ``key=value`` argument Hydra's parser accepts
+    (flags are skipped; syntax errors are left for Hydra to report)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            yield arg, parser.parse_override(arg)
+        except Exception:
+            continue
+
+
 def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
     """Reject ``group=entry`` overrides naming an entry that does not exist, in one line.
 
@@ -353,19 +368,11 @@ def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
     """
     from pathlib import Path
 
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob, QuotedString
 
     if config_dir is None:
         from dgm_runner import CONFIG_DIR as config_dir
-    parser = OverridesParser.create()
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        try:
-            override = parser.parse_override(arg)
-        except Exception:  # Hydra reports its own syntax errors
-            continue
+    for _, override in _parsed_overrides(argv):
         key = override.key_or_group
         group_dir = Path(config_dir) / key
         if override.is_delete() or "." in key or key.startswith("hydra") or not group_dir.is_dir():
@@ -410,20 +417,12 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
 
     if config_dir is None:
         from dgm_runner import CONFIG_DIR as config_dir
-    parser = OverridesParser.create()
     groups, keys = [], []
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        try:
-            override = parser.parse_override(arg)
-        except Exception:  # Hydra reports its own syntax errors
-            continue
+    for arg, override in _parsed_overrides(argv):
         key = override.key_or_group
         if key.startswith("hydra") or override.is_delete() or override.is_add() or override.is_force_add():
             continue

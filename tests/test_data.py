@@ -15,6 +15,7 @@ import torch
 from dgm_runner.data import DataError, load_vision_dataset
 from dgm_runner.data import vision
 from tests.conftest import needs_mnist
+from tests.idx_files import idx_images, idx_labels, write_mnist
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -143,29 +144,12 @@ def test_per_class_and_downsampling_as_in_seed_002():
 # --------------------------------------------------------------------------- synthetic IDX files
 
 
-def _idx_images(n: int, size: int = 28, seed: int = 0) -> bytes:
-    pixels = torch.randint(0, 256, (n * size * size,), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-    return struct.pack(">IIII", 0x803, n, size, size) + bytes(pixels.tolist())
-
-
-def _idx_labels(labels: list[int]) -> bytes:
-    return struct.pack(">II", 0x801, len(labels)) + bytes(labels)
-
-
 def _write_source(root: Path, n: int = 20, n_test: int = 10, seed: int = 0, gz: bool = True) -> Path:
     """Write ``root/MNIST/raw/`` with the four IDX files of ``n`` + ``n_test`` random
     28x28 images (labels ``i % 10``); return that raw directory."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    blobs = (_idx_images(n, seed=seed), _idx_labels([i % 10 for i in range(n)]),
-             _idx_images(n_test, seed=seed + 1), _idx_labels([i % 10 for i in range(n_test)]))
-    for name, blob in zip(vision.IDX_FILES, blobs):
-        if gz:
-            with gzip.open(raw / f"{name}.gz", "wb") as f:
-                f.write(blob)
-        else:
-            (raw / name).write_bytes(blob)
-    return raw
+    write_mnist(root, idx_images(n, seed=seed), idx_labels([i % 10 for i in range(n)]),
+                idx_images(n_test, seed=seed + 1), idx_labels([i % 10 for i in range(n_test)]), gz=gz)
+    return root / "MNIST" / "raw"
 
 
 def _direct(raw: Path) -> tuple[torch.Tensor, ...]:

@@ -45,6 +45,7 @@ from dgm_runner.io.lock import LOCK_NAME
 from dgm_runner.io.run_dir import check_run_dir
 from dgm_runner.run import train
 from tests.conftest import SMALL, needs_mnist
+from tests.idx_files import idx_images, idx_labels, write_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -302,25 +303,7 @@ def test_launches_in_the_same_second_get_two_directories(tmp_path):
 
 # --------------------------------------------------------------------------- hostile data
 
-def _idx_images(n: int, h: int = 28, w: int = 28, seed: int = 0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, n * h * w, dtype=np.uint8)
-    return struct.pack(">IIII", 0x803, n, h, w) + pixels.tobytes()
-
-
-def _idx_labels(labels: list[int]) -> bytes:
-    return struct.pack(">II", 0x801, len(labels)) + bytes(labels)
-
-
-def _write_mnist(root: Path, train_x: bytes, train_y: bytes, test_x: bytes, test_y: bytes, gz: bool = True) -> Path:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, data in zip(vision.IDX_FILES, (train_x, train_y, test_x, test_y)):
-        if gz:
-            with gzip.open(raw / f"{name}.gz", "wb") as f:
-                f.write(data)
-        else:
-            (raw / name).write_bytes(data)
-    return root
+_idx_images, _idx_labels, _write_mnist = idx_images, idx_labels, write_mnist
 
 
 def _good(n: int = 20, size: int = 28, seed: int = 0) -> tuple[bytes, bytes, bytes, bytes]:

@@ -192,3 +192,19 @@ def test_an_export_name_is_a_file_name_inside_the_run(compose_cfg, tmp_path):
     assert not (tmp_path / "never").exists()  # refused before anything was created
     ok = train(compose_cfg(*VAE, "trainer.export_name=weights.pt"), tmp_path / "ok")
     assert ok["status"] == "completed" and isinstance(torch.load(tmp_path / "ok" / "weights.pt"), dict)
+
+
+def test_resume_auto_over_a_finished_sweep_leaves_every_job_as_it_was(tmp_path):
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, "-m", "dgm_runner", "-m", *VAE, "model.latent_dim=2,3", f"hydra.sweep.dir={sweep}"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    jobs = {job: snapshot(sweep / job) for job in ("0", "1")}
+    again = subprocess.run([*args, "trainer.resume=auto"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("nothing to do") == 2
+    for job, before in jobs.items():
+        assert snapshot(sweep / job) == before, job

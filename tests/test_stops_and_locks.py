@@ -37,7 +37,7 @@ def launch(*args: str) -> subprocess.Popen:
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while not path.exists():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert proc.poll() is None, (proc.communicate()[1] or "")[-3000:]
         assert time.time() < deadline, f"{path} never appeared"
         time.sleep(0.05)
 
@@ -122,15 +122,20 @@ def test_ctrl_c_stops_a_basic_multirun_not_just_its_current_job(tmp_path):
 def test_killing_a_joblib_driver_stops_its_workers(tmp_path):
     sweep_dir = tmp_path / "sweep"
     # each job waits in its evaluation for 120 s unless stopped; the marker names the job
-    proc = launch("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *VAE, "trainer.seed=1,2",
-                  f"hydra.sweep.dir={sweep_dir}", slow(tmp_path / "in_eval_${trainer.seed}", 120))
+    log = open(tmp_path / "driver.log", "w")  # not a pipe: the workers inherit it and outlive the driver
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dgm_runner", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *VAE,
+         "trainer.seed=1,2", f"hydra.sweep.dir={sweep_dir}", slow(tmp_path / "in_eval_${trainer.seed}", 120)],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
     workers = []
     for seed in (1, 2):
         wait_for(tmp_path / f"in_eval_{seed}", proc, timeout=180)
         workers.append(int((tmp_path / f"in_eval_{seed}").read_text()))
     assert proc.pid not in workers  # the jobs run in loky worker processes
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    proc.wait(timeout=30)
+    log.close()
     deadline = time.time() + 30
     statuses = {}
     while time.time() < deadline and len(statuses) < 2:

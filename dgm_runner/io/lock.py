@@ -29,7 +29,8 @@ _HELD: dict[str, int] = {}
 
 
 class RunDirLocked(RuntimeError):
-    """Another live process holds the run directory's lock (the message names its PID)."""
+    """Another live process holds the run directory's lock (the message names its PID), or
+    the filesystem cannot lock it."""
 
 
 def _key(run_dir: str | os.PathLike) -> str:
@@ -64,7 +65,8 @@ def acquire(run_dir: str | os.PathLike) -> None:
     if this process holds it already.
 
     Raises:
-        RunDirLocked: another process holds it (one line naming its PID and what to do).
+        RunDirLocked: another process holds it (one line naming its PID and what to do), or
+            the filesystem has no file locks.
         OSError: the directory cannot be created or the lock file opened (e.g. read-only).
     """
     key = _key(run_dir)
@@ -76,8 +78,11 @@ def acquire(run_dir: str | os.PathLike) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         os.close(fd)
-        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
+        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # e.g. ENOLCK
+            raise RunDirLocked(
+                f"cannot lock {Path(key) / LOCK_NAME} ({err.strerror or err}): put the run on a "
+                f"filesystem with file locks (local disk, NFS v4)"
+            ) from None
         pid = holder_pid(key)
         who = f"process {pid}" if pid else "another process"
         raise RunDirLocked(
