@@ -15,7 +15,7 @@ export DGM_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: run test setup fashion-mnist clean bench
+.PHONY: run test lint setup fashion-mnist clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,15 @@ fashion-mnist:
 run: $(STAMP)
 	$(VENV)/bin/dgm-train $(ARGS)
 
-test: $(STAMP) fashion-mnist
+test: $(STAMP) fashion-mnist lint
 	$(PY) -m pytest $(ARGS)
 
-# Issue 8: our training epochs against DataLoader / scikit-learn / learnergy baselines,
+# ruff (configured in pyproject.toml): lint and formatting, checked before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Our training epochs against DataLoader / scikit-learn / learnergy baselines,
 # the matmul bound, compile, scaling, peak RSS and sampling -> bench.json (< 10 min on
 # 2 CPU cores; ARGS=--quick for a few minutes). learnergy is optional and installed
 # without its dependencies: its metadata pins packages the bench does not need.

@@ -1,6 +1,6 @@
 """``python -m dgm_runner`` is ``dgm-train``."""
 
-from dgm_runner.run import main
+from dgm_runner.cli.train import main
 
 if __name__ == "__main__":
     main()

@@ -1,31 +1,36 @@
-"""Build the components of a run from its config (the config tree is the registry)."""
+"""Build the components of a run from its config (the config tree is the registry): data,
+model, objective and sampler, the optimisers and EMA of the loop, and models of other,
+finished runs (a VQ-VAE for its PixelCNN prior)."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dgm_runner.config import ConfigError
-from dgm_runner.config import validate
-from dgm_runner.data.base import DataError, ImageData
+from dgm_runner.config import ConfigError, validate
+from dgm_runner.data.base import DataError, DataSplits
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, require_keys
 from dgm_runner.io.resume import check_same_run
 from dgm_runner.objectives.base import Objective
 from dgm_runner.samplers.base import Sampler
+
+log = logging.getLogger("dgm_runner")
 
 
 @dataclass
 class Components:
     """What one run trains: data on the device, the model, its objective and sampler."""
 
-    data: ImageData
+    data: DataSplits
     model: torch.nn.Module
     objective: Objective
     sampler: Sampler
@@ -63,13 +68,20 @@ def _instantiate_checked(group: str, node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def build_model(cfg: DictConfig, image_shape: tuple[int, int, int], n_classes: int) -> torch.nn.Module:
-    """Instantiate ``cfg.model`` for data of shape ``image_shape`` with ``n_classes`` labels.
+def build_model(cfg: DictConfig, image_shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
+    """Instantiate ``cfg.model`` for data of shape ``image_shape`` with ``n_classes`` labels;
+    ``n_classes`` is passed only to a constructor that declares it.
 
     Raises:
         ConfigError: the model rejects the data (e.g. vae_cnn on non-28x28 images).
     """
-    return _instantiate_checked("model", cfg.model, image_shape=tuple(image_shape), n_classes=n_classes)
+    from hydra.utils import get_object
+
+    runtime: dict[str, Any] = {"image_shape": tuple(image_shape)}
+    target = get_object(cfg.model._target_)
+    if "n_classes" in inspect.signature(target).parameters:
+        runtime["n_classes"] = n_classes
+    return _instantiate_checked("model", cfg.model, **runtime)
 
 
 def build_components(cfg: DictConfig, device: torch.device) -> Components:
@@ -89,6 +101,119 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
     except (TypeError, ValueError) as err:  # e.g. a sampler that does not fit, steps > a DDPM's N
         raise ConfigError(str(err)) from None
     return Components(data, model, objective, sampler)
+
+
+# trainer.optimizer_impl -> the implementations to try, in order (torch.optim keywords).
+_OPTIMIZER_IMPLS: dict[str, tuple[dict[str, bool], ...]] = {
+    "auto": ({"fused": True}, {"foreach": True}, {"foreach": False}),
+    "fused": ({"fused": True},),
+    "foreach": ({"foreach": True},),
+    "for_loop": ({"foreach": False},),
+}
+
+
+def make_optimizer(params, tcfg: Any) -> torch.optim.Optimizer:
+    """The optimiser of one parameter group: ``trainer.optimizer`` (adam | sgd) with
+    ``trainer.lr``, ``betas`` / ``momentum`` and ``weight_decay``.
+
+    ``trainer.optimizer_impl`` picks PyTorch's implementation: ``auto`` (default) takes
+    the fused kernel where this torch build supports it for these parameters (CPU and
+    CUDA float tensors in torch >= 2.4: one kernel per parameter instead of about ten
+    elementwise ops; measured in ``scripts/bench.py``), else the multi-tensor ``foreach``
+    one, else the per-parameter loop. They compute the same update up to float rounding.
+
+    Args:
+        params: the parameters (an iterable of tensors).
+        tcfg: the validated ``trainer`` settings (:class:`dgm_runner.config.TrainerConfig`).
+
+    Returns:
+        The optimiser; its ``param_groups[0]["fused"]`` / ``["foreach"]`` say which
+        implementation was taken.
+
+    Raises:
+        ConfigError: ``optimizer_impl`` names an implementation that cannot be used here.
+    """
+    params = list(params)
+    if tcfg.optimizer == "sgd":
+        cls, kwargs = torch.optim.SGD, {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay}
+    else:
+        cls, kwargs = torch.optim.Adam, {"lr": tcfg.lr, "betas": tuple(tcfg.betas), "weight_decay": tcfg.weight_decay}
+    impl = tcfg.optimizer_impl
+    error: Exception | None = None
+    for extra in _OPTIMIZER_IMPLS[impl]:
+        try:
+            return cls(params, **kwargs, **extra)
+        except (RuntimeError, ValueError, TypeError) as err:  # unsupported device / dtype / torch
+            error = err
+    if impl == "auto" or not params:
+        raise error  # e.g. an empty parameter list: not a config problem
+    raise ConfigError(f"trainer.optimizer_impl={impl} cannot be used here: {error}".splitlines()[0])
+
+
+def compile_objective(objective: Objective) -> bool:
+    """``trainer.compile``: replace ``objective.loss`` by ``torch.compile(objective.loss)``.
+
+    The compiled graph is the model's forward pass plus the loss terms (the backward
+    pass is compiled too, by AOTAutograd); evaluation and sampling stay eager. Shapes
+    are static, so a run compiles twice (full batches and the smaller last batch).
+    Objectives whose updates do not go through ``loss()`` (``updates_through_loss =
+    False``: GANs' alternating updates, CD-k's closed-form gradient) run eagerly, with a
+    warning.
+
+    Args:
+        objective: the run's objective (modified in place).
+
+    Returns:
+        Whether the updates go through the compiled loss.
+    """
+    if not objective.updates_through_loss:
+        log.warning("trainer.compile: %s makes its updates without loss(); training runs eagerly", type(objective).__name__)
+        return False
+    objective.loss = torch.compile(objective.loss, dynamic=False)
+    return True
+
+
+def make_ema(model: torch.nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights, or None when ``decay`` is None
+    (Song et al. 2021 sample with EMA weights, decay 0.999).
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (the
+    ``num_updates`` rule of TensorFlow's ExponentialMovingAverage), so short runs are not
+    evaluated with weights that are still mostly the initialisation.
+    """
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel
+
+    def ema_update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return d * averaged + (1.0 - d) * current
+
+    return AveragedModel(model, avg_fn=ema_update)
+
+
+def load_run_model(run_dir: Optional[str] = None, checkpoint: str = "last") -> torch.nn.Module:
+    """The trained model of a finished run, on the CPU, in eval mode, rebuilt from its
+    saved config by :func:`restore_run` with a one-image data split (only the model is
+    kept). The config entry that gives one model another's (``model.vqvae`` of
+    ``configs/model/pixelcnn_prior.yaml``) names this function, so models never read files.
+
+    Args:
+        run_dir: a run directory written by ``dgm-train``.
+        checkpoint: ``"last"``, ``"best"`` or a path to a ``.pt`` file of that run.
+
+    Raises:
+        ValueError: (one line; a ConfigError once the runner builds the model) no
+            ``run_dir``, or the run is missing, has no usable checkpoint or data.
+    """
+    if not run_dir:
+        raise ValueError("run_dir is required: pass model.vqvae.run_dir=<a finished run directory>")
+    try:
+        _, comps, _ = restore_run(run_dir, checkpoint, device="cpu",
+                                  overrides={"dataset.subset": 1, "dataset.test_subset": 1})
+    except (CheckpointError, DataError) as err:
+        raise ValueError(f"run_dir={run_dir}: {err}") from None
+    return comps.model.eval()
 
 
 def restore_run(

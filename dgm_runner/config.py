@@ -225,6 +225,9 @@ def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) ->
             raise ConfigError(f"{path}.{name} is set by the runner and must not be configured")
         hints.pop(name, None)
     _check_against(path, node, hints)
+    for key, value in node.items():  # a component built from another config node (model.vqvae)
+        if isinstance(value, dict) and "_target_" in value:
+            validate_node(f"{path}.{key}", value)
 
 
 def validate_schema(path: str, node: Any, schema: type) -> None:
@@ -265,6 +268,12 @@ def validate_trainer(node: Any) -> None:
     validate_schema("trainer", node, TrainerConfig)
     if node.get("export_name") is not None:
         check_file_name("trainer.export_name", node["export_name"])
+
+
+def trainer_config(cfg: DictConfig) -> TrainerConfig:
+    """The ``trainer`` node of a validated config as a :class:`TrainerConfig` (typed
+    attributes; keys the node lacks take the schema's defaults, in one place)."""
+    return TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
 
 
 @dataclass
@@ -335,120 +344,3 @@ def validate(cfg: DictConfig) -> None:
     for name, node in (container.get("exports") or {}).items():
         validate_node(f"exports.{name}", node, EXPORT_ARGS)
     validate_trainer(container["trainer"])
-
-
-def _parsed_overrides(argv: list[str]) -> Iterator[tuple[str, Any]]:
-    """``(arg, hydra Override)`` for each ``key=value`` argument Hydra's parser accepts
-    (flags are skipped; syntax errors are left for Hydra to report)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        try:
-            yield arg, parser.parse_override(arg)
-        except Exception:
-            continue
-
-
-def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
-    """Reject ``group=entry`` overrides naming an entry that does not exist, in one line.
-
-    Overrides are read with Hydra's own parser, so everything Hydra accepts for a group
-    passes: a comma list (``model=rbm,vae_mlp``), ``choice(...)``, ``glob(...)``, quoted
-    names, ``group=null`` (deselect) and ``~group``. Syntax errors are left to Hydra.
-
-    Args:
-        argv: the command-line overrides.
-        config_dir: the primary config directory (default: the package's ``configs/``).
-
-    Raises:
-        ConfigError: ``"model=foo: unknown model; allowed values are rbm, vae_cnn, ..."``.
-    """
-    from pathlib import Path
-
-    from hydra.core.override_parser.types import Glob, QuotedString
-
-    if config_dir is None:
-        from dgm_runner import CONFIG_DIR as config_dir
-    for _, override in _parsed_overrides(argv):
-        key = override.key_or_group
-        group_dir = Path(config_dir) / key
-        if override.is_delete() or "." in key or key.startswith("hydra") or not group_dir.is_dir():
-            continue
-        if override.is_sweep_override():
-            if isinstance(override.value(), Glob):  # matched against the entries by Hydra
-                continue
-            values = list(override.sweep_iterator())
-        else:
-            values = [override.value()]
-        choices = [None if v is None else v.text if isinstance(v, QuotedString) else str(v) for v in values]
-        allowed = sorted(p.stem for p in group_dir.glob("*.yaml"))
-        for choice in choices:
-            if choice is not None and choice not in allowed:
-                raise ConfigError(f"{key}={choice}: unknown {key}; allowed values are {', '.join(allowed)}")
-
-
-def _all_keys(node: Any, prefix: str = "") -> list[str]:
-    """Every dotted key of a plain config container."""
-    out = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out.append(f"{prefix}{k}")
-            out += _all_keys(v, f"{prefix}{k}.")
-    return out
-
-
-def check_override_keys(argv: list[str], config_name: str, config_dir: str | None = None) -> None:
-    """Reject ``key=value`` overrides of keys that do not exist (``trainr.epochs=2``) in one
-    line naming the closest key, before Hydra (whose own message is six lines) creates
-    anything. Group overrides (``model=vae_mlp``, the first value of a sweep) are composed
-    first, so keys of the chosen entries count; ``+key``, ``~key`` and ``hydra.*`` pass.
-
-    Args:
-        argv: the command-line overrides; config_name: ``train``, ``eval`` or ``sample``.
-        config_dir: the primary config directory (default: the package's ``configs/``).
-
-    Raises:
-        ConfigError: ``"trainr.epochs=2: no such key (did you mean trainer.epochs?) ..."``.
-    """
-    import difflib
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.types import Glob
-
-    if config_dir is None:
-        from dgm_runner import CONFIG_DIR as config_dir
-    groups, keys = [], []
-    for arg, override in _parsed_overrides(argv):
-        key = override.key_or_group
-        if key.startswith("hydra") or override.is_delete() or override.is_add() or override.is_force_add():
-            continue
-        if "." not in key.split("@")[0] and (Path(config_dir) / key.split("@")[0]).is_dir():
-            if override.is_sweep_override():
-                if isinstance(override.value(), Glob):
-                    return  # the entries are Hydra's to match
-                first = next(iter(override.sweep_iterator()), None)
-                groups.append(f"{key}={first}")
-            else:
-                groups.append(arg)
-        else:
-            keys.append((key, arg))
-    if not keys:
-        return
-    try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=groups)
-    except Exception:  # Hydra reports composition errors itself
-        return
-    container = OmegaConf.to_container(cfg, resolve=False)
-    missing = object()
-    for key, arg in keys:
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent, default=missing, throw_on_resolution_failure=False) if parent else cfg
-        if not isinstance(node, DictConfig) or leaf not in node.keys():  # keys(): "???" values count
-            close = difflib.get_close_matches(key, _all_keys(container), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{arg}: no such key{hint}; add a new key with +{arg}")

@@ -90,8 +90,8 @@ def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 + e^x)`` elementwise as ``max(x, 0) + log(1 + e^-|x|)``: about 2.5x faster
-    than ``F.softplus`` on CPU (whose ``log1p`` is not vectorised), absolute error < 1e-6 in
+    """``log(1 + e^x)`` elementwise as ``max(x, 0) + log(1 + e^-|x|)``: faster than
+    ``F.softplus`` on CPU (whose ``log1p`` is not vectorised; ``scripts/bench.py``), absolute error < 1e-6 in
     float32 (the ``log1p`` rounding). For free energies (sums of O(100) terms of O(100)
     nats); differences of nearby softpluses (AIS weights) keep ``F.softplus``.
 
@@ -104,7 +104,7 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 
 
 # Below this many elements the 24-bit integer path of sample_bernoulli costs more kernel
-# launches than it saves (64 x 128: no faster; 64 x 784: 1.2-1.35x faster alone).
+# launches than it saves (measured by scripts/bench.py).
 _INT_UNIFORM_MIN = 16384
 
 
@@ -113,17 +113,16 @@ def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = No
 
     Computed as ``1[u < probs]`` with ``u ~ U[0, 1)`` drawn from ``generator`` (global RNG
     if None): ``P(u < p) = p`` up to the 2^-24 grid of float32 uniforms, ``p = 0`` never
-    fires and ``p = 1`` always does. On CPU this is 3-4x faster than ``torch.bernoulli``
-    (one vectorised uniform fill and a compare instead of a per-element Bernoulli draw;
-    ``scripts/bench.py``), and as fast on CUDA. The same generator state gives the same
+    fires and ``p = 1`` always does. On CPU this is faster than ``torch.bernoulli`` (one
+    vectorised uniform fill and a compare instead of a per-element Bernoulli draw; the
+    ratio is in ``scripts/bench.py``'s output), and as fast on CUDA. The same generator state gives the same
     draws; the stream differs from ``torch.bernoulli``'s.
 
     On CPU, float32 ``probs`` of at least 16 384 elements take the uniforms' 24 bits straight
     from 64-bit integer draws (two per draw: ``m = bits & (2^24 - 1)``, ``u = m 2^-24``,
     the same grid as ``torch.rand``) and compare ``m < p 2^24`` (exact: scaling by a power
-    of two): the Mersenne twister's float path costs about 2.9 ns per uniform here, the
-    integer one 1.7 ns, so a 64 x 784 draw is 1.2-1.35x faster alone (inside a CD-25 chain,
-    where the draws are the largest non-matmul cost, 2-4 %: the machine's noise is larger).
+    of two): the Mersenne twister's float path costs more per uniform than the integer one
+    (the measured ratio is in the README's Speed section).
 
     Args:
         probs: ``(...)`` probabilities in [0, 1] (float tensor, any device).

@@ -1,4 +1,5 @@
-"""Test-set evaluation and sample grids, shared by the loop, dgm-eval and dgm-sample."""
+"""Test-split evaluation (the objective's per-example metrics, then the sample-based ones),
+shared by the loop and dgm-eval."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from dgm_runner.objectives.base import Batch, Objective
-from dgm_runner.samplers.base import Sampler
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (cheaper than no_grad)
-def evaluate(
+def evaluate_split(
     model: torch.nn.Module,
     objective: Objective,
     x: torch.Tensor,
@@ -47,21 +47,6 @@ def evaluate(
     return {f"{prefix}/{k}": float(v) / x.shape[0] for k, v in sums.items()}
 
 
-@torch.inference_mode()
-def draw_samples(
-    model: torch.nn.Module, sampler: Sampler, n: int, seed: int, device: torch.device, batch_size: int | None = None
-) -> torch.Tensor:
-    """``(n, C, H, W)`` samples in [0, 1] from one generator seeded with ``seed``, model in
-    eval mode; drawn ``batch_size`` at a time when given (bounded memory for 10,000 samples)."""
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator(device=device).manual_seed(seed)
-    step = batch_size or n
-    images = torch.cat([sampler.sample(model, min(step, n - start), gen) for start in range(0, n, step)])
-    model.train(was_training)
-    return images
-
-
 def all_test_metrics(cfg: DictConfig, model: torch.nn.Module, comps, final: bool) -> dict[str, float]:
     """The objective's test metrics (:func:`evaluate`) plus every ``sample_metrics`` entry of
     the config (``test/<name>``; e.g. AIS log-likelihood, sample distances).
@@ -71,7 +56,7 @@ def all_test_metrics(cfg: DictConfig, model: torch.nn.Module, comps, final: bool
         comps: the run's :class:`dgm_runner.build.Components`; final: last evaluation.
     """
     tcfg, data = cfg.trainer, comps.data
-    metrics = evaluate(
+    metrics = evaluate_split(
         model, comps.objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1, final=final
     )
     for node in (cfg.get("sample_metrics") or {}).values():

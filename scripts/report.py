@@ -3,7 +3,7 @@
 Usage: python scripts/report.py [ROOT ...] [--out outputs/REPORT.md]
 """
 
-from dgm_runner.report import main
+from dgm_runner.cli.report import main
 
 if __name__ == "__main__":
     main()

@@ -1,15 +1,15 @@
 """Samplers x NFE table of a trained diffusion run (FID/KID/precision/recall and seconds per
 1000 images per row): ``python scripts/sampler_table.py RUN_DIR --rows ddim:10,20,50 heun:5,10``.
 Writes RUN_DIR/eval/sampler_table.{json,md}. The logic lives in
-dgm_runner.metrics.sampler_table."""
+dgm_runner.cli.sampler_table."""
 
 import argparse
 import sys
 from pathlib import Path
 
-from dgm_runner.cli import USER_ERRORS
+from dgm_runner.cli.common import USER_ERRORS
 from dgm_runner.metrics.features import FeatureClassifierMissing
-from dgm_runner.metrics.sampler_table import format_markdown, sampler_table, write
+from dgm_runner.cli.sampler_table import format_markdown, sampler_table, write
 
 
 def main() -> None:

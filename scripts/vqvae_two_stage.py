@@ -3,7 +3,7 @@
 command:
 
 1. ``dgm-train experiment=vqvae_fashion hydra.run.dir=<root>/stage1 <overrides> <--s1 ...>``
-2. ``dgm-train experiment=vqvae_fashion_prior model.vqvae_run=<root>/stage1
+2. ``dgm-train experiment=vqvae_fashion_prior model.vqvae.run_dir=<root>/stage1
    hydra.run.dir=<root>/stage2 <overrides> <--s2 ...>``
 
 Positional overrides go to both stages (e.g. ``dataset.subset=10000 trainer.epochs=5``);
@@ -30,7 +30,7 @@ def stage_commands(root: Path, common: list[str], s1: list[str], s2: list[str]) 
     train = [sys.executable, "-m", "dgm_runner"]
     stage1 = [*train, "experiment=vqvae_fashion", f"hydra.run.dir={root / 'stage1'}", *common, *s1]
     stage2 = [
-        *train, "experiment=vqvae_fashion_prior", f"model.vqvae_run={root / 'stage1'}",
+        *train, "experiment=vqvae_fashion_prior", f"model.vqvae.run_dir={root / 'stage1'}",
         f"hydra.run.dir={root / 'stage2'}", *common, *s2,
     ]
     return [stage1, stage2]

@@ -1,31 +1,18 @@
-"""Shared fixtures: offline data location, an isolated cache, config composition."""
+"""Shared fixtures: an isolated cache, config composition, a finished run to be hostile to.
+What test files import (paths, skip marks, shrink overrides, helpers) is in
+``tests/helpers.py``; importing it here also points DGM_DATA_DIR at the offline data."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+import tests.helpers  # noqa: F401  (sets DGM_DATA_DIR to the offline copy when unset)
 from dgm_runner import CONFIG_DIR
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-# Offline MNIST (CI and course machines); an explicit DGM_DATA_DIR wins.
-if not os.environ.get("DGM_DATA_DIR") and (SHARED_DATA / "MNIST").is_dir():
-    os.environ["DGM_DATA_DIR"] = str(SHARED_DATA)
-
-# Small-but-real settings for smoke runs on MNIST.
-SMALL = [
-    "dataset.subset=256",
-    "dataset.test_subset=200",
-    "trainer.epochs=1",
-    "trainer.batch_size=64",
-    "trainer.progress=false",
-    "trainer.n_samples=16",
-]
+from tests.helpers import SMALL
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,10 +32,20 @@ def compose_cfg():
     return _compose
 
 
-def has_mnist() -> bool:
-    """Whether the offline MNIST copy is reachable."""
-    root = os.environ.get("DGM_DATA_DIR")
-    return bool(root) and (Path(root) / "MNIST" / "raw").is_dir()
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory):
+    """A finished run, with the .hydra/ files and train.log that the CLI would add (made
+    in-process: a CLI launch costs seconds of start-up). Shared by the tests of
+    test_hostile_checkpoints.py and test_run_dirs.py, which leave it as it was."""
+    from dgm_runner.loop import train
 
-
-needs_mnist = pytest.mark.skipif(not has_mnist(), reason="offline MNIST not found (set DGM_DATA_DIR)")
+    run_dir = tmp_path_factory.mktemp("hostile") / "run"
+    overrides = ["experiment=vae_mlp", *SMALL, "logger=none"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    train(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run_dir / "train.log").write_text("[...] epoch 1/1\n")
+    return run_dir

@@ -62,11 +62,11 @@ def test_bad_schedule_is_rejected():
 
 
 def test_log_likelihood_metric_runs_only_at_the_final_evaluation():
-    from dgm_runner.data import ImageData
+    from dgm_runner.data import DataSplits
 
     rbm = _rbm(d=16, h=6, scale=0.3, seed=3)
     x = torch.bernoulli(torch.full((64, 1, 1, 16), 0.3), generator=torch.Generator().manual_seed(0))
-    data = ImageData("t", x, torch.zeros(64, dtype=torch.long), x, torch.zeros(64, dtype=torch.long), 1, True)
+    data = DataSplits("t", x, torch.zeros(64, dtype=torch.long), x, torch.zeros(64, dtype=torch.long), 1, True)
     assert rbm_ais_log_likelihood(rbm, None, data, seed=0, final=False) == {}
     out = rbm_ais_log_likelihood(rbm, None, data, seed=0, final=True, n_runs=50)
     exact = -float(rbm.free_energy(x).double().mean()) - exact_log_z(rbm)

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.config import ConfigError, validate
-from dgm_runner.run import check_group_choices, train
+from dgm_runner.cli.checks import check_group_choices
+from dgm_runner.loop import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 

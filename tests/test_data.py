@@ -14,7 +14,7 @@ import torch
 
 from dgm_runner.data import DataError, load_vision_dataset
 from dgm_runner.data import vision
-from tests.conftest import needs_mnist
+from tests.helpers import needs_mnist
 from tests.idx_files import idx_images, idx_labels, write_mnist
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -117,15 +117,15 @@ def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
 
 
 def test_image_data_rejects_empty_splits_and_bad_labels():
-    from dgm_runner.data import ImageData
+    from dgm_runner.data import DataSplits
 
     x, y = torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
     with pytest.raises(DataError, match="empty"):
-        ImageData("t", x[:0], y[:0], x, y, n_classes=10, binarized=False)
+        DataSplits("t", x[:0], y[:0], x, y, n_classes=10, binarized=False)
     with pytest.raises(DataError, match="labels outside"):
-        ImageData("t", x, torch.full((4,), 10), x, y, n_classes=10, binarized=False)
+        DataSplits("t", x, torch.full((4,), 10), x, y, n_classes=10, binarized=False)
     with pytest.raises(DataError, match=r"\(N, C, H, W\)"):
-        ImageData("t", x[:, 0], y, x, y, n_classes=10, binarized=False)
+        DataSplits("t", x[:, 0], y, x, y, n_classes=10, binarized=False)
 
 
 @needs_mnist
@@ -249,7 +249,7 @@ def test_a_killed_fill_leaves_nothing_that_is_read_and_stale_temp_dirs_are_clean
             raise KeyboardInterrupt
         return copy_idx(src_path, dst, name, downloaded)
 
-    monkeypatch.setattr(vision, "_copy_idx", interrupted)
+    monkeypatch.setattr("dgm_runner.data.cache._copy_idx", interrupted)  # what _fill calls
     with pytest.raises(KeyboardInterrupt):
         load_vision_dataset("mnist", root=str(src), download=False)
     assert not _keyed_dirs(cache) and not list(by_source.glob(".tmp-*"))

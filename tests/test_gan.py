@@ -10,8 +10,8 @@ from torch import nn
 from dgm_runner.models import DCGAN
 from dgm_runner.objectives import Batch, GANObjective
 from dgm_runner.objectives.gan import gradient_penalty
-from dgm_runner.run import train
-from tests.conftest import SMALL, needs_mnist
+from dgm_runner.loop import train
+from tests.helpers import SMALL, needs_mnist
 
 
 def test_gradient_penalty_of_a_linear_critic_is_closed_form():

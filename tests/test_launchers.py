@@ -14,7 +14,7 @@ import yaml
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.io.sweep_summary import SweepSummary, summarize_sweep
-from tests.conftest import SMALL, needs_mnist
+from tests.helpers import SMALL, needs_mnist
 
 TINY = [*SMALL, "logger=none"]
 RBM_FAST = ["sampler.steps=20", "~sample_metrics.ais"]
@@ -117,7 +117,7 @@ def test_summary_marks_jobs_without_metrics_and_is_refreshed_per_job(tmp_path):
 
 
 def test_the_task_returns_the_metric_optuna_minimises(caplog):
-    from dgm_runner.run import _objective_value
+    from dgm_runner.cli.train import _objective_value
 
     final = {"status": "completed", "epoch": 1, "test/loss": 90.5, "test/kl": 3}
     assert _objective_value(final, "test/loss") == 90.5 and _objective_value(final, "test/kl") == 3.0

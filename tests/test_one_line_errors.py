@@ -15,23 +15,23 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dgm_runner import evaluate, run, sample
+from dgm_runner.cli import eval as evaluate, sample, train as train_cli
+from dgm_runner.loop import train
 from dgm_runner.data import vision
 from dgm_runner.io.checkpoint import FORMAT, load_checkpoint
-from tests.conftest import SMALL, needs_mnist
-from tests.test_results_kept import VAE, snapshot
+from tests.helpers import SMALL, VAE, needs_mnist, snapshot
 
 pytestmark = needs_mnist
 
 RBM = ["experiment=rbm_cdk", *SMALL, "logger=none", "~sample_metrics.fid", "~sample_metrics.ais",
        "sampler.steps=20", "trainer.export_name=null"]
-MAINS: dict[str, Callable[[], None]] = {"dgm-train": run.main, "dgm-eval": evaluate.main, "dgm-sample": sample.main}
+MAINS: dict[str, Callable[[], None]] = {"dgm-train": train_cli.main, "dgm-eval": evaluate.main, "dgm-sample": sample.main}
 LOGS = ("eval.log", "sample.log")  # the apps' own job logs, which also get the error line
 
 
 def _trained(compose_cfg, run_dir: Path, overrides: list[str]) -> Path:
     cfg = compose_cfg(*overrides)
-    run.train(cfg, run_dir)
+    train(cfg, run_dir)
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))  # as Hydra writes it
     return run_dir
@@ -57,7 +57,7 @@ def runs(tmp_path_factory):
     (no_config / "checkpoints").mkdir(parents=True)
     torch.save({"format": FORMAT, "model": ckpt["model"]}, no_config / "checkpoints" / "last.pt")
     small = compose_cfg(*VAE, "model.latent_dim=3")
-    run.train(small, root / "small")
+    train(small, root / "small")
     misfit = root / "misfit"
     shutil.copytree(vae, misfit)
     other = load_checkpoint(root / "small" / "checkpoints" / "last.pt")
@@ -136,7 +136,7 @@ def test_every_error_is_one_line_and_writes_nothing(case, runs, monkeypatch, cap
     args = [a.format(**{k: str(v) for k, v in runs.items()}) for a in args]
     before = {name: _files(runs, name) for name in unchanged}
     monkeypatch.setattr(sys, "argv", [tool, *args])
-    monkeypatch.setenv(run.DRIVER_ENV, "")
+    monkeypatch.setenv(train_cli.DRIVER_ENV, "")
     with pytest.raises(SystemExit) as exit_:
         MAINS[tool]()
     err = capsys.readouterr().err

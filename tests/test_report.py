@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dgm_runner.report import build_report, find_run_dirs
+from dgm_runner.cli.report import build_report, find_run_dirs
 
 
 def _fake_run(root: Path, name: str, overrides: list[str], metrics: dict, evaluated: dict | None = None) -> Path:

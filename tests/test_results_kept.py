@@ -6,7 +6,6 @@ evaluation, and a rerun after a kill before the first checkpoint repeats no line
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -17,29 +16,15 @@ import torch
 from dgm_runner.config import ConfigError
 from dgm_runner.io.artifacts import append_jsonl
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
-from dgm_runner.io.lock import LOCK_NAME
 from dgm_runner.io.run_dir import record_outcome
 from dgm_runner.io.signals import StopRequested
-from dgm_runner.report import main as report_main
-from dgm_runner.run import train
-from tests.conftest import SMALL, needs_mnist
+from dgm_runner.cli.report import main as report_main
+from dgm_runner.loop import train
+from tests.helpers import VAE, lines, needs_mnist, snapshot
 
 pytestmark = needs_mnist
 
-VAE = ["experiment=vae_mlp", *SMALL, "logger=none", "~sample_metrics.fid", "trainer.export_name=null"]
 SIGNAL_IN_EVAL = "+sample_metrics.stop={_target_: tests.components.self_signal_metric}"
-
-
-def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
-    """Every file but the lock: relative path -> (sha256, mtime_ns)."""
-    return {
-        str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK_NAME
-    }
-
-
-def lines(path: Path, key: str) -> list:
-    return [json.loads(line)[key] for line in path.read_text().splitlines()]
 
 
 @pytest.fixture

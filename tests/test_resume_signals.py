@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dgm_runner.io.checkpoint import load_checkpoint
-from tests.conftest import needs_mnist
+from tests.helpers import needs_mnist
 
 pytestmark = needs_mnist
 

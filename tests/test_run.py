@@ -15,8 +15,8 @@ from PIL import Image
 from dgm_runner.build import restore_run
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
 from dgm_runner.objectives.elbo import ELBO
-from dgm_runner.run import DivergedError, train
-from tests.conftest import SMALL, needs_mnist
+from dgm_runner.loop import DivergedError, train
+from tests.helpers import SMALL, needs_mnist
 
 pytestmark = needs_mnist
 
@@ -251,7 +251,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(compose_cfg, t
 
 
 def test_dgm_sample_overrides_the_sampler(trained_vae, tmp_path, monkeypatch):
-    from dgm_runner import sample
+    from dgm_runner.cli import sample
 
     run_dir, _ = trained_vae
     seen = {}
@@ -264,9 +264,12 @@ def test_dgm_sample_overrides_the_sampler(trained_vae, tmp_path, monkeypatch):
 def test_resume_config_check_tolerates_only_new_options_at_their_defaults():
     from dgm_runner.io.resume import _same_config
 
-    saved = {"_target_": "dgm_runner.objectives.ContrastiveDivergence", "k": 1, "persistent": False}
+    saved = {"_target_": "dgm_runner.objectives.cd.ContrastiveDivergence", "k": 1, "persistent": False}
     assert _same_config(saved, {**saved, "log_every": 10})  # added later, at its default
     assert not _same_config(saved, {**saved, "log_every": 3})  # added later, changed
     assert not _same_config(saved, {**saved, "k": 5})
     assert not _same_config({**saved, "gone": 1}, saved)  # an option the code no longer has
     assert not _same_config({"lr": 1}, {"lr": 1, "extra": 2})  # no _target_: any new key differs
+    # checkpoints from before full module paths named the package re-export: the same class
+    assert _same_config({"_target_": "dgm_runner.models.VAEMLP"}, {"_target_": "dgm_runner.models.vae.VAEMLP"})
+    assert not _same_config({"_target_": "dgm_runner.models.RBM"}, {"_target_": "dgm_runner.models.vae.VAEMLP"})

@@ -10,8 +10,9 @@ from dgm_runner.config import ConfigError
 from dgm_runner.distributions import sample_bernoulli
 from dgm_runner.models import RBM
 from dgm_runner.objectives import Batch, ContrastiveDivergence
-from dgm_runner.run import _make_optimizer, train
-from tests.conftest import SMALL, needs_mnist
+from dgm_runner.build import make_optimizer
+from dgm_runner.loop import train
+from tests.helpers import SMALL, needs_mnist
 
 
 def _tcfg(**kw):
@@ -23,7 +24,7 @@ def _tcfg(**kw):
 def _fit(tcfg, steps: int = 20) -> list[torch.Tensor]:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
-    opt = _make_optimizer(net.parameters(), tcfg)
+    opt = make_optimizer(net.parameters(), tcfg)
     x, y = torch.randn(32, 7), torch.randn(32, 3)
     for _ in range(steps):
         opt.zero_grad()
@@ -46,7 +47,7 @@ def test_auto_takes_the_fused_kernel_where_supported_and_falls_back(monkeypatch)
         fused_ok = True
     except RuntimeError:
         fused_ok = False
-    opt = _make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg())
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg())
     assert bool(opt.param_groups[0]["fused"]) == fused_ok
 
     class NoFusedAdam(torch.optim.Adam):  # a torch build / device without the fused kernel
@@ -56,10 +57,10 @@ def test_auto_takes_the_fused_kernel_where_supported_and_falls_back(monkeypatch)
             super().__init__(params, **kw)
 
     monkeypatch.setattr(torch.optim, "Adam", NoFusedAdam)
-    opt = _make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg())
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg())
     assert not opt.param_groups[0]["fused"] and opt.param_groups[0]["foreach"]
     with pytest.raises(ConfigError, match="optimizer_impl=fused"):
-        _make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg(optimizer_impl="fused"))
+        make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg(optimizer_impl="fused"))
 
 
 def test_sample_bernoulli_is_exact_at_the_edges_and_deterministic():
@@ -130,7 +131,7 @@ def test_free_energy_gap_gradient_is_the_autograd_gradient():
 def test_closed_form_cd_update_trains_like_autograd_with_an_optimizer():
     """Ten SGD-with-momentum updates through steps() (grads written by the objective, the
     loop skips backward) land on the same weights as ten through loss().backward()."""
-    from dgm_runner.run import train_step
+    from dgm_runner.epoch import train_step
 
     x = torch.bernoulli(torch.full((32, 1, 3, 4), 0.4, dtype=torch.float64))
     batch = Batch(x, torch.zeros(32, dtype=torch.long))
@@ -247,7 +248,7 @@ def test_bf16_autocast_with_channels_last_trains_the_conv_models(compose_cfg, tm
 
 def test_train_step_runs_the_forward_under_autocast_and_the_update_in_float32():
     from dgm_runner.objectives.base import Objective
-    from dgm_runner.run import _Averager, train_step
+    from dgm_runner.epoch import Averager as _Averager, train_step
 
     seen = []
 

@@ -16,12 +16,9 @@ from pathlib import Path
 import pytest
 
 from dgm_runner.io.checkpoint import load_checkpoint
-from tests.conftest import SMALL, needs_mnist
-from tests.test_results_kept import VAE, lines, snapshot
+from tests.helpers import REPO, VAE, lines, needs_mnist, snapshot
 
 pytestmark = needs_mnist
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def slow(marker: Path, seconds: float = 60.0) -> str:

@@ -8,19 +8,27 @@ closed form is restated here independently of the study's own code.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra.utils import get_method
+from omegaconf import OmegaConf
 
+from dgm_runner import CONFIG_DIR
+from dgm_runner.config import ConfigError, Range
 from dgm_runner.studies import (
+    STUDIES,
     all_studies,
     bm_meanfield,
+    call_study,
     dummy_gan,
     gaussian_kl,
     grad_variance,
@@ -28,8 +36,9 @@ from dgm_runner.studies import (
     mfvi_blr,
     noisy_inputs,
     optimal_discriminator,
+    validate_study,
 )
-from dgm_runner.study import positional_study
+from dgm_runner.cli.study import positional_study
 
 
 def _assert_result_files(out_dir: Path, result: dict) -> None:
@@ -48,7 +57,8 @@ def test_reinforce_variance_closed_form_by_hand():
     # odd moments vanish, E e^2 = 1, E e^4 = 3, E e^6 = 15.
     expected = 0.25 * (1 + 6 * 3 + 15) - 1
     assert grad_variance.total_variance("reinforce", 1, 1.0) == pytest.approx(expected)
-    # grows like d^3 (ratio 8 per doubling), the baseline version like d^2, reparameterization like d
+    # grows like d^3 (ratio 8 per doubling), the baseline version like d^2, reparameterization
+    # like d
     big = 2**14
     for method, ratio in (("reinforce", 8), ("reinforce_baseline", 4), ("reparam", 2)):
         assert grad_variance.total_variance(method, 2 * big, 1.0) / grad_variance.total_variance(
@@ -79,7 +89,8 @@ def test_grad_variance_matches_closed_forms(tmp_path):
 
 
 def test_grad_variance_large_mean_checks_every_term_of_the_reinforce_variance(tmp_path):
-    # With ||mu|| = 3 each term of d(d+2)(d+4)/4 + a(d+2)^2/2 + a^2 d/4 - a is > 4 SE at some d <= 4.
+    # With ||mu|| = 3 each term of d(d+2)(d+4)/4 + a(d+2)^2/2 + a^2 d/4 - a is > 4 SE at some
+    # d <= 4.
     result = grad_variance.run(tmp_path, dims=(1, 2, 4), n_samples=20000, mu_norm=3.0, slope_from=1)
     for row in result["per_dim"]:
         for method in grad_variance.METHODS:
@@ -331,20 +342,243 @@ def test_positional_study_name():
     assert positional_study(["-m", "study=a,b"]) == ["-m", "study=a,b"]
 
 
+# Each parameter bound declared by the annotations of a study's ``run`` (and refused by
+# ``dgm-study`` before the study runs): (study, key, bad value, the one-line message).
+_NAN, _INF = float("nan"), float("inf")
+BAD_PARAMETERS = [
+    ("grad_variance", "seed", -1, "study.seed=-1 is invalid: must be >= 0"),
+    ("grad_variance", "dims", [0, 4], "study.dims[0]=0 is invalid: must be >= 1"),
+    ("grad_variance", "n_samples", 1, "study.n_samples=1 is invalid: must be >= 2"),
+    ("grad_variance", "n_per_estimate", 0, "study.n_per_estimate=0 is invalid: must be >= 1"),
+    ("grad_variance", "mu_norm", -1.0, "study.mu_norm=-1.0 is invalid: must be >= 0"),
+    ("grad_variance", "mu_norm", _INF, "study.mu_norm=inf is invalid: must be a finite number"),
+    ("grad_variance", "slope_from", 0, "study.slope_from=0 is invalid: must be >= 1"),
+    ("grad_variance", "z_tol", 0.0, "study.z_tol=0.0 is invalid: must be > 0"),
+    ("mfvi_blr", "seed", -1, "study.seed=-1 is invalid: must be >= 0"),
+    ("mfvi_blr", "n_data", 1, "study.n_data=1 is invalid: must be >= 2"),
+    ("mfvi_blr", "dim", 0, "study.dim=0 is invalid: must be >= 1"),
+    ("mfvi_blr", "sigma_true", -1.0, "study.sigma_true=-1.0 is invalid: must be > 0"),
+    ("mfvi_blr", "lr", -1, "study.lr=-1 is invalid: must be > 0"),
+    ("mfvi_blr", "n_steps", 0, "study.n_steps=0 is invalid: must be >= 1"),
+    ("mfvi_blr", "n_mc", 1, "study.n_mc=1 is invalid: must be >= 2"),
+    ("mfvi_blr", "z_tol", -4.0, "study.z_tol=-4.0 is invalid: must be > 0"),
+    ("bm_meanfield", "seed", -1, "study.seed=-1 is invalid: must be >= 0"),
+    ("bm_meanfield", "visible", 0, "study.visible=0 is invalid: must be >= 1"),
+    ("bm_meanfield", "hidden", 1, "study.hidden=1 is invalid: must be >= 2"),
+    ("bm_meanfield", "scales", [1.0, -0.5], "study.scales[1]=-0.5 is invalid: must be > 0"),
+    ("bm_meanfield", "n_models", 0, "study.n_models=0 is invalid: must be >= 1"),
+    ("bm_meanfield", "max_iter", 2, "study.max_iter=2 is invalid: must be >= 3"),
+    ("bm_meanfield", "tol", 0.0, "study.tol=0.0 is invalid: must be > 0"),
+    ("bm_meanfield", "tol", _NAN, "study.tol=nan is invalid: must be a finite number"),
+    ("bm_meanfield", "cycle_coupling", 0.0, "study.cycle_coupling=0.0 is invalid: must be > 0"),
+    (
+        "bm_meanfield",
+        "cycle_bias",
+        _INF,
+        "study.cycle_bias=inf is invalid: must be a finite number",
+    ),
+    ("bm_meanfield", "enum_visible", 0, "study.enum_visible=0 is invalid: must be >= 1"),
+    ("bm_meanfield", "enum_hidden", 1, "study.enum_hidden=1 is invalid: must be >= 2"),
+    ("meanfield_families", "seed", -1, "study.seed=-1 is invalid: must be >= 0"),
+    ("meanfield_families", "n_min", 1, "study.n_min=1 is invalid: must be >= 2"),
+    ("meanfield_families", "n_max", 30, "study.n_max=30 is invalid: must be <= 14"),
+    ("meanfield_families", "n_max", 1, "study.n_max=1 is invalid: must be >= 2"),
+    ("meanfield_families", "grid_size", 1, "study.grid_size=1 is invalid: must be >= 2"),
+    ("meanfield_families", "n_random", 0, "study.n_random=0 is invalid: must be >= 1"),
+    ("noisy_inputs", "seed", -1, "study.seed=-1 is invalid: must be >= 0"),
+    ("noisy_inputs", "n_samples", 1, "study.n_samples=1 is invalid: must be >= 2"),
+    ("noisy_inputs", "n_bins", 0, "study.n_bins=0 is invalid: must be >= 1"),
+    ("noisy_inputs", "y_range", 0.0, "study.y_range=0.0 is invalid: must be > 0"),
+    ("noisy_inputs", "dims", [0], "study.dims[0]=0 is invalid: must be >= 1"),
+    ("noisy_inputs", "dims", [1, 17], "study.dims[1]=17 is invalid: must be <= 16"),
+    ("noisy_inputs", "bandwidths", [0.0], "study.bandwidths[0]=0.0 is invalid: must be > 0"),
+    ("noisy_inputs", "z_tol", 0.0, "study.z_tol=0.0 is invalid: must be > 0"),
+    ("gaussian_kl", "seed", -1, "study.seed=-1 is invalid: must be >= 0"),
+    ("gaussian_kl", "n_samples", 1, "study.n_samples=1 is invalid: must be >= 2"),
+    ("gaussian_kl", "cases", [[0.0, 1.0, 0.0]], "study.cases[0][2]=0.0 is invalid: must be > 0"),
+    (
+        "gaussian_kl",
+        "cases",
+        [[0.0, 1.0]],
+        "study.cases[0]=[0.0, 1.0] is invalid: must be a list of 3 values",
+    ),
+    ("gaussian_kl", "z_tol", 0.0, "study.z_tol=0.0 is invalid: must be > 0"),
+    ("optimal_discriminator", "seed", -1, "study.seed=-1 is invalid: must be >= 0"),
+    (
+        "optimal_discriminator",
+        "data_stds",
+        [0.5, 0.0],
+        "study.data_stds[1]=0.0 is invalid: must be > 0",
+    ),
+    (
+        "optimal_discriminator",
+        "data_weights",
+        [-0.1, 0.5],
+        "study.data_weights[0]=-0.1 is invalid: must be >= 0",
+    ),
+    ("optimal_discriminator", "gen_stds", [-1.0], "study.gen_stds[0]=-1.0 is invalid: must be > 0"),
+    (
+        "optimal_discriminator",
+        "gen_weights",
+        [-1.0],
+        "study.gen_weights[0]=-1.0 is invalid: must be >= 0",
+    ),
+    ("optimal_discriminator", "hidden", 0, "study.hidden=0 is invalid: must be >= 1"),
+    ("optimal_discriminator", "steps", 0, "study.steps=0 is invalid: must be >= 1"),
+    ("optimal_discriminator", "batch_size", 0, "study.batch_size=0 is invalid: must be >= 1"),
+    ("optimal_discriminator", "lr", 0.0, "study.lr=0.0 is invalid: must be > 0"),
+    ("optimal_discriminator", "n_eval", 1, "study.n_eval=1 is invalid: must be >= 2"),
+    ("optimal_discriminator", "grid_points", 2, "study.grid_points=2 is invalid: must be >= 3"),
+    (
+        "optimal_discriminator",
+        "grid_halfwidth",
+        0.0,
+        "study.grid_halfwidth=0.0 is invalid: must be > 0",
+    ),
+    (
+        "optimal_discriminator",
+        "max_mean_abs_error",
+        -0.1,
+        "study.max_mean_abs_error=-0.1 is invalid: must be >= 0",
+    ),
+    (
+        "optimal_discriminator",
+        "max_objective_gap",
+        -0.1,
+        "study.max_objective_gap=-0.1 is invalid: must be >= 0",
+    ),
+    ("optimal_discriminator", "z_tol", 0.0, "study.z_tol=0.0 is invalid: must be > 0"),
+    ("dummy_gan", "seed", -1, "study.seed=-1 is invalid: must be >= 0"),
+    ("dummy_gan", "mu", _INF, "study.mu=inf is invalid: must be a finite number"),
+    ("dummy_gan", "w0", _NAN, "study.w0=nan is invalid: must be a finite number"),
+    ("dummy_gan", "phi0", 1.5, "study.phi0=1.5 is invalid: must be <= 1"),
+    ("dummy_gan", "phi0", -1.5, "study.phi0=-1.5 is invalid: must be >= -1"),
+    ("dummy_gan", "batch_size", 1, "study.batch_size=1 is invalid: must be >= 2"),
+    ("dummy_gan", "vanilla_steps", 1, "study.vanilla_steps=1 is invalid: must be >= 2"),
+    ("dummy_gan", "vanilla_lr_w", 0.0, "study.vanilla_lr_w=0.0 is invalid: must be > 0"),
+    ("dummy_gan", "vanilla_lr_phi", -1, "study.vanilla_lr_phi=-1 is invalid: must be > 0"),
+    ("dummy_gan", "wgan_steps", 1, "study.wgan_steps=1 is invalid: must be >= 2"),
+    ("dummy_gan", "wgan_lr_w", 0, "study.wgan_lr_w=0 is invalid: must be > 0"),
+    ("dummy_gan", "wgan_lr_phi", -0.1, "study.wgan_lr_phi=-0.1 is invalid: must be > 0"),
+    ("dummy_gan", "wgan_decay_steps", 0.0, "study.wgan_decay_steps=0.0 is invalid: must be > 0"),
+    ("dummy_gan", "avg_fraction", 0.0, "study.avg_fraction=0.0 is invalid: must be > 0"),
+    ("dummy_gan", "avg_fraction", 1.5, "study.avg_fraction=1.5 is invalid: must be <= 1"),
+    ("dummy_gan", "n_batches", 1, "study.n_batches=1 is invalid: must be >= 2"),
+    (
+        "dummy_gan",
+        "check_points",
+        [[1.0]],
+        "study.check_points[0]=[1.0] is invalid: must be a list of 2 values",
+    ),
+    ("dummy_gan", "n_mc", 1, "study.n_mc=1 is invalid: must be >= 2"),
+    ("dummy_gan", "quad_nodes", 19, "study.quad_nodes=19 is invalid: must be >= 20"),
+    ("dummy_gan", "amplitude_rtol", 0.0, "study.amplitude_rtol=0.0 is invalid: must be > 0"),
+    ("dummy_gan", "z_tol", 0.0, "study.z_tol=0.0 is invalid: must be > 0"),
+    (
+        "all",
+        "studies",
+        ["gaussian_kl", "typo"],
+        "study.studies[1]='typo' is invalid: allowed values are "
+        + ", ".join(repr(s) for s in STUDIES),
+    ),
+]
+
+
+def _config(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "study" / f"{name}.yaml"))
+
+
+@pytest.mark.parametrize(("name", "key", "value", "message"), BAD_PARAMETERS)
+def test_annotated_parameters_are_refused_in_one_line_naming_the_key(
+    tmp_path, name, key, value, message
+):
+    cfg = {**_config(name), key: value}
+    with pytest.raises(ConfigError) as err:
+        call_study(cfg, tmp_path / "run")
+    assert str(err.value) == message
+    assert not (tmp_path / "run").exists()  # refused before anything is created
+
+
+def _bounded(hint) -> bool:
+    """Does the annotation (or one nested in it) carry a Range or a Literal?"""
+    if typing.get_origin(hint) is typing.Annotated:
+        return any(isinstance(m, Range) for m in typing.get_args(hint)[1:]) or _bounded(
+            typing.get_args(hint)[0]
+        )
+    if typing.get_origin(hint) is typing.Literal:
+        return True
+    return any(_bounded(a) for a in typing.get_args(hint))
+
+
+@pytest.mark.parametrize("name", [*STUDIES, "all"])
+def test_every_parameter_is_annotated_and_every_bound_has_a_refusal_test(name):
+    run = get_method(_config(name)["_target_"])
+    params = set(inspect.signature(run).parameters) - {"out_dir"}
+    hints = typing.get_type_hints(run, include_extras=True)  # resolvable: else nothing is validated
+    assert params <= set(hints), params - set(hints)
+    bounded = {p for p in params if _bounded(hints[p])}
+    tested = {key for study, key, _, _ in BAD_PARAMETERS if study == name}
+    assert bounded <= tested, f"no refusal test for {sorted(bounded - tested)}"
+    validate_study(_config(name))  # the shipped config itself is valid
+
+
+def test_unknown_and_runner_keys_are_refused():
+    cfg = _config("gaussian_kl")
+    with pytest.raises(
+        ConfigError, match=r"^study.nsamples is not a valid key: allowed keys are cases, "
+    ):
+        validate_study({**cfg, "nsamples": 10})
+    with pytest.raises(ConfigError, match="^study.out_dir is set by the runner"):
+        validate_study({**cfg, "out_dir": "x"})
+    with pytest.raises(ConfigError, match="^study config is invalid: it has no _target_"):
+        validate_study({"name": "x"})
+
+
+def test_all_reports_an_invalid_override_as_a_failed_row(tmp_path):
+    result = all_studies.run(
+        tmp_path, studies=["gaussian_kl"], overrides={"gaussian_kl": {"n_samples": 1}}
+    )
+    assert result["studies"]["gaussian_kl"]["error"] == (
+        "ConfigError: study.overrides.gaussian_kl.n_samples=1 is invalid: must be >= 2"
+    )
+    assert not (tmp_path / "gaussian_kl").exists()
+
+
+def test_dgm_study_refuses_a_bad_parameter_in_one_line(tmp_path):
+    script = str(Path(sys.executable).parent / "dgm-study")
+    proc = subprocess.run(
+        [script, "mfvi_blr", "study.lr=-1", f"hydra.run.dir={tmp_path}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip() == "dgm-study: error: ConfigError: study.lr=-1 is invalid: must be > 0"
+    )
+    assert not (tmp_path / "result.json").exists()
+
+
+# What the annotations cannot state stays a one-line check in the study itself.
 @pytest.mark.parametrize(
     ("run", "kwargs", "message"),
     [
-        (grad_variance.run, {"n_samples": 1}, "n_samples=1"),
-        (grad_variance.run, {"dims": [0, 4]}, "dims"),
-        (mfvi_blr.run, {"sigma_true": -1.0}, "sigma_true"),
+        (grad_variance.run, {"dims": []}, "dims is invalid"),
+        (grad_variance.run, {"dims": [1, 2], "slope_from": 2}, "slope_from=2"),
         (bm_meanfield.run, {"enum_visible": 10, "enum_hidden": 10}, "enum_visible"),
-        (meanfield_families.run, {"n_max": 30}, "n_max"),
-        (noisy_inputs.run, {"bandwidths": [0.0]}, "bandwidths"),
-        (gaussian_kl.run, {"cases": [[0.0, 1.0, 0.0]]}, "sigma"),
+        (bm_meanfield.run, {"scales": []}, "scales is invalid"),
+        (meanfield_families.run, {"n_min": 5, "n_max": 3}, "n_max=3"),
+        (noisy_inputs.run, {"dims": []}, "dims is invalid"),
+        (noisy_inputs.run, {"bandwidths": []}, "bandwidths is invalid"),
+        (gaussian_kl.run, {"cases": []}, "cases is invalid"),
         (optimal_discriminator.run, {"data_stds": [1.0]}, "data"),
+        (optimal_discriminator.run, {"gen_weights": [0.0]}, "gen.weights"),
+        (dummy_gan.run, {"vanilla_steps": 10, "n_batches": 5}, "n_batches=5"),
+        (dummy_gan.run, {"check_points": []}, "check_points is invalid"),
     ],
 )
-def test_bad_parameters_are_one_line_value_errors(tmp_path, run, kwargs, message):
+def test_relations_between_parameters_are_one_line_value_errors(tmp_path, run, kwargs, message):
     with pytest.raises(ValueError, match=message) as err:
         run(tmp_path, **kwargs)
     assert "\n" not in str(err.value)
@@ -394,7 +628,7 @@ def test_dummy_gan_vanilla_closed_forms_against_an_independent_quadrature():
     for phi in (-2.0, -0.3, 0.05, 1.0):
         v = float(dummy_gan.vanilla_value(quad, mu, mu, phi))
         assert v == pytest.approx(
-            _gauss_trapezoid(lambda x: -np.log(2 + 2 * np.cosh(phi * x)), mu), abs=1e-9
+            _gauss_trapezoid(lambda x, phi=phi: -np.log(2 + 2 * np.cosh(phi * x)), mu), abs=1e-9
         )
         assert v < -math.log(4) - 1e-4
     assert float(dummy_gan.vanilla_value(quad, mu, mu, 0.0)) == pytest.approx(-2 * math.log(2))
@@ -428,6 +662,7 @@ def test_dummy_gan_monte_carlo_estimator_is_unbiased_with_the_right_standard_err
     for key, value in zip(("V", "dV_dw", "dV_dphi"), exact):
         mean, se = mc[key]
         assert 0 < se < 0.02 and abs(mean - value) < 4 * se, key
+
     # se of V = sqrt(Var_x log D(x) + Var_z log(1 - D(G(z)))) / sqrt(n), by the trapezoid rule
     def log_sig(t):
         return -np.logaddexp(0.0, -t)
@@ -474,13 +709,6 @@ def test_dummy_gan_study(tmp_path):
 
 
 def test_dummy_gan_is_part_of_dgm_study_all_and_its_config_matches_run():
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    from dgm_runner import CONFIG_DIR
-    from dgm_runner.studies import STUDIES
-
     assert "dummy_gan" in STUDIES
     assert "dummy_gan" in OmegaConf.load(Path(CONFIG_DIR) / "study" / "all.yaml").studies
     cfg = all_studies.study_config("dummy_gan")
@@ -492,18 +720,3 @@ def test_dummy_gan_is_part_of_dgm_study_all_and_its_config_matches_run():
         if isinstance(default, tuple):
             default = [list(v) for v in default]
         assert value == default, key
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"phi0": 1.5}, "phi0"),
-        ({"avg_fraction": 0.0}, "avg_fraction"),
-        ({"check_points": [[1.0]]}, "check_points"),
-        ({"wgan_lr_phi": -0.1}, "wgan_lr_phi"),
-    ],
-)
-def test_dummy_gan_bad_parameters_are_one_line_value_errors(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message) as err:
-        dummy_gan.run(tmp_path, **kwargs)
-    assert "\n" not in str(err.value)

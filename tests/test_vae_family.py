@@ -14,8 +14,8 @@ from dgm_runner.distributions import kl_normal_std, log_bernoulli, sample_bernou
 from dgm_runner.models.vae import GaussianVAE, VAEMLP
 from dgm_runner.objectives import ELBO, Batch
 from dgm_runner.objectives.elbo import iwae_log_likelihood
-from dgm_runner.run import train
-from tests.conftest import SMALL, needs_mnist
+from dgm_runner.loop import train
+from tests.helpers import SMALL, needs_mnist
 
 
 def test_log_bernoulli_matches_torch_and_survives_saturation():

@@ -12,9 +12,9 @@ class DataError(RuntimeError):
 
 
 @dataclass
-class ImageData:
-    """A train/test split held as tensors on the training device: images, or points of
-    a low-dimensional toy distribution.
+class DataSplits:
+    """The train and test splits of a dataset, held as tensors on the training device:
+    images, or points of a low-dimensional toy distribution.
 
     Attributes:
         name: dataset name (``"mnist"``, ``"fashion_mnist"``, ``"toy2d/..."``).
@@ -55,3 +55,7 @@ class ImageData:
                 raise DataError(f"{self.name}/{split}: {x.shape[0]} images but labels of shape {tuple(y.shape)}")
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
                 raise DataError(f"{self.name}/{split}: labels outside [0, {self.n_classes})")
+
+
+#: The container's former name (it holds toy points too, not only images).
+ImageData = DataSplits

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 
 from dgm_runner.config import NonNegativeFloat, NonNegativeInt, PositiveInt
-from dgm_runner.data.base import ImageData
+from dgm_runner.data.base import DataError, DataSplits
 
 Toy = Literal["checkerboard", "two_moons", "rings", "spiral", "gaussians8"]
 
@@ -60,19 +60,30 @@ def load_toy2d(
     n_test: PositiveInt = 4000,
     noise: NonNegativeFloat = 0.05,
     seed: NonNegativeInt = 0,
+    subset: Optional[PositiveInt] = None,
+    test_subset: Optional[PositiveInt] = None,
     device: str | torch.device = "cpu",
-) -> ImageData:
+) -> DataSplits:
     """A train split of ``n_train`` points and an independent test split of ``n_test``
     points (seed 001 Q4 trains on 2000); ``(N, 2)`` tensors on ``device``, labels zero.
 
     Sample-based metrics compare model samples with the first half of the test split and
-    use the second half as the floor (two fresh draws of the data).
+    use the second half as the floor (two fresh draws of the data). ``subset`` /
+    ``test_subset`` keep the first points of a split, as for the image datasets (so
+    ``+debug=smoke`` shrinks every experiment).
+
+    Raises:
+        DataError: ``subset`` / ``test_subset`` larger than the split.
     """
+    for key, asked, have in (("subset", subset, n_train), ("test_subset", test_subset, n_test)):
+        if asked is not None and asked > have:
+            raise DataError(f"dataset.{key}={asked} is larger than the {have} points of the split; use at most {have} or null")
     gen = torch.Generator().manual_seed(seed)
-    train = sample_toy2d(name, n_train, gen, noise)
-    test = sample_toy2d(name, n_test, gen, noise)
+    train = sample_toy2d(name, n_train, gen, noise)[:subset]
+    test = sample_toy2d(name, n_test, gen, noise)[:test_subset]
+    n_train, n_test = train.shape[0], test.shape[0]
     zeros = torch.zeros
-    return ImageData(
+    return DataSplits(
         name=f"toy2d/{name}",
         train_x=train.to(device),
         train_y=zeros(n_train, dtype=torch.long, device=device),

@@ -12,43 +12,17 @@ Sources (``../shared/DESIGN.md``, "Data"):
   ``~/.cache/dgm_runner``); when none holds the files and ``dataset.download`` is
   true, torchvision downloads into that folder, which is then the source.
 
-A source directory holds the four IDX files (gzipped or not). Sources are read-only:
-the files are decompressed (or copied) into a cache directory keyed by the source's
-identity, ``<cache>/<Folder>/by-source/<key>/`` with ``<key>`` a hash of the resolved
-path, size and ``mtime_ns`` of each of the four source files. It holds
-``<Folder>/raw/<files>`` (so it is also a torchvision root, see
-:func:`torchvision_root`) and ``sources.json``, the provenance: those four stamps and
-the size and SHA-256 of each cached file.
-
-Provenance rule: a cache is read only when its recorded sources match the files the
-run was told to use (and its files match their recorded sizes and digests); it is
-filled in a temporary directory ``<cache>/<Folder>/by-source/.tmp-<random>/``, where
-every file's IDX header is checked against its payload, and switched in atomically by
-renaming that whole directory onto ``<key>``. A load that fails (a corrupt source, a
-full disk, a kill) therefore never leaves anything a later run reads; when two
-processes fill the same key, the second one's rename fails and it uses the first
-one's directory after checking its provenance. Temporary directories older than an
-hour (left by a killed run) are deleted, and so are keyed directories whose recorded
-sources have changed or vanished (they can never be read again). Within a process the
-tensors are memoized on the same stamps, so files changed between two loads are read
+A source directory holds the four IDX files (gzipped or not; format in
+:mod:`dgm_runner.data.idx`). They are read through the provenance-keyed cache of
+:mod:`dgm_runner.data.cache`, never in place. Within a process the tensors are
+memoized on the source files' stamps, so files changed between two loads are read
 again.
-
-Caches written by earlier versions (decompressed files and ``.sources.json`` directly
-in ``<cache>/<Folder>/raw/``) are not trusted: those files are deleted before the
-download folder is looked at.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
-import hashlib
-import json
 import os
-import shutil
-import tempfile
-import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -56,15 +30,37 @@ from typing import Any, Literal, Optional
 import torch
 
 from dgm_runner.config import PositiveInt, UnitInterval
-from dgm_runner.data.base import DataError, ImageData
-from dgm_runner.io.atomic import fsync_dir
-
-IDX_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
+from dgm_runner.data.base import DataError, DataSplits
+from dgm_runner.data.cache import (  # noqa: F401  (private names re-exported for the old layout)
+    _cached,
+    _copy_idx,
+    _discard,
+    _fill,
+    _provenance,
+    _retire_legacy_copies,
+    _source_key,
+    _sweep,
+    cache_dir,
+    source_stamps,
 )
+from dgm_runner.data.idx import (  # noqa: F401  (private names re-exported for the old layout)
+    IDX_FILES,
+    _CacheDamaged,
+    _check_payload,
+    _idx_dims,
+    _read_idx,
+    check_idx_file,
+)
+
+__all__ = [
+    "IDX_FILES",
+    "SPECS",
+    "cache_dir",
+    "check_idx_file",
+    "load_vision_dataset",
+    "source_stamps",
+    "torchvision_root",
+]
 
 
 @dataclass(frozen=True)
@@ -84,37 +80,6 @@ SPECS = {
         "apt-get install dataset-fashion-mnist, or ",
     ),
 }
-
-_BY_SOURCE = "by-source"  # <cache>/<Folder>/by-source/<key>/
-_PROVENANCE = "sources.json"  # inside each keyed directory
-_LEGACY_PROVENANCE = ".sources.json"  # earlier versions, in <cache>/<Folder>/raw/
-_TMP_PREFIX = ".tmp-"
-_TRASH_PREFIX = ".trash-"
-_STALE_TMP_S = 3600.0  # a fill takes seconds; an older temp dir was left by a killed run
-_FORMAT = 1
-_CHUNK = 1 << 20
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_DIR_MODE = 0o777 & ~_umask()  # mkdtemp makes 0700 dirs; a keyed dir gets what mkdir would give
-
-
-def cache_dir() -> Path:
-    """The user cache for decompressed and downloaded data.
-
-    Returns:
-        ``$DGM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/dgm_runner`` (default
-        ``~/.cache/dgm_runner``); it need not exist yet.
-    """
-    if os.environ.get("DGM_CACHE_DIR"):
-        return Path(os.environ["DGM_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dgm_runner"
 
 
 # --------------------------------------------------------------------------- finding the source
@@ -171,22 +136,6 @@ def _from_root(name: str, spec: _Spec, root: str) -> dict[str, Path]:
     )
 
 
-def _retire_legacy_copies(raw: Path) -> bool:
-    """Delete the decompressed copies an earlier version kept in ``raw`` (marked by
-    ``.sources.json``; their provenance cannot be trusted). Return whether ``raw`` may
-    be used as a source (False when they could not be deleted)."""
-    marker = raw / _LEGACY_PROVENANCE
-    if not marker.exists():
-        return True
-    try:
-        for name in IDX_FILES:
-            (raw / name).unlink(missing_ok=True)
-        marker.unlink(missing_ok=True)
-    except OSError:
-        return False
-    return True
-
-
 def _locate(name: str, spec: _Spec, root: Optional[str], download: bool) -> tuple[dict[str, Path], bool]:
     """The four source files and whether they are in torchvision's download folder.
 
@@ -231,309 +180,6 @@ def _missing_message(name: str, spec: _Spec, looked: list[str], reason: str) -> 
         f"Fix: {spec.install_hint}set DGM_DATA_DIR or dataset.root to a folder holding "
         f"{spec.folder}/raw/{IDX_FILES[0]}.gz and the other IDX files, or run once online."
     )
-
-
-# --------------------------------------------------------------------------- IDX files
-
-_IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST-like files use
-
-
-def _idx_dims(name: str, header: bytes, read) -> tuple[int, ...]:
-    """Parse an IDX header (``header`` = its first 4 bytes, ``read(n)`` for the rest) of
-    the file called ``name``; raise ValueError saying what is wrong."""
-    if len(header) < 4:
-        raise ValueError("file is empty or shorter than an IDX header")
-    magic = int.from_bytes(header, "big")
-    ndim, dtype = magic & 0xFF, magic >> 8
-    want = 3 if "images" in name else 1
-    if dtype != _IDX_UBYTE or ndim != want:
-        raise ValueError(f"not an IDX {'image' if want == 3 else 'label'} file (magic 0x{magic:08x}, "
-                         f"expected 0x{(_IDX_UBYTE << 8) | want:08x})")
-    raw_dims = read(4 * ndim)
-    if len(raw_dims) < 4 * ndim:
-        raise ValueError("truncated IDX header")
-    return tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
-
-
-def _n_bytes(dims: tuple[int, ...]) -> int:
-    n = 1
-    for d in dims:
-        n *= d
-    return n
-
-
-def _check_payload(dims: tuple[int, ...], payload: int) -> None:
-    expected = _n_bytes(dims)
-    if payload != expected:
-        shape = "x".join(map(str, dims))
-        what = "truncated" if payload < expected else "has trailing bytes"
-        raise ValueError(f"{what}: the header promises {shape} = {expected} bytes of data, the file holds {payload}")
-
-
-def check_idx_file(path: Path) -> None:
-    """Check an uncompressed IDX file's header against its size (cheap: no data read).
-
-    Args:
-        path: an uncompressed IDX file whose name says what it holds (``*images*``:
-            3-D ubyte, else 1-D ubyte).
-
-    Raises:
-        DataError: one line naming the file and what is wrong with it.
-    """
-    try:
-        with open(path, "rb") as f:
-            dims = _idx_dims(path.name, f.read(4), f.read)
-            _check_payload(dims, path.stat().st_size - f.tell())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path} is not a valid IDX file: {err}; delete it and retry") from None
-
-
-# --------------------------------------------------------------------------- the keyed cache
-
-
-def source_stamps(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """The identity of each source file: ``{name: {"path", "size", "mtime_ns"}}``, with
-    the path resolved (symlinks followed).
-
-    Raises:
-        DataError: a file vanished or cannot be stat'ed.
-    """
-    stamps = {}
-    for name, src in files.items():
-        try:
-            resolved = src.resolve()
-            st = resolved.stat()
-        except OSError as err:
-            raise DataError(f"cannot read {src} ({err.strerror or err}); check the file and retry") from None
-        stamps[name] = {"path": str(resolved), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    return stamps
-
-
-def _source_key(stamps: dict[str, dict[str, Any]]) -> str:
-    blob = json.dumps(stamps, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def _write_error(where: Path, err: OSError) -> DataError:
-    return DataError(f"cannot write the dataset cache {where} ({err.strerror or err}); "
-                     f"free space there or point DGM_CACHE_DIR at a writable directory")
-
-
-def _unreadable(src: Path, err: BaseException, downloaded: bool) -> DataError:
-    fix = ("delete it and retry (dataset.download=true fetches it again)" if downloaded
-           else "replace it with an intact copy")
-    return DataError(f"cannot read {src} (unreadable: {err}); {fix}")
-
-
-def _copy_idx(src: Path, dst: Path, name: str, downloaded: bool) -> dict[str, Any]:
-    """Decompress (or copy) the IDX file ``src`` into the new file ``dst``, checking its
-    header against its payload; return ``{"dims", "size", "sha256"}`` of ``dst``."""
-    read_errors = (OSError, EOFError, zlib.error, ValueError)
-    if downloaded and src.suffix != ".gz":
-        check_idx_file(src)  # names the file in the cache and says to delete it
-    digest = hashlib.sha256()
-    try:
-        fin = gzip.open(src, "rb") if src.suffix == ".gz" else open(src, "rb")
-    except OSError as err:
-        raise _unreadable(src, err, downloaded) from None
-    with fin:
-        try:
-            head = fin.read(4)
-            dims = _idx_dims(name, head, fin.read)
-        except read_errors as err:
-            raise _unreadable(src, err, downloaded) from None
-        header = head + b"".join(d.to_bytes(4, "big") for d in dims)
-        payload = 0
-        try:
-            fout = open(dst, "xb")
-        except OSError as err:
-            raise _write_error(dst.parent, err) from None
-        with fout:
-            chunk = header
-            while chunk:
-                try:
-                    fout.write(chunk)
-                except OSError as err:
-                    raise _write_error(dst.parent, err) from None
-                digest.update(chunk)
-                try:
-                    chunk = fin.read(_CHUNK)
-                except read_errors as err:
-                    raise _unreadable(src, err, downloaded) from None
-                payload += len(chunk)
-            try:
-                _check_payload(dims, payload)
-            except ValueError as err:
-                raise _unreadable(src, err, downloaded) from None
-            try:
-                fout.flush()
-                os.fsync(fout.fileno())
-            except OSError as err:
-                raise _write_error(dst.parent, err) from None
-    return {"dims": list(dims), "size": len(header) + payload, "sha256": digest.hexdigest()}
-
-
-def _provenance(keyed: Path, spec: _Spec, key: str, stamps: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """``keyed``'s provenance if it records exactly ``stamps`` and its files have the
-    recorded sizes and valid IDX headers; else None (the directory must not be read)."""
-    try:
-        prov = json.loads((keyed / _PROVENANCE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(prov, dict) and prov.get("format") == _FORMAT and prov.get("key") == key
-            and prov.get("sources") == stamps and isinstance(prov.get("files"), dict)):
-        return None
-    raw = keyed / spec.folder / "raw"
-    for name in IDX_FILES:
-        info = prov["files"].get(name)
-        try:
-            if not isinstance(info, dict) or (raw / name).stat().st_size != info.get("size"):
-                return None
-            check_idx_file(raw / name)
-        except (OSError, DataError):
-            return None
-    return prov
-
-
-def _discard(path: Path) -> None:
-    """Move ``path`` out of the way atomically (so no reader finds it half deleted), then
-    delete it; a no-op when it is already gone."""
-    trash = path.parent / f"{_TRASH_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        os.rename(path, trash)
-    except OSError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _still(stamp: dict[str, Any]) -> bool:
-    """Whether the file recorded in ``stamp`` still has that size and mtime."""
-    try:
-        st = Path(stamp["path"]).stat()
-    except FileNotFoundError:
-        return False
-    return st.st_size == stamp["size"] and st.st_mtime_ns == stamp["mtime_ns"]
-
-
-def _sweep(by_source: Path, keep: str) -> None:
-    """Delete what no run will read again: temp dirs of killed runs (older than an hour;
-    younger ones may belong to a run filling them now), trash, and keyed directories
-    whose recorded sources changed or vanished."""
-    try:
-        entries = list(by_source.iterdir())
-    except OSError:
-        return
-    now = time.time()
-    for entry in entries:
-        try:
-            if entry.name.startswith(_TRASH_PREFIX):
-                shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name.startswith(_TMP_PREFIX):
-                if now - entry.stat().st_mtime > _STALE_TMP_S:
-                    shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name != keep and entry.is_dir():
-                sources = json.loads((entry / _PROVENANCE).read_text(encoding="utf-8"))["sources"]
-                if not all(_still(stamp) for stamp in sources.values()):
-                    _discard(entry)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            continue  # unreadable or being written by another run: leave it alone
-
-
-def _fill(spec: _Spec, stamps: dict[str, dict[str, Any]], downloaded: bool) -> tuple[Path, dict[str, Any]]:
-    """Build the keyed cache for ``stamps`` in a temp dir and rename it into place.
-
-    Returns:
-        (the keyed directory, its provenance).
-
-    Raises:
-        DataError: a source file is corrupt, changed while being read, or the cache
-            cannot be written.
-    """
-    key = _source_key(stamps)
-    by_source = cache_dir() / spec.folder / _BY_SOURCE
-    target = by_source / key
-    try:
-        by_source.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key}-", dir=by_source))
-    except OSError as err:
-        raise _write_error(by_source, err) from None
-    try:
-        raw = tmp / spec.folder / "raw"
-        try:
-            raw.mkdir(parents=True)
-        except OSError as err:
-            raise _write_error(raw, err) from None
-        files = {name: Path(stamps[name]["path"]) for name in IDX_FILES}
-        copied = {name: _copy_idx(src, raw / name, name, downloaded) for name, src in files.items()}
-        if source_stamps(files) != stamps:
-            raise DataError(f"the {spec.folder} source files changed while being read "
-                            f"({', '.join(str(p) for p in files.values())}); retry")
-        prov = {"format": _FORMAT, "key": key, "sources": stamps, "files": copied}
-        try:
-            with open(tmp / _PROVENANCE, "x", encoding="utf-8") as f:
-                json.dump(prov, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            for d in (raw, raw.parent, tmp):
-                fsync_dir(d)
-            os.chmod(tmp, _DIR_MODE)
-        except OSError as err:
-            raise _write_error(tmp, err) from None
-        for attempt in range(2):
-            try:
-                os.rename(tmp, target)  # fails if another run switched in `target` first
-            except OSError as err:
-                existing = _provenance(target, spec, key, stamps)
-                if existing is not None:
-                    return target, existing  # the other run's copy of the same sources
-                if attempt == 1 or not target.exists():
-                    raise _write_error(by_source, err) from None
-                _discard(target)  # a directory under our key that does not check out
-            else:
-                fsync_dir(by_source)
-                break
-        _sweep(by_source, keep=key)
-        return target, prov
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-class _CacheDamaged(Exception):
-    pass
-
-
-def _read_idx(path: Path, info: dict[str, Any]) -> torch.Tensor:
-    """Read a cached IDX file into a uint8 tensor of its header's shape, checking its
-    SHA-256 against ``info``; raise :class:`_CacheDamaged` when anything is off."""
-    digest = hashlib.sha256()
-
-    try:
-        with open(path, "rb") as f:
-            def read(n: int) -> bytes:
-                b = f.read(n)
-                digest.update(b)
-                return b
-
-            dims = _idx_dims(path.name, read(4), read)
-            buf = bytearray(_n_bytes(dims))
-            got = f.readinto(buf)
-            if got != len(buf) or f.read(1):
-                raise ValueError("size changed")
-    except (OSError, ValueError) as err:
-        raise _CacheDamaged(f"{path}: {err}") from None
-    digest.update(buf)
-    if digest.hexdigest() != info.get("sha256"):
-        raise _CacheDamaged(f"{path}: content does not match its recorded SHA-256")
-    flat = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
-    return flat.reshape(dims)
-
-
-def _cached(spec: _Spec, stamps: dict[str, dict[str, Any]], downloaded: bool) -> tuple[Path, dict[str, Any]]:
-    """The keyed cache of ``stamps``: reused when its provenance checks out, else filled."""
-    keyed = cache_dir() / spec.folder / _BY_SOURCE / _source_key(stamps)
-    prov = _provenance(keyed, spec, keyed.name, stamps)
-    return (keyed, prov) if prov is not None else _fill(spec, stamps, downloaded)
 
 
 def torchvision_root(name: Literal["mnist", "fashion_mnist"] = "mnist", root: Optional[str] = None,
@@ -614,7 +260,7 @@ def load_vision_dataset(
     per_class: Optional[PositiveInt] = None,
     image_size: Optional[PositiveInt] = None,
     device: str | torch.device = "cpu",
-) -> ImageData:
+) -> DataSplits:
     """Load MNIST or Fashion-MNIST into memory as float tensors on ``device``.
 
     Args:
@@ -636,7 +282,7 @@ def load_vision_dataset(
         device: where the tensors live.
 
     Returns:
-        :class:`ImageData` with ``(N, 1, H, W)`` float32 images in [0, 1] (``H = W = 28``
+        :class:`DataSplits` with ``(N, 1, H, W)`` float32 images in [0, 1] (``H = W = 28``
         for the real datasets, ``image_size`` when set), int64 ``(N,)`` labels, 10 classes.
 
     Raises:
@@ -673,7 +319,7 @@ def load_vision_dataset(
             x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="area")
         return (x > threshold).float() if binarize else x
 
-    return ImageData(
+    return DataSplits(
         name=name,
         train_x=to_float(train_x),
         train_y=train_y.to(device, copy=True),  # never the memoized tensor itself

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from dgm_runner.data.base import ImageData
+from dgm_runner.data.base import DataSplits
 from dgm_runner.io.plots import figure_path, pyplot, save_figure
 
 
-def toy_data(model: torch.nn.Module, data: ImageData, run_dir: Path, seed: int) -> Path:
+def toy_data(model: torch.nn.Module, data: DataSplits, run_dir: Path, seed: int) -> Path:
     """Scatter plot of the ``(N, 2)`` training points."""
     plt = pyplot()
     x = data.train_x.cpu()
@@ -23,7 +23,7 @@ def toy_data(model: torch.nn.Module, data: ImageData, run_dir: Path, seed: int) 
 
 @torch.no_grad()
 def score_field(
-    model: torch.nn.Module, data: ImageData, run_dir: Path, seed: int, levels: tuple[int, ...] = (0, 4, 9), grid: int = 25
+    model: torch.nn.Module, data: DataSplits, run_dir: Path, seed: int, levels: tuple[int, ...] = (0, 4, 9), grid: int = 25
 ) -> Path:
     """Quiver plots of the learned score ``s(x, sigma_i)`` on a ``grid x grid`` lattice
     over the data's bounding box, one panel per level index in ``levels`` (0 = largest

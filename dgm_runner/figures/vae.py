@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from dgm_runner.data.base import ImageData
+from dgm_runner.data.base import DataSplits
 from dgm_runner.io.artifacts import save_grid
 from dgm_runner.io.plots import figure_path, pyplot, save_figure
 from dgm_runner.models.vae import GaussianVAE
@@ -18,7 +18,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def prior_samples_10x2(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int, rows: int = 10) -> Path:
+def prior_samples_10x2(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, rows: int = 10) -> Path:
     """Seed 001 Q2 e-i: ``rows`` draws ``z ~ N(0, I)``; each row shows ``p(x|z)`` (the
     Bernoulli means as a grey image) then one sample ``x ~ p(x|z)``.
 
@@ -46,7 +46,7 @@ def _posterior_means(model: GaussianVAE, x: torch.Tensor, y: torch.Tensor, batch
 
 
 @torch.no_grad()
-def latent_scatter(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int, max_points: int = 60000) -> Path:
+def latent_scatter(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, max_points: int = 60000) -> Path:
     """Seed 001 Q2 e-ii: the means of ``q(z|x)`` for the training images in the latent
     plane, coloured by digit, with a legend. For ``latent_dim > 2`` the first two
     coordinates are shown (axis labels say so)."""
@@ -69,7 +69,7 @@ def latent_scatter(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int
 @torch.no_grad()
 def interpolation(
     model: GaussianVAE,
-    data: ImageData,
+    data: DataSplits,
     run_dir: Path,
     seed: int,
     pairs: tuple[tuple[int, int], ...] = ((0, 1), (3, 8), (4, 7)),
@@ -108,7 +108,7 @@ def interpolation(
 
 
 @torch.no_grad()
-def reconstructions(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int, n: int = 8) -> Path:
+def reconstructions(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, n: int = 8) -> Path:
     """Seed 002 Problem 2 / seed 004: the first ``n`` test images (top row) above their
     reconstructions ``E[x | z = mu(x)]`` (bottom row). Layout: 2 rows x ``n`` columns."""
     model.eval()
@@ -121,7 +121,7 @@ def reconstructions(model: GaussianVAE, data: ImageData, run_dir: Path, seed: in
 
 
 @torch.no_grad()
-def class_grid(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int, per_class: int = 8) -> Path:
+def class_grid(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, per_class: int = 8) -> Path:
     """Seed 004 Q3 d: samples ``E[x | z, y]``, ``z ~ N(0, I)``, one row per class
     y = 0..9, ``per_class`` columns (a 10 x 8 grid).
 
@@ -140,7 +140,7 @@ def class_grid(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int, pe
     return path
 
 
-def elbo_curves(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int) -> Path:
+def elbo_curves(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int) -> Path:
     """Seed 002 Problem 2: (left) the two ELBO terms, reconstruction ``E_q[-log p(x|z)]``
     and ``KL(q || p)``, against weight updates; (right) the reconstruction
     log-likelihood ``E_q[log p(x|z)]`` on training mini-batches against the same on the
@@ -174,7 +174,7 @@ def elbo_curves(model: GaussianVAE, data: ImageData, run_dir: Path, seed: int) -
 
 
 def training_curves(
-    model: torch.nn.Module, data: ImageData, run_dir: Path, seed: int, keys: tuple[str, ...] = ("train/loss",),
+    model: torch.nn.Module, data: DataSplits, run_dir: Path, seed: int, keys: tuple[str, ...] = ("train/loss",),
     log_y: tuple[str, ...] = (),
 ) -> Path:
     """One panel per key of ``train_history.jsonl`` (e.g. ``train/decoder_std``) against

@@ -2,7 +2,7 @@
 
 The lock is taken as soon as Hydra resolves ``hydra.output_subdir`` (the
 ``dgm_hydra_subdir`` resolver, before Hydra saves ``.hydra/``), and again, idempotently, by
-:func:`dgm_runner.run.train`; it is held for the life of the run and released when the run
+:func:`dgm_runner.loop.train`; it is held for the life of the run and released when the run
 ends. The operating system drops it when the process dies (``kill -9`` included), so a
 stale lock never blocks a resume. A refused process names the holder's PID, read from the
 kernel's lock table, so taking or probing the lock writes nothing but the (empty) lock

@@ -72,14 +72,33 @@ def _new_option_at_default(node: dict[str, Any], key: str) -> bool:
     return param is not None and param.default is not inspect.Parameter.empty and param.default == node[key]
 
 
+def _same_target(a: Any, b: Any) -> bool:
+    """Whether two ``_target_`` strings name the same object (``dgm_runner.models.VAEMLP``,
+    the re-export older configs used, is ``dgm_runner.models.vae.VAEMLP``)."""
+    if a == b:
+        return True
+    try:
+        from hydra.utils import get_object
+
+        return get_object(a) is get_object(b)
+    except Exception:
+        return False
+
+
 def _same_config(saved: Any, current: Any) -> bool:
-    """``saved == current`` except for options the saved config predates (at their defaults)."""
+    """``saved == current`` except for options the saved config predates (at their
+    defaults) and ``_target_`` spellings of the same object."""
     if isinstance(saved, dict) and isinstance(current, dict):
         for key in saved.keys() | current.keys():
             if key not in saved:
                 if not _new_option_at_default(current, key):
                     return False
-            elif key not in current or not _same_config(saved[key], current[key]):
+            elif key not in current:
+                return False
+            elif key == "_target_":
+                if not _same_target(saved[key], current[key]):
+                    return False
+            elif not _same_config(saved[key], current[key]):
                 return False
         return True
     return saved == current
@@ -103,3 +122,23 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], path: str | P
                 f"{path} was trained with a different {key} config ({saved.get(key)}); "
                 f"refusing to {action} it as {current.get(key)}"
             )
+
+
+def check_resume(cfg: Any, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume checkpoint ``ckpt`` (read from ``path``) as the run configured by
+    ``cfg`` when their model / objective / dataset or ``trainer.optimizer`` differ (the
+    optimiser's state cannot continue as another optimiser).
+
+    Raises:
+        CheckpointError: one line naming what differs.
+    """
+    from omegaconf import OmegaConf
+
+    saved = ckpt["config"]
+    check_same_run(saved, OmegaConf.to_container(cfg, resolve=True), path, "resume")
+    before, now = (saved.get("trainer") or {}).get("optimizer", "adam"), cfg.trainer.optimizer
+    if before != now:
+        raise CheckpointError(
+            f"{path} was trained with trainer.optimizer={before}; its state cannot continue as "
+            f"trainer.optimizer={now}: resume with trainer.optimizer={before}"
+        )

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from dgm_runner.config import PositiveInt
-from dgm_runner.data.base import ImageData
+from dgm_runner.data.base import DataSplits
 from dgm_runner.models.rbm import RBM
 from dgm_runner.samplers.base import Sampler
 
@@ -96,7 +96,7 @@ def ais_log_partition(
 def rbm_ais_log_likelihood(
     model: RBM,
     sampler: Sampler,
-    data: ImageData,
+    data: DataSplits,
     seed: int,
     final: bool = False,
     n_runs: PositiveInt = 100,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dgm_runner.config import UnitInterval
-from dgm_runner.data.base import ImageData
+from dgm_runner.data.base import DataSplits
 from dgm_runner.data.vision import cache_dir
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dgm_runner.models.classifier import FeatureCNN
@@ -34,13 +34,13 @@ class FeatureClassifierMissing(CheckpointError):
 
 
 def classifier_path(dataset: str) -> Path:
-    """``<cache>/classifiers/<dataset>.pt`` (``dataset`` as in ``ImageData.name``)."""
+    """``<cache>/classifiers/<dataset>.pt`` (``dataset`` as in ``DataSplits.name``)."""
     return cache_dir() / "classifiers" / f"{dataset}.pt"
 
 
 def export_feature_classifier(
     model: nn.Module,
-    data: ImageData,
+    data: DataSplits,
     run_dir: Path,
     metrics: dict[str, float],
     overwrite: Literal["better", "always"] = "better",
@@ -56,7 +56,7 @@ def export_feature_classifier(
             accuracy is at least as high (a quick run on a subset never replaces a good
             one); ``always``: replace it.
         min_accuracy: log a warning when the test accuracy is below this target
-            (issue 7: 0.99 on MNIST, 0.90 on Fashion-MNIST).
+            (the seeds ask for 0.99 on MNIST, 0.90 on Fashion-MNIST).
 
     Returns:
         The path written, or None when a better classifier was kept.

@@ -23,8 +23,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from dgm_runner.config import PositiveInt
-from dgm_runner.data.base import ImageData
-from dgm_runner.evaluation import draw_samples
+from dgm_runner.data.base import DataSplits
+from dgm_runner.samplers.base import draw_samples
 from dgm_runner.metrics.features import FeatureClassifierMissing, load_feature_classifier
 from dgm_runner.samplers.base import Sampler
 
@@ -157,7 +157,7 @@ def real_features(classifier: nn.Module, info: dict[str, Any], images: torch.Ten
 def classifier_fid(
     model: nn.Module,
     sampler: Sampler,
-    data: ImageData,
+    data: DataSplits,
     seed: int,
     final: bool,
     n_samples: PositiveInt = 10000,

@@ -48,7 +48,7 @@ from scipy.integrate import solve_ivp
 from tqdm.auto import tqdm
 
 from dgm_runner.config import PositiveFloat, PositiveInt
-from dgm_runner.data.base import ImageData
+from dgm_runner.data.base import DataSplits
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.sdes import DiscreteDDPM, bcast, gaussian_posterior
 
@@ -135,7 +135,7 @@ def _summary(name: str, values: torch.Tensor) -> dict[str, float]:
     return {name: float(values.mean()), f"{name}_se": se, f"{name}_n": float(len(values))}
 
 
-def _pixel_values(data: ImageData, n: int) -> torch.Tensor:
+def _pixel_values(data: DataSplits, n: int) -> torch.Tensor:
     """``(n, C, H, W)`` integer pixel values ``k`` in {0..255} (float) of the first n test images."""
     x = data.test_x[:n].float()
     return torch.round(x * 255.0).clamp(0, 255)
@@ -144,7 +144,7 @@ def _pixel_values(data: ImageData, n: int) -> torch.Tensor:
 def pf_ode_bits_per_dim(
     model: DiffusionModel,
     sampler,
-    data: ImageData,
+    data: DataSplits,
     seed: int,
     final: bool,
     n: PositiveInt = 100,
@@ -255,7 +255,7 @@ def ddpm_bound(
 def ddpm_bound_bits_per_dim(
     model: DiffusionModel,
     sampler,
-    data: ImageData,
+    data: DataSplits,
     seed: int,
     final: bool,
     n: PositiveInt = 100,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from dgm_runner.config import PositiveInt
-from dgm_runner.data.base import ImageData
-from dgm_runner.evaluation import draw_samples
+from dgm_runner.data.base import DataSplits
+from dgm_runner.samplers.base import draw_samples
 from dgm_runner.samplers.base import Sampler
 
 
@@ -54,7 +54,7 @@ def _noise_baseline(model: torch.nn.Module, n: int, shape: tuple[int, ...], gene
 def sample_distances(
     model: torch.nn.Module,
     sampler: Sampler,
-    data: ImageData,
+    data: DataSplits,
     seed: int,
     final: bool = False,
     n: PositiveInt = 2000,

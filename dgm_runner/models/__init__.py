@@ -1,6 +1,6 @@
 """Models (one module per family; see ``configs/model``). Models never read config or files."""
 
-from dgm_runner.models.gan import DCGAN
+from dgm_runner.models.dcgan import DCGAN
 from dgm_runner.models.rbm import RBM
 from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet
 from dgm_runner.models.vae import VAECNN, VAEMLP, GaussianVAE

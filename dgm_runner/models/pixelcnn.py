@@ -9,7 +9,7 @@ Oord, Kalchbrenner & Kavukcuoglu 2016, "Pixel Recurrent Neural Networks", Sec. 3
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from torch import nn
@@ -76,35 +76,6 @@ class _Block(nn.Module):
         return x + self.out(h)
 
 
-def load_vqvae(run_dir: str, checkpoint: str = "last") -> VQVAE:
-    """The trained VQ-VAE of a finished stage-1 run, on the CPU, in eval mode.
-
-    Uses :func:`dgm_runner.build.restore_run` with a one-image data split (the run is
-    rebuilt from its saved config; only the model is kept).
-
-    Args:
-        run_dir: run directory of an ``experiment=vqvae_fashion`` run.
-        checkpoint: ``"last"``, ``"best"`` or a path to a ``.pt`` file.
-
-    Raises:
-        ValueError: (one line) missing or unusable checkpoint or data, or the run's model
-            is not a :class:`VQVAE`.
-    """
-    from dgm_runner.build import restore_run  # here: dgm_runner.build imports the models
-    from dgm_runner.data.base import DataError
-    from dgm_runner.io.checkpoint import CheckpointError
-
-    try:
-        _, comps, _ = restore_run(
-            run_dir, checkpoint, device="cpu", overrides={"dataset.subset": 1, "dataset.test_subset": 1}
-        )
-    except (CheckpointError, DataError) as err:
-        raise ValueError(f"model.vqvae_run={run_dir}: {err}") from None
-    if not isinstance(comps.model, VQVAE):
-        raise ValueError(f"model.vqvae_run={run_dir} holds a {type(comps.model).__name__}, not a VQVAE")
-    return comps.model.eval()
-
-
 class PixelCNNPrior(nn.Module):
     """Autoregressive prior over the VQ-VAE code grid, with the frozen VQ-VAE inside.
 
@@ -113,53 +84,46 @@ class PixelCNNPrior(nn.Module):
     ReLU -> 1x1 conv (channels -> K): ``(B, h, w)`` codes -> ``(B, K, h, w)`` logits of
     ``p(c_i | c_<i)`` at each position (1x1 convolutions keep the causal structure).
 
-    The VQ-VAE is rebuilt from the finished stage-1 run ``vqvae_run`` by
-    :func:`load_vqvae` (its checkpoint ``checkpoint``), frozen
-    (``requires_grad=False``, always in eval mode so an EMA codebook is never updated) and
-    registered as the submodule ``vqvae``: its weights are part of this model's
-    ``state_dict``, so a stage-2 checkpoint holds both networks (restoring one still
-    needs ``vqvae_run`` to exist, for its config).
+    The trained VQ-VAE is given (the runner rebuilds it from the finished stage-1 run
+    named by ``model.vqvae.run_dir``, :func:`dgm_runner.build.load_run_model`); it is
+    frozen (``requires_grad=False``, always in eval mode so an EMA codebook is never
+    updated) and registered as the submodule ``vqvae``: its weights are part of this
+    model's ``state_dict``, so a stage-2 checkpoint holds both networks (restoring one
+    still needs the stage-1 run to exist, for its config).
 
     Args:
         image_shape: ``(C, H, W)`` of the data; must equal the VQ-VAE's (set by the runner).
-        vqvae_run: run directory of a finished ``experiment=vqvae_fashion`` run (required;
-            ``None`` raises ValueError).
-        checkpoint: ``"last"``, ``"best"`` or a path to a ``.pt`` file of that run.
+        vqvae: the trained :class:`VQVAE` (built by the runner from ``model.vqvae``).
         channels: width of the PixelCNN.
         n_layers: number of residual type-B blocks.
         first_kernel: odd kernel size of the type-A layer (PixelCNN: 7).
         kernel: odd kernel size of the type-B layers (PixelCNN: 3).
         gated: gated activations in the blocks.
-        n_classes: unused (set by the runner).
 
     Raises:
-        ValueError: no ``vqvae_run``, even kernels, the run has no usable checkpoint or
-            data, is not a VQ-VAE, or its image shape differs from the data's.
+        ValueError: even kernels, ``vqvae`` is not a VQ-VAE, or its image shape differs
+            from the data's.
     """
 
     def __init__(
         self,
         image_shape: tuple[int, int, int],
-        vqvae_run: Optional[str] = None,
-        checkpoint: str = "last",
+        vqvae: nn.Module,
         channels: PositiveInt = 64,
         n_layers: PositiveInt = 6,
         first_kernel: PositiveInt = 7,
         kernel: PositiveInt = 3,
         gated: bool = False,
-        n_classes: int = 10,
     ) -> None:
         super().__init__()
-        if not vqvae_run or vqvae_run == "???":
-            raise ValueError("model.vqvae_run is required: pass model.vqvae_run=<finished vqvae_fashion run dir>")
         if first_kernel % 2 == 0 or kernel % 2 == 0:
             raise ValueError(f"kernel sizes must be odd, got first_kernel={first_kernel}, kernel={kernel}")
-        vqvae = load_vqvae(vqvae_run, checkpoint)
+        if not isinstance(vqvae, VQVAE):
+            raise ValueError(f"model.vqvae must be a VQVAE (a finished experiment=vqvae_fashion run), got {type(vqvae).__name__}")
         if tuple(vqvae.image_shape) != tuple(image_shape):
-            raise ValueError(f"the VQ-VAE of {vqvae_run} is for {vqvae.image_shape} images, the data are {tuple(image_shape)}")
+            raise ValueError(f"the VQ-VAE is for {vqvae.image_shape} images, the data are {tuple(image_shape)}")
         vqvae.requires_grad_(False)
         self.vqvae = vqvae.eval()
-        self.vqvae_run = str(vqvae_run)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.grid_shape = vqvae.grid_shape
         self.n_codes = vqvae.n_codes

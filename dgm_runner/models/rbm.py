@@ -20,7 +20,6 @@ class RBM(nn.Module):
         hidden_dim: number of hidden units (seed 000: 128).
         init_std: standard deviation of the N(0, init_std^2) weight initialisation
             (Hinton 2010, "A Practical Guide to Training RBMs", sec. 8: 0.01).
-        n_classes: unused (accepted so every model has the same build signature).
     """
 
     def __init__(
@@ -28,7 +27,6 @@ class RBM(nn.Module):
         image_shape: tuple[int, int, int],
         hidden_dim: PositiveInt = 128,
         init_std: PositiveFloat = 0.01,
-        n_classes: int = 10,
     ) -> None:
         super().__init__()
         self.image_shape = require_images(image_shape, "model=rbm")

@@ -34,7 +34,6 @@ class NoiseConditionalScoreMLP(nn.Module):
         n_layers: number of hidden layers.
         sigma_min, sigma_max, n_levels: the geometric noise levels (buffer ``sigmas``,
             largest first), shared by the DSM objective and the annealed Langevin sampler.
-        n_classes: unused.
     """
 
     def __init__(
@@ -45,7 +44,6 @@ class NoiseConditionalScoreMLP(nn.Module):
         sigma_min: PositiveFloat = 0.01,
         sigma_max: PositiveFloat = 5.0,
         n_levels: PositiveInt = 10,
-        n_classes: int = 1,
     ) -> None:
         super().__init__()
         if len(image_shape) != 1:
@@ -171,7 +169,6 @@ class ScoreUNet(DiffusionModel):
         preconditioning: ``none`` or ``edm`` (above).
         sigma_data: EDM's data std (0.5 for images in [-1, 1]).
         centered: run on ``2 x - 1`` (data in [-1, 1]) instead of [0, 1].
-        n_classes: unused.
 
     Raises:
         ValueError: images not ``(C, H, W)`` with H, W divisible by 4, or not 3 widths.
@@ -194,7 +191,6 @@ class ScoreUNet(DiffusionModel):
         preconditioning: Literal["none", "edm"] = "none",
         sigma_data: PositiveFloat = 0.5,
         centered: bool = False,
-        n_classes: int = 10,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:

@@ -156,7 +156,6 @@ class VAECNN(GaussianVAE):
         image_shape: must be ``(1, 28, 28)``.
         latent_dim: N_z.
         channels: conv width (seed: 8).
-        n_classes: unused.
 
     Raises:
         ValueError: if ``image_shape`` is not ``(1, 28, 28)``.
@@ -167,7 +166,6 @@ class VAECNN(GaussianVAE):
         image_shape: tuple[int, int, int],
         latent_dim: PositiveInt = 20,
         channels: PositiveInt = 8,
-        n_classes: int = 10,
     ) -> None:
         super().__init__()
         if tuple(image_shape) != (1, 28, 28):

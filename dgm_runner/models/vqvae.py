@@ -93,13 +93,12 @@ class VQVAE(nn.Module):
 
     Args:
         image_shape: ``(C, H, W)``; H and W must be divisible by 4 (set by the runner).
-        n_codes: K, the codebook size (issue 5: 64..512).
+        n_codes: K, the codebook size (seed 004: 64..512).
         code_dim: D, the dimension of each code.
         hidden: channels of the conv layers.
         ema: EMA codebook updates instead of the codebook loss.
         ema_decay: g in (0, 1) (paper: 0.99).
         restart_after: training batches without use before a code is restarted (0: never).
-        n_classes: unused (set by the runner).
 
     Raises:
         ValueError: H or W not divisible by 4.
@@ -114,7 +113,6 @@ class VQVAE(nn.Module):
         ema: bool = False,
         ema_decay: Annotated[float, Range(gt=0, lt=1)] = 0.99,
         restart_after: NonNegativeInt = 100,
-        n_classes: int = 10,
     ) -> None:
         super().__init__()
         c, h, w = (int(s) for s in image_shape)

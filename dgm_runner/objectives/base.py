@@ -25,6 +25,9 @@ class Objective:
     """
 
     monitor: str = "loss"
+    #: Whether :meth:`steps` makes its updates through :meth:`loss` (what
+    #: ``trainer.compile`` compiles); False for objectives that override ``steps`` otherwise.
+    updates_through_loss: bool = True
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ``TypeError`` (one line) if ``model`` cannot be trained by this objective."""

@@ -90,6 +90,8 @@ class ContrastiveDivergence(Objective):
             the default 10 their cost, about 40% of a CD-1 update's, is paid once in ten).
     """
 
+    updates_through_loss = False  # CD-k writes its closed-form gradient itself
+
     monitor = "free_energy"
 
     def __init__(

@@ -57,6 +57,8 @@ class GANObjective(Objective):
         clip: weight-clipping bound for ``wgan_clip`` (0.01 in Arjovsky et al.).
     """
 
+    updates_through_loss = False  # alternating D and G updates, the WGAN-GP double backward
+
     def __init__(
         self,
         loss: GanLoss = "non_saturating",

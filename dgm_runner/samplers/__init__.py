@@ -1,6 +1,7 @@
 """Samplers (see ``configs/sampler``): ``sample(model, n, generator) -> (n, C, H, W)``."""
 
-from dgm_runner.samplers.ancestral import AncestralSampler, GeneratorSampler
+from dgm_runner.samplers.ancestral import AncestralSampler
+from dgm_runner.samplers.generator import GeneratorSampler
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.samplers.gibbs import GibbsSampler
 from dgm_runner.samplers.diffusion import DDIM, DDPMAncestral, HeunODE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dgm_runner.models.vae import GaussianVAE
-from dgm_runner.models.checks import require, require_attrs
+from dgm_runner.models.checks import require
 from dgm_runner.samplers.base import Sampler
 
 
@@ -24,17 +24,3 @@ class AncestralSampler(Sampler):
         z = torch.randn(n, model.latent_dim, generator=generator, device=device)
         y = torch.arange(n, device=device) % model.n_classes if model.conditional else None
         return model.decode(z, y)
-
-
-class GeneratorSampler(Sampler):
-    """``z ~ N(0, I)`` from the generator (the runner reseeds it at every evaluation, so the
-    grid always shows the same z), then ``G(z)``."""
-
-    def check_model(self, model: torch.nn.Module) -> None:
-        require_attrs(model, ("generate", "latent_dim"), "sampler 'generator'")
-
-    @torch.no_grad()
-    def sample(self, model, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Returns ``(n, C, H, W)`` images in [0, 1]."""
-        device = next(model.parameters()).device
-        return model.generate(torch.randn(n, model.latent_dim, generator=generator, device=device))

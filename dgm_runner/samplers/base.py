@@ -37,3 +37,18 @@ class NoSampler(Sampler):
     def sample(self, model: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
         """Raise ``TypeError``: this model cannot be sampled."""
         raise TypeError(f"{type(model).__name__} is not a generative model: it has no sampler")
+
+
+@torch.inference_mode()
+def draw_samples(
+    model: torch.nn.Module, sampler: Sampler, n: int, seed: int, device: torch.device, batch_size: int | None = None
+) -> torch.Tensor:
+    """``(n, C, H, W)`` samples in [0, 1] from one generator seeded with ``seed``, model in
+    eval mode; drawn ``batch_size`` at a time when given (bounded memory for 10,000 samples)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    step = batch_size or n
+    images = torch.cat([sampler.sample(model, min(step, n - start), gen) for start in range(0, n, step)])
+    model.train(was_training)
+    return images

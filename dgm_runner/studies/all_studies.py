@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -24,6 +24,9 @@ from dgm_runner.studies import STUDIES, call_study
 from dgm_runner.studies.common import markdown_table, new_figure, require, save_figure, write_result
 
 COLUMNS = ("study", "quantity", "measured", "closed_form", "agreement", "ok")
+
+#: The name of one study (:data:`dgm_runner.studies.STUDIES`).
+StudyName = Literal[STUDIES]
 
 
 def study_config(name: str) -> dict[str, Any]:
@@ -37,10 +40,12 @@ def study_config(name: str) -> dict[str, Any]:
 
 def run(
     out_dir: str | Path,
-    studies: Sequence[str] = STUDIES,
+    studies: tuple[StudyName, ...] = STUDIES,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run ``studies`` in order; a study that raises is reported as a failed row, the rest still run.
+    """Run ``studies`` in order; a study that raises (an invalid parameter included: each
+    study's config is validated by :func:`~dgm_runner.studies.call_study`, its keys named
+    ``study.overrides.<name>.<param>``) is reported as a failed row, the rest still run.
 
     Args:
         out_dir: the run directory; study ``name`` writes into ``out_dir/name``.
@@ -48,7 +53,8 @@ def run(
         overrides: ``{name: {param: value}}`` replacing parameters of single studies.
 
     Returns:
-        ``{"study": "all", "rows": [...], "studies": {name: {ok, seconds, error}}, "checks": [...]}``.
+        ``{"study": "all", "rows": [...], "studies": {name: {ok, seconds, error}},
+        "checks": [...]}``.
     """
     out_dir = Path(out_dir)
     overrides = dict(overrides or {})
@@ -59,7 +65,7 @@ def run(
         cfg = {**study_config(name), **dict(overrides.get(name, {}))}
         start = time.perf_counter()
         try:
-            result = call_study(cfg, out_dir / name)
+            result = call_study(cfg, out_dir / name, path=f"study.overrides.{name}")
         except Exception as err:  # noqa: BLE001 - report and go on with the other studies
             status[name] = {
                 "ok": False,

@@ -1,4 +1,5 @@
-"""Study ``bm_meanfield``: the mean-field fixed-point iteration of a Boltzmann machine (seed 000 Q1).
+"""Study ``bm_meanfield``: the mean-field fixed-point iteration of a Boltzmann machine
+(seed 000 Q1).
 
 Energy ``E(x, z) = -x^T W z - x^T B x / 2 - z^T A z / 2`` (A, B symmetric, zero
 diagonal), ``q(z | x) = prod_j Bern(z_j; mu_j)``. With ``b = W^T x`` the bound (2) is
@@ -24,18 +25,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from dgm_runner.studies.common import (
     check,
     new_figure,
     require,
-    require_int,
-    require_positive,
     save_figure,
     write_result,
 )
@@ -44,7 +43,8 @@ EXPRESSIONS = {
     "bound": "L(mu) = b^T mu + mu^T A mu / 2 + x^T B x / 2 + sum_j H(mu_j) - log Z,  b = W^T x",
     "fixed_point": "mu_j = sigmoid(b_j + sum_{l != j} A_lj mu_l)",
     "contraction": "max_j sum_l |A_jl| / 4 < 1  =>  synchronous updates converge",
-    "two_cycle": "m* = sigmoid(b0 - a m*) unstable iff a m*(1 - m*) > 1;  2-cycle p = sigmoid(b0 - a q), q = sigmoid(b0 - a p)",
+    "two_cycle": "m* = sigmoid(b0 - a m*) unstable iff a m*(1 - m*) > 1;"
+    "  2-cycle p = sigmoid(b0 - a q), q = sigmoid(b0 - a p)",
 }
 
 
@@ -147,7 +147,8 @@ def log_marginal_and_log_z(W, A, B, x) -> tuple[float, float]:
 
 
 def two_cycle_fixed_point(a: float, b0: float) -> float:
-    """The fixed point ``m* = sigmoid(b0 - a m*)`` of the symmetric 2-unit map (bisection; a > 0)."""
+    """The fixed point ``m* = sigmoid(b0 - a m*)`` of the symmetric 2-unit map
+    (bisection; a > 0)."""
     lo, hi = 0.0, 1.0
     for _ in range(200):
         mid = 0.5 * (lo + hi)
@@ -157,17 +158,17 @@ def two_cycle_fixed_point(a: float, b0: float) -> float:
 
 def run(
     out_dir: str | Path,
-    seed: int = 0,
-    visible: int = 8,
-    hidden: int = 8,
-    scales: Sequence[float] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
-    n_models: int = 200,
-    max_iter: int = 500,
-    tol: float = 1e-9,
-    cycle_coupling: float = 10.0,
+    seed: NonNegativeInt = 0,
+    visible: PositiveInt = 8,
+    hidden: Annotated[int, Range(ge=2)] = 8,
+    scales: tuple[PositiveFloat, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+    n_models: PositiveInt = 200,
+    max_iter: Annotated[int, Range(ge=3)] = 500,
+    tol: PositiveFloat = 1e-9,
+    cycle_coupling: PositiveFloat = 10.0,
     cycle_bias: float = 2.5,
-    enum_visible: int = 4,
-    enum_hidden: int = 6,
+    enum_visible: PositiveInt = 4,
+    enum_hidden: Annotated[int, Range(ge=2)] = 6,
 ) -> dict[str, Any]:
     """Sweep random models for synchronous vs sequential convergence; run the 2-cycle example;
     check the bound by enumeration on a small model.
@@ -178,15 +179,14 @@ def run(
         visible, hidden: D and d of the swept models.
         scales: std of the entries of A (W has std 1).
         n_models: random models per scale.
-        max_iter: synchronous iterations / sequential sweeps; tol: convergence threshold on max |delta mu|.
+        max_iter: synchronous iterations / sequential sweeps; tol: convergence threshold on
+            max |delta mu|.
         cycle_coupling, cycle_bias: ``a`` and ``b0`` of the counter-example.
         enum_visible, enum_hidden: size of the model checked by enumeration (2^(D+d) states).
     """
-    D, d = require_int("visible", visible), require_int("hidden", hidden, 2)
-    n_models, max_iter = require_int("n_models", n_models), require_int("max_iter", max_iter, 3)
-    tol = require_positive("tol", tol)
-    a, b0 = require_positive("cycle_coupling", cycle_coupling), float(cycle_bias)
-    ev, eh = require_int("enum_visible", enum_visible), require_int("enum_hidden", enum_hidden, 2)
+    D, d, n_models, max_iter = int(visible), int(hidden), int(n_models), int(max_iter)
+    tol, a, b0 = float(tol), float(cycle_coupling), float(cycle_bias)
+    ev, eh = int(enum_visible), int(enum_hidden)
     require(
         ev + eh <= 16,
         f"enum_visible + enum_hidden = {ev + eh} is invalid: must be <= 16 (2^16 states)",
@@ -196,7 +196,7 @@ def run(
 
     sweep, contraction_total, contraction_converged, min_increment = [], 0, 0, np.inf
     for scale in scales:
-        scale = require_positive("scales[]", scale)
+        scale = float(scale)
         n_sync = n_seq = 0
         for _ in range(n_models):
             W, A, _, x = random_model(rng, D, d, scale)

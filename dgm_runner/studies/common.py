@@ -1,56 +1,44 @@
-"""Helpers shared by the studies: parameter checks, agreement rows, ``result.json``, PNGs.
+"""Helpers shared by the studies: parameter types, agreement rows, ``result.json``, PNGs.
 
 A study compares *measured* numbers (Monte Carlo, iterations, training) with *closed
 forms*. Each comparison is one row made by :func:`check`; a study returns a dict with
 ``checks`` (the rows) that :func:`write_result` stores as ``result.json`` and
 ``dgm-study all`` gathers into one summary table.
+
+A study's parameters are declared by the annotations of its ``run`` signature
+(:mod:`dgm_runner.config`'s ``PositiveInt``, ``PositiveFloat``, ``Annotated[..., Range(...)]``,
+``tuple[X, ...]`` for lists); ``dgm-study`` validates the study's config node against them
+(:func:`dgm_runner.studies.validate_study`) before the study runs. Only what a signature
+cannot say (a non-empty list, a relation between two parameters, a diverged run) is
+checked by hand, with :func:`require`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from dgm_runner.config import Range
 from dgm_runner.io.atomic import atomic_open, write_json
 
 #: Relations a check can assert between the measured value and the closed form.
 RELATIONS = ("==", "<=", ">=")
 
+#: A Monte-Carlo sample size (or any count a spread is taken over): at least 2, so that a
+#: standard error exists.
+SampleSize = Annotated[int, Range(ge=2)]
+
 
 def require(condition: bool, message: str) -> None:
-    """Raise ``ValueError(message)`` unless ``condition`` (one-line parameter errors)."""
+    """Raise ``ValueError(message)`` unless ``condition``: a one-line error for what the
+    annotations cannot state (non-empty lists, relations between parameters, divergence)."""
     if not condition:
         raise ValueError(message)
-
-
-def require_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` as an int, or raise ValueError if it is not an integer >= ``minimum``."""
-    require(
-        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum,
-        f"{name}={value!r} is invalid: must be an integer >= {minimum}",
-    )
-    return int(value)
-
-
-def require_positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float, or raise ValueError unless it is finite and > 0 (>= 0)."""
-    ok = (
-        isinstance(value, (int, float, np.number))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    require(
-        ok, f"{name}={value!r} is invalid: must be a finite number {'>=' if allow_zero else '>'} 0"
-    )
-    return float(value)
 
 
 @contextlib.contextmanager
@@ -179,7 +167,8 @@ def markdown_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
 
 
 def checks_table(checks: list[dict[str, Any]]) -> str:
-    """The ``checks`` of one study as a markdown table (quantity, measured, closed form, agreement)."""
+    """The ``checks`` of one study as a markdown table (quantity, measured, closed form,
+    agreement)."""
     rows = [
         (
             c["quantity"],

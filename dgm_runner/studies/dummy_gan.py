@@ -67,6 +67,10 @@ checks use (:func:`objective_terms`); those checks compare ``V``, ``dV/dw``, ``d
 from ``n_mc`` paired draws (per-sample autograd, standard error from the per-sample
 spread) with the quadrature / exact values at ``check_points``.
 
+Code: the objective, its quadrature and the Monte-Carlo checks are
+:mod:`dgm_runner.studies.dummy_gan_objective`; training and its checks are
+:mod:`dgm_runner.studies.dummy_gan_dynamics`; this module runs them and writes the result.
+
 Sources: seed 003 (ECE1508 assignment 3) written question 1; Goodfellow et al. 2014,
 "Generative Adversarial Nets"; Arjovsky, Chintala, Bottou 2017, "Wasserstein GAN".
 """
@@ -74,27 +78,59 @@ Sources: seed 003 (ECE1508 assignment 3) written question 1; Goodfellow et al. 2
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dgm_runner.studies.common import (
-    check,
-    new_figure,
-    require,
-    require_int,
-    require_positive,
-    save_figure,
-    torch_threads,
-    write_result,
+from dgm_runner.config import NonNegativeInt, PositiveFloat, Range
+from dgm_runner.studies.common import SampleSize, new_figure, require, save_figure, write_result
+from dgm_runner.studies.dummy_gan_dynamics import (
+    SCHEMES,
+    Setup,
+    step_size,
+    train,
+    vanilla_training,
+    wgan_training,
+    window_stats,
+)
+from dgm_runner.studies.dummy_gan_objective import (
+    KINDS,
+    GaussQuadrature,
+    hessian_fd,
+    monte_carlo,
+    monte_carlo_checks,
+    objective_terms,
+    vanilla_best_response,
+    vanilla_closed_form_checks,
+    vanilla_d2_dphi2,
+    vanilla_grad,
+    vanilla_value,
+    wgan_value,
 )
 
-KINDS = ("vanilla", "wgan")
-SCHEMES = ("simultaneous", "alternating")
+__all__ = [  # the study, and the pieces it is made of (one namespace for the tests)
+    "EXPRESSIONS",
+    "KINDS",
+    "SCHEMES",
+    "GaussQuadrature",
+    "hessian_fd",
+    "monte_carlo",
+    "objective_terms",
+    "run",
+    "step_size",
+    "train",
+    "vanilla_best_response",
+    "vanilla_d2_dphi2",
+    "vanilla_grad",
+    "vanilla_value",
+    "wgan_value",
+    "window_stats",
+]
+
+#: At least two steps: the averaging window needs them.
+Steps = Annotated[int, Range(ge=2)]
 
 EXPRESSIONS = {
     "vanilla_V": "E_x[log sigmoid(phi x)] + E_z[log sigmoid(-phi (w + z))],"
@@ -117,247 +153,27 @@ EXPRESSIONS = {
 }
 
 
-# --- objective, quadrature -------------------------------------------------------------
-
-
-def objective_terms(
-    kind: str, x: torch.Tensor, z: torch.Tensor, w: torch.Tensor, phi: torch.Tensor
-) -> torch.Tensor:
-    """Per-sample objective ``log D(x_i) + log(1 - D(G(z_i)))`` (vanilla) or
-    ``D(x_i) - D(G(z_i))`` (wgan) for paired draws ``x, z (n,)``; ``w, phi`` scalars or ``(n,)``.
-    The mean over ``i`` is the Monte-Carlo ``V(w, phi)``; returns ``(n,)``."""
-    g = w + z
-    if kind == "vanilla":
-        return F.logsigmoid(phi * x) + F.logsigmoid(-phi * g)
-    return phi * x - phi * g
-
-
-def _sigmoid(t: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * t))
-
-
-def _log_sigmoid(t: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -t)
-
-
-class GaussQuadrature:
-    """``E_{y ~ N(m, 1)}[f(y)]`` by probabilists' Gauss-Hermite quadrature with ``n`` nodes.
-
-    ``expect(f, m)`` evaluates ``f`` at ``m[..., None] + nodes`` (``m`` any shape) and
-    returns an array of the shape of ``m``.
-    """
-
-    def __init__(self, n: int = 200):
-        nodes, weights = np.polynomial.hermite_e.hermegauss(n)
-        self.nodes, self.weights = nodes, weights / math.sqrt(2 * math.pi)
-
-    def expect(self, f, m) -> np.ndarray:
-        y = np.asarray(m, dtype=np.float64)[..., None] + self.nodes
-        return f(y) @ self.weights
-
-
-def vanilla_value(quad: GaussQuadrature, mu: float, w, phi) -> np.ndarray:
-    """Quadrature ``V(w, phi)`` of the vanilla GAN (nats); ``w, phi`` broadcastable arrays."""
-    w, phi = np.broadcast_arrays(np.asarray(w, float), np.asarray(phi, float))
-    p = phi[..., None]
-    real = quad.expect(lambda x: _log_sigmoid(p * x), np.full(w.shape, mu))
-    fake = quad.expect(lambda y: _log_sigmoid(-p * y), w)
-    return real + fake
-
-
-def vanilla_grad(quad: GaussQuadrature, mu: float, w, phi) -> tuple[np.ndarray, np.ndarray]:
-    """Quadrature ``(dV/dw, dV/dphi)`` of the vanilla GAN from the closed-form derivatives."""
-    w, phi = np.broadcast_arrays(np.asarray(w, float), np.asarray(phi, float))
-    p = phi[..., None]
-    d_w = -phi * quad.expect(lambda y: _sigmoid(p * y), w)
-    d_phi = quad.expect(lambda x: x * _sigmoid(-p * x), np.full(w.shape, mu)) - quad.expect(
-        lambda y: y * _sigmoid(p * y), w
-    )
-    return d_w, d_phi
-
-
-def vanilla_d2_dphi2(quad: GaussQuadrature, mu: float, w, phi) -> np.ndarray:
-    """Quadrature ``d2V/dphi2 = -E_x[x^2 s(1-s)] - E_G[G^2 s(1-s)] < 0`` (s the sigmoid)."""
-    w, phi = np.broadcast_arrays(np.asarray(w, float), np.asarray(phi, float))
-    p = phi[..., None]
-
-    def f(y):
-        s = _sigmoid(p * y)
-        return -(y**2) * s * (1 - s)
-
-    return quad.expect(f, np.full(w.shape, mu)) + quad.expect(f, w)
-
-
-def vanilla_best_response(
-    quad: GaussQuadrature, mu: float, w, lo: float = -50.0, hi: float = 50.0, iters: int = 80
-) -> np.ndarray:
-    """``phi*(w) = argmax_phi V(w, phi)`` by bisection on the decreasing ``dV/dphi``."""
-    w = np.asarray(w, float)
-    a, b = np.full(w.shape, lo), np.full(w.shape, hi)
-    for _ in range(iters):
-        m = 0.5 * (a + b)
-        up = vanilla_grad(quad, mu, w, m)[1] > 0
-        a, b = np.where(up, m, a), np.where(up, b, m)
-    return 0.5 * (a + b)
-
-
-def hessian_fd(quad: GaussQuadrature, mu: float, w: float, phi: float, h: float = 1e-4):
-    """``(V_ww, V_wphi, V_phiphi)`` by central differences of the quadrature ``V``."""
-
-    def v(dw, dp):
-        return float(vanilla_value(quad, mu, w + dw, phi + dp))
-
-    v0 = v(0, 0)
-    v_ww = (v(h, 0) - 2 * v0 + v(-h, 0)) / h**2
-    v_pp = (v(0, h) - 2 * v0 + v(0, -h)) / h**2
-    v_wp = (v(h, h) - v(h, -h) - v(-h, h) + v(-h, -h)) / (4 * h**2)
-    return v_ww, v_wp, v_pp
-
-
-def wgan_value(mu: float, w, phi) -> np.ndarray:
-    """Exact ``V(w, phi) = phi (mu - w)`` of the linear critic."""
-    return np.asarray(phi, float) * (mu - np.asarray(w, float))
-
-
-def monte_carlo(
-    kind: str, mu: float, w: float, phi: float, n: int, generator: torch.Generator
-) -> dict[str, tuple[float, float]]:
-    """``V``, ``dV/dw``, ``dV/dphi`` at ``(w, phi)`` from ``n`` paired draws ``(x_i, z_i)``.
-
-    Per-sample gradients by autograd (``w`` and ``phi`` repeated into ``(n,)`` leaves);
-    returns ``{"V": (mean, se), "dV_dw": ..., "dV_dphi": ...}`` with se = std / sqrt(n).
-    """
-    x = mu + torch.randn(n, generator=generator, dtype=torch.float64)
-    z = torch.randn(n, generator=generator, dtype=torch.float64)
-    w_i = torch.full((n,), float(w), dtype=torch.float64, requires_grad=True)
-    phi_i = torch.full((n,), float(phi), dtype=torch.float64, requires_grad=True)
-    v = objective_terms(kind, x, z, w_i, phi_i)
-    v.sum().backward()
-    out = {}
-    for key, t in (("V", v.detach()), ("dV_dw", w_i.grad), ("dV_dphi", phi_i.grad)):
-        out[key] = (float(t.mean()), float(t.std()) / math.sqrt(n))
-    return out
-
-
-# --- training ----------------------------------------------------------------------------
-
-
-def step_size(lr: float, decay_steps: float, t: int) -> float:
-    """``lr / (1 + t / decay_steps)``; constant when ``decay_steps`` is 0."""
-    return lr / (1.0 + t / decay_steps) if decay_steps > 0 else lr
-
-
-def train(
-    kind: str,
-    mu: float,
-    w0: float,
-    phi0: float,
-    steps: int,
-    batch_size: int,
-    lr_w: float,
-    lr_phi: float,
-    scheme: str,
-    generator: torch.Generator,
-    decay_w: float = 0.0,
-    decay_phi: float = 0.0,
-) -> np.ndarray:
-    """Gradient descent on ``w`` and ascent on ``phi`` of the minibatch objective.
-
-    ``simultaneous``: both gradients at the same point and minibatch; ``alternating``: a
-    ``phi`` step on one minibatch, then a ``w`` step at the new ``phi`` on a fresh one.
-    WGAN's ``phi`` is projected onto ``[-1, 1]`` after each step. Step ``t`` uses
-    :func:`step_size` with ``decay_w`` / ``decay_phi``.
-
-    Returns:
-        ``(steps + 1, 2)`` array of ``(w_t, phi_t)``, row 0 the start.
-    """
-    w = torch.tensor(float(w0), dtype=torch.float64, requires_grad=True)
-    phi = torch.tensor(float(phi0), dtype=torch.float64, requires_grad=True)
-    traj = np.empty((steps + 1, 2))
-    traj[0] = w0, phi0
-    lim = 1.0 if kind == "wgan" else math.inf
-
-    # all minibatches drawn up front (one call each): row k is the k-th fresh minibatch
-    n_draws = steps if scheme == "simultaneous" else 2 * steps
-    xs = mu + torch.randn(n_draws, batch_size, generator=generator, dtype=torch.float64)
-    zs = torch.randn(n_draws, batch_size, generator=generator, dtype=torch.float64)
-    drawn = iter(zip(xs, zs))
-
-    def batch():
-        return next(drawn)
-
-    for t in range(steps):
-        ew, ep = step_size(lr_w, decay_w, t), step_size(lr_phi, decay_phi, t)
-        if scheme == "simultaneous":
-            gw, gp = torch.autograd.grad(objective_terms(kind, *batch(), w, phi).mean(), (w, phi))
-            with torch.no_grad():
-                w -= ew * gw
-                phi += ep * gp
-                phi.clamp_(-lim, lim)
-        else:
-            (gp,) = torch.autograd.grad(objective_terms(kind, *batch(), w, phi).mean(), (phi,))
-            with torch.no_grad():
-                phi += ep * gp
-                phi.clamp_(-lim, lim)
-            (gw,) = torch.autograd.grad(objective_terms(kind, *batch(), w, phi).mean(), (w,))
-            with torch.no_grad():
-                w -= ew * gw
-        traj[t + 1] = w.item(), phi.item()
-    return traj
-
-
-def window_stats(traj: np.ndarray, mu: float, avg_fraction: float, n_batches: int) -> dict:
-    """Mean of ``w`` and ``phi`` over the last ``avg_fraction`` of the steps, their batch-means
-    standard errors (``n_batches`` equal batches), the amplitude ``(max - min) / 2`` of ``w``
-    there and the final iterate."""
-    start = len(traj) - int(round(avg_fraction * (len(traj) - 1)))
-    window = traj[start:]
-    usable = (len(window) // n_batches) * n_batches
-    means = window[len(window) - usable :].reshape(n_batches, -1, 2).mean(axis=1)
-    se = means.std(axis=0, ddof=1) / math.sqrt(n_batches)
-    return {
-        "window_start_step": start,
-        "w_mean": float(window[:, 0].mean()),
-        "w_mean_se": float(se[0]),
-        "phi_mean": float(window[:, 1].mean()),
-        "phi_mean_se": float(se[1]),
-        "w_amplitude": float((window[:, 0].max() - window[:, 0].min()) / 2),
-        "w_final": float(traj[-1, 0]),
-        "phi_final": float(traj[-1, 1]),
-        "abs_w_final_minus_mu": float(abs(traj[-1, 0] - mu)),
-    }
-
-
-def _thin(traj: np.ndarray, max_points: int = 400) -> list[list[float]]:
-    stride = max(1, math.ceil(len(traj) / max_points))
-    keep = np.r_[np.arange(0, len(traj), stride), len(traj) - 1]
-    return traj[np.unique(keep)].tolist()
-
-
-# --- the study ---------------------------------------------------------------------------
-
-
 def run(
     out_dir: str | Path,
-    seed: int = 0,
+    seed: NonNegativeInt = 0,
     mu: float = 1.0,
     w0: float = -1.0,
-    phi0: float = 0.0,
-    batch_size: int = 256,
-    vanilla_steps: int = 3000,
-    vanilla_lr_w: float = 0.1,
-    vanilla_lr_phi: float = 0.1,
-    wgan_steps: int = 4000,
-    wgan_lr_w: float = 0.05,
-    wgan_lr_phi: float = 0.05,
-    wgan_decay_steps: float = 100.0,
-    avg_fraction: float = 0.5,
-    n_batches: int = 10,
-    check_points: Sequence[Sequence[float]] = ((-0.5, 0.0), (-1.0, 0.5), (2.5, -1.5)),
-    n_mc: int = 200000,
-    quad_nodes: int = 200,
-    amplitude_rtol: float = 0.25,
-    z_tol: float = 4.0,
+    phi0: Annotated[float, Range(ge=-1, le=1)] = 0.0,  # inside the critic box
+    batch_size: SampleSize = 256,
+    vanilla_steps: Steps = 3000,
+    vanilla_lr_w: PositiveFloat = 0.1,
+    vanilla_lr_phi: PositiveFloat = 0.1,
+    wgan_steps: Steps = 4000,
+    wgan_lr_w: PositiveFloat = 0.05,
+    wgan_lr_phi: PositiveFloat = 0.05,
+    wgan_decay_steps: PositiveFloat = 100.0,
+    avg_fraction: Annotated[float, Range(gt=0, le=1)] = 0.5,
+    n_batches: SampleSize = 10,
+    check_points: tuple[tuple[float, float], ...] = ((-0.5, 0.0), (-1.0, 0.5), (2.5, -1.5)),
+    n_mc: SampleSize = 200000,
+    quad_nodes: Annotated[int, Range(ge=20)] = 200,
+    amplitude_rtol: PositiveFloat = 0.25,
+    z_tol: PositiveFloat = 4.0,
 ) -> dict[str, Any]:
     """Closed forms, Monte-Carlo checks and training of the dummy GAN, vanilla and WGAN.
 
@@ -378,233 +194,30 @@ def run(
         z_tol: allowed |z| of each Monte-Carlo check.
     """
     mu, w0, phi0 = (float(v) for v in (mu, w0, phi0))
-    for name, v in (("mu", mu), ("w0", w0), ("phi0", phi0)):
-        require(math.isfinite(v), f"{name}={v!r} is invalid: must be finite")
-    require(abs(phi0) <= 1, f"phi0={phi0!r} is invalid: must lie in the critic box [-1, 1]")
-    batch_size = require_int("batch_size", batch_size, 2)
-    vanilla_steps, wgan_steps = (
-        require_int("vanilla_steps", vanilla_steps, 2),
-        require_int("wgan_steps", wgan_steps, 2),
-    )
     lrs = {
-        k: require_positive(k, v)
-        for k, v in (
-            ("vanilla_lr_w", vanilla_lr_w),
-            ("vanilla_lr_phi", vanilla_lr_phi),
-            ("wgan_lr_w", wgan_lr_w),
-            ("wgan_lr_phi", wgan_lr_phi),
-        )
+        "vanilla_lr_w": float(vanilla_lr_w),
+        "vanilla_lr_phi": float(vanilla_lr_phi),
+        "wgan_lr_w": float(wgan_lr_w),
+        "wgan_lr_phi": float(wgan_lr_phi),
     }
-    decay = require_positive("wgan_decay_steps", wgan_decay_steps)
-    require(
-        0 < avg_fraction <= 1 if isinstance(avg_fraction, (int, float)) else False,
-        f"avg_fraction={avg_fraction!r} is invalid: must be in (0, 1]",
-    )
-    n_batches = require_int("n_batches", n_batches, 2)
-    for steps in (vanilla_steps, wgan_steps):
-        require(
-            round(avg_fraction * steps) >= 2 * n_batches,
-            f"n_batches={n_batches} is invalid: the averaging window of {avg_fraction} x {steps}"
-            " steps needs at least 2 steps per batch",
-        )
-    require(
-        len(check_points) > 0 and all(len(p) == 2 for p in check_points),
-        "check_points is invalid: must be a non-empty list of [w, phi]",
-    )
-    n_mc, quad_nodes = require_int("n_mc", n_mc, 2), require_int("quad_nodes", quad_nodes, 20)
-    amplitude_rtol = require_positive("amplitude_rtol", amplitude_rtol)
+    decay, amplitude_rtol = float(wgan_decay_steps), float(amplitude_rtol)
+    _require_windows(vanilla_steps, wgan_steps, avg_fraction, n_batches)
+    require(len(check_points) > 0, "check_points is invalid: must be a non-empty list of [w, phi]")
     gen = torch.Generator().manual_seed(int(seed))
     quad = GaussQuadrature(quad_nodes)
-    checks: list[dict[str, Any]] = []
+    setup = Setup(mu, w0, phi0, batch_size, avg_fraction, n_batches, z_tol)
 
-    # (a) vanilla: exact statements against quadrature
-    phis = np.linspace(-3, 3, 601)
-    v_mu = vanilla_value(quad, mu, mu, phis)
-    v_mu_0 = float(vanilla_value(quad, mu, mu, 0.0))
-    phi_star_mu = float(vanilla_best_response(quad, mu, mu))
-    phi_star_minus_mu = float(vanilla_best_response(quad, mu, -mu))
-    checks.append(check("vanilla V(mu, 0) = -2 log 2", v_mu_0, -2 * math.log(2), abs_tol=1e-12))
-    checks.append(
-        check("vanilla argmax_phi V(mu, phi) = 0", phi_star_mu, 0.0, abs_tol=1e-9)
+    # (a) vanilla: exact statements against quadrature; Monte Carlo vs quadrature / exact
+    vanilla, checks = vanilla_closed_form_checks(quad, mu)
+    mc_rows, mc_checks = monte_carlo_checks(quad, mu, check_points, n_mc, gen, z_tol)
+    # (a) vanilla training: simultaneous steps, converges; (b) WGAN training: three schemes
+    van, van_values, van_checks = vanilla_training(
+        setup, vanilla_steps, lrs["vanilla_lr_w"], lrs["vanilla_lr_phi"], gen
     )
-    checks.append(
-        check(
-            "vanilla max_{phi != 0} V(mu, phi) <= -2 log 2 (grid |phi| <= 3)",
-            float(v_mu[phis != 0].max()),
-            -2 * math.log(2),
-            relation="<=",
-            abs_tol=0.0,
-        )
+    wtraj, wgan, wgan_checks = wgan_training(
+        setup, wgan_steps, lrs["wgan_lr_w"], lrs["wgan_lr_phi"], decay, amplitude_rtol, gen
     )
-    if mu != 0:
-        checks.append(
-            check(
-                "vanilla argmax_phi V(-mu, phi) = 2 mu", phi_star_minus_mu, 2 * mu, abs_tol=1e-8
-            )
-        )
-    hess = hessian_fd(quad, mu, mu, 0.0)
-    hess_exact = (0.0, -0.5, -(1 + mu**2) / 2)
-    for name, got, want in zip(("V_ww", "V_wphi", "V_phiphi"), hess, hess_exact):
-        checks.append(
-            check(f"vanilla {name} at (mu, 0), finite differences", got, want, abs_tol=1e-5)
-        )
-
-    # Monte Carlo vs quadrature / exact at the check points
-    mc_rows = []
-    for w, phi in check_points:
-        w, phi = float(w), float(phi)
-        label = f"(w, phi) = ({w:g}, {phi:g})"
-        gw, gp = vanilla_grad(quad, mu, w, phi)
-        ref = {
-            "vanilla": {
-                "V": float(vanilla_value(quad, mu, w, phi)),
-                "dV_dw": float(gw) + 0.0,  # + 0.0: no "-0" in the table
-                "dV_dphi": float(gp),
-            },
-            "wgan": {"V": phi * (mu - w) + 0.0, "dV_dw": -phi + 0.0, "dV_dphi": mu - w},
-        }
-        for kind in KINDS:
-            mc = monte_carlo(kind, mu, w, phi, n_mc, gen)
-            mc_rows.append(
-                {"kind": kind, "w": w, "phi": phi, "monte_carlo": mc, "exact": ref[kind]}
-            )
-            for key in ("V", "dV_dw", "dV_dphi"):
-                mean, se = mc[key]
-                exact = se <= 1e-12 * (1 + abs(mean))  # a per-sample constant (round-off spread)
-                checks.append(
-                    check(
-                        f"{kind} {key.replace('_', '/')} Monte Carlo, {label}",
-                        mean,
-                        ref[kind][key],
-                        se=None if exact else se,
-                        z_tol=z_tol,
-                        abs_tol=1e-12,
-                    )
-                )
-        if phi == 0:
-            checks.append(
-                check(
-                    f"vanilla dV/dphi = (mu - w)/2, {label}",
-                    ref["vanilla"]["dV_dphi"],
-                    (mu - w) / 2,
-                    abs_tol=1e-12,
-                )
-            )
-
-    # (a) vanilla training: simultaneous steps, converges
-    with torch_threads(1):
-        van = train(
-            "vanilla",
-            mu,
-            w0,
-            phi0,
-            vanilla_steps,
-            batch_size,
-            lrs["vanilla_lr_w"],
-            lrs["vanilla_lr_phi"],
-            "simultaneous",
-            gen,
-        )
-    require(
-        np.isfinite(van).all() and np.abs(van).max() < 1e6,
-        f"vanilla_lr_w={vanilla_lr_w}, vanilla_lr_phi={vanilla_lr_phi} is invalid: the iterates"
-        " diverged",
-    )
-    van_stats = window_stats(van, mu, avg_fraction, n_batches)
-    lw, lp = lrs["vanilla_lr_w"], lrs["vanilla_lr_phi"]
-    jac = np.array([[1.0, lw / 2], [-lp / 2, 1 - lp * (1 + mu**2) / 2]])
-    van_radius = float(np.abs(np.linalg.eigvals(jac)).max())
-    checks.append(
-        check(
-            "vanilla simultaneous: time-average w = mu",
-            van_stats["w_mean"],
-            mu,
-            se=van_stats["w_mean_se"],
-            z_tol=z_tol,
-        )
-    )
-    checks.append(
-        check(
-            "vanilla simultaneous: time-average phi = 0",
-            van_stats["phi_mean"],
-            0.0,
-            se=van_stats["phi_mean_se"],
-            z_tol=z_tol,
-        )
-    )
-
-    # (b) WGAN training: three schemes
-    lw, lp = lrs["wgan_lr_w"], lrs["wgan_lr_phi"]
-    rho = lw / lp
-    runs = {
-        "simultaneous": dict(scheme="simultaneous"),
-        "alternating_equal_decay": dict(scheme="alternating", decay_w=decay, decay_phi=decay),
-        "alternating_two_time_scale": dict(scheme="alternating", decay_w=decay),
-    }
-    wtraj = {}
-    with torch_threads(1):
-        for name, kw in runs.items():
-            wtraj[name] = train(
-                "wgan", mu, w0, phi0, wgan_steps, batch_size, lw, lp, generator=gen, **kw
-            )
-    require(
-        all(np.isfinite(t).all() for t in wtraj.values()),
-        f"wgan_lr_w={wgan_lr_w}, wgan_lr_phi={wgan_lr_phi} is invalid: the iterates diverged",
-    )
-    wstats = {k: window_stats(t, mu, avg_fraction, n_batches) for k, t in wtraj.items()}
-    sim = wstats["simultaneous"]
-    amp_pred = math.sqrt(rho)
-    checks.append(
-        check(
-            "wgan simultaneous: time-average w = mu",
-            sim["w_mean"],
-            mu,
-            se=sim["w_mean_se"],
-            z_tol=z_tol,
-        )
-    )
-    checks.append(
-        check(
-            f"wgan simultaneous: amplitude of w = sqrt(lr_w/lr_phi) (rtol {amplitude_rtol})",
-            sim["w_amplitude"],
-            amp_pred,
-            abs_tol=amplitude_rtol * amp_pred,
-        )
-    )
-    eq = wtraj["alternating_equal_decay"]
-    r0 = math.sqrt((w0 - mu) ** 2 / rho + phi0**2)
-    radius_final = math.sqrt((eq[-1, 0] - mu) ** 2 / rho + eq[-1, 1] ** 2)
-    radius_pred = min(1.0, r0)
-    checks.append(
-        check(
-            "wgan alternating, equal decaying steps: final radius = min(1, r0)"
-            f" (rtol {amplitude_rtol})",
-            radius_final,
-            radius_pred,
-            abs_tol=amplitude_rtol * radius_pred,
-        )
-    )
-    tts = wstats["alternating_two_time_scale"]
-    lr_w_final = step_size(lw, decay, wgan_steps - 1)
-    bound_final = math.sqrt(lr_w_final / lp)
-    checks.append(
-        check(
-            "wgan two time-scale: |w_T - mu| <= sqrt(lr_w,T / lr_phi)",
-            tts["abs_w_final_minus_mu"],
-            bound_final,
-            relation="<=",
-            abs_tol=amplitude_rtol * bound_final,
-        )
-    )
-    checks.append(
-        check(
-            "wgan two time-scale: time-average w = mu",
-            tts["w_mean"],
-            mu,
-            se=tts["w_mean_se"],
-            z_tol=z_tol,
-        )
-    )
+    checks += mc_checks + van_checks + wgan_checks
 
     result = {
         "study": "dummy_gan",
@@ -628,33 +241,29 @@ def run(
             "z_tol": z_tol,
         },
         "closed_forms": EXPRESSIONS,
-        "vanilla": {
-            "V_mu_0": v_mu_0,
-            "argmax_phi_V_mu": phi_star_mu,
-            "argmax_phi_V_minus_mu": phi_star_minus_mu,
-            "hessian_fd_at_equilibrium": dict(zip(("V_ww", "V_wphi", "V_phiphi"), hess)),
-            "hessian_exact_at_equilibrium": dict(zip(("V_ww", "V_wphi", "V_phiphi"), hess_exact)),
-            "simultaneous_jacobian_spectral_radius": van_radius,
-            "training": van_stats,
-            "trajectory": _thin(van),
-        },
-        "wgan": {
-            "amplitude_prediction_simultaneous": amp_pred,
-            "radius_start": r0,
-            "radius_final_equal_decay": radius_final,
-            "radius_prediction_equal_decay": radius_pred,
-            "lr_w_final": lr_w_final,
-            "two_time_scale_bound_final": bound_final,
-            "simultaneous_jacobian_spectral_radius": math.sqrt(1 + lw * lp),
-            "training": wstats,
-            "trajectories": {k: _thin(t) for k, t in wtraj.items()},
-        },
+        "vanilla": {**vanilla, **van_values},
+        "wgan": wgan,
         "monte_carlo": mc_rows,
         "checks": checks,
     }
+    rho = lrs["wgan_lr_w"] / lrs["wgan_lr_phi"]
     _plot(Path(out_dir) / "trajectories.png", quad, mu, van, wtraj, rho)
     write_result(out_dir, result)
     return result
+
+
+def _require_windows(
+    vanilla_steps: int, wgan_steps: int, avg_fraction: float, n_batches: int
+) -> None:
+    """The averaging window of each run (``avg_fraction`` of its steps) must hold at least
+    2 steps per batch of the batch-means standard error (a relation the annotations cannot
+    state)."""
+    for steps in (vanilla_steps, wgan_steps):
+        require(
+            round(avg_fraction * steps) >= 2 * n_batches,
+            f"n_batches={n_batches} is invalid: the averaging window of {avg_fraction} x {steps}"
+            " steps needs at least 2 steps per batch",
+        )
 
 
 def _plot(path: Path, quad, mu, van, wtraj, rho) -> None:

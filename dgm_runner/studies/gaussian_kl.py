@@ -1,7 +1,8 @@
 """Study ``gaussian_kl``: KL between 1-D Gaussians against Monte Carlo (seed 001 Q1 (g)-(h)).
 
 (g) ``KL(q || q) = 0`` for any q (the log-ratio is 0 at every point).
-(h) equal variances: ``KL(N(mu_phi, sigma^2) || N(mu_p, sigma^2)) = (mu_p - mu_phi)^2 / (2 sigma^2)``.
+(h) equal variances:
+``KL(N(mu_phi, sigma^2) || N(mu_p, sigma^2)) = (mu_p - mu_phi)^2 / (2 sigma^2)``.
 
 Measured: ``KL = E_{z ~ q}[log q(z) - log p(z)]`` averaged over draws of q, with the
 densities from ``torch.distributions.Normal``. With ``z = mu_phi + sigma eps`` the
@@ -13,7 +14,6 @@ against the runner's own ``dgm_runner.distributions.kl_normal_diag``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,24 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
+from dgm_runner.config import NonNegativeInt, PositiveFloat
 from dgm_runner.distributions import kl_normal_diag
 from dgm_runner.studies.common import (
+    SampleSize,
     check,
     new_figure,
     require,
-    require_int,
-    require_positive,
     save_figure,
     write_result,
 )
 
+#: One case ``[mu_phi, mu_p, sigma]`` of the equal-variance KL (``sigma > 0``).
+Case = tuple[float, float, PositiveFloat]
+
 EXPRESSIONS = {
     "self": "KL(q || q) = 0",
-    "equal_variance": "KL(N(mu_phi, sigma^2) || N(mu_p, sigma^2)) = (mu_p - mu_phi)^2 / (2 sigma^2)",
+    "equal_variance": "KL(N(mu_phi, sigma^2) || N(mu_p, sigma^2))"
+    " = (mu_p - mu_phi)^2 / (2 sigma^2)",
 }
 
 
@@ -52,15 +56,15 @@ def kl_monte_carlo(q: Normal, p: Normal, n: int, generator: torch.Generator) -> 
 
 def run(
     out_dir: str | Path,
-    seed: int = 0,
-    n_samples: int = 100000,
-    cases: Sequence[Sequence[float]] = (
+    seed: NonNegativeInt = 0,
+    n_samples: SampleSize = 100000,
+    cases: tuple[Case, ...] = (
         (0.0, 0.5, 1.0),
         (1.0, -1.0, 0.5),
         (2.0, 0.5, 2.0),
         (-1.0, 2.0, 1.0),
     ),
-    z_tol: float = 4.0,
+    z_tol: PositiveFloat = 4.0,
 ) -> dict[str, Any]:
     """Monte-Carlo KL(q || q) and equal-variance KL for each ``(mu_phi, mu_p, sigma)`` in ``cases``.
 
@@ -70,16 +74,12 @@ def run(
         cases: ``[mu_phi, mu_p, sigma]`` triples (sigma > 0).
         z_tol: allowed |z| of each Monte-Carlo check.
     """
-    n = require_int("n_samples", n_samples, 2)
+    n = int(n_samples)
     require(len(cases) > 0, "cases is invalid: must be a non-empty list of [mu_phi, mu_p, sigma]")
     gen = torch.Generator().manual_seed(int(seed))
     rows, checks = [], []
     for case in cases:
-        require(
-            len(case) == 3, f"cases entry {list(case)} is invalid: must be [mu_phi, mu_p, sigma]"
-        )
-        mu_phi, mu_p = float(case[0]), float(case[1])
-        sigma = require_positive("sigma", case[2])
+        mu_phi, mu_p, sigma = (float(v) for v in case)
         q = Normal(
             torch.tensor(mu_phi, dtype=torch.float64), torch.tensor(sigma, dtype=torch.float64)
         )

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
+from dgm_runner.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from dgm_runner.studies.common import (
+    SampleSize,
     check,
     new_figure,
     require,
-    require_int,
-    require_positive,
     save_figure,
     write_result,
 )
@@ -144,13 +144,13 @@ def fitted_slope(
 
 def run(
     out_dir: str | Path,
-    seed: int = 0,
-    dims: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
-    n_samples: int = 20000,
-    n_per_estimate: int = 1,
-    mu_norm: float = 1.0,
-    slope_from: int = 16,
-    z_tol: float = 4.0,
+    seed: NonNegativeInt = 0,
+    dims: tuple[PositiveInt, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
+    n_samples: SampleSize = 20000,
+    n_per_estimate: PositiveInt = 1,
+    mu_norm: NonNegativeFloat = 1.0,
+    slope_from: PositiveInt = 16,
+    z_tol: PositiveFloat = 4.0,
 ) -> dict[str, Any]:
     """Measure mean and total variance of both estimators for every ``d`` in ``dims``.
 
@@ -167,11 +167,9 @@ def run(
     Returns:
         The result dict (also written to ``result.json``).
     """
-    dims = [require_int("dims[]", d) for d in dims]
+    dims = [int(d) for d in dims]
     require(len(dims) > 0, "dims is invalid: must be a non-empty list")
-    n = require_int("n_samples", n_samples, minimum=2)
-    L = require_int("n_per_estimate", n_per_estimate)
-    mu_norm = require_positive("mu_norm", mu_norm, allow_zero=True)
+    n, L, mu_norm = int(n_samples), int(n_per_estimate), float(mu_norm)
     fit_dims = [d for d in dims if d >= slope_from]
     require(
         len(fit_dims) >= 2, f"slope_from={slope_from} is invalid: leaves fewer than 2 dims to fit"

@@ -1,6 +1,8 @@
-"""Study ``meanfield_families``: KL(q || p) over two mean-field families (seed 002 Problem 1 (c)-(d)).
+"""Study ``meanfield_families``: KL(q || p) over two mean-field families
+(seed 002 Problem 1 (c)-(d)).
 
-Target on ``{0, 1}^N``: ``p(w) proportional to 1 - prod_i w_i`` (beta = 1, ``e^{-Phi} = 1 - prod w``):
+Target on ``{0, 1}^N``: ``p(w) proportional to 1 - prod_i w_i``
+(beta = 1, ``e^{-Phi} = 1 - prod w``):
 uniform on the ``2^N - 1`` configurations other than all-ones, ``log Z = log(2^N - 1)``.
 Free energy ``F(q) = sum_w q log(1 - prod w) + H(q) = log Z - KL(q || p)`` (seed eq. 2-3).
 
@@ -25,24 +27,29 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
+from dgm_runner.config import NonNegativeInt, PositiveInt, Range
 from dgm_runner.studies.common import (
+    SampleSize,
     check,
     new_figure,
     require,
-    require_int,
     save_figure,
     write_result,
 )
 
+#: N, the number of coordinates: 2^N - 1 terms are enumerated, so at most 14.
+NumCoordinates = Annotated[int, Range(ge=2, le=14)]
+
 EXPRESSIONS = {
     "log_Z": "log(2^N - 1)",
     "Q2": "theta* = 0 (q* = point mass at all-zeros), KL* = log(2^N - 1), max F = 0",
-    "Q1": "theta* = (0, 1/2, ..., 1/2) up to permutation, KL* = log(2 - 2^(1-N)), max F = (N-1) log 2",
+    "Q1": "theta* = (0, 1/2, ..., 1/2) up to permutation, KL* = log(2 - 2^(1-N)),"
+    " max F = (N-1) log 2",
 }
 
 
@@ -141,11 +148,11 @@ def kl_q1_closed_form(n: int) -> float:
 
 def run(
     out_dir: str | Path,
-    seed: int = 0,
-    n_min: int = 2,
-    n_max: int = 10,
-    grid_size: int = 1001,
-    n_random: int = 200,
+    seed: NonNegativeInt = 0,
+    n_min: NumCoordinates = 2,
+    n_max: NumCoordinates = 10,
+    grid_size: SampleSize = 1001,
+    n_random: PositiveInt = 200,
 ) -> dict[str, Any]:
     """Minimise KL(q || p) over Q2 and Q1 for N = n_min..n_max and compare with the closed forms.
 
@@ -156,9 +163,8 @@ def run(
         grid_size: theta grid points for Q2.
         n_random: random q in Q1 per N to check ``KL >= KL*`` and ``F <= log Z``.
     """
-    n_min, n_max = require_int("n_min", n_min, 2), require_int("n_max", n_max, 2)
-    require(n_min <= n_max <= 14, f"n_max={n_max} is invalid: need n_min <= n_max <= 14")
-    grid_size, n_random = require_int("grid_size", grid_size, 2), require_int("n_random", n_random)
+    n_min, n_max, grid_size, n_random = int(n_min), int(n_max), int(grid_size), int(n_random)
+    require(n_min <= n_max, f"n_max={n_max} is invalid: need n_min <= n_max (n_min={n_min})")
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(seed))
 

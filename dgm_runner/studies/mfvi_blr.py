@@ -5,7 +5,8 @@ mean-field ``q(beta) = prod_j N(beta_j | mu_j, s_j^2)``. With ``c_j = sum_i x_ij
 ``R = ||y - X mu||^2 + sum_j c_j s_j^2`` (= ``E_q ||y - X beta||^2``), the ELBO has no
 expectation left (Q3 a):
 
-    ELBO = -n/2 log(2 pi sigma^2) - R / (2 sigma^2) - 1/2 sum_j (mu_j^2 + s_j^2) + sum_j log s_j + d/2
+    ELBO = -n/2 log(2 pi sigma^2) - R / (2 sigma^2)
+           - 1/2 sum_j (mu_j^2 + s_j^2) + sum_j log s_j + d/2
 
 and its gradients (Q3 b; gradient *ascent* on the ELBO = descent on -ELBO):
 
@@ -27,22 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from dgm_runner.studies.common import (
-    check,
-    new_figure,
-    require_int,
-    require_positive,
-    save_figure,
-    write_result,
-)
+from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt
+from dgm_runner.studies.common import SampleSize, check, new_figure, save_figure, write_result
 
 EXPRESSIONS = {
-    "elbo": "-n/2 log(2 pi sigma^2) - R/(2 sigma^2) - 1/2 sum_j (mu_j^2 + s_j^2) + sum_j log s_j + d/2,"
+    "elbo": "-n/2 log(2 pi sigma^2) - R/(2 sigma^2) - 1/2 sum_j (mu_j^2 + s_j^2)"
+    " + sum_j log s_j + d/2,"
     "  R = ||y - X mu||^2 + sum_j c_j s_j^2,  c_j = sum_i x_ij^2",
     "grad_mu": "X^T (y - X mu) / sigma^2 - mu",
     "grad_s": "-c_j s_j / sigma^2 - s_j + 1/s_j",
     "grad_sigma": "-n/sigma + R/sigma^3",
-    "optimum": "mu = Lambda^-1 X^T y / sigma^2,  s_j^2 = 1/Lambda_jj,  Lambda = X^T X / sigma^2 + I",
+    "optimum": "mu = Lambda^-1 X^T y / sigma^2,  s_j^2 = 1/Lambda_jj,"
+    "  Lambda = X^T X / sigma^2 + I",
     "identity": "ELBO + KL(q || p(beta | y)) = log N(y; 0, sigma^2 I + X X^T)",
 }
 
@@ -159,14 +156,14 @@ def finite_difference_error(X, y, mu, s, sigma, h: float = 1e-6) -> float:
 
 def run(
     out_dir: str | Path,
-    seed: int = 0,
-    n_data: int = 200,
-    dim: int = 5,
-    sigma_true: float = 0.5,
-    lr: float = 0.05,
-    n_steps: int = 3000,
-    n_mc: int = 20000,
-    z_tol: float = 4.0,
+    seed: NonNegativeInt = 0,
+    n_data: SampleSize = 200,
+    dim: PositiveInt = 5,
+    sigma_true: PositiveFloat = 0.5,
+    lr: PositiveFloat = 0.05,
+    n_steps: PositiveInt = 3000,
+    n_mc: SampleSize = 20000,
+    z_tol: PositiveFloat = 4.0,
 ) -> dict[str, Any]:
     """Fit the mean-field q and sigma by gradient ascent on synthetic data; compare with the
     exact posterior, the log evidence and a Monte-Carlo ELBO.
@@ -180,9 +177,9 @@ def run(
         n_mc: draws of q for the Monte-Carlo ELBO.
         z_tol: allowed |z| of the Monte-Carlo check.
     """
-    n, d = require_int("n_data", n_data, 2), require_int("dim", dim)
-    sigma_true, lr = require_positive("sigma_true", sigma_true), require_positive("lr", lr)
-    n_steps, n_mc = require_int("n_steps", n_steps), require_int("n_mc", n_mc, 2)
+    n, d = int(n_data), int(dim)
+    sigma_true, lr = float(sigma_true), float(lr)
+    n_steps, n_mc = int(n_steps), int(n_mc)
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))
     beta = rng.standard_normal(d)

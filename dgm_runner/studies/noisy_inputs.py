@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
+from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from dgm_runner.studies.common import (
+    SampleSize,
     check,
     new_figure,
     require,
-    require_int,
-    require_positive,
     save_figure,
     write_result,
 )
@@ -65,7 +64,8 @@ def cdf(y: torch.Tensor) -> torch.Tensor:
 
 
 def origin_lower_bound(d: int) -> float:
-    """Jensen lower bound ``(2 pi e)^(-d/2)`` on the density of ``X + E`` at 0, X on ``{-1,+1}^d``."""
+    """Jensen lower bound ``(2 pi e)^(-d/2)`` on the density of ``X + E`` at 0, X on
+    ``{-1,+1}^d``."""
     return (2 * math.pi * math.e) ** (-d / 2)
 
 
@@ -96,13 +96,13 @@ def _pool_small_bins(counts: torch.Tensor, probs: torch.Tensor, n: int, min_expe
 
 def run(
     out_dir: str | Path,
-    seed: int = 0,
-    n_samples: int = 200000,
-    n_bins: int = 40,
-    y_range: float = 5.0,
-    dims: Sequence[int] = (1, 2, 4, 8),
-    bandwidths: Sequence[float] = (1.0, 0.7, 0.5),
-    z_tol: float = 4.0,
+    seed: NonNegativeInt = 0,
+    n_samples: SampleSize = 200000,
+    n_bins: PositiveInt = 40,
+    y_range: PositiveFloat = 5.0,
+    dims: tuple[Annotated[int, Range(ge=1, le=16)], ...] = (1, 2, 4, 8),
+    bandwidths: tuple[PositiveFloat, ...] = (1.0, 0.7, 0.5),
+    z_tol: PositiveFloat = 4.0,
 ) -> dict[str, Any]:
     """Histogram of ``U[-1,1] + N(0,1)`` against its closed form; kernel estimates of the density
     of ``{-1,+1}^d + N(0, I)`` at the origin against their exact means and the bound.
@@ -116,11 +116,9 @@ def run(
         dims: dimensions d for (b) (1 <= d <= 16); bandwidths: kernel widths h > 0.
         z_tol: allowed |z| of each Monte-Carlo check.
     """
-    n = require_int("n_samples", n_samples, 2)
-    n_bins, y_range = require_int("n_bins", n_bins), require_positive("y_range", y_range)
-    dims = [require_int("dims[]", d) for d in dims]
-    require(len(dims) > 0 and max(dims) <= 16, f"dims={dims} is invalid: need 1 <= d <= 16")
-    bandwidths = [require_positive("bandwidths[]", h) for h in bandwidths]
+    n, n_bins, y_range = int(n_samples), int(n_bins), float(y_range)
+    dims, bandwidths = [int(d) for d in dims], [float(h) for h in bandwidths]
+    require(len(dims) > 0, "dims is invalid: must be a non-empty list")
     require(len(bandwidths) > 0, "bandwidths is invalid: must be a non-empty list")
     gen = torch.Generator().manual_seed(int(seed))
 
@@ -193,7 +191,8 @@ def run(
             abs_tol=1e-12,
         ),
         check(
-            f"(b) kernel estimate at 0, worst (d={next(o['d'] for o in origin if z_worst in o['kde'])}, "
+            "(b) kernel estimate at 0, worst "
+            f"(d={next(o['d'] for o in origin if z_worst in o['kde'])}, "
             f"h={z_worst['h']})",
             z_worst["mc"],
             z_worst["exact_mean"],

@@ -18,19 +18,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgm_runner.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from dgm_runner.studies.common import (
+    SampleSize,
     check,
     new_figure,
     require,
-    require_int,
-    require_positive,
     save_figure,
     torch_threads,
     write_result,
@@ -47,7 +47,8 @@ class Mixture:
     """1-D Gaussian mixture ``sum_k w_k N(m_k, s_k^2)``.
 
     Args:
-        means, stds, weights: equal-length sequences; stds > 0, weights >= 0 (normalised here).
+        means, stds, weights: equal-length sequences; stds > 0, weights >= 0 (normalised
+            here; :func:`run`'s annotations bound the elements, checked by ``dgm-study``).
     """
 
     def __init__(
@@ -57,10 +58,6 @@ class Mixture:
             len(means) == len(stds) == len(weights) > 0,
             f"{name}: means, stds, weights are invalid: must be non-empty and of equal length",
         )
-        for s in stds:
-            require_positive(f"{name}.stds[]", s)
-        for w in weights:
-            require_positive(f"{name}.weights[]", w, allow_zero=True)
         require(sum(weights) > 0, f"{name}.weights is invalid: must not all be 0")
         self.means = torch.tensor(list(means), dtype=torch.float64)
         self.stds = torch.tensor(list(stds), dtype=torch.float64)
@@ -156,23 +153,23 @@ def train_discriminator(
 
 def run(
     out_dir: str | Path,
-    seed: int = 0,
-    data_means: Sequence[float] = (-1.5, 1.5),
-    data_stds: Sequence[float] = (0.5, 0.5),
-    data_weights: Sequence[float] = (0.5, 0.5),
-    gen_means: Sequence[float] = (0.0,),
-    gen_stds: Sequence[float] = (1.5,),
-    gen_weights: Sequence[float] = (1.0,),
-    hidden: int = 32,
-    steps: int = 2000,
-    batch_size: int = 512,
-    lr: float = 0.01,
-    n_eval: int = 200000,
-    grid_points: int = 20001,
-    grid_halfwidth: float = 12.0,
-    max_mean_abs_error: float = 0.02,
-    max_objective_gap: float = 0.005,
-    z_tol: float = 4.0,
+    seed: NonNegativeInt = 0,
+    data_means: tuple[float, ...] = (-1.5, 1.5),
+    data_stds: tuple[PositiveFloat, ...] = (0.5, 0.5),
+    data_weights: tuple[NonNegativeFloat, ...] = (0.5, 0.5),
+    gen_means: tuple[float, ...] = (0.0,),
+    gen_stds: tuple[PositiveFloat, ...] = (1.5,),
+    gen_weights: tuple[NonNegativeFloat, ...] = (1.0,),
+    hidden: PositiveInt = 32,
+    steps: PositiveInt = 2000,
+    batch_size: PositiveInt = 512,
+    lr: PositiveFloat = 0.01,
+    n_eval: SampleSize = 200000,
+    grid_points: Annotated[int, Range(ge=3)] = 20001,
+    grid_halfwidth: PositiveFloat = 12.0,
+    max_mean_abs_error: NonNegativeFloat = 0.02,
+    max_objective_gap: NonNegativeFloat = 0.005,
+    z_tol: PositiveFloat = 4.0,
 ) -> dict[str, Any]:
     """Train a discriminator between two fixed 1-D mixtures and compare with D* and 2 JSD - log 4.
 
@@ -188,10 +185,8 @@ def run(
     """
     p_data = Mixture(data_means, data_stds, data_weights, "data")
     p_gen = Mixture(gen_means, gen_stds, gen_weights, "gen")
-    hidden, steps = require_int("hidden", hidden), require_int("steps", steps)
-    batch_size, n_eval = require_int("batch_size", batch_size), require_int("n_eval", n_eval, 2)
-    lr, half = require_positive("lr", lr), require_positive("grid_halfwidth", grid_halfwidth)
-    grid_points = require_int("grid_points", grid_points, 3)
+    hidden, steps, batch_size, n_eval = int(hidden), int(steps), int(batch_size), int(n_eval)
+    lr, half, grid_points = float(lr), float(grid_halfwidth), int(grid_points)
     gen = torch.Generator().manual_seed(int(seed))
 
     net = make_discriminator(hidden, int(seed))

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
-from dgm_runner.cli import USER_ERRORS, main_with_run_dir, one_line_errors, sampler_overrides
+from dgm_runner.cli.common import USER_ERRORS, main_with_run_dir, one_line_errors, sampler_overrides
 from dgm_runner.config import EvalConfig, validate_schema
 from dgm_runner.evaluation import all_test_metrics
 from dgm_runner.io.atomic import write_json

@@ -23,7 +23,6 @@ class DCGAN(nn.Module):
         latent_dim: size of z.
         g_channels: c for the generator.
         d_channels: c for the discriminator.
-        n_classes: unused.
 
     Raises:
         ValueError: images are not 28x28.
@@ -35,7 +34,6 @@ class DCGAN(nn.Module):
         latent_dim: PositiveInt = 64,
         g_channels: PositiveInt = 64,
         d_channels: PositiveInt = 64,
-        n_classes: int = 10,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3 or tuple(image_shape[1:]) != (28, 28):

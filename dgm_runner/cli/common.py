@@ -11,7 +11,8 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
-from dgm_runner.config import ConfigError, check_override_keys
+from dgm_runner.cli.checks import check_override_keys
+from dgm_runner.config import ConfigError
 from dgm_runner.data.base import DataError
 from dgm_runner.io.atomic import WriteError
 from dgm_runner.io.checkpoint import CheckpointError

@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
-from dgm_runner.cli import main_with_run_dir, one_line_errors, sampler_overrides
+from dgm_runner.cli.common import main_with_run_dir, one_line_errors, sampler_overrides
 from dgm_runner.config import SampleConfig, validate_schema
-from dgm_runner.evaluation import draw_samples
+from dgm_runner.samplers.base import draw_samples
 from dgm_runner.io.artifacts import save_grid
 
 

@@ -13,9 +13,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from dgm_runner.build import restore_run
-from dgm_runner.cli import sampler_entry
+from dgm_runner.cli.common import sampler_entry
 from dgm_runner.config import ConfigError
-from dgm_runner.evaluation import draw_samples
+from dgm_runner.samplers.base import draw_samples
 from dgm_runner.metrics.features import load_feature_classifier
 from dgm_runner.metrics.fid import extract_features, frechet_distance, kernel_distance, precision_recall, real_features
 

@@ -2,8 +2,11 @@
 
 ``NAME`` is one of ``configs/study/*.yaml`` (``dgm-study grad_variance`` is
 ``dgm-study study=grad_variance``); parameters are overridden as ``study.<param>=...``.
-The run directory (``outputs/studies/<name>/<time>/`` unless ``hydra.run.dir=...``) gets
-``result.json``, the plots and Hydra's ``.hydra/`` and ``study.log``.
+The parameters are checked against the annotations of the study's ``run`` signature
+before it runs (:func:`dgm_runner.studies.validate_study`): a bad value is one line,
+``dgm-study: error: ConfigError: study.lr=-1 is invalid: must be > 0``. The run directory
+(``outputs/studies/<name>/<time>/`` unless ``hydra.run.dir=...``) gets ``result.json``, the
+plots and Hydra's ``.hydra/`` and ``study.log``.
 """
 
 from __future__ import annotations
@@ -59,9 +62,9 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     study_cfg = OmegaConf.to_container(cfg.study, resolve=True)
     try:
-        result = call_study(study_cfg, out_dir)
-    except ValueError as err:
-        print(f"dgm-study: error: ValueError: {err}", file=sys.stderr)
+        result = call_study(study_cfg, out_dir)  # validates cfg.study against run's annotations
+    except ValueError as err:  # ConfigError (an invalid parameter) or a study's own one-line check
+        print(f"dgm-study: error: {type(err).__name__}: {err}", file=sys.stderr)
         sys.exit(1)
     checks = result["checks"]
     print(f"{cfg.study.name}: {out_dir}")
@@ -69,7 +72,8 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
     failed = [c for c in checks if not c["ok"]]
     if failed:
         print(
-            f"dgm-study: {len(failed)} of {len(checks)} checks disagree (see {out_dir / 'result.json'})",
+            f"dgm-study: {len(failed)} of {len(checks)} checks disagree (see "
+            f"{out_dir / 'result.json'})",
             file=sys.stderr,
         )
         sys.exit(1)

@@ -1,0 +1,178 @@
+"""``dgm-train`` / ``python -m dgm_runner``: the Hydra app around :func:`dgm_runner.loop.train`.
+
+Before Hydra creates anything, unknown group entries, misspelt keys and run paths that
+are no run are refused in one line (:mod:`dgm_runner.cli.checks`); a job's run directory
+is locked (:mod:`dgm_runner.io.lock`), a failure is recorded without replacing completed
+results, and user errors print one ``dgm-train: error: <Kind>: ...`` line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from dgm_runner import CONFIG_DIR
+from dgm_runner.cli import common
+from dgm_runner.cli.checks import check_group_choices, check_override_keys
+from dgm_runner.config import ConfigError
+from dgm_runner.epoch import DivergedError
+from dgm_runner.io.lock import RunDirLocked, acquire, release
+from dgm_runner.io.resume import find_unfinished_run
+from dgm_runner.io.run_dir import check_run_paths, holds_run, hydra_output_subdir, record_outcome
+from dgm_runner.io.signals import StopRequested, watch_parent
+from dgm_runner.loop import train
+
+log = logging.getLogger("dgm_runner")
+
+# Errors that are the user's to fix (or a requested stop): one line, no traceback.
+USER_ERRORS = (*common.USER_ERRORS, DivergedError, StopRequested)
+
+#: Set by :func:`main` to its PID: a job running in another process (a joblib worker)
+#: watches it and stops when the driver dies.
+DRIVER_ENV = "DGM_SWEEP_DRIVER_PID"
+
+
+class SweepStopped(BaseException):
+    """A stop signal ended a job of an in-process (basic launcher) multirun: the sweep stops
+    too (a BaseException, so Hydra's launcher does not take it for a failed job and go on).
+
+    Attributes:
+        sweep_dir: the sweep root, whose summary is written for the jobs done so far.
+    """
+
+    def __init__(self, line: str, sweep_dir: str) -> None:
+        super().__init__(line)
+        self.sweep_dir = sweep_dir
+
+
+def _objective_value(final: dict[str, Any], metric: str) -> float | None:
+    """The float a Hydra sweeper that optimises (Optuna) reads as the job's return value."""
+    value = final.get(metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        known = ", ".join(k for k, v in final.items() if "/" in k and isinstance(v, (int, float)))
+        log.error("optimize_metric=%s is not a final metric of this run; known: %s", metric, known)
+        return None
+    return float(value)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
+    """The Hydra task: train one job. Returns the final metrics, or, when
+    ``optimize_metric`` is set (Optuna sweeps), that metric as a float; a failed job of
+    a multirun returns None (the sweep goes on; the summary and Optuna mark it failed).
+    A stop signal in a basic-launcher multirun raises :class:`SweepStopped` (the sweep ends).
+
+    Nothing is written into a directory another process holds, and a completed run's
+    results are never replaced by a failure (:func:`dgm_runner.io.run_dir.record_outcome`).
+    """
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    driver = os.environ.get(DRIVER_ENV)
+    in_worker = multirun and driver is not None and driver.isdigit() and int(driver) != os.getpid()
+    if in_worker:  # a joblib (loky) worker: stop this job if the driver dies
+        watch_parent(int(driver))
+    try:
+        acquire(run_dir)  # usually held already (taken when Hydra resolved hydra.output_subdir)
+    except (RunDirLocked, OSError) as err:
+        return _report_failure(err, multirun, hc)
+    held_a_run = holds_run(run_dir)  # a resumed or refused launch: keep its metrics.json
+    try:
+        final = train(cfg, run_dir)
+        metric = cfg.get("optimize_metric")
+        return _objective_value(final, metric) if metric else final
+    except Exception as err:
+        line = f"{type(err).__name__}: {err}"
+        if not isinstance(err, (DivergedError, StopRequested, common.WriteError)) and not (
+            held_a_run and isinstance(err, USER_ERRORS)
+        ):
+            try:
+                record_outcome(run_dir, {"status": "failed", "error": line})
+            except common.WriteError:
+                pass
+        if not isinstance(err, USER_ERRORS):
+            log.error(traceback.format_exc())
+        if multirun and isinstance(err, StopRequested) and not in_worker:
+            raise SweepStopped(f"dgm-train: error: {line}; the sweep stopped", hc.sweep.dir) from None
+        return _report_failure(err, multirun, hc)
+    finally:
+        release(run_dir)
+
+
+def _report_failure(err: BaseException, multirun: bool, hc: Any) -> None:
+    """A failed job: in a multirun, log it and return None (the sweep goes on); otherwise
+    print one line for a user error (exit 2 for a ConfigError, else 1) or re-raise."""
+    line = f"{type(err).__name__}: {err}"
+    if multirun:  # the sweep goes on; the summary marks this job failed
+        log.error("job failed: %s", line)
+        return None
+    if isinstance(err, (*USER_ERRORS, RunDirLocked)):
+        print(f"dgm-train: error: {line}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
+    raise err
+
+
+def _run_dir_for(resume: str | None, default: str, overrides: list[str] | None = None) -> str:
+    """``hydra.run.dir``: the resumed run's directory; for ``trainer.resume=auto`` the newest
+    unfinished run of this experiment launched with the same overrides (else a new one)."""
+    if resume == "auto":
+        found = find_unfinished_run(Path(default).parent, list(overrides or []))
+        return str(found) if found is not None else default
+    return resume or default
+
+
+def _register_resolvers() -> None:
+    # hydra.run.dir is the resumed run's directory when trainer.resume is set.
+    if not OmegaConf.has_resolver("dgm_run_dir"):
+        OmegaConf.register_new_resolver("dgm_run_dir", _run_dir_for)
+    # hydra.output_subdir: Hydra saves no .hydra/ files over a directory that holds a run.
+    if not OmegaConf.has_resolver("dgm_hydra_subdir"):
+        OmegaConf.register_new_resolver("dgm_hydra_subdir", hydra_output_subdir)
+
+
+def main() -> None:
+    """Console entry point of ``dgm-train`` / ``python -m dgm_runner``.
+
+    Before Hydra creates a directory: unknown group entries, misspelt keys, and
+    ``trainer.resume`` / ``hydra.run.dir`` values that are no run directory are one line
+    each (exit status 2)."""
+    _register_resolvers()
+    argv = sys.argv[1:]
+    try:
+        check_group_choices(argv)
+        check_override_keys(argv, "train")
+        check_run_paths(argv)
+    except ConfigError as err:
+        print(f"dgm-train: error: ConfigError: {err}", file=sys.stderr)
+        sys.exit(2)
+    os.environ[DRIVER_ENV] = str(os.getpid())
+    try:
+        _hydra_main()
+    except SweepStopped as stopped:
+        from dgm_runner.io.sweep_summary import summarize_sweep
+
+        if Path(stopped.sweep_dir).is_dir():
+            summarize_sweep(Path(stopped.sweep_dir))
+        print(f"{stopped} (summary of the jobs so far: {Path(stopped.sweep_dir) / 'summary.md'})", file=sys.stderr)
+        sys.exit(1)
+    from dgm_runner.io.sweep_summary import INCOMPLETE  # filled by a multirun's summary
+
+    if INCOMPLETE.get("failed"):  # the other jobs completed; the exit status says not all did
+        print(
+            f"dgm-train: error: {INCOMPLETE['failed']} of {INCOMPLETE['jobs']} sweep jobs did not complete "
+            f"(errors in {Path(INCOMPLETE['sweep_dir']) / 'summary.md'})",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+_register_resolvers()

@@ -1,0 +1,291 @@
+"""The one training loop (``../DESIGN.md``, "One loop"), as its phases.
+
+The loop never knows which model it runs: it builds the components named by the config,
+trains epochs over an in-memory random permutation (:func:`dgm_runner.epoch.run_epoch`,
+the updates the objective declares: one optimiser per parameter group, so GANs alternate
+D and G without the loop knowing), evaluates on the test split every
+``trainer.eval_every`` epochs, and writes the run-directory contract (checkpoints, metrics,
+sample grids, figures, TensorBoard). ``last.pt`` is written when an epoch's training ends
+and again after its evaluation, so a resume redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dgm_runner.build import build_components, compile_objective, make_ema, make_optimizer, resolve_device, seed_everything
+from dgm_runner.config import ConfigError, TrainerConfig, trainer_config, validate
+from dgm_runner.epoch import DivergedError, run_epoch
+from dgm_runner.evaluation import all_test_metrics
+from dgm_runner.io.artifacts import append_jsonl, save_samples, truncate_jsonl
+from dgm_runner.io.atomic import atomic_copy, atomic_open, remove_stale_temps, write_json
+from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, require_keys, save_checkpoint
+from dgm_runner.io.lock import run_lock
+from dgm_runner.io.resume import check_resume
+from dgm_runner.io.run_dir import MARKER, check_run_dir, holds_run, record_outcome
+from dgm_runner.io.signals import GracefulStop, StopRequested
+from dgm_runner.samplers.base import draw_samples
+from dgm_runner.train_state import RESUME_PAYLOAD, Progress, TrainState
+
+__all__ = ["DivergedError", "train"]
+
+log = logging.getLogger("dgm_runner")
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train, evaluate and write every artifact of one run into ``run_dir``, holding the
+    directory's lock (:mod:`dgm_runner.io.lock`) throughout.
+
+    A resumed run continues from ``last.pt`` and does only what is missing: the rest of an
+    interrupted epoch, an evaluation a stop cut short, the figures and final metrics. A
+    completed run resumed with the same ``trainer.epochs`` changes nothing on disk and
+    returns its recorded metrics; one resumed with more epochs keeps every earlier record.
+
+    Args:
+        cfg: a composed ``train`` config (model, dataset, objective, sampler, trainer, logger).
+        run_dir: the run directory (created if needed).
+
+    Returns:
+        The final metrics (also written to ``metrics.json``).
+
+    Raises:
+        ConfigError: an invalid value, found before anything is created.
+        RunDirLocked: another process holds ``run_dir`` (nothing written).
+        DataError: the dataset is missing or corrupt.
+        CheckpointError: ``trainer.resume`` points at an unusable checkpoint.
+        WriteError: a file could not be written (full disk, ...); what was written stays.
+        DivergedError: the loss became non-finite (``metrics.json`` has status "diverged",
+            the last good ``last.pt`` is kept).
+        StopRequested: SIGINT/SIGTERM arrived; inside an epoch the current step was finished
+            and ``last.pt`` written with the position inside the epoch; during evaluation or
+            figures they were abandoned (``last.pt`` already holds the trained epoch), so
+            ``trainer.resume`` continues exactly there.
+    """
+    validate(cfg)
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        return _train(cfg, trainer_config(cfg), run_dir)
+
+
+def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, Any]:
+    check_run_dir(run_dir, trainer.resume)  # never write over another run
+    device = resolve_device(trainer.device)
+    resume, ckpt = _checkpoint_to_resume(trainer, run_dir, device)
+    if ckpt is not None:
+        check_resume(cfg, ckpt, resume / MARKER)
+        done = _already_complete(resume, Progress.from_checkpoint(ckpt), ckpt.get("partial"), trainer.epochs)
+        if done is not None:  # nothing to do: nothing written (not even a log line)
+            print(f"{resume} already completed {trainer.epochs} epochs: nothing to do "
+                  f"(trainer.epochs>{trainer.epochs} trains on)", file=sys.stderr)
+            return done
+    _prepare_run_dir(run_dir, resumed=ckpt is not None)
+    comps, state = _set_up(cfg, trainer, device)
+    if ckpt is not None:
+        state.load_state_dict(ckpt, resume / MARKER, trainer)
+        truncate_jsonl(run_dir / "metrics.jsonl", "epoch", state.progress.evaluated)  # lines a killed process
+        truncate_jsonl(run_dir / "train_history.jsonl", "step", state.progress.step)  # wrote after its last.pt
+        log.info("resumed from %s after epoch %d (step %d)", resume / MARKER, state.progress.epoch, state.progress.step)
+    _describe(cfg, comps, device)
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    def save_last() -> None:
+        save_checkpoint(run_dir / MARKER, state.state_dict(config))
+
+    autocast_dtype = torch.bfloat16 if trainer.precision == "bf16" else None
+    logger = instantiate(cfg.logger, log_dir=run_dir / "tb")
+    epoch = state.progress.epoch
+    try:
+        with GracefulStop() as stop:
+            for epoch in _epochs_to_run(state, trainer):
+                if epoch > state.progress.epoch:
+                    run_epoch(state, comps.data, trainer, epoch, logger, stop, run_dir / "train_history.jsonl",
+                              save_last, autocast_dtype)
+                    save_last()  # the trained epoch is safe before its (possibly long) evaluation
+                if _eval_due(epoch, trainer) and state.progress.evaluated < epoch:
+                    with stop.interruptible(f"the evaluation of epoch {epoch}"):
+                        _evaluate_epoch(cfg, comps, state, epoch, logger, run_dir, save_last)
+            with stop.interruptible("the figures and exports"):
+                _finish(cfg, comps, state, run_dir)
+        logger.hparams(_flat(config, ("model", "objective", "trainer")), state.progress.metrics)
+    except (DivergedError, StopRequested) as err:
+        status = "diverged" if isinstance(err, DivergedError) else "interrupted"
+        if isinstance(err, StopRequested) and (run_dir / MARKER).is_file():
+            err = StopRequested(f"{err}; {run_dir / MARKER} holds {state.progress.epoch} trained epochs, continue "
+                                f"with trainer.resume={run_dir} (redoes only what is missing)")
+        record_outcome(run_dir, {"status": status, "epoch": epoch, "step": state.progress.step, "error": str(err)})
+        raise err from None
+    finally:
+        logger.close()
+    return _read_json(run_dir / "metrics.json")
+
+
+def _checkpoint_to_resume(trainer: TrainerConfig, run_dir: Path, device: torch.device) -> tuple[Path | None, Any]:
+    """``(run directory, loaded last.pt)`` to continue from, or ``(None, None)`` for a new run;
+    checked before anything is written.
+
+    Raises:
+        CheckpointError: no, an unreadable or an incomplete ``last.pt``.
+        ConfigError: ``trainer.epochs`` is below the epochs already trained.
+    """
+    resume = trainer.resume
+    if resume == "auto":  # hydra.run.dir already points at the unfinished run, if any
+        resume = str(run_dir) if holds_run(run_dir) else None
+    if not resume:
+        return None, None
+    last = Path(resume) / MARKER
+    if not last.is_file():
+        raise CheckpointError(f"trainer.resume={resume} holds no run (no {MARKER}): pass a run directory")
+    ckpt = load_checkpoint(last, map_location=device)
+    require_keys(ckpt, RESUME_PAYLOAD, last, "resume")
+    if ckpt["epoch"] > trainer.epochs:
+        raise ConfigError(f"trainer.epochs={trainer.epochs} is below the {ckpt['epoch']} epochs {resume} has "
+                          f"trained: resume with trainer.epochs>={ckpt['epoch']}")
+    return Path(resume), ckpt
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _already_complete(run_dir: Path, progress: Progress, partial: Any, epochs: int) -> dict[str, Any] | None:
+    """The recorded final metrics when the run has nothing left to do for ``epochs``
+    (trained, evaluated and finished: ``metrics.json`` says completed at that epoch)."""
+    final = _read_json(run_dir / "metrics.json")
+    if partial is None and progress.epoch == progress.evaluated == epochs and isinstance(final, dict) \
+            and final.get("status") == "completed" and final.get("epoch") == epochs:
+        return final
+    return None
+
+
+def _prepare_run_dir(run_dir: Path, resumed: bool) -> None:
+    """Create the run's folders and clear what killed processes left: temp files of
+    writers (the lock is held, so no writer is alive) and, for a new run, lines a launch
+    killed before its first ``last.pt`` appended."""
+    for d in (run_dir / "checkpoints", run_dir / "samples"):
+        d.mkdir(parents=True, exist_ok=True)
+    for d in (run_dir, run_dir / "checkpoints", run_dir / "samples", run_dir / "eval"):
+        remove_stale_temps(d)
+    if not resumed:
+        truncate_jsonl(run_dir / "metrics.jsonl", "epoch", 0)
+        truncate_jsonl(run_dir / "train_history.jsonl", "step", 0)
+
+
+def _set_up(cfg: DictConfig, trainer: TrainerConfig, device: torch.device) -> tuple[Any, TrainState]:
+    """Seed, build the components (:func:`dgm_runner.build.build_components`), one optimiser
+    per parameter group, the EMA and (``trainer.compile``) the compiled loss."""
+    if trainer.num_threads:  # e.g. 1 on a machine shared with other jobs (scripts/bench.py)
+        torch.set_num_threads(trainer.num_threads)
+    seed_everything(trainer.seed)
+    comps = build_components(cfg, device)
+    model, objective = comps.model, comps.objective
+    if trainer.channels_last:  # NHWC conv kernels (CUDA tensor cores); 4-D weights only
+        model.to(memory_format=torch.channels_last)
+    optimizers = {name: make_optimizer(params, trainer) for name, params in objective.param_groups(model).items()}
+    if trainer.compile:
+        compile_objective(objective)
+    state = TrainState(model, optimizers, objective, make_ema(model, trainer.ema_decay),
+                       torch.Generator().manual_seed(trainer.seed))
+    return comps, state
+
+
+def _describe(cfg: DictConfig, comps: Any, device: torch.device) -> None:
+    """Log what is trained, on what, where (after a resume's checks, so a refused resume
+    writes no log line)."""
+    model, data = comps.model, comps.data
+    log.info(
+        "%s: %s on %s (%d train / %d test images, %s), %d parameters, device %s",
+        cfg.get("experiment_name", "run"), type(model).__name__, data.name, data.train_x.shape[0],
+        data.test_x.shape[0], "binarized" if data.binarized else "grey",
+        sum(p.numel() for p in model.parameters()), device,
+    )
+
+
+def _eval_due(epoch: int, trainer: TrainerConfig) -> bool:
+    return epoch % trainer.eval_every == 0 or epoch == trainer.epochs
+
+
+def _epochs_to_run(state: TrainState, trainer: TrainerConfig) -> range:
+    """The epochs this launch visits: from the next one to train, or from the last trained
+    one when its evaluation is still owed (a stop cut it short)."""
+    p = state.progress
+    owed = state.partial is None and p.evaluated < p.epoch and _eval_due(p.epoch, trainer)
+    return range(p.epoch if owed else p.epoch + 1, trainer.epochs + 1)
+
+
+def _evaluate_epoch(cfg: DictConfig, comps: Any, state: TrainState, epoch: int, logger: Any, run_dir: Path,
+                    save_last: Any) -> None:
+    """Test metrics, the 8x8 grid and the ``metrics.jsonl`` record of ``epoch``; then
+    ``last.pt`` (and ``best.pt`` when the monitored metric improved).
+
+    Raises:
+        DivergedError: a test metric is not finite.
+    """
+    trainer, progress, model = cfg.trainer, state.progress, state.eval_model
+    metrics = all_test_metrics(cfg, model, comps, final=epoch == trainer.epochs)
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
+    if comps.sampler.draws:  # the 8x8 grid of this epoch
+        images = draw_samples(model, comps.sampler, trainer.n_samples, trainer.seed + 2, next(model.parameters()).device)
+        grid = save_samples(images, run_dir / "samples" / f"epoch_{epoch:04d}.png", reference=comps.data.test_x)
+        logger.image("samples", grid, progress.step)
+    seconds = progress.epoch_times[-1] if progress.epoch_times else None
+    record = {"epoch": epoch, "step": progress.step, "train/epoch_time_s": seconds, **progress.train_means, **metrics}
+    append_jsonl(run_dir / "metrics.jsonl", record)
+    logger.scalars({**metrics, **({"train/epoch_time_s": seconds} if seconds is not None else {})}, progress.step)
+    monitored = metrics[f"test/{comps.objective.monitor}"]
+    improved = monitored < progress.best
+    progress.metrics, progress.evaluated, progress.best = metrics, epoch, min(progress.best, monitored)
+    save_last()
+    if improved:
+        atomic_copy(run_dir / MARKER, run_dir / "checkpoints" / "best.pt")
+    log.info(
+        "epoch %d/%d (%s): %s", epoch, trainer.epochs, f"{seconds:.1f}s" if seconds is not None else "resumed",
+        ", ".join(f"{k}={v:.4f}" for k, v in {**progress.train_means, **metrics}.items()),
+    )
+
+
+def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> None:
+    """Figures, exports, ``samples/final.png``, ``trainer.export_name`` and the final
+    ``metrics.json`` (status completed) of a run whose last epoch is trained and evaluated."""
+    trainer, progress, sample_dir = cfg.trainer, state.progress, run_dir / "samples"
+    for name, node in (cfg.get("figures") or {}).items():
+        path = instantiate(node, _partial_=True)(model=state.eval_model, data=comps.data, run_dir=run_dir,
+                                                 seed=trainer.seed + 3)
+        log.info("figure %s -> %s", name, path)
+    for name, node in (cfg.get("exports") or {}).items():
+        path = instantiate(node, _partial_=True)(model=state.eval_model, data=comps.data, run_dir=run_dir,
+                                                 metrics=progress.metrics)
+        log.info("export %s -> %s", name, path)
+    if (sample_dir / f"epoch_{progress.epoch:04d}.png").exists():
+        atomic_copy(sample_dir / f"epoch_{progress.epoch:04d}.png", sample_dir / "final.png")
+    if trainer.export_name:
+        with atomic_open(run_dir / trainer.export_name, "wb") as f:
+            torch.save(state.model.state_dict(), f)
+    times = progress.epoch_times
+    write_json(run_dir / "metrics.json", {
+        "status": "completed", "epoch": progress.epoch, "step": progress.step,
+        "time_per_epoch_s": sum(times) / len(times) if times else None, **progress.train_means, **progress.metrics,
+    })
+
+
+def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
+    """``{"model.latent_dim": 20, ...}`` for the given top-level sections."""
+    out = {}
+    for section in sections:
+        for key, value in (config.get(section) or {}).items():
+            if not isinstance(value, (dict, list)):
+                out[f"{section}.{key}"] = value
+    return out

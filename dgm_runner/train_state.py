@@ -1,0 +1,136 @@
+"""Everything a run needs to continue: :class:`TrainState` (weights, optimisers, objective
+state, EMA, data RNG, counters, the position inside an interrupted epoch), written to and
+read from ``checkpoints/last.pt`` by one symmetric pair, ``state_dict`` / ``load_state_dict``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgm_runner.io.checkpoint import CheckpointError, capture_rng, restore_rng
+
+log = logging.getLogger("dgm_runner")
+
+#: Keys ``last.pt`` must hold to be resumed.
+RESUME_PAYLOAD = ("model", "objective", "epoch", "step", "best", "metrics", "rng", "config")
+#: Optimiser settings a resumed run applies to the loaded optimiser state (instead of the
+#: saved ones), logging each change; ``trainer.optimizer`` itself cannot change.
+OPTIMIZER_SETTINGS = ("lr", "betas", "momentum", "weight_decay")
+
+
+@dataclass
+class Progress:
+    """Where a run stands, besides its tensors.
+
+    ``epoch``: epochs whose training finished; ``step``: optimiser updates (batches) so far;
+    ``best``: the lowest monitored test metric; ``evaluated``: the last epoch whose test
+    metrics (``metrics``) and grid were written (``last.pt`` is saved once an epoch's
+    training ends, and again after its evaluation); ``train_means``: the train terms of
+    epoch ``epoch``; ``epoch_times``: seconds per trained epoch, over every launch.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    best: float = math.inf
+    evaluated: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_means: dict[str, float] = field(default_factory=dict)
+    epoch_times: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> "Progress":
+        """Checkpoints written before training and evaluation were saved apart hold no
+        ``evaluated`` (they were written after the evaluation: ``evaluated = epoch``)."""
+        return cls(
+            epoch=ckpt["epoch"], step=ckpt["step"], best=ckpt["best"], evaluated=ckpt.get("evaluated", ckpt["epoch"]),
+            metrics=ckpt["metrics"], train_means=ckpt.get("train_means") or {},
+            epoch_times=list(ckpt.get("epoch_times") or []),
+        )
+
+
+@dataclass
+class TrainState:
+    """The mutable state of one run.
+
+    Attributes:
+        model: the trained module; optimizers: one per parameter group of the objective;
+        objective: the objective (its own state, e.g. PCD chains, is checkpointed);
+        ema: an ``AveragedModel`` of the weights, or None; data_gen: the generator of the
+        epoch permutations; progress: counters and metrics; partial: the position inside
+        an epoch a signal stopped (``{"epoch", "batch", "perm", "in_window", "window",
+        "epoch_terms"}``), or None.
+    """
+
+    model: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    objective: Any
+    ema: Any
+    data_gen: torch.Generator
+    progress: Progress = field(default_factory=Progress)
+    partial: dict[str, Any] | None = None
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights to evaluate and sample with: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self, config: dict[str, Any]) -> dict[str, Any]:
+        """What ``last.pt`` holds: tensors, state dicts and plain values (``weights_only``-safe),
+        plus the resolved run ``config``."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "objective": self.objective.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": capture_rng(self.data_gen),
+            "config": config,
+            "partial": self.partial,
+            **asdict(self.progress),
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any], path: Path, trainer: Any) -> None:
+        """Continue from checkpoint ``ckpt`` (read from ``path``): the inverse of
+        :meth:`state_dict`. The optimisers keep this run's ``trainer.lr`` / ``betas`` /
+        ``momentum`` / ``weight_decay`` (and implementation flags), which
+        ``Optimizer.load_state_dict`` would replace by the saved ones; each setting that
+        changed is logged.
+
+        Raises:
+            CheckpointError: the weights or optimiser states do not fit (one line).
+        """
+        fresh = {name: [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+                 for name, opt in self.optimizers.items()}
+        # checkpoints written before per-group optimisers (the GAN) hold one "optimizer"
+        saved_opts = ckpt["optimizers"] if "optimizers" in ckpt else {"model": ckpt.get("optimizer")}
+        missing = [name for name in self.optimizers if saved_opts.get(name) is None]
+        if missing:
+            raise CheckpointError(f"{path} has no optimiser state for parameter group {missing[0]!r}: cannot resume")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(saved_opts[name])
+            self.objective.load_state_dict(ckpt["objective"])
+            if self.ema is not None and ckpt.get("ema") is not None:
+                self.ema.load_state_dict(ckpt["ema"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: its state does not fit the model in its config ({first})") from None
+        for name, opt in self.optimizers.items():
+            for group, settings in zip(opt.param_groups, fresh[name]):
+                group.update(settings)
+        saved_trainer = ckpt["config"].get("trainer") or {}
+        for key in OPTIMIZER_SETTINGS:
+            before, now = saved_trainer.get(key), getattr(trainer, key)
+            if before is not None and _plain(before) != _plain(now):
+                log.info("trainer.%s changed on resume: %s -> %s (applied to the loaded optimiser)", key, before, now)
+        restore_rng(ckpt["rng"], self.data_gen)
+        self.progress, self.partial = Progress.from_checkpoint(ckpt), ckpt.get("partial")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value

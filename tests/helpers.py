@@ -1,0 +1,88 @@
+"""What several test files share, imported as ``from tests.helpers import ...``: the
+offline data location, skip conditions, the shrink overrides of smoke runs, and small
+functions over run directories and CLI launches. Fixtures live in ``conftest.py``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dgm_runner.io.lock import LOCK_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# Offline MNIST (CI and course machines); an explicit DGM_DATA_DIR wins.
+if not os.environ.get("DGM_DATA_DIR") and (SHARED_DATA / "MNIST").is_dir():
+    os.environ["DGM_DATA_DIR"] = str(SHARED_DATA)
+
+# Small-but-real settings for smoke runs on MNIST: configs/debug/smoke.yaml (256 training
+# and 200 test images, one epoch of batches of 64, no progress bar, 16 samples per grid),
+# the same overrides users get from `dgm-train ... +debug=smoke`. Later overrides win.
+SMALL = ["+debug=smoke"]
+
+
+def has_mnist() -> bool:
+    """Whether the offline MNIST copy is reachable."""
+    root = os.environ.get("DGM_DATA_DIR")
+    return bool(root) and (Path(root) / "MNIST" / "raw").is_dir()
+
+
+def has_fashion_mnist() -> bool:
+    """Whether an offline Fashion-MNIST copy is reachable (Debian's dataset-fashion-mnist
+    or ``$DGM_DATA_DIR/FashionMNIST/raw``)."""
+    dirs = [FASHION_SYSTEM_DIR]
+    if os.environ.get("DGM_DATA_DIR"):
+        dirs.append(Path(os.environ["DGM_DATA_DIR"]) / "FashionMNIST" / "raw")
+    return any(d.is_dir() and any(d.glob("train-images-idx3-ubyte*")) for d in dirs)
+
+
+needs_mnist = pytest.mark.skipif(
+    not has_mnist(), reason="offline MNIST not found (set DGM_DATA_DIR)"
+)
+needs_fashion = pytest.mark.skipif(
+    not has_fashion_mnist(),
+    reason="Fashion-MNIST not found in /usr/share/datasets/fashion-mnist "
+    "(apt-get install dataset-fashion-mnist)",
+)
+
+# A 1-epoch vae_mlp run without FID or export: the run the resume / stop tests start from.
+VAE = ["experiment=vae_mlp", *SMALL, "logger=none", "~sample_metrics.fid",
+       "trainer.export_name=null"]
+
+
+def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
+    """Every file but the lock: relative path -> (sha256, mtime_ns)."""
+    return {
+        str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                        p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK_NAME
+    }
+
+
+def lines(path: Path, key: str) -> list:
+    """``key`` of every line of a JSON-lines file."""
+    return [json.loads(line)[key] for line in path.read_text().splitlines()]
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m dgm_runner *args`` (dgm-train), output captured."""
+    return subprocess.run([sys.executable, "-m", "dgm_runner", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def script(name: str) -> str:
+    """The path of an installed console script (``dgm-eval``, ...) of this environment."""
+    return str(Path(sys.executable).parent / name)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that mention an error."""
+    return [line for line in stderr.splitlines() if "error" in line.lower()]

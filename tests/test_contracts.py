@@ -1,0 +1,385 @@
+"""Contract tests over the config groups (issue 16, item 5): the entries of
+``configs/sampler``, ``configs/objective`` and ``configs/experiment`` are found by globbing
+their directories, so a new entry is tested by adding its YAML.
+
+* a sampler draws ``(n, *shape)`` finite samples (images in [0, 1]) from every model
+  entry it fits; the same seed gives the same samples, another seed other samples;
+* an objective trains every model entry it fits: its updates name only declared
+  parameter groups, each update changes only its own group's parameters, and
+  ``evaluate`` gives finite ``(B,)`` values;
+* an experiment composes, validates (also with ``+debug=smoke``) and trains end to end
+  (every one of them in CI: the whole file takes about 25 s on 2 CPU cores).
+
+A model "fits" a sampler / objective when ``check_model`` accepts it (TypeError /
+ValueError: it does not). Model entries are built small (``TINY_MODEL``) for 28x28
+images, or for 2-D points when they do not take images; a model entry built from a
+finished stage-1 run (``model.vqvae.run_dir``) gets an untrained in-memory one instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from dgm_runner import CONFIG_DIR
+from dgm_runner.build import build_model, make_optimizer
+from dgm_runner.config import TrainerConfig, validate
+from dgm_runner.epoch import Averager, train_step
+from dgm_runner.loop import train
+from dgm_runner.models.score import DiffusionModel
+from dgm_runner.objectives.base import Batch
+from tests.helpers import SMALL, needs_fashion, needs_mnist
+
+
+def entries(group: str) -> list[str]:
+    """The entries of a config group: the YAML files of ``configs/<group>/``."""
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+IMAGE, POINTS = (1, 28, 28), (2,)
+N_CLASSES = 10
+LOAD_RUN = "dgm_runner.build.load_run_model"  # the model of a finished run (stage 1)
+
+# Sizes that keep a model quick, applied wherever an entry has the key and never growing
+# it (latent_dim=2 stays 2); a list of channels is capped element by element.
+TINY_MODEL = {
+    "hidden_dim": 16, "hidden": 8, "latent_dim": 4, "channels": 8, "emb_dim": 16, "groups": 4,
+    "g_channels": 8, "d_channels": 8, "channels1": 4, "channels2": 8, "n_codes": 16,
+    "code_dim": 4, "n_layers": 2, "timesteps": 20,
+}
+TINY_CHANNEL_LIST = [8, 16, 16]
+# Sampler / objective / sample-metric values that only cost time, capped where set.
+TINY_SAMPLER = {"steps": 3, "steps_per_level": 2, "corrector_steps": 1}
+TINY_OBJECTIVE = {"iwae_k": 8}
+TINY_METRIC = {"n": 2, "n_runs": 4, "schedule_steps": 50, "n_projections": 16}
+LOOSE_METRIC = {"rtol": 1e-2, "atol": 1e-2}  # ODE tolerances: at least this loose
+
+
+def _capped(key: str, value: Any, caps: dict[str, Any]) -> Any:
+    if key not in caps or isinstance(value, bool):
+        return value
+    if isinstance(value, (list, ListConfig)):
+        return [min(int(v), c) for v, c in zip(value, TINY_CHANNEL_LIST)]
+    return min(value, caps[key]) if isinstance(value, int) else value
+
+
+def _compose(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+# --------------------------------------------------------------------------- model entries
+
+@functools.lru_cache(maxsize=None)
+def _model_cfg(name: str) -> DictConfig:
+    """``model=<name>`` composed and shrunk by TINY_MODEL (read-only)."""
+    cfg = _compose(f"model={name}")
+    for key, value in list(cfg.model.items()):
+        cfg.model[key] = _capped(key, value, TINY_MODEL)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _build(name: str, shape: tuple[int, ...]) -> torch.nn.Module:
+    """Model entry ``name`` for examples of ``shape`` (TypeError/ValueError: it does not
+    take them). A node that loads a finished run's model (``model.vqvae``) is replaced by
+    the untrained, small model of the entry of the same name."""
+    cfg = _model_cfg(name)
+    stage_one = [k for k, v in cfg.model.items()
+                 if isinstance(v, DictConfig) and v.get("_target_") == LOAD_RUN]
+    torch.manual_seed(0)
+    if not stage_one:
+        return build_model(cfg, shape, N_CLASSES)
+    runtime = {key: _build(key, shape) for key in stage_one}
+    try:
+        return instantiate(cfg.model, image_shape=shape, **runtime)
+    except InstantiationException as err:
+        raise (err.__cause__ or err) from None
+
+
+def _models() -> list[tuple[str, tuple[int, ...], torch.nn.Module]]:
+    """``(entry, shape, fresh model)`` of every model entry: on 28x28 images, else on 2-D
+    points; an entry that builds for neither fails here."""
+    out = []
+    for name in entries("model"):
+        errors = []
+        for shape in (IMAGE, POINTS):
+            try:
+                out.append((name, shape, _build(name, shape)))
+                break
+            except (TypeError, ValueError) as err:
+                errors.append(f"{shape}: {err}")
+        else:
+            raise AssertionError(f"model={name} builds for neither images nor points: {errors}")
+    return out
+
+
+def _fits(component: Any, model: torch.nn.Module) -> bool:
+    try:
+        component.check_model(model)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _node(group: str, name: str, caps: dict[str, Any]) -> DictConfig:
+    """``configs/<group>/<name>.yaml`` with the values it sets of the keys in ``caps``
+    capped (a key the YAML leaves to the constructor's default stays as it is)."""
+    node = OmegaConf.load(Path(CONFIG_DIR) / group / f"{name}.yaml")
+    for key, value in caps.items():
+        if key in node:
+            node[key] = min(node[key], value)
+    return node
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch(shape: tuple[int, ...], b: int = 8, seed: int = 0) -> Batch:
+    """Binary {0, 1} images (data of every likelihood) or Gaussian 2-D points; labels in
+    [0, 10)."""
+    g = _gen(seed)
+    if len(shape) == 3:
+        x = torch.bernoulli(torch.full((b, *shape), 0.5), generator=g)
+    else:
+        x = torch.randn((b, *shape), generator=g)
+    return Batch(x, torch.randint(0, N_CLASSES, (b,), generator=g))
+
+
+# --------------------------------------------------------------------------- samplers
+
+@pytest.mark.parametrize("name", entries("sampler"))
+def test_sampler_contract(name):
+    sampler = instantiate(_node("sampler", name, TINY_SAMPLER))
+    fitting = [(m, shape, model) for m, shape, model in _models() if _fits(sampler, model)]
+    assert fitting, f"sampler={name} fits none of the model entries"
+    n = 3
+    for entry, shape, model in fitting:
+        model.eval()
+        if not sampler.draws:  # sampler=none: nothing to draw, and it says so
+            with pytest.raises(TypeError):
+                sampler.sample(model, n, _gen(0))
+            continue
+        first = sampler.sample(model, n, _gen(0))
+        assert first.shape == (n, *shape), entry
+        assert torch.isfinite(first).all(), entry
+        if len(shape) == 3 and not isinstance(model, DiffusionModel):
+            # images in [0, 1]; a diffusion model's data-space output is not clamped
+            # (ScoreUNet.decode): what uses it clamps (grids, FID)
+            assert 0.0 <= float(first.min()) and float(first.max()) <= 1.0, entry
+        again, other = sampler.sample(model, n, _gen(0)), sampler.sample(model, n, _gen(1))
+        assert torch.equal(first, again), f"{entry}: the same seed gave other samples"
+        assert not torch.equal(first, other), f"{entry}: another seed gave the same samples"
+
+
+# --------------------------------------------------------------------------- objectives
+
+@pytest.mark.parametrize("name", entries("objective"))
+def test_objective_contract(name):
+    objective = instantiate(_node("objective", name, TINY_OBJECTIVE))
+    fitting = [(m, shape, model) for m, shape, model in _models() if _fits(objective, model)]
+    assert fitting, f"objective={name} fits none of the model entries"
+    trainer = TrainerConfig()
+    for entry, shape, model in fitting:
+        batch = _batch(shape)
+        groups = objective.param_groups(model)
+        names = {id(p): n for n, p in model.named_parameters()}
+        own = {g: {names[id(p)] for p in ps} for g, ps in groups.items()}
+        every = [names[id(p)] for ps in groups.values() for p in ps]
+        assert all(own.values()), f"{entry}: an empty parameter group"
+        assert len(every) == len(set(every)), f"{entry}: parameter groups overlap"
+        optimizers = {g: make_optimizer(ps, trainer) for g, ps in groups.items()}
+        model.train()
+        done = []
+        for step in range(2):  # the protocol of dgm_runner.epoch.train_step, update by update
+            for group, loss, terms in objective.steps(model, batch, step):
+                assert group in groups, f"{entry}: an update of the undeclared group {group!r}"
+                finite = [v.ndim == 0 and bool(torch.isfinite(v)) for v in terms.values()]
+                assert all(finite), (entry, terms)
+                before = {k: p.detach().clone() for k, p in model.named_parameters()}
+                if loss is not None:
+                    model.zero_grad(set_to_none=True)
+                    loss.backward()
+                optimizers[group].step()
+                objective.after_step(group, model)
+                changed = {k for k, p in model.named_parameters() if not torch.equal(before[k], p)}
+                assert changed, f"{entry}: a {group} update changed nothing"
+                outside = sorted(changed - own[group])
+                assert not outside, f"{entry}: a {group} update changed {outside}"
+                done.append(group)
+        assert done, f"{entry}: no update in two steps"
+        averager = Averager()  # and through the loop's own function
+        train_step(model, objective, optimizers, batch, step=2, averager=averager)
+        assert all(math.isfinite(v) for v in averager.means().values()), entry
+        model.eval()
+        for final in (False, True):
+            out = objective.evaluate(model, batch, _gen(1), final=final)
+            assert out, entry
+            for key, value in out.items():
+                assert value.shape == (batch.x.shape[0],), (entry, key, tuple(value.shape))
+                assert torch.isfinite(value).all(), (entry, key)
+
+
+# --------------------------------------------------------------------------- experiments
+
+# Two-stage experiments: the experiment whose finished run model.<key>.run_dir points at.
+STAGE_ONE = {"vqvae_fashion_prior": "vqvae_fashion"}
+# Smoke runs CI may skip (`-m "not slow"`), each with its reason; none at present (the
+# slowest takes ~2 s here). `pytest -m slow` runs them.
+SLOW: dict[str, str] = {}
+
+
+def _dataset_of(name: str) -> str:
+    """The dataset entry of an experiment (its ``override /dataset``, else train.yaml's)."""
+    for path in (Path(CONFIG_DIR) / "experiment" / f"{name}.yaml", Path(CONFIG_DIR) / "train.yaml"):
+        for item in OmegaConf.load(path).get("defaults") or []:
+            if isinstance(item, DictConfig):
+                for key, value in item.items():
+                    if key.replace("override ", "").strip("/ ") == "dataset":
+                        return value
+    raise AssertionError(f"experiment={name} names no dataset")
+
+
+def _marks(name: str) -> list[pytest.MarkDecorator]:
+    data = _dataset_of(name)
+    marks = []
+    if data == "fashion_mnist":
+        marks.append(needs_fashion)
+    elif data in ("mnist", "binarized_mnist"):
+        marks.append(needs_mnist)
+    if name in SLOW:
+        marks.append(pytest.mark.slow)
+    return marks
+
+
+def _smoke_overrides(name: str) -> list[str]:
+    """``+debug=smoke`` and, read off the composed experiment, what else only costs time:
+    TINY_MODEL sizes, few sampler steps, small sample metrics and IWAE."""
+    cfg = _compose(f"experiment={name}")
+    out = [*SMALL]
+    for key, value in cfg.model.items():
+        tiny = _capped(key, value, TINY_MODEL)
+        if tiny != value:
+            out.append(f"model.{key}={tiny}".replace(" ", ""))
+    for group, caps in (("sampler", TINY_SAMPLER), ("objective", TINY_OBJECTIVE)):
+        out += [f"{group}.{k}={min(cfg[group][k], v)}" for k, v in caps.items() if k in cfg[group]]
+    for metric, node in (cfg.sample_metrics or {}).items():
+        for key, value in (node or {}).items():
+            where = f"sample_metrics.{metric}.{key}"
+            if key in TINY_METRIC and (value is None or isinstance(value, int)):
+                tiny = TINY_METRIC[key] if value is None else min(value, TINY_METRIC[key])
+                out.append(f"{where}={tiny}")
+            elif key in LOOSE_METRIC:
+                out.append(f"{where}={max(value, LOOSE_METRIC[key])}")
+    return out
+
+
+@pytest.mark.parametrize("name", entries("experiment"))
+def test_experiment_composes_and_validates(name):
+    cfg = _compose(f"experiment={name}")
+    assert cfg.experiment_name == name
+    validate(cfg)
+    smoke = _compose(f"experiment={name}", *_smoke_overrides(name))
+    validate(smoke)
+    assert smoke.trainer.epochs == 1 and smoke.trainer.progress is False
+
+
+def test_smoke_overrides_compose_for_users():
+    """``dgm-train experiment=vae_mlp +debug=smoke``: the config a user gets."""
+    cfg = _compose("experiment=vae_mlp", "+debug=smoke")
+    validate(cfg)
+    assert (cfg.dataset.subset, cfg.dataset.test_subset) == (256, 200)
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.n_samples) == (1, 64, 16)
+    assert cfg.trainer.progress is False and cfg.sample_metrics.fid.n_samples == 200
+    later = _compose("experiment=vae_mlp", "+debug=smoke", "trainer.epochs=3")
+    assert later.trainer.epochs == 3  # overrides after it still win
+
+
+def _run(name: str, run_dir: Path, *extra: str) -> dict[str, Any]:
+    cfg = _compose(f"experiment={name}", *_smoke_overrides(name), "logger=none", *extra)
+    final = train(cfg, run_dir)
+    assert final["status"] == "completed", final
+    for key, value in final.items():
+        if key.startswith("test/") and isinstance(value, float):
+            assert math.isfinite(value), (key, value)
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / "samples" / "final.png").is_file() == instantiate(cfg.sampler).draws
+    for figure in cfg.figures or {}:
+        assert (run_dir / "figures" / f"{figure}.png").is_file(), figure
+    return final
+
+
+@pytest.mark.parametrize("name", [pytest.param(e, marks=_marks(e)) for e in entries("experiment")])
+def test_experiment_smoke_run(name, tmp_path, monkeypatch):
+    cfg = _compose(f"experiment={name}")
+    if cfg.exports:  # e.g. the FID classifier: exported into this test's own cache
+        monkeypatch.setenv("DGM_CACHE_DIR", str(tmp_path / "cache"))
+    extra = []
+    for key, node in cfg.model.items():
+        stage_one = isinstance(node, DictConfig) and node.get("_target_") == LOAD_RUN
+        if stage_one and not node.get("run_dir"):
+            assert name in STAGE_ONE, f"experiment={name} needs model.{key}.run_dir: see STAGE_ONE"
+            _run(STAGE_ONE[name], tmp_path / "stage1")
+            extra.append(f"model.{key}.run_dir={tmp_path / 'stage1'}")
+    _run(name, tmp_path / "run", *extra)
+
+
+def _targets() -> list[tuple[str, str]]:
+    """``(config file, _target_)`` of every node of every YAML under configs/."""
+    import yaml
+
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if isinstance(node.get("_target_"), str):
+                found.append((where, node["_target_"]))
+            for value in node.values():
+                walk(value, where)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, where)
+
+    for path in sorted(Path(CONFIG_DIR).rglob("*.yaml")):
+        walk(yaml.safe_load(path.read_text()), str(path.relative_to(CONFIG_DIR)))
+    return found
+
+
+def test_every_target_is_the_full_module_path_of_its_object():
+    """One registry spelling: ``_target_`` names the module that defines the object, not a
+    package that re-exports it."""
+    import importlib
+
+    targets = _targets()
+    assert len(targets) > 50
+    for where, target in targets:
+        if not target.startswith("dgm_runner."):
+            continue  # Hydra's own (launchers, sweepers)
+        module, _, name = target.rpartition(".")
+        obj = getattr(importlib.import_module(module), name)
+        assert obj.__module__ == module, f"{where}: {target} is defined in {obj.__module__}"
+
+
+def test_models_import_nothing_above_them():
+    """Components never read files or configs: ``models/`` imports only itself and the
+    layers below it (README, "Layout")."""
+    import ast
+
+    allowed = ("dgm_runner.models", "dgm_runner.config", "dgm_runner.distributions", "dgm_runner.sdes")
+    for path in sorted((Path(CONFIG_DIR).parent / "dgm_runner" / "models").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dgm_runner"):
+                assert node.module.startswith(allowed), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("dgm_runner") or alias.name.startswith(allowed), path.name
