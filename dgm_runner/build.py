@@ -135,9 +135,15 @@ def make_optimizer(params, tcfg: Any) -> torch.optim.Optimizer:
     """
     params = list(params)
     if tcfg.optimizer == "sgd":
-        cls, kwargs = torch.optim.SGD, {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay}
+        cls, kwargs = (
+            torch.optim.SGD,
+            {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay},
+        )
     else:
-        cls, kwargs = torch.optim.Adam, {"lr": tcfg.lr, "betas": tuple(tcfg.betas), "weight_decay": tcfg.weight_decay}
+        cls, kwargs = (
+            torch.optim.Adam,
+            {"lr": tcfg.lr, "betas": tuple(tcfg.betas), "weight_decay": tcfg.weight_decay},
+        )
     impl = tcfg.optimizer_impl
     error: Exception | None = None
     for extra in _OPTIMIZER_IMPLS[impl]:
@@ -167,13 +173,18 @@ def compile_objective(objective: Objective) -> bool:
         Whether the updates go through the compiled loss.
     """
     if not objective.updates_through_loss:
-        log.warning("trainer.compile: %s makes its updates without loss(); training runs eagerly", type(objective).__name__)
+        log.warning(
+            "trainer.compile: %s makes its updates without loss(); training runs eagerly",
+            type(objective).__name__,
+        )
         return False
     objective.loss = torch.compile(objective.loss, dynamic=False)
     return True
 
 
-def make_ema(model: torch.nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
+def make_ema(
+    model: torch.nn.Module, decay: float | None
+) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of ``model``'s weights, or None when ``decay`` is None
     (Song et al. 2021 sample with EMA weights, decay 0.999).
 
@@ -209,8 +220,12 @@ def load_run_model(run_dir: Optional[str] = None, checkpoint: str = "last") -> t
     if not run_dir:
         raise ValueError("run_dir is required: pass model.vqvae.run_dir=<a finished run directory>")
     try:
-        _, comps, _ = restore_run(run_dir, checkpoint, device="cpu",
-                                  overrides={"dataset.subset": 1, "dataset.test_subset": 1})
+        _, comps, _ = restore_run(
+            run_dir,
+            checkpoint,
+            device="cpu",
+            overrides={"dataset.subset": 1, "dataset.test_subset": 1},
+        )
     except (CheckpointError, DataError) as err:
         raise ValueError(f"run_dir={run_dir}: {err}") from None
     return comps.model.eval()
@@ -242,7 +257,11 @@ def restore_run(
         ConfigError: an override is invalid (validated as ``dgm-train`` validates).
     """
     run_dir = Path(run_dir)
-    path = Path(checkpoint) if checkpoint not in ("last", "best") else run_dir / "checkpoints" / f"{checkpoint}.pt"
+    path = (
+        Path(checkpoint)
+        if checkpoint not in ("last", "best")
+        else run_dir / "checkpoints" / f"{checkpoint}.pt"
+    )
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, map_location=dev)
     require_keys(ckpt, ("model", "config"), path, "evaluate")
@@ -250,18 +269,26 @@ def restore_run(
     if own is not None:
         check_same_run(ckpt["config"], own, path, f"use it as the run in {run_dir}")
     cfg = OmegaConf.create(ckpt["config"])
-    for key, value in (overrides or {}).items():  # a whole node (a config entry) replaces the old one
-        OmegaConf.update(cfg, key, value, force_add=True, merge=not isinstance(value, (dict, DictConfig)))
+    for key, value in (
+        overrides or {}
+    ).items():  # a whole node (a config entry) replaces the old one
+        OmegaConf.update(
+            cfg, key, value, force_add=True, merge=not isinstance(value, (dict, DictConfig))
+        )
     validate(cfg)
     comps = build_components(cfg, dev)
     try:
         comps.model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{path}: weights do not fit the model in its config ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit the model in its config ({str(err).splitlines()[0]})"
+        ) from None
     comps.objective.load_state_dict(ckpt.get("objective", {}))
     if ckpt.get("ema") is not None:  # evaluate and sample with the EMA weights, as training did
         prefix = "module."
-        comps.model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)})
+        comps.model.load_state_dict(
+            {k[len(prefix) :]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)}
+        )
     return cfg, comps, ckpt
 
 

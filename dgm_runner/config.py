@@ -21,7 +21,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Iterator, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -85,7 +85,9 @@ class TrainerConfig:
     val_every_steps: Optional[PositiveInt] = None
     val_size: PositiveInt = 1000
     ema_decay: Optional[Annotated[float, Range(gt=0, lt=1)]] = None
-    n_samples: Annotated[int, Range(ge=1, le=10_000)] = 64  # one grid or toy scatter (bounded: memory)
+    n_samples: Annotated[int, Range(ge=1, le=10_000)] = (
+        64  # one grid or toy scatter (bounded: memory)
+    )
     progress: bool = True
     resume: Optional[str] = None
     export_name: Optional[str] = None
@@ -160,7 +162,9 @@ def _check_value(key: str, value: Any, hint: Any) -> None:
         args = typing.get_args(hint)
         if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: tuple[int, int]
             if len(value) != len(args):
-                raise ConfigError(f"{key}={_fmt(value)} is invalid: must be a list of {len(args)} values")
+                raise ConfigError(
+                    f"{key}={_fmt(value)} is invalid: must be a list of {len(args)} values"
+                )
             element_hints = args
         else:  # tuple[int, ...] or list[int]
             element_hints = (args[0],) * len(value) if args else ()

@@ -69,7 +69,9 @@ def log_normal_diag(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> 
     Returns:
         ``(...)`` log-density (nats).
     """
-    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(dim=-1)
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(
+        dim=-1
+    )
 
 
 def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -91,9 +93,9 @@ def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
     """``log(1 + e^x)`` elementwise as ``max(x, 0) + log(1 + e^-|x|)``: faster than
-    ``F.softplus`` on CPU (whose ``log1p`` is not vectorised; ``scripts/bench.py``), absolute error < 1e-6 in
-    float32 (the ``log1p`` rounding). For free energies (sums of O(100) terms of O(100)
-    nats); differences of nearby softpluses (AIS weights) keep ``F.softplus``.
+    ``F.softplus`` on CPU (whose ``log1p`` is not vectorised; ``scripts/bench.py``), absolute
+    error < 1e-6 in float32 (the ``log1p`` rounding). For free energies (sums of O(100) terms
+    of O(100) nats); differences of nearby softpluses (AIS weights) keep ``F.softplus``.
 
     Args:
         x: ``(...)`` float tensor. Returns: ``(...)``, same dtype.
@@ -115,8 +117,8 @@ def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = No
     if None): ``P(u < p) = p`` up to the 2^-24 grid of float32 uniforms, ``p = 0`` never
     fires and ``p = 1`` always does. On CPU this is faster than ``torch.bernoulli`` (one
     vectorised uniform fill and a compare instead of a per-element Bernoulli draw; the
-    ratio is in ``scripts/bench.py``'s output), and as fast on CUDA. The same generator state gives the same
-    draws; the stream differs from ``torch.bernoulli``'s.
+    ratio is in ``scripts/bench.py``'s output), and as fast on CUDA. The same generator state
+    gives the same draws; the stream differs from ``torch.bernoulli``'s.
 
     On CPU, float32 ``probs`` of at least 16 384 elements take the uniforms' 24 bits straight
     from 64-bit integer draws (two per draw: ``m = bits & (2^24 - 1)``, ``u = m 2^-24``,
@@ -135,7 +137,11 @@ def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = No
     if probs.device.type == "cpu" and probs.dtype == torch.float32 and n >= _INT_UNIFORM_MIN:
         # random_() on int64 fills the low 63 bits uniformly; each int64 holds two int32
         # words whose low 24 bits are independent uniform integers on [0, 2^24).
-        words = torch.empty((n + 1) // 2, dtype=torch.int64).random_(generator=generator).view(torch.int32)
+        words = (
+            torch.empty((n + 1) // 2, dtype=torch.int64)
+            .random_(generator=generator)
+            .view(torch.int32)
+        )
         m = words[:n].view(probs.shape).bitwise_and_(0xFFFFFF)
         return m.to(torch.float32).lt_(probs * 16777216.0)
     # Half-precision uniforms have a coarse grid (2^-8 for bfloat16): draw them in float32.

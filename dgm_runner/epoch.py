@@ -102,8 +102,17 @@ def train_step(
             averager.add(terms)  # on device: no host sync per step
 
 
-def run_epoch(state: Any, data: Any, trainer: Any, epoch: int, logger: Any, stop: Any, history_file: Any,
-              save_last: Any, autocast_dtype: torch.dtype | None) -> None:
+def run_epoch(
+    state: Any,
+    data: Any,
+    trainer: Any,
+    epoch: int,
+    logger: Any,
+    stop: Any,
+    history_file: Any,
+    save_last: Any,
+    autocast_dtype: torch.dtype | None,
+) -> None:
     """Train epoch ``epoch`` of ``state`` (a :class:`dgm_runner.train_state.TrainState`):
     its permutation (drawn from ``state.data_gen``, or the one of the interrupted epoch in
     ``state.partial``, continued from the next batch), logging the train terms every
@@ -132,15 +141,35 @@ def run_epoch(state: Any, data: Any, trainer: Any, epoch: int, logger: Any, stop
     else:  # continue the epoch a signal stopped, from the next batch
         part, state.partial = state.partial, None
         perm, start, in_window = part["perm"].to(device), part["batch"], part["in_window"]
-        window, epoch_terms = Averager.from_state(part["window"]), Averager.from_state(part["epoch_terms"])
-    history: list[dict[str, float]] = []  # train terms per log interval, val terms; flushed per epoch
-    bar = tqdm(range(start, steps_per_epoch), desc=f"epoch {epoch}/{trainer.epochs}", leave=False,
-               disable=not trainer.progress, dynamic_ncols=True, initial=start, total=steps_per_epoch)
+        window, epoch_terms = (
+            Averager.from_state(part["window"]),
+            Averager.from_state(part["epoch_terms"]),
+        )
+    history: list[
+        dict[str, float]
+    ] = []  # train terms per log interval, val terms; flushed per epoch
+    bar = tqdm(
+        range(start, steps_per_epoch),
+        desc=f"epoch {epoch}/{trainer.epochs}",
+        leave=False,
+        disable=not trainer.progress,
+        dynamic_ncols=True,
+        initial=start,
+        total=steps_per_epoch,
+    )
     for i in bar:
         idx = perm[i * bs : (i + 1) * bs]
         # index_select: a plain row gather, ~5x cheaper on CPU than x[idx]'s advanced indexing
         batch = Batch(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
-        train_step(state.model, state.objective, state.optimizers, batch, progress.step, window, autocast_dtype)
+        train_step(
+            state.model,
+            state.objective,
+            state.optimizers,
+            batch,
+            progress.step,
+            window,
+            autocast_dtype,
+        )
         if state.ema is not None:
             state.ema.update_parameters(state.model)
         progress.step += 1
@@ -149,24 +178,40 @@ def run_epoch(state: Any, data: Any, trainer: Any, epoch: int, logger: Any, stop
             means = {f"train/{k}": v for k, v in window.means().items()}
             bad = {k: v for k, v in means.items() if not math.isfinite(v)}
             if bad:
-                raise DivergedError(f"non-finite training loss at epoch {epoch}, step {progress.step}: {bad}")
+                raise DivergedError(
+                    f"non-finite training loss at epoch {epoch}, step {progress.step}: {bad}"
+                )
             logger.scalars(means, progress.step)
             history.append({"step": progress.step, **means})
             bar.set_postfix({k[6:]: f"{v:.4g}" for k, v in means.items()}, refresh=False)
             epoch_terms.merge(window)
             window, in_window = Averager(), 0
         if trainer.val_every_steps and progress.step % trainer.val_every_steps == 0:
-            val = evaluate_split(state.eval_model, state.objective, data.test_x[: trainer.val_size],
-                                 data.test_y[: trainer.val_size], trainer.eval_batch_size, trainer.seed + 1,
-                                 prefix="val")
+            val = evaluate_split(
+                state.eval_model,
+                state.objective,
+                data.test_x[: trainer.val_size],
+                data.test_y[: trainer.val_size],
+                trainer.eval_batch_size,
+                trainer.seed + 1,
+                prefix="val",
+            )
             logger.scalars(val, progress.step)
             history.append({"step": progress.step, **val})
         if stop.requested:  # finish this step, save the exact position, exit
             append_jsonl(history_file, *history)
-            state.partial = {"epoch": epoch, "batch": i + 1, "perm": perm.cpu(), "in_window": in_window,
-                             "window": window.state_dict(), "epoch_terms": epoch_terms.state_dict()}
+            state.partial = {
+                "epoch": epoch,
+                "batch": i + 1,
+                "perm": perm.cpu(),
+                "in_window": in_window,
+                "window": window.state_dict(),
+                "epoch_terms": epoch_terms.state_dict(),
+            }
             save_last()
-            raise StopRequested(f"{stop.requested} received: stopped at epoch {epoch}, step {progress.step}")
+            raise StopRequested(
+                f"{stop.requested} received: stopped at epoch {epoch}, step {progress.step}"
+            )
     bar.close()
     append_jsonl(history_file, *history)
     progress.epoch_times.append(time.perf_counter() - t0)

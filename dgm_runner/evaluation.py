@@ -47,7 +47,9 @@ def evaluate_split(
     return {f"{prefix}/{k}": float(v) / x.shape[0] for k, v in sums.items()}
 
 
-def all_test_metrics(cfg: DictConfig, model: torch.nn.Module, comps, final: bool) -> dict[str, float]:
+def all_test_metrics(
+    cfg: DictConfig, model: torch.nn.Module, comps, final: bool
+) -> dict[str, float]:
     """The objective's test metrics (:func:`evaluate`) plus every ``sample_metrics`` entry of
     the config (``test/<name>``; e.g. AIS log-likelihood, sample distances).
 
@@ -57,7 +59,13 @@ def all_test_metrics(cfg: DictConfig, model: torch.nn.Module, comps, final: bool
     """
     tcfg, data = cfg.trainer, comps.data
     metrics = evaluate_split(
-        model, comps.objective, data.test_x, data.test_y, tcfg.eval_batch_size, tcfg.seed + 1, final=final
+        model,
+        comps.objective,
+        data.test_x,
+        data.test_y,
+        tcfg.eval_batch_size,
+        tcfg.seed + 1,
+        final=final,
     )
     for node in (cfg.get("sample_metrics") or {}).values():
         if node is None:

@@ -22,7 +22,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dgm_runner.build import build_components, compile_objective, make_ema, make_optimizer, resolve_device, seed_everything
+from dgm_runner.build import (
+    build_components,
+    compile_objective,
+    make_ema,
+    make_optimizer,
+    resolve_device,
+    seed_everything,
+)
 from dgm_runner.config import ConfigError, TrainerConfig, trainer_config, validate
 from dgm_runner.epoch import DivergedError, run_epoch
 from dgm_runner.evaluation import all_test_metrics
@@ -82,18 +89,32 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
     resume, ckpt = _checkpoint_to_resume(trainer, run_dir, device)
     if ckpt is not None:
         check_resume(cfg, ckpt, resume / MARKER)
-        done = _already_complete(resume, Progress.from_checkpoint(ckpt), ckpt.get("partial"), trainer.epochs)
+        done = _already_complete(
+            resume, Progress.from_checkpoint(ckpt), ckpt.get("partial"), trainer.epochs
+        )
         if done is not None:  # nothing to do: nothing written (not even a log line)
-            print(f"{resume} already completed {trainer.epochs} epochs: nothing to do "
-                  f"(trainer.epochs>{trainer.epochs} trains on)", file=sys.stderr)
+            print(
+                f"{resume} already completed {trainer.epochs} epochs: nothing to do "
+                f"(trainer.epochs>{trainer.epochs} trains on)",
+                file=sys.stderr,
+            )
             return done
     _prepare_run_dir(run_dir, resumed=ckpt is not None)
     comps, state = _set_up(cfg, trainer, device)
     if ckpt is not None:
         state.load_state_dict(ckpt, resume / MARKER, trainer)
-        truncate_jsonl(run_dir / "metrics.jsonl", "epoch", state.progress.evaluated)  # lines a killed process
-        truncate_jsonl(run_dir / "train_history.jsonl", "step", state.progress.step)  # wrote after its last.pt
-        log.info("resumed from %s after epoch %d (step %d)", resume / MARKER, state.progress.epoch, state.progress.step)
+        truncate_jsonl(
+            run_dir / "metrics.jsonl", "epoch", state.progress.evaluated
+        )  # lines a killed process
+        truncate_jsonl(
+            run_dir / "train_history.jsonl", "step", state.progress.step
+        )  # wrote after its last.pt
+        log.info(
+            "resumed from %s after epoch %d (step %d)",
+            resume / MARKER,
+            state.progress.epoch,
+            state.progress.step,
+        )
     _describe(cfg, comps, device)
     config = OmegaConf.to_container(cfg, resolve=True)
 
@@ -107,8 +128,17 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
         with GracefulStop() as stop:
             for epoch in _epochs_to_run(state, trainer):
                 if epoch > state.progress.epoch:
-                    run_epoch(state, comps.data, trainer, epoch, logger, stop, run_dir / "train_history.jsonl",
-                              save_last, autocast_dtype)
+                    run_epoch(
+                        state,
+                        comps.data,
+                        trainer,
+                        epoch,
+                        logger,
+                        stop,
+                        run_dir / "train_history.jsonl",
+                        save_last,
+                        autocast_dtype,
+                    )
                     save_last()  # the trained epoch is safe before its (possibly long) evaluation
                 if _eval_due(epoch, trainer) and state.progress.evaluated < epoch:
                     with stop.interruptible(f"the evaluation of epoch {epoch}"):
@@ -119,16 +149,23 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
     except (DivergedError, StopRequested) as err:
         status = "diverged" if isinstance(err, DivergedError) else "interrupted"
         if isinstance(err, StopRequested) and (run_dir / MARKER).is_file():
-            err = StopRequested(f"{err}; {run_dir / MARKER} holds {state.progress.epoch} trained epochs, continue "
-                                f"with trainer.resume={run_dir} (redoes only what is missing)")
-        record_outcome(run_dir, {"status": status, "epoch": epoch, "step": state.progress.step, "error": str(err)})
+            err = StopRequested(
+                f"{err}; {run_dir / MARKER} holds {state.progress.epoch} trained epochs, continue "
+                f"with trainer.resume={run_dir} (redoes only what is missing)"
+            )
+        record_outcome(
+            run_dir,
+            {"status": status, "epoch": epoch, "step": state.progress.step, "error": str(err)},
+        )
         raise err from None
     finally:
         logger.close()
     return _read_json(run_dir / "metrics.json")
 
 
-def _checkpoint_to_resume(trainer: TrainerConfig, run_dir: Path, device: torch.device) -> tuple[Path | None, Any]:
+def _checkpoint_to_resume(
+    trainer: TrainerConfig, run_dir: Path, device: torch.device
+) -> tuple[Path | None, Any]:
     """``(run directory, loaded last.pt)`` to continue from, or ``(None, None)`` for a new run;
     checked before anything is written.
 
@@ -143,12 +180,16 @@ def _checkpoint_to_resume(trainer: TrainerConfig, run_dir: Path, device: torch.d
         return None, None
     last = Path(resume) / MARKER
     if not last.is_file():
-        raise CheckpointError(f"trainer.resume={resume} holds no run (no {MARKER}): pass a run directory")
+        raise CheckpointError(
+            f"trainer.resume={resume} holds no run (no {MARKER}): pass a run directory"
+        )
     ckpt = load_checkpoint(last, map_location=device)
     require_keys(ckpt, RESUME_PAYLOAD, last, "resume")
     if ckpt["epoch"] > trainer.epochs:
-        raise ConfigError(f"trainer.epochs={trainer.epochs} is below the {ckpt['epoch']} epochs {resume} has "
-                          f"trained: resume with trainer.epochs>={ckpt['epoch']}")
+        raise ConfigError(
+            f"trainer.epochs={trainer.epochs} is below the {ckpt['epoch']} epochs {resume} has "
+            f"trained: resume with trainer.epochs>={ckpt['epoch']}"
+        )
     return Path(resume), ckpt
 
 
@@ -159,12 +200,19 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _already_complete(run_dir: Path, progress: Progress, partial: Any, epochs: int) -> dict[str, Any] | None:
+def _already_complete(
+    run_dir: Path, progress: Progress, partial: Any, epochs: int
+) -> dict[str, Any] | None:
     """The recorded final metrics when the run has nothing left to do for ``epochs``
     (trained, evaluated and finished: ``metrics.json`` says completed at that epoch)."""
     final = _read_json(run_dir / "metrics.json")
-    if partial is None and progress.epoch == progress.evaluated == epochs and isinstance(final, dict) \
-            and final.get("status") == "completed" and final.get("epoch") == epochs:
+    if (
+        partial is None
+        and progress.epoch == progress.evaluated == epochs
+        and isinstance(final, dict)
+        and final.get("status") == "completed"
+        and final.get("epoch") == epochs
+    ):
         return final
     return None
 
@@ -182,7 +230,9 @@ def _prepare_run_dir(run_dir: Path, resumed: bool) -> None:
         truncate_jsonl(run_dir / "train_history.jsonl", "step", 0)
 
 
-def _set_up(cfg: DictConfig, trainer: TrainerConfig, device: torch.device) -> tuple[Any, TrainState]:
+def _set_up(
+    cfg: DictConfig, trainer: TrainerConfig, device: torch.device
+) -> tuple[Any, TrainState]:
     """Seed, build the components (:func:`dgm_runner.build.build_components`), one optimiser
     per parameter group, the EMA and (``trainer.compile``) the compiled loss."""
     if trainer.num_threads:  # e.g. 1 on a machine shared with other jobs (scripts/bench.py)
@@ -192,11 +242,19 @@ def _set_up(cfg: DictConfig, trainer: TrainerConfig, device: torch.device) -> tu
     model, objective = comps.model, comps.objective
     if trainer.channels_last:  # NHWC conv kernels (CUDA tensor cores); 4-D weights only
         model.to(memory_format=torch.channels_last)
-    optimizers = {name: make_optimizer(params, trainer) for name, params in objective.param_groups(model).items()}
+    optimizers = {
+        name: make_optimizer(params, trainer)
+        for name, params in objective.param_groups(model).items()
+    }
     if trainer.compile:
         compile_objective(objective)
-    state = TrainState(model, optimizers, objective, make_ema(model, trainer.ema_decay),
-                       torch.Generator().manual_seed(trainer.seed))
+    state = TrainState(
+        model,
+        optimizers,
+        objective,
+        make_ema(model, trainer.ema_decay),
+        torch.Generator().manual_seed(trainer.seed),
+    )
     return comps, state
 
 
@@ -206,9 +264,14 @@ def _describe(cfg: DictConfig, comps: Any, device: torch.device) -> None:
     model, data = comps.model, comps.data
     log.info(
         "%s: %s on %s (%d train / %d test images, %s), %d parameters, device %s",
-        cfg.get("experiment_name", "run"), type(model).__name__, data.name, data.train_x.shape[0],
-        data.test_x.shape[0], "binarized" if data.binarized else "grey",
-        sum(p.numel() for p in model.parameters()), device,
+        cfg.get("experiment_name", "run"),
+        type(model).__name__,
+        data.name,
+        data.train_x.shape[0],
+        data.test_x.shape[0],
+        "binarized" if data.binarized else "grey",
+        sum(p.numel() for p in model.parameters()),
+        device,
     )
 
 
@@ -224,8 +287,15 @@ def _epochs_to_run(state: TrainState, trainer: TrainerConfig) -> range:
     return range(p.epoch if owed else p.epoch + 1, trainer.epochs + 1)
 
 
-def _evaluate_epoch(cfg: DictConfig, comps: Any, state: TrainState, epoch: int, logger: Any, run_dir: Path,
-                    save_last: Any) -> None:
+def _evaluate_epoch(
+    cfg: DictConfig,
+    comps: Any,
+    state: TrainState,
+    epoch: int,
+    logger: Any,
+    run_dir: Path,
+    save_last: Any,
+) -> None:
     """Test metrics, the 8x8 grid and the ``metrics.jsonl`` record of ``epoch``; then
     ``last.pt`` (and ``best.pt`` when the monitored metric improved).
 
@@ -238,21 +308,45 @@ def _evaluate_epoch(cfg: DictConfig, comps: Any, state: TrainState, epoch: int, 
     if bad:
         raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
     if comps.sampler.draws:  # the 8x8 grid of this epoch
-        images = draw_samples(model, comps.sampler, trainer.n_samples, trainer.seed + 2, next(model.parameters()).device)
-        grid = save_samples(images, run_dir / "samples" / f"epoch_{epoch:04d}.png", reference=comps.data.test_x)
+        images = draw_samples(
+            model,
+            comps.sampler,
+            trainer.n_samples,
+            trainer.seed + 2,
+            next(model.parameters()).device,
+        )
+        grid = save_samples(
+            images, run_dir / "samples" / f"epoch_{epoch:04d}.png", reference=comps.data.test_x
+        )
         logger.image("samples", grid, progress.step)
     seconds = progress.epoch_times[-1] if progress.epoch_times else None
-    record = {"epoch": epoch, "step": progress.step, "train/epoch_time_s": seconds, **progress.train_means, **metrics}
+    record = {
+        "epoch": epoch,
+        "step": progress.step,
+        "train/epoch_time_s": seconds,
+        **progress.train_means,
+        **metrics,
+    }
     append_jsonl(run_dir / "metrics.jsonl", record)
-    logger.scalars({**metrics, **({"train/epoch_time_s": seconds} if seconds is not None else {})}, progress.step)
+    logger.scalars(
+        {**metrics, **({"train/epoch_time_s": seconds} if seconds is not None else {})},
+        progress.step,
+    )
     monitored = metrics[f"test/{comps.objective.monitor}"]
     improved = monitored < progress.best
-    progress.metrics, progress.evaluated, progress.best = metrics, epoch, min(progress.best, monitored)
+    progress.metrics, progress.evaluated, progress.best = (
+        metrics,
+        epoch,
+        min(progress.best, monitored),
+    )
     save_last()
     if improved:
         atomic_copy(run_dir / MARKER, run_dir / "checkpoints" / "best.pt")
     log.info(
-        "epoch %d/%d (%s): %s", epoch, trainer.epochs, f"{seconds:.1f}s" if seconds is not None else "resumed",
+        "epoch %d/%d (%s): %s",
+        epoch,
+        trainer.epochs,
+        f"{seconds:.1f}s" if seconds is not None else "resumed",
         ", ".join(f"{k}={v:.4f}" for k, v in {**progress.train_means, **metrics}.items()),
     )
 
@@ -262,12 +356,14 @@ def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> No
     ``metrics.json`` (status completed) of a run whose last epoch is trained and evaluated."""
     trainer, progress, sample_dir = cfg.trainer, state.progress, run_dir / "samples"
     for name, node in (cfg.get("figures") or {}).items():
-        path = instantiate(node, _partial_=True)(model=state.eval_model, data=comps.data, run_dir=run_dir,
-                                                 seed=trainer.seed + 3)
+        path = instantiate(node, _partial_=True)(
+            model=state.eval_model, data=comps.data, run_dir=run_dir, seed=trainer.seed + 3
+        )
         log.info("figure %s -> %s", name, path)
     for name, node in (cfg.get("exports") or {}).items():
-        path = instantiate(node, _partial_=True)(model=state.eval_model, data=comps.data, run_dir=run_dir,
-                                                 metrics=progress.metrics)
+        path = instantiate(node, _partial_=True)(
+            model=state.eval_model, data=comps.data, run_dir=run_dir, metrics=progress.metrics
+        )
         log.info("export %s -> %s", name, path)
     if (sample_dir / f"epoch_{progress.epoch:04d}.png").exists():
         atomic_copy(sample_dir / f"epoch_{progress.epoch:04d}.png", sample_dir / "final.png")
@@ -275,10 +371,17 @@ def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> No
         with atomic_open(run_dir / trainer.export_name, "wb") as f:
             torch.save(state.model.state_dict(), f)
     times = progress.epoch_times
-    write_json(run_dir / "metrics.json", {
-        "status": "completed", "epoch": progress.epoch, "step": progress.step,
-        "time_per_epoch_s": sum(times) / len(times) if times else None, **progress.train_means, **progress.metrics,
-    })
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "status": "completed",
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "time_per_epoch_s": sum(times) / len(times) if times else None,
+            **progress.train_means,
+            **progress.metrics,
+        },
+    )
 
 
 def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:

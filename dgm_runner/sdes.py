@@ -27,7 +27,8 @@ import torch
 
 
 def bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` per-example values -> ``(B, 1, ..., 1)``, to multiply ``x`` of shape ``(B, ...)``."""
+    """``(B,)`` per-example values -> ``(B, 1, ..., 1)``, to multiply ``x`` of shape
+    ``(B, ...)``."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
 
 
@@ -96,11 +97,15 @@ class SDE:
         s = self.sigma(t)
         return torch.sqrt((self.dsigma2_dt(t) - 2.0 * self.dlog_alpha_dt(t) * s**2).clamp_min(0.0))
 
-    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    def prior_sample(
+        self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
         """Draw ``shape`` from the prior ``N(0, prior_std^2 I)``."""
         return torch.randn(shape, generator=generator, device=device) * self.prior_std()
 
-    def sample_t(self, n: int, generator: torch.Generator | None, device: torch.device, eps: float) -> torch.Tensor:
+    def sample_t(
+        self, n: int, generator: torch.Generator | None, device: torch.device, eps: float
+    ) -> torch.Tensor:
         """``(n,)`` training times: ``U(max(eps, t_min), T)`` (discrete processes override)."""
         lo = max(eps, self.t_min)
         return lo + (self.T - lo) * torch.rand(n, generator=generator, device=device)
@@ -116,7 +121,9 @@ class SDE:
         return torch.linspace(self.T, lo, steps, device=device)
 
 
-def gaussian_posterior(sde: SDE, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gaussian_posterior(
+    sde: SDE, t: torch.Tensor, s: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coefficients of ``q(x_s | x_t, x_0) = N(a x_t + b x_0, v I)`` for ``s < t``
     (Kingma et al. 2021, Eq. 30-33; for a discrete DDPM with consecutive steps this is Ho et
     al. 2020, Eq. 6-7): with ``alpha_ts = alpha_t / alpha_s`` and
@@ -138,7 +145,9 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"VE SDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+            raise ValueError(
+                f"VE SDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
+            )
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
         self._log_ratio = math.log(sigma_max / sigma_min)
 
@@ -218,7 +227,9 @@ def ddpm_betas(steps: int, schedule: str = "linear", cosine_s: float = 0.008) ->
         raise ValueError(f"a DDPM needs at least 1 step, got {steps}")
     if schedule == "linear":
         scale = 1000.0 / steps
-        return torch.linspace(1e-4 * scale, 0.02 * scale, steps, dtype=torch.float64).clamp(max=0.999)
+        return torch.linspace(1e-4 * scale, 0.02 * scale, steps, dtype=torch.float64).clamp(
+            max=0.999
+        )
     if schedule == "cosine":
         n = torch.arange(steps + 1, dtype=torch.float64)
         f = torch.cos((n / steps + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
@@ -244,7 +255,9 @@ class DiscreteDDPM(SDE):
         self.schedule = schedule
         self.t_min = 1.0 / steps
         zero = torch.zeros(1, dtype=torch.float64)
-        self._log_abar = torch.cat([zero, torch.cumsum(torch.log1p(-self.betas), 0)])  # (N + 1,), n = 0..N
+        self._log_abar = torch.cat(
+            [zero, torch.cumsum(torch.log1p(-self.betas), 0)]
+        )  # (N + 1,), n = 0..N
         self._cache: dict[torch.device, torch.Tensor] = {}
 
     def _table(self, device: torch.device) -> torch.Tensor:
@@ -295,7 +308,10 @@ class DiscreteDDPM(SDE):
         """``(steps,)`` integer steps ``N, ..., 1`` spaced evenly, as ``n / N`` (DDIM's
         uniform skip, Song, Meng & Ermon 2021, Sec. 4.2). Raises ValueError when steps > N."""
         if not 1 <= steps <= self.discrete_steps:
-            raise ValueError(f"this DDPM has {self.discrete_steps} steps: sampler.steps must be in [1, {self.discrete_steps}], got {steps}")
+            raise ValueError(
+                f"this DDPM has {self.discrete_steps} steps: "
+                f"sampler.steps must be in [1, {self.discrete_steps}], got {steps}"
+            )
         k = torch.linspace(self.discrete_steps, 1, steps, dtype=torch.float64).round()
         return (k / self.discrete_steps).float().to(device)
 
@@ -313,7 +329,10 @@ class EDMProcess(SDE):
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> None:
         if not 0 < sigma_min < sigma_max or rho <= 0:
-            raise ValueError(f"EDM needs 0 < sigma_min < sigma_max and rho > 0, got {sigma_min}, {sigma_max}, {rho}")
+            raise ValueError(
+                "EDM needs 0 < sigma_min < sigma_max and rho > 0, "
+                f"got {sigma_min}, {sigma_max}, {rho}"
+            )
         self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
         self._lo, self._hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
 

@@ -47,8 +47,12 @@ class Progress:
         """Checkpoints written before training and evaluation were saved apart hold no
         ``evaluated`` (they were written after the evaluation: ``evaluated = epoch``)."""
         return cls(
-            epoch=ckpt["epoch"], step=ckpt["step"], best=ckpt["best"], evaluated=ckpt.get("evaluated", ckpt["epoch"]),
-            metrics=ckpt["metrics"], train_means=ckpt.get("train_means") or {},
+            epoch=ckpt["epoch"],
+            step=ckpt["step"],
+            best=ckpt["best"],
+            evaluated=ckpt.get("evaluated", ckpt["epoch"]),
+            metrics=ckpt["metrics"],
+            train_means=ckpt.get("train_means") or {},
             epoch_times=list(ckpt.get("epoch_times") or []),
         )
 
@@ -103,13 +107,19 @@ class TrainState:
         Raises:
             CheckpointError: the weights or optimiser states do not fit (one line).
         """
-        fresh = {name: [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-                 for name, opt in self.optimizers.items()}
+        fresh = {
+            name: [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+            for name, opt in self.optimizers.items()
+        }
         # checkpoints written before per-group optimisers (the GAN) hold one "optimizer"
-        saved_opts = ckpt["optimizers"] if "optimizers" in ckpt else {"model": ckpt.get("optimizer")}
+        saved_opts = (
+            ckpt["optimizers"] if "optimizers" in ckpt else {"model": ckpt.get("optimizer")}
+        )
         missing = [name for name in self.optimizers if saved_opts.get(name) is None]
         if missing:
-            raise CheckpointError(f"{path} has no optimiser state for parameter group {missing[0]!r}: cannot resume")
+            raise CheckpointError(
+                f"{path} has no optimiser state for parameter group {missing[0]!r}: cannot resume"
+            )
         try:
             self.model.load_state_dict(ckpt["model"])
             for name, opt in self.optimizers.items():
@@ -119,7 +129,9 @@ class TrainState:
                 self.ema.load_state_dict(ckpt["ema"])
         except (RuntimeError, ValueError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(f"{path}: its state does not fit the model in its config ({first})") from None
+            raise CheckpointError(
+                f"{path}: its state does not fit the model in its config ({first})"
+            ) from None
         for name, opt in self.optimizers.items():
             for group, settings in zip(opt.param_groups, fresh[name]):
                 group.update(settings)
@@ -127,7 +139,12 @@ class TrainState:
         for key in OPTIMIZER_SETTINGS:
             before, now = saved_trainer.get(key), getattr(trainer, key)
             if before is not None and _plain(before) != _plain(now):
-                log.info("trainer.%s changed on resume: %s -> %s (applied to the loaded optimiser)", key, before, now)
+                log.info(
+                    "trainer.%s changed on resume: %s -> %s (applied to the loaded optimiser)",
+                    key,
+                    before,
+                    now,
+                )
         restore_rng(ckpt["rng"], self.data_gen)
         self.progress, self.partial = Progress.from_checkpoint(ckpt), ckpt.get("partial")
 

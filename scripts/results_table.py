@@ -22,7 +22,11 @@ def main() -> None:
         label, run_dir = item.rsplit("=", 1)
         m = json.loads((Path(run_dir) / "metrics.json").read_text())
         cells = [f"{m[k]:.4g}" if isinstance(m.get(k), float) else str(m.get(k, "")) for k in keys]
-        print(f"| {label} | {m.get('epoch')} | {m.get('time_per_epoch_s', 0):.1f} | " + " | ".join(cells) + " |")
+        print(
+            f"| {label} | {m.get('epoch')} | {m.get('time_per_epoch_s', 0):.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -8,18 +8,25 @@ import sys
 from pathlib import Path
 
 from dgm_runner.cli.common import USER_ERRORS
-from dgm_runner.metrics.features import FeatureClassifierMissing
 from dgm_runner.cli.sampler_table import format_markdown, sampler_table, write
+from dgm_runner.metrics.features import FeatureClassifierMissing
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--rows", nargs="+", required=True, help="entry:steps[,steps...][+key=value], e.g. ddim:10,20 ddim:20+eta=1")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        required=True,
+        help="entry:steps[,steps...][+key=value], e.g. ddim:10,20 ddim:20+eta=1",
+    )
     parser.add_argument("--n", type=int, default=1000, help="samples per row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--out", type=Path, default=None, help="output stem (default RUN_DIR/eval/sampler_table)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output stem (default RUN_DIR/eval/sampler_table)"
+    )
     args = parser.parse_args()
     try:
         rows = sampler_table(args.run_dir, args.rows, args.n, args.seed, args.batch_size)

@@ -13,7 +13,8 @@ failing stage, else 0.
 
 Example::
 
-    python scripts/vqvae_two_stage.py --root outputs/vqvae_two_stage trainer.epochs=5 --s1 model.ema=true
+    python scripts/vqvae_two_stage.py --root outputs/vqvae_two_stage trainer.epochs=5 \\
+        --s1 model.ema=true
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def stage_commands(root: Path, common: list[str], s1: list[str], s2: list[str]) 
     train = [sys.executable, "-m", "dgm_runner"]
     stage1 = [*train, "experiment=vqvae_fashion", f"hydra.run.dir={root / 'stage1'}", *common, *s1]
     stage2 = [
-        *train, "experiment=vqvae_fashion_prior", f"model.vqvae.run_dir={root / 'stage1'}",
-        f"hydra.run.dir={root / 'stage2'}", *common, *s2,
+        *train,
+        "experiment=vqvae_fashion_prior",
+        f"model.vqvae.run_dir={root / 'stage1'}",
+        f"hydra.run.dir={root / 'stage2'}",
+        *common,
+        *s2,
     ]
     return [stage1, stage2]
 
@@ -39,9 +44,15 @@ def stage_commands(root: Path, common: list[str], s1: list[str], s2: list[str]) 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the stages in order, return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True, help="parent of the stage1/ and stage2/ run dirs")
-    parser.add_argument("--s1", action="append", default=[], metavar="OVERRIDE", help="stage-1-only override")
-    parser.add_argument("--s2", action="append", default=[], metavar="OVERRIDE", help="stage-2-only override")
+    parser.add_argument(
+        "--root", type=Path, required=True, help="parent of the stage1/ and stage2/ run dirs"
+    )
+    parser.add_argument(
+        "--s1", action="append", default=[], metavar="OVERRIDE", help="stage-1-only override"
+    )
+    parser.add_argument(
+        "--s2", action="append", default=[], metavar="OVERRIDE", help="stage-2-only override"
+    )
     parser.add_argument("--skip-stage1", action="store_true", help="reuse a finished <root>/stage1")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both stages")
     args = parser.parse_args(argv)

@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 
-def slow_metric(model: Any, sampler: Any, data: Any, seed: int, final: bool, seconds: float = 30.0,
-                marker: str = "") -> dict[str, float]:
+def slow_metric(
+    model: Any,
+    sampler: Any,
+    data: Any,
+    seed: int,
+    final: bool,
+    seconds: float = 30.0,
+    marker: str = "",
+) -> dict[str, float]:
     """Write this process's PID to ``marker`` (when given), then wait ``seconds``: a long
     evaluation (AIS, FID) to stop, kill or lock against. Returns ``{"slow": 0.0}``."""
     if marker:
@@ -27,8 +34,9 @@ def failing_metric(model: Any, sampler: Any, data: Any, seed: int, final: bool) 
     raise RuntimeError("boom: a bug inside a metric")
 
 
-def self_signal_metric(model: Any, sampler: Any, data: Any, seed: int, final: bool,
-                       signame: str = "SIGTERM") -> dict[str, float]:
+def self_signal_metric(
+    model: Any, sampler: Any, data: Any, seed: int, final: bool, signame: str = "SIGTERM"
+) -> dict[str, float]:
     """Send ``signame`` to this very process, then wait up to 10 s for it to act: a stop
     arriving in the middle of an evaluation, deterministically, in-process."""
     os.kill(os.getpid(), getattr(signal, signame))

@@ -54,16 +54,24 @@ needs_fashion = pytest.mark.skipif(
 )
 
 # A 1-epoch vae_mlp run without FID or export: the run the resume / stop tests start from.
-VAE = ["experiment=vae_mlp", *SMALL, "logger=none", "~sample_metrics.fid",
-       "trainer.export_name=null"]
+VAE = [
+    "experiment=vae_mlp",
+    *SMALL,
+    "logger=none",
+    "~sample_metrics.fid",
+    "trainer.export_name=null",
+]
 
 
 def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
     """Every file but the lock: relative path -> (sha256, mtime_ns)."""
     return {
-        str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(),
-                                        p.stat().st_mtime_ns)
-        for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK_NAME
+        str(p.relative_to(directory)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
     }
 
 
@@ -74,8 +82,13 @@ def lines(path: Path, key: str) -> list:
 
 def cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m dgm_runner *args`` (dgm-train), output captured."""
-    return subprocess.run([sys.executable, "-m", "dgm_runner", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "dgm_runner", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def script(name: str) -> str:

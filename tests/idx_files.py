@@ -22,7 +22,9 @@ def idx_labels(labels: list[int]) -> bytes:
     return struct.pack(">II", 0x801, len(labels)) + bytes(labels)
 
 
-def write_mnist(root: Path, train_x: bytes, train_y: bytes, test_x: bytes, test_y: bytes, gz: bool = True) -> Path:
+def write_mnist(
+    root: Path, train_x: bytes, train_y: bytes, test_x: bytes, test_y: bytes, gz: bool = True
+) -> Path:
     """Write the four files into ``root/MNIST/raw/`` (gzipped or not); returns ``root``."""
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

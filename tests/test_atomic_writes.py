@@ -35,7 +35,10 @@ _WRITER = textwrap.dedent(
     d = sys.argv[1]
     # Two distinct valid contents of different sizes: a torn file can be neither.
     JSON = {"A": {"v": "A", "pad": "a" * 50_000}, "B": {"v": "B", "pad": "b" * 70_000}}
-    CKPT = {"A": {"v": "A", "w": torch.full((250_000,), 1.0)}, "B": {"v": "B", "w": torch.full((350_000,), 2.0)}}
+    CKPT = {
+        "A": {"v": "A", "w": torch.full((250_000,), 1.0)},
+        "B": {"v": "B", "w": torch.full((350_000,), 2.0)},
+    }
 
     def write(tag):
         write_json(os.path.join(d, "metrics.json"), JSON[tag])
@@ -68,8 +71,11 @@ def test_atomic_writes_survive_sigkill_at_random_moments(tmp_path):
     data_dir = tmp_path / "d"
     data_dir.mkdir()
     server = subprocess.Popen(
-        [sys.executable, str(script), str(data_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, cwd=REPO,
+        [sys.executable, str(script), str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     rng = random.Random(9)
     seen = {"A": 0, "B": 0}
@@ -86,7 +92,10 @@ def test_atomic_writes_survive_sigkill_at_random_moments(tmp_path):
             assert server.stdout.readline().strip() == "reaped"
 
             meta = json.loads((data_dir / "metrics.json").read_text())
-            assert meta["v"] in ("A", "B") and meta["pad"] == meta["v"].lower() * {"A": 50_000, "B": 70_000}[meta["v"]]
+            assert (
+                meta["v"] in ("A", "B")
+                and meta["pad"] == meta["v"].lower() * {"A": 50_000, "B": 70_000}[meta["v"]]
+            )
             ckpt = load_checkpoint(data_dir / "last.pt")
             value, size = {"A": (1.0, 250_000), "B": (2.0, 350_000)}[ckpt["v"]]
             assert ckpt["w"].shape == (size,) and bool((ckpt["w"] == value).all())

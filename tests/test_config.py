@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from dgm_runner import CONFIG_DIR
-from dgm_runner.config import ConfigError, validate
 from dgm_runner.cli.checks import check_group_choices
+from dgm_runner.config import ConfigError, validate
 from dgm_runner.loop import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -31,7 +31,10 @@ def test_seed_000_settings(compose_cfg):
     rbm = compose_cfg("experiment=rbm_cdk")
     assert rbm.model.hidden_dim == 128 and rbm.dataset.binarize and rbm.objective.k == 1
     assert rbm.trainer.export_name == "model_rbm_seed2025.pt"
-    for name, export in (("vae_mlp", "model_vae_seed2025.pt"), ("vae_cnn", "model_vae2_seed2025.pt")):
+    for name, export in (
+        ("vae_mlp", "model_vae_seed2025.pt"),
+        ("vae_cnn", "model_vae2_seed2025.pt"),
+    ):
         cfg = compose_cfg(f"experiment={name}")
         assert cfg.objective.likelihood == "mse" and cfg.objective.kl == "analytic"
         assert cfg.trainer.export_name == export and not cfg.dataset.binarize
@@ -74,7 +77,9 @@ def test_allowed_values_are_listed(compose_cfg):
 
 
 def test_objective_model_mismatch_is_a_config_error(compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=vae_mlp", "objective=cd", "dataset.subset=64", "dataset.test_subset=64")
+    cfg = compose_cfg(
+        "experiment=vae_mlp", "objective=cd", "dataset.subset=64", "dataset.test_subset=64"
+    )
     with pytest.raises(ConfigError, match="needs a RBM model"):
         train(cfg, tmp_path)
 
@@ -82,16 +87,25 @@ def test_objective_model_mismatch_is_a_config_error(compose_cfg, tmp_path):
 def test_unknown_group_entry_is_one_line_naming_the_choices():
     models = ", ".join(sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml")))
     assert {"rbm", "vae_cnn", "vae_mlp"} <= set(models.split(", "))
-    with pytest.raises(ConfigError, match=f"model=foo: unknown model; allowed values are {models}$"):
+    with pytest.raises(
+        ConfigError, match=f"model=foo: unknown model; allowed values are {models}$"
+    ):
         check_group_choices(["experiment=vae_mlp", "model=foo"])
-    check_group_choices(["model=rbm,vae_mlp", "trainer.lr=1", "hydra/launcher=basic"])  # valid: no error
+    check_group_choices(
+        ["model=rbm,vae_mlp", "trainer.lr=1", "hydra/launcher=basic"]
+    )  # valid: no error
 
 
 def test_cli_rejects_bad_values_before_training(tmp_path):
-    for args, key in ((["model=foo"], "model=foo"), (["experiment=vae_mlp", "model.latent_dim=0"], "model.latent_dim")):
+    for args, key in (
+        (["model=foo"], "model=foo"),
+        (["experiment=vae_mlp", "model.latent_dim=0"], "model.latent_dim"),
+    ):
         proc = subprocess.run(
             [sys.executable, "-m", "dgm_runner", *args, f"hydra.run.dir={tmp_path / 'r'}"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 2
         errors = [line for line in proc.stderr.splitlines() if "error" in line]

@@ -27,7 +27,15 @@ from dgm_runner.config import (
 )
 
 _GROUPS = tuple(RUNTIME_ARGS)  # model, dataset, objective, sampler, logger
-_EXPERIMENTS = ("rbm_cdk", "vae_mlp", "vae_bce", "dsm_toy2d", "score_sde_mnist", "gan_mnist", "vqvae_fashion")
+_EXPERIMENTS = (
+    "rbm_cdk",
+    "vae_mlp",
+    "vae_bce",
+    "dsm_toy2d",
+    "score_sde_mnist",
+    "gan_mnist",
+    "vqvae_fashion",
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +112,12 @@ def _valid(spec: dict) -> st.SearchStrategy:
             low = r.ge if r.ge is not None else r.gt
             high = r.le if r.le is not None else r.lt
             floats = st.floats(
-                min_value=-1e12 if low is None else low, max_value=1e12 if high is None else high,
-                exclude_min=r.gt is not None, exclude_max=r.lt is not None, allow_nan=False, allow_infinity=False,
+                min_value=-1e12 if low is None else low,
+                max_value=1e12 if high is None else high,
+                exclude_min=r.gt is not None,
+                exclude_max=r.lt is not None,
+                allow_nan=False,
+                allow_infinity=False,
             )
             strategy = floats | ints if lo is None or hi is None or lo <= hi else floats
     return strategy | st.none() if spec["optional"] else strategy
@@ -132,11 +144,19 @@ def _invalid(spec: dict) -> st.SearchStrategy:
         else:
             options.append(st.sampled_from([math.nan, math.inf, -math.inf]))
             if r.ge is not None:
-                options.append(st.floats(max_value=r.ge, exclude_max=True, allow_nan=False, allow_infinity=False))
+                options.append(
+                    st.floats(
+                        max_value=r.ge, exclude_max=True, allow_nan=False, allow_infinity=False
+                    )
+                )
             if r.gt is not None:
                 options.append(st.floats(max_value=r.gt, allow_nan=False, allow_infinity=False))
             if r.le is not None:
-                options.append(st.floats(min_value=r.le, exclude_min=True, allow_nan=False, allow_infinity=False))
+                options.append(
+                    st.floats(
+                        min_value=r.le, exclude_min=True, allow_nan=False, allow_infinity=False
+                    )
+                )
             if r.lt is not None:
                 options.append(st.floats(min_value=r.lt, allow_nan=False, allow_infinity=False))
     return st.one_of(options)
@@ -153,13 +173,28 @@ def _with(cfg, key: str, value):
 
 def test_the_property_tests_see_the_annotated_fields(composed):
     keys = {k for cfg in composed.values() for k, _ in _fields(cfg)}
-    for key in ("trainer.epochs", "trainer.batch_size", "trainer.lr", "trainer.eval_every", "trainer.log_every",
-                "trainer.ema_decay", "trainer.optimizer", "model.latent_dim", "objective.k", "sampler.steps",
-                "dataset.subset", "dataset.threshold", "objective.likelihood", "model.hidden_dim"):
+    for key in (
+        "trainer.epochs",
+        "trainer.batch_size",
+        "trainer.lr",
+        "trainer.eval_every",
+        "trainer.log_every",
+        "trainer.ema_decay",
+        "trainer.optimizer",
+        "model.latent_dim",
+        "objective.k",
+        "sampler.steps",
+        "dataset.subset",
+        "dataset.threshold",
+        "objective.likelihood",
+        "model.hidden_dim",
+    ):
         assert key in keys, key
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_every_invalid_value_is_rejected_naming_its_key(composed, data):
     experiment = data.draw(st.sampled_from(_EXPERIMENTS), label="experiment")
@@ -171,7 +206,9 @@ def test_every_invalid_value_is_rejected_naming_its_key(composed, data):
     assert key in message and "\n" not in message
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_no_valid_value_is_rejected(composed, data):
     experiment = data.draw(st.sampled_from(_EXPERIMENTS), label="experiment")
@@ -183,8 +220,13 @@ def test_no_valid_value_is_rejected(composed, data):
 def test_betas_are_checked_element_by_element(composed):
     cfg = composed["vae_mlp"]
     validate(_with(cfg, "trainer.betas", [0.0, 0.99]))
-    for bad, says in (([0.9], "list of 2 values"), ([0.9, 1.0], "trainer.betas[1]=1.0 is invalid: must be < 1"),
-                      ([-0.1, 0.9], "trainer.betas[0]"), (["a", 0.9], "must be a number"), (0.9, "must be a list")):
+    for bad, says in (
+        ([0.9], "list of 2 values"),
+        ([0.9, 1.0], "trainer.betas[1]=1.0 is invalid: must be < 1"),
+        ([-0.1, 0.9], "trainer.betas[0]"),
+        (["a", 0.9], "must be a number"),
+        (0.9, "must be a list"),
+    ):
         with pytest.raises(ConfigError, match=re.escape(says)):
             validate(_with(cfg, "trainer.betas", bad))
 
@@ -217,17 +259,28 @@ def test_group_choices_reject_unknown_entries_and_accept_known_ones(group, data)
         check([f"{group}={','.join(good)}", "trainer.lr=1e-3"])  # no error
         with pytest.raises(ConfigError) as err:
             check([f"{group}={','.join(good[:where] + [bad] + good[where:])}"])
-        assert str(err.value) == f"{group}={bad}: unknown {group}; allowed values are {', '.join(known)}"
+        assert (
+            str(err.value)
+            == f"{group}={bad}: unknown {group}; allowed values are {', '.join(known)}"
+        )
 
 
 def test_group_choices_accept_every_hydra_syntax_for_a_group():
     from dgm_runner.cli.checks import check_group_choices
 
-    for argv in (["-m", "model=choice(rbm,vae_mlp)"], ["-m", "experiment=glob(vae_*)"], ["logger=null"],
-                 ["model='rbm'"], ["-m", "model='rbm',\"vae_mlp\""], ["~logger"], ["+model=rbm"],
-                 ["hydra/launcher=joblib"], ["model@x=rbm"]):
+    for argv in (
+        ["-m", "model=choice(rbm,vae_mlp)"],
+        ["-m", "experiment=glob(vae_*)"],
+        ["logger=null"],
+        ["model='rbm'"],
+        ["-m", "model='rbm',\"vae_mlp\""],
+        ["~logger"],
+        ["+model=rbm"],
+        ["hydra/launcher=joblib"],
+        ["model@x=rbm"],
+    ):
         check_group_choices(argv)
     with pytest.raises(ConfigError, match="^model=bar: unknown model"):
         check_group_choices(["-m", "model=choice(rbm,bar)"])
     with pytest.raises(ConfigError, match="^model=foo: unknown model"):
-        check_group_choices(["model=\"foo\""])
+        check_group_choices(['model="foo"'])

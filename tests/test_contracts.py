@@ -52,9 +52,20 @@ LOAD_RUN = "dgm_runner.build.load_run_model"  # the model of a finished run (sta
 # Sizes that keep a model quick, applied wherever an entry has the key and never growing
 # it (latent_dim=2 stays 2); a list of channels is capped element by element.
 TINY_MODEL = {
-    "hidden_dim": 16, "hidden": 8, "latent_dim": 4, "channels": 8, "emb_dim": 16, "groups": 4,
-    "g_channels": 8, "d_channels": 8, "channels1": 4, "channels2": 8, "n_codes": 16,
-    "code_dim": 4, "n_layers": 2, "timesteps": 20,
+    "hidden_dim": 16,
+    "hidden": 8,
+    "latent_dim": 4,
+    "channels": 8,
+    "emb_dim": 16,
+    "groups": 4,
+    "g_channels": 8,
+    "d_channels": 8,
+    "channels1": 4,
+    "channels2": 8,
+    "n_codes": 16,
+    "code_dim": 4,
+    "n_layers": 2,
+    "timesteps": 20,
 }
 TINY_CHANNEL_LIST = [8, 16, 16]
 # Sampler / objective / sample-metric values that only cost time, capped where set.
@@ -79,6 +90,7 @@ def _compose(*overrides: str) -> DictConfig:
 
 # --------------------------------------------------------------------------- model entries
 
+
 @functools.lru_cache(maxsize=None)
 def _model_cfg(name: str) -> DictConfig:
     """``model=<name>`` composed and shrunk by TINY_MODEL (read-only)."""
@@ -94,8 +106,11 @@ def _build(name: str, shape: tuple[int, ...]) -> torch.nn.Module:
     take them). A node that loads a finished run's model (``model.vqvae``) is replaced by
     the untrained, small model of the entry of the same name."""
     cfg = _model_cfg(name)
-    stage_one = [k for k, v in cfg.model.items()
-                 if isinstance(v, DictConfig) and v.get("_target_") == LOAD_RUN]
+    stage_one = [
+        k
+        for k, v in cfg.model.items()
+        if isinstance(v, DictConfig) and v.get("_target_") == LOAD_RUN
+    ]
     torch.manual_seed(0)
     if not stage_one:
         return build_model(cfg, shape, N_CLASSES)
@@ -158,6 +173,7 @@ def _batch(shape: tuple[int, ...], b: int = 8, seed: int = 0) -> Batch:
 
 # --------------------------------------------------------------------------- samplers
 
+
 @pytest.mark.parametrize("name", entries("sampler"))
 def test_sampler_contract(name):
     sampler = instantiate(_node("sampler", name, TINY_SAMPLER))
@@ -183,6 +199,7 @@ def test_sampler_contract(name):
 
 
 # --------------------------------------------------------------------------- objectives
+
 
 @pytest.mark.parametrize("name", entries("objective"))
 def test_objective_contract(name):
@@ -375,11 +392,22 @@ def test_models_import_nothing_above_them():
     layers below it (README, "Layout")."""
     import ast
 
-    allowed = ("dgm_runner.models", "dgm_runner.config", "dgm_runner.distributions", "dgm_runner.sdes")
+    allowed = (
+        "dgm_runner.models",
+        "dgm_runner.config",
+        "dgm_runner.distributions",
+        "dgm_runner.sdes",
+    )
     for path in sorted((Path(CONFIG_DIR).parent / "dgm_runner" / "models").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dgm_runner"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("dgm_runner")
+            ):
                 assert node.module.startswith(allowed), f"{path.name} imports {node.module}"
             if isinstance(node, ast.Import):
                 for alias in node.names:
-                    assert not alias.name.startswith("dgm_runner") or alias.name.startswith(allowed), path.name
+                    assert not alias.name.startswith("dgm_runner") or alias.name.startswith(
+                        allowed
+                    ), path.name

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgm_runner.data import DataError, load_vision_dataset
-from dgm_runner.data import vision
+from dgm_runner.data import DataError, load_vision_dataset, vision
 from tests.helpers import needs_mnist
 from tests.idx_files import idx_images, idx_labels, write_mnist
 
@@ -33,13 +32,25 @@ def test_mnist_loads_from_dgm_data_dir_into_the_cache_without_touching_the_sourc
     before = sorted(p.name for p in source.iterdir())
     data = load_vision_dataset("mnist")
     assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
-    assert data.train_x.dtype == torch.float32 and 0 <= float(data.train_x.min()) and float(data.train_x.max()) == 1
-    assert data.train_y.dtype == torch.int64 and set(data.test_y.unique().tolist()) == set(range(10))
+    assert (
+        data.train_x.dtype == torch.float32
+        and 0 <= float(data.train_x.min())
+        and float(data.train_x.max()) == 1
+    )
+    assert data.train_y.dtype == torch.int64 and set(data.test_y.unique().tolist()) == set(
+        range(10)
+    )
     assert sorted(p.name for p in source.iterdir()) == before  # read-only source
-    [keyed] = [d for d in (vision.cache_dir() / "MNIST" / "by-source").iterdir() if not d.name.startswith(".")]
+    [keyed] = [
+        d
+        for d in (vision.cache_dir() / "MNIST" / "by-source").iterdir()
+        if not d.name.startswith(".")
+    ]
     assert (keyed / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
     recorded = json.loads((keyed / "sources.json").read_text())["sources"]
-    assert recorded["train-images-idx3-ubyte"]["path"] == str((source / "train-images-idx3-ubyte.gz").resolve())
+    assert recorded["train-images-idx3-ubyte"]["path"] == str(
+        (source / "train-images-idx3-ubyte.gz").resolve()
+    )
 
 
 @needs_mnist
@@ -57,7 +68,9 @@ def test_subset_keeps_the_first_images_and_the_whole_test_split():
     full = load_vision_dataset("mnist")
     small = load_vision_dataset("mnist", subset=500)
     assert small.train_x.shape[0] == 500 and small.test_x.shape[0] == 10000
-    assert torch.equal(small.train_x, full.train_x[:500]) and torch.equal(small.train_y, full.train_y[:500])
+    assert torch.equal(small.train_x, full.train_x[:500]) and torch.equal(
+        small.train_y, full.train_y[:500]
+    )
     assert load_vision_dataset("mnist", test_subset=7).test_x.shape[0] == 7
 
 
@@ -131,29 +144,42 @@ def test_image_data_rejects_empty_splits_and_bad_labels():
 @needs_mnist
 def test_per_class_and_downsampling_as_in_seed_002():
     full = load_vision_dataset("mnist")
-    data = load_vision_dataset("mnist", per_class=30, image_size=14, binarize=True, threshold=128 / 255)
+    data = load_vision_dataset(
+        "mnist", per_class=30, image_size=14, binarize=True, threshold=128 / 255
+    )
     assert data.train_x.shape == (300, 1, 14, 14) and data.test_x.shape == (10000, 1, 14, 14)
     assert torch.bincount(data.train_y, minlength=10).tolist() == [30] * 10
     first_sevens = torch.nonzero(full.train_y == 7).flatten()[:30]
     assert torch.equal(data.train_y[data.train_y == 7], full.train_y[first_sevens])
     # area downsampling = mean of each 2x2 block of the 28x28 image, then threshold
     block_mean = full.train_x[first_sevens[:1]].reshape(1, 1, 14, 2, 14, 2).mean(dim=(3, 5))
-    torch.testing.assert_close(data.train_x[data.train_y == 7][:1], (block_mean > 128 / 255).float())
+    torch.testing.assert_close(
+        data.train_x[data.train_y == 7][:1], (block_mean > 128 / 255).float()
+    )
 
 
 # --------------------------------------------------------------------------- synthetic IDX files
 
 
-def _write_source(root: Path, n: int = 20, n_test: int = 10, seed: int = 0, gz: bool = True) -> Path:
+def _write_source(
+    root: Path, n: int = 20, n_test: int = 10, seed: int = 0, gz: bool = True
+) -> Path:
     """Write ``root/MNIST/raw/`` with the four IDX files of ``n`` + ``n_test`` random
     28x28 images (labels ``i % 10``); return that raw directory."""
-    write_mnist(root, idx_images(n, seed=seed), idx_labels([i % 10 for i in range(n)]),
-                idx_images(n_test, seed=seed + 1), idx_labels([i % 10 for i in range(n_test)]), gz=gz)
+    write_mnist(
+        root,
+        idx_images(n, seed=seed),
+        idx_labels([i % 10 for i in range(n)]),
+        idx_images(n_test, seed=seed + 1),
+        idx_labels([i % 10 for i in range(n_test)]),
+        gz=gz,
+    )
     return root / "MNIST" / "raw"
 
 
 def _direct(raw: Path) -> tuple[torch.Tensor, ...]:
-    """The four IDX files in ``raw`` read without the package: (images uint8 (N, H, W), labels int64)."""
+    """The four IDX files in ``raw`` read without the package: (images uint8 (N, H, W),
+    labels int64)."""
     out = []
     for name in vision.IDX_FILES:
         path = raw / name if (raw / name).is_file() else raw / f"{name}.gz"
@@ -172,7 +198,11 @@ def _as_uint8(data) -> tuple[torch.Tensor, ...]:
 
 def _keyed_dirs(cache: Path) -> list[Path]:
     by_source = cache / "MNIST" / "by-source"
-    return sorted(d for d in by_source.iterdir() if not d.name.startswith(".")) if by_source.is_dir() else []
+    return (
+        sorted(d for d in by_source.iterdir() if not d.name.startswith("."))
+        if by_source.is_dir()
+        else []
+    )
 
 
 @pytest.fixture
@@ -181,7 +211,7 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-# --------------------------------------------------------------------------- provenance of the cache
+# ---------------------------------------------------------------------- provenance of the cache
 
 
 @pytest.mark.parametrize("good_kind", ["synthetic", pytest.param("mnist", marks=needs_mnist)])
@@ -207,7 +237,9 @@ def test_a_failed_load_from_a_bad_root_never_poisons_the_next_good_one(cache, tm
     assert len(_keyed_dirs(cache)) == 1 and not list((cache / "MNIST" / "by-source").glob(".tmp-*"))
 
 
-@pytest.mark.parametrize("tamper", ["recorded stamps", "file content", "another source's copy", "no provenance"])
+@pytest.mark.parametrize(
+    "tamper", ["recorded stamps", "file content", "another source's copy", "no provenance"]
+)
 def test_a_cache_whose_provenance_does_not_match_is_not_read(cache, tmp_path, tamper):
     a = _write_source(tmp_path / "a", n=20, seed=1)
     b = _write_source(tmp_path / "b", n=20, seed=2)  # same sizes, other pixels
@@ -236,10 +268,14 @@ def test_a_cache_whose_provenance_does_not_match_is_not_read(cache, tmp_path, ta
     for g, w in zip(got, want):
         assert torch.equal(g, w)
     vision._load_uint8.cache_clear()  # and the cache was rebuilt from a
-    assert torch.equal(vision._read_idx(images, json.loads(prov.read_text())["files"][images.name]), want[0])
+    assert torch.equal(
+        vision._read_idx(images, json.loads(prov.read_text())["files"][images.name]), want[0]
+    )
 
 
-def test_a_killed_fill_leaves_nothing_that_is_read_and_stale_temp_dirs_are_cleaned(cache, tmp_path, monkeypatch):
+def test_a_killed_fill_leaves_nothing_that_is_read_and_stale_temp_dirs_are_cleaned(
+    cache, tmp_path, monkeypatch
+):
     src = _write_source(tmp_path / "src", n=20)
     by_source = cache / "MNIST" / "by-source"
     copy_idx = vision._copy_idx
@@ -312,7 +348,9 @@ def test_legacy_cache_copies_are_not_read(cache, monkeypatch):
     (legacy / ".sources.json").write_text("{}")
     with pytest.raises(DataError, match="not found"):
         load_vision_dataset("mnist", download=False)
-    assert not [p for p in legacy.iterdir() if p.name.endswith("ubyte") or p.name == ".sources.json"]
+    assert not [
+        p for p in legacy.iterdir() if p.name.endswith("ubyte") or p.name == ".sources.json"
+    ]
 
 
 def test_torchvision_reads_the_checked_copy(cache, tmp_path):
@@ -352,13 +390,15 @@ def test_a_download_is_a_source_like_any_other(cache, monkeypatch):
     assert {Path(s["path"]).parent for s in recorded.values()} == {downloads.resolve()}
 
 
-# --------------------------------------------------------------------------- no silent substitutions
+# ---------------------------------------------------------------------- no silent substitutions
 
 
 def test_an_explicit_root_is_the_only_source(cache, tmp_path, monkeypatch):
     import torchvision.datasets
 
-    monkeypatch.setenv("DGM_DATA_DIR", str(_write_source(tmp_path / "env").parents[1]))  # complete: never used
+    monkeypatch.setenv(
+        "DGM_DATA_DIR", str(_write_source(tmp_path / "env").parents[1])
+    )  # complete: never used
     monkeypatch.setattr(torchvision.datasets, "MNIST", lambda *a, **k: pytest.fail("downloaded"))
     missing = tmp_path / "no-such-dir"
     with pytest.raises(DataError) as err:
@@ -369,22 +409,48 @@ def test_an_explicit_root_is_the_only_source(cache, tmp_path, monkeypatch):
     with pytest.raises(DataError) as err:
         load_vision_dataset("mnist", root=str(tmp_path / "partial"), download=True)
     message = str(err.value)
-    assert f"dataset.root={tmp_path / 'partial'}" in message and f"{partial} lacks train-labels-idx1-ubyte" in message
-    assert "t10k" not in message.split(" lacks ")[1].split("(")[0] and "put the four IDX files" in message
+    assert (
+        f"dataset.root={tmp_path / 'partial'}" in message
+        and f"{partial} lacks train-labels-idx1-ubyte" in message
+    )
+    assert (
+        "t10k" not in message.split(" lacks ")[1].split("(")[0]
+        and "put the four IDX files" in message
+    )
     assert not _keyed_dirs(cache)
 
 
-@pytest.mark.parametrize("kwargs, says", [
-    ({"subset": 21}, "dataset.subset=21 is larger than the 20 training images of mnist; use at most 20 or null"),
-    ({"test_subset": 11}, "dataset.test_subset=11 is larger than the 10 test images of mnist; use at most 10 or null"),
-    ({"per_class": 3}, "dataset.per_class=3 is larger than the 2 training images of class 0 in mnist; use at most 2"),
-    ({"per_class": 2, "subset": 21}, "dataset.subset=21 is larger than the 20 training images of mnist left by "
-                                     "dataset.per_class=2; use at most 20"),
-])
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        (
+            {"subset": 21},
+            "dataset.subset=21 is larger than the 20 training images of mnist; "
+            "use at most 20 or null",
+        ),
+        (
+            {"test_subset": 11},
+            "dataset.test_subset=11 is larger than the 10 test images of mnist; "
+            "use at most 10 or null",
+        ),
+        (
+            {"per_class": 3},
+            "dataset.per_class=3 is larger than the 2 training images of class 0 in mnist; "
+            "use at most 2",
+        ),
+        (
+            {"per_class": 2, "subset": 21},
+            "dataset.subset=21 is larger than the 20 training images of mnist left by "
+            "dataset.per_class=2; use at most 20",
+        ),
+    ],
+)
 def test_subsets_larger_than_the_split_are_errors(cache, tmp_path, kwargs, says):
     src = _write_source(tmp_path / "src", n=20, n_test=10)
     with pytest.raises(DataError) as err:
         load_vision_dataset("mnist", root=str(src), download=False, **kwargs)
     assert says in str(err.value)
-    exact = load_vision_dataset("mnist", root=str(src), download=False, subset=20, test_subset=10, per_class=2)
+    exact = load_vision_dataset(
+        "mnist", root=str(src), download=False, subset=20, test_subset=10, per_class=2
+    )
     assert exact.train_x.shape[0] == 20 and exact.test_x.shape[0] == 10

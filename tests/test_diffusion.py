@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dgm_runner.data.base import DataSplits
+from dgm_runner.loop import train
 from dgm_runner.metrics.likelihood import (
     _divergence,
     ddpm_bound,
@@ -21,10 +22,9 @@ from dgm_runner.metrics.likelihood import (
 from dgm_runner.models.oracle import GaussianOracle
 from dgm_runner.models.score import ScoreUNet
 from dgm_runner.objectives.dsm import DiffusionDSM
-from dgm_runner.loop import train
 from dgm_runner.samplers import DDIM, DDPMAncestral, EulerMaruyama, HeunODE, PredictorCorrector
 from dgm_runner.samplers.diffusion import edm_sigma_grid
-from dgm_runner.sdes import DiscreteDDPM, EDMProcess, VESDE, VPSDE, ddpm_betas, gaussian_posterior
+from dgm_runner.sdes import VESDE, VPSDE, DiscreteDDPM, EDMProcess, ddpm_betas, gaussian_posterior
 from tests.helpers import SMALL, needs_mnist
 
 MU, STD = torch.tensor([1.0, -0.5]), 0.5
@@ -49,7 +49,9 @@ SAMPLERS = {
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_reproduces_gaussian_moments_with_the_exact_oracle(process, sampler):
     n = 20_000
-    x = SAMPLERS[sampler]().sample(GaussianOracle(PROCESSES[process](), MU, STD), n, torch.Generator().manual_seed(0))
+    x = SAMPLERS[sampler]().sample(
+        GaussianOracle(PROCESSES[process](), MU, STD), n, torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(x.mean(0), MU, atol=5 * STD / math.sqrt(n) + 0.01)
     var = x.var(0)
     assert torch.allclose(var, torch.full_like(var, STD**2), rtol=0.06), var
@@ -78,13 +80,19 @@ def test_discrete_ddpm_matches_ho_et_al_at_integer_steps():
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0)
     n = torch.tensor([1, 2, 10, 500, 1000])
-    torch.testing.assert_close(sde.alpha(n / 1000.0) ** 2, abar[n - 1].float(), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        sde.alpha(n / 1000.0) ** 2, abar[n - 1].float(), rtol=1e-4, atol=1e-7
+    )
     # the posterior at consecutive steps: Ho et al. Eq. 7 (mean coefficients, beta_tilde)
     t, s = n[1:] / 1000.0, (n[1:] - 1) / 1000.0
     a, b, v = gaussian_posterior(sde, t, s)
     ab_t, ab_s, beta = abar[n[1:] - 1], abar[n[1:] - 2], betas[n[1:] - 1]
-    torch.testing.assert_close(a, (torch.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)).float(), rtol=1e-3, atol=1e-6)
-    torch.testing.assert_close(b, (torch.sqrt(ab_s) * beta / (1 - ab_t)).float(), rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(
+        a, (torch.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)).float(), rtol=1e-3, atol=1e-6
+    )
+    torch.testing.assert_close(
+        b, (torch.sqrt(ab_s) * beta / (1 - ab_t)).float(), rtol=1e-3, atol=1e-6
+    )
     torch.testing.assert_close(v, ((1 - ab_s) / (1 - ab_t) * beta).float(), rtol=1e-3, atol=1e-8)
     # the cosine schedule of Nichol & Dhariwal, Eq. 17, and the T-scaled linear one
     cos = ddpm_betas(1000, "cosine")
@@ -102,7 +110,9 @@ def test_ddim_with_eta_one_is_ddpm_ancestral_sampling():
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("sampler", [DDIM(steps=10, eta=0.0), HeunODE(steps=6)], ids=["ddim", "heun"])
+@pytest.mark.parametrize(
+    "sampler", [DDIM(steps=10, eta=0.0), HeunODE(steps=6)], ids=["ddim", "heun"]
+)
 def test_ddim_and_heun_are_deterministic_given_the_initial_noise(sampler):
     model = GaussianOracle(VPSDE(), MU, STD)
     gen = torch.Generator().manual_seed(2)
@@ -125,8 +135,11 @@ def test_samplers_count_their_network_evaluations():
 
     model.eps = counted
     for sampler, expected in [
-        (DDIM(steps=7), 7), (DDPMAncestral(steps=9), 9), (HeunODE(steps=5), 9),
-        (EulerMaruyama(steps=11), 11), (PredictorCorrector(steps=6, corrector_steps=2), 18),
+        (DDIM(steps=7), 7),
+        (DDPMAncestral(steps=9), 9),
+        (HeunODE(steps=5), 9),
+        (EulerMaruyama(steps=11), 11),
+        (PredictorCorrector(steps=6, corrector_steps=2), 18),
     ]:
         calls["n"] = 0
         sampler.sample(model, 4, torch.Generator().manual_seed(0))
@@ -136,9 +149,13 @@ def test_samplers_count_their_network_evaluations():
 def test_edm_grid_is_karras_eq5():
     grid = edm_sigma_grid(18, 0.002, 80.0, 7.0)
     assert grid.shape == (19,) and float(grid[-1]) == 0.0
-    assert float(grid[0]) == pytest.approx(80.0, rel=1e-5) and float(grid[-2]) == pytest.approx(0.002, rel=1e-4)
+    assert float(grid[0]) == pytest.approx(80.0, rel=1e-5) and float(grid[-2]) == pytest.approx(
+        0.002, rel=1e-4
+    )
     i = 5
-    assert float(grid[i]) == pytest.approx((80 ** (1 / 7) + i / 17 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7, rel=1e-5)
+    assert float(grid[i]) == pytest.approx(
+        (80 ** (1 / 7) + i / 17 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7, rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("process", ["ve", "vp", "ddpm_linear", "edm"])
@@ -152,7 +169,10 @@ def test_each_loss_is_minimised_by_the_exact_oracle(process, weighting, time_sam
     noise = torch.randn(x0.shape, generator=gen)
     exact = objective.per_example(GaussianOracle(sde, MU, STD), x0, t, noise).mean()
     for delta in (0.05, -0.05):
-        assert objective.per_example(GaussianOracle(sde, MU, STD, perturb=delta), x0, t, noise).mean() > exact
+        assert (
+            objective.per_example(GaussianOracle(sde, MU, STD, perturb=delta), x0, t, noise).mean()
+            > exact
+        )
 
 
 @pytest.mark.parametrize("process", ["ve", "vp", "ddpm_linear", "edm"])
@@ -189,8 +209,18 @@ def test_bits_per_dim_units_follow_the_dequantization_formula():
     model = GaussianOracle(sde, mu, 0.6)
     model.centered = True
     k = torch.randint(0, 256, (8, *shape), generator=torch.Generator().manual_seed(6)).float()
-    data = DataSplits("toy", k / 255, torch.zeros(8, dtype=torch.long), k / 255, torch.zeros(8, dtype=torch.long), 1, False)
-    out = pf_ode_bits_per_dim(model, None, data, seed=7, final=True, n=8, batch_size=8, trace="exact")
+    data = DataSplits(
+        "toy",
+        k / 255,
+        torch.zeros(8, dtype=torch.long),
+        k / 255,
+        torch.zeros(8, dtype=torch.long),
+        1,
+        False,
+    )
+    out = pf_ode_bits_per_dim(
+        model, None, data, seed=7, final=True, n=8, batch_size=8, trace="exact"
+    )
     y = (k + torch.rand(k.shape, generator=torch.Generator().manual_seed(7))) / 256
     z = (2 * y - 1).flatten(1)
     d = 4
@@ -203,7 +233,9 @@ def test_bits_per_dim_units_follow_the_dequantization_formula():
 def test_discretized_decoder_is_a_distribution_over_the_256_values():
     values = torch.linspace(-1, 1, 256)[:, None]  # one dimension, every 8-bit value
     for mean, std in [(0.3, 0.01), (-0.99, 0.2), (0.999, 0.05)]:
-        logp = discretized_gaussian_log_likelihood(values, torch.full_like(values, mean), std, 1 / 255, -1.0, 1.0)
+        logp = discretized_gaussian_log_likelihood(
+            values, torch.full_like(values, mean), std, 1 / 255, -1.0, 1.0
+        )
         assert float(logp.exp().sum()) == pytest.approx(1.0, abs=1e-4)
 
 
@@ -224,8 +256,17 @@ def test_ddpm_bound_is_above_the_entropy_and_tightens_with_more_steps():
 
 
 def test_edm_preconditioning_follows_karras_table1():
-    unet = ScoreUNet((1, 8, 8), channels=(4, 8, 8), groups=2, emb_dim=16, sde="edm", sigma_min=0.002,
-                     sigma_max=80.0, preconditioning="edm", centered=True)
+    unet = ScoreUNet(
+        (1, 8, 8),
+        channels=(4, 8, 8),
+        groups=2,
+        emb_dim=16,
+        sde="edm",
+        sigma_min=0.002,
+        sigma_max=80.0,
+        preconditioning="edm",
+        centered=True,
+    )
     captured = {}
 
     def fake_network(x, cond):
@@ -238,7 +279,11 @@ def test_edm_preconditioning_follows_karras_table1():
     s = unet.sde.sigma(t)
     x0 = unet.denoise(x, t)
     sd = 0.5
-    c_skip, c_out, c_in = sd**2 / (s**2 + sd**2), s * sd / (s**2 + sd**2).sqrt(), 1 / (s**2 + sd**2).sqrt()
+    c_skip, c_out, c_in = (
+        sd**2 / (s**2 + sd**2),
+        s * sd / (s**2 + sd**2).sqrt(),
+        1 / (s**2 + sd**2).sqrt(),
+    )
     torch.testing.assert_close(x0, c_skip[:, None, None, None] * x + c_out[:, None, None, None])
     torch.testing.assert_close(captured["x"], c_in[:, None, None, None] * x)
     torch.testing.assert_close(captured["cond"], torch.log(s) / 4)
@@ -246,65 +291,126 @@ def test_edm_preconditioning_follows_karras_table1():
 
 @needs_mnist
 @pytest.mark.parametrize("experiment", ["ddpm_mnist_cpu", "edm_mnist_cpu"])
-def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(compose_cfg, tmp_path, experiment):
+def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(
+    compose_cfg, tmp_path, experiment
+):
     discrete = experiment == "ddpm_mnist_cpu"
     cfg = compose_cfg(
-        f"experiment={experiment}", *SMALL, "model.channels=[8,16,16]", "model.groups=4", "model.timesteps=20",
-        "sampler.steps=3", "~sample_metrics.fid", "sample_metrics.bpd.n=2", "sample_metrics.bpd.rtol=1e-2",
-        "sample_metrics.bpd.atol=1e-2", *(["sample_metrics.bpd_vlb.n=2"] if discrete else []),
+        f"experiment={experiment}",
+        *SMALL,
+        "model.channels=[8,16,16]",
+        "model.groups=4",
+        "model.timesteps=20",
+        "sampler.steps=3",
+        "~sample_metrics.fid",
+        "sample_metrics.bpd.n=2",
+        "sample_metrics.bpd.rtol=1e-2",
+        "sample_metrics.bpd.atol=1e-2",
+        *(["sample_metrics.bpd_vlb.n=2"] if discrete else []),
     )
     final = train(cfg, tmp_path)
     assert final["status"] == "completed"
     assert 0 < final["test/bits_per_dim"] < 100 and final["test/bits_per_dim_n"] == 2
     if discrete:  # the discrete model also has Ho et al.'s bound
         assert final["test/bits_per_dim_vlb"] > 0
-    for rel in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "samples/final.png", "tb"):
+    for rel in (
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "metrics.jsonl",
+        "samples/final.png",
+        "tb",
+    ):
         assert (tmp_path / rel).exists(), rel
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
     # any fitting sampler samples the trained run; a wrong name is one line
     for sampler in ("ddim", "heun", "ddpm", "euler_maruyama"):
         proc = subprocess.run(
-            [sys.executable, "-c", "from dgm_runner.cli.sample import main; main()", str(tmp_path), f"sampler={sampler}",
-             "sampler.steps=3", "n=4"], capture_output=True, text=True,
+            [
+                sys.executable,
+                "-c",
+                "from dgm_runner.cli.sample import main; main()",
+                str(tmp_path),
+                f"sampler={sampler}",
+                "sampler.steps=3",
+                "n=4",
+            ],
+            capture_output=True,
+            text=True,
         )
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "samples" / f"sample_{sampler}_n4_seed0.png").is_file()
     proc = subprocess.run(
-        [sys.executable, "-c", "from dgm_runner.cli.eval import main; main()", str(tmp_path), "sampler=ddim",
-         "sampler.steps=2"], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from dgm_runner.cli.eval import main; main()",
+            str(tmp_path),
+            "sampler=ddim",
+            "sampler.steps=2",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "eval" / "metrics_ddim_steps=2.json").read_text())
     assert record["sampler"]["steps"] == 2 and "test/bits_per_dim" in record
     proc = subprocess.run(
-        [sys.executable, "-c", "from dgm_runner.cli.sample import main; main()", str(tmp_path), "sampler=nope"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from dgm_runner.cli.sample import main; main()",
+            str(tmp_path),
+            "sampler=nope",
+        ],
+        capture_output=True,
+        text=True,
     )
-    assert proc.returncode == 1 and "choose one of" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        proc.returncode == 1
+        and "choose one of" in proc.stderr
+        and len(proc.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_sampler_table_rows_parse_and_bad_rows_are_one_line_errors():
-    from dgm_runner.config import ConfigError
     from dgm_runner.cli.sampler_table import format_markdown, parse_rows
+    from dgm_runner.config import ConfigError
 
     assert parse_rows(["ddim:10,20", "ddim:5+eta=1.0+clip=true"]) == [
-        ("ddim", 10, {}), ("ddim", 20, {}), ("ddim", 5, {"eta": 1.0, "clip": True}),
+        ("ddim", 10, {}),
+        ("ddim", 20, {}),
+        ("ddim", 5, {"eta": 1.0, "clip": True}),
     ]
     for bad in ("ddim", "ddim:", ":10"):
         with pytest.raises(ConfigError, match="expected <sampler entry>"):
             parse_rows([bad])
     with pytest.raises(ConfigError, match="sampler=nope is not a sampler: choose one of .*ddim"):
         parse_rows(["nope:10"])
-    row = {"sampler": "ddim", "steps": 5, "eta": 1.0, "nfe": 5, "seconds_per_1000": 2.0, "fid": 10.0, "kid": 1.0,
-           "kid_std": 0.1, "precision": 0.5, "recall": 0.4, "n": 100}
+    row = {
+        "sampler": "ddim",
+        "steps": 5,
+        "eta": 1.0,
+        "nfe": 5,
+        "seconds_per_1000": 2.0,
+        "fid": 10.0,
+        "kid": 1.0,
+        "kid_std": 0.1,
+        "precision": 0.5,
+        "recall": 0.4,
+        "n": 100,
+    }
     assert "| ddim, eta=1.0 | 5 | 5 | 10.0 |" in format_markdown([row])
 
 
 def test_bad_diffusion_settings_fail_before_training_with_one_line(compose_cfg, tmp_path):
     from dgm_runner.config import ConfigError, validate
 
-    for override, key in (("sampler.eta=2", "sampler.eta"), ("model.sde=foo", "model.sde"),
-                          ("model.preconditioning=karras", "model.preconditioning"), ("sampler.steps=0", "sampler.steps")):
+    for override, key in (
+        ("sampler.eta=2", "sampler.eta"),
+        ("model.sde=foo", "model.sde"),
+        ("model.preconditioning=karras", "model.preconditioning"),
+        ("sampler.steps=0", "sampler.steps"),
+    ):
         cfg = compose_cfg("experiment=ddpm_mnist_cpu", override)
         with pytest.raises(ConfigError, match=key):
             validate(cfg)

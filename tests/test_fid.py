@@ -10,15 +10,20 @@ import scipy.linalg
 import torch
 
 from dgm_runner.data.base import DataSplits
+from dgm_runner.loop import train
 from dgm_runner.metrics.features import (
     FeatureClassifierMissing,
     classifier_path,
     export_feature_classifier,
     load_feature_classifier,
 )
-from dgm_runner.metrics.fid import classifier_fid, frechet_distance, kernel_distance, precision_recall
+from dgm_runner.metrics.fid import (
+    classifier_fid,
+    frechet_distance,
+    kernel_distance,
+    precision_recall,
+)
 from dgm_runner.models.classifier import FeatureCNN
-from dgm_runner.loop import train
 from dgm_runner.samplers.base import NoSampler, Sampler
 from tests.helpers import SMALL, needs_mnist
 
@@ -54,14 +59,20 @@ def test_kid_with_one_full_subset_is_the_unbiased_polynomial_mmd():
     k = lambda a, b: (a.double() @ b.double().T / a.shape[1] + 1) ** 3  # noqa: E731
     n = 200
     kxx, kyy, kxy = k(real, real), k(fake, fake), k(real, fake)
-    mmd = (kxx.sum() - kxx.trace()) / (n * (n - 1)) + (kyy.sum() - kyy.trace()) / (n * (n - 1)) - 2 * kxy.mean()
+    mmd = (
+        (kxx.sum() - kxx.trace()) / (n * (n - 1))
+        + (kyy.sum() - kyy.trace()) / (n * (n - 1))
+        - 2 * kxy.mean()
+    )
     assert mean == pytest.approx(float(mmd), rel=1e-6)
 
 
 def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     real = _gaussian(2000, 8, 6)
     same_mean, same_std = kernel_distance(real, _gaussian(2000, 8, 7), subsets=20, subset_size=500)
-    diff_mean, _ = kernel_distance(real, _gaussian(2000, 8, 7, shift=1.0), subsets=20, subset_size=500)
+    diff_mean, _ = kernel_distance(
+        real, _gaussian(2000, 8, 7, shift=1.0), subsets=20, subset_size=500
+    )
     assert abs(same_mean) < 4 * same_std + 1e-3 and diff_mean > 100 * abs(same_mean)
 
 
@@ -102,7 +113,9 @@ def _toy_images(n=300, seed=0):
     return DataSplits("toyimg", x, torch.arange(n) % 10, x.clone(), torch.arange(n) % 10, 10, False)
 
 
-def test_fid_is_skipped_without_a_classifier_without_images_or_without_a_sampler(tmp_path, monkeypatch, caplog):
+def test_fid_is_skipped_without_a_classifier_without_images_or_without_a_sampler(
+    tmp_path, monkeypatch, caplog
+):
     monkeypatch.setenv("DGM_CACHE_DIR", str(tmp_path))
     data = _toy_images()
     model = torch.nn.Linear(1, 1)
@@ -118,21 +131,31 @@ def test_export_keeps_the_better_classifier(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_CACHE_DIR", str(tmp_path))
     data = _toy_images()
     good, bad = FeatureCNN((1, 28, 28), 10), FeatureCNN((1, 28, 28), 10)
-    assert export_feature_classifier(good, data, tmp_path, {"test/accuracy": 0.9}) == classifier_path("toyimg")
+    assert export_feature_classifier(
+        good, data, tmp_path, {"test/accuracy": 0.9}
+    ) == classifier_path("toyimg")
     assert export_feature_classifier(bad, data, tmp_path, {"test/accuracy": 0.5}) is None
     loaded, info = load_feature_classifier("toyimg")
     assert info["test_accuracy"] == 0.9
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), good.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), good.state_dict().values())
+    )
     export_feature_classifier(bad, data, tmp_path, {"test/accuracy": 0.5}, overwrite="always")
     assert load_feature_classifier("toyimg")[1]["test_accuracy"] == 0.5
 
 
 @needs_mnist
-def test_classifier_run_exports_and_fid_separates_data_from_noise(compose_cfg, tmp_path, monkeypatch):
+def test_classifier_run_exports_and_fid_separates_data_from_noise(
+    compose_cfg, tmp_path, monkeypatch
+):
     monkeypatch.setenv("DGM_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = compose_cfg("experiment=classifier_mnist", *SMALL, "dataset.subset=2000", "dataset.test_subset=1000")
+    cfg = compose_cfg(
+        "experiment=classifier_mnist", *SMALL, "dataset.subset=2000", "dataset.test_subset=1000"
+    )
     final = train(cfg, tmp_path / "clf")
-    assert 0.5 < final["test/accuracy"] <= 1.0 and final["test/error"] == pytest.approx(1 - final["test/accuracy"])
+    assert 0.5 < final["test/accuracy"] <= 1.0 and final["test/error"] == pytest.approx(
+        1 - final["test/accuracy"]
+    )
     assert not list((tmp_path / "clf" / "samples").glob("*.png"))  # not generative: no grids
     classifier, info = load_feature_classifier("mnist")
     assert info["test_accuracy"] == final["test/accuracy"]
@@ -147,20 +170,41 @@ def test_classifier_run_exports_and_fid_separates_data_from_noise(compose_cfg, t
 
     extracted = []
     real_extract = fid_module.extract_features
-    monkeypatch.setattr(fid_module, "extract_features", lambda c, x, b: extracted.append(len(x)) or real_extract(c, x, b))
+    monkeypatch.setattr(
+        fid_module,
+        "extract_features",
+        lambda c, x, b: extracted.append(len(x)) or real_extract(c, x, b),
+    )
     fid_module._REAL_FEATURES.clear()
-    replay = classifier_fid(model, _Replay(data.test_x), data, 0, final=True, n_samples=1000, batch_size=250)
+    replay = classifier_fid(
+        model, _Replay(data.test_x), data, 0, final=True, n_samples=1000, batch_size=250
+    )
     noise = classifier_fid(model, _Noise(), data, 0, final=True, n_samples=1000, batch_size=250)
     assert len(extracted) == 3  # the test split's features once, then reused; each sample set once
     assert abs(replay["fid"]) < 1e-3 and replay["precision"] == 1.0 and replay["recall"] == 1.0
-    assert noise["fid"] > 100 * max(abs(replay["fid"]), 1e-2) and noise["kid"] > 10 * noise["kid_std"]
+    assert (
+        noise["fid"] > 100 * max(abs(replay["fid"]), 1e-2) and noise["kid"] > 10 * noise["kid_std"]
+    )
     assert replay["fid_n_samples"] == 1000 and replay["fid_n_real"] == 1000
     assert replay["fid_classifier_accuracy"] == info["test_accuracy"]
 
     # a generative run's final evaluation now reports FID/KID with what they were computed from
-    cfg = compose_cfg("experiment=vae_mlp", *SMALL, "sample_metrics.fid.n_samples=300", "sample_metrics.fid.batch_size=100")
+    cfg = compose_cfg(
+        "experiment=vae_mlp",
+        *SMALL,
+        "sample_metrics.fid.n_samples=300",
+        "sample_metrics.fid.batch_size=100",
+    )
     metrics = train(cfg, tmp_path / "vae")
-    for key in ("fid", "kid", "kid_std", "precision", "recall", "fid_n_samples", "fid_classifier_accuracy"):
+    for key in (
+        "fid",
+        "kid",
+        "kid_std",
+        "precision",
+        "recall",
+        "fid_n_samples",
+        "fid_classifier_accuracy",
+    ):
         assert f"test/{key}" in metrics
     assert metrics["test/fid_n_samples"] == 300 and metrics["test/fid"] > 0
     saved = json.loads((tmp_path / "vae" / "metrics.json").read_text())

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from dgm_runner.loop import train
 from dgm_runner.models import DCGAN
 from dgm_runner.objectives import Batch, GANObjective
 from dgm_runner.objectives.gan import gradient_penalty
-from dgm_runner.loop import train
 from tests.helpers import SMALL, needs_mnist
 
 
@@ -20,7 +20,9 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form():
     with torch.no_grad():
         critic.weight.copy_(torch.arange(12.0).reshape(1, 12) / 10)
     real, fake = torch.randn(32, 12), torch.randn(32, 12)
-    gp = gradient_penalty(lambda x: critic(x).squeeze(1), real, fake, torch.Generator().manual_seed(0))
+    gp = gradient_penalty(
+        lambda x: critic(x).squeeze(1), real, fake, torch.Generator().manual_seed(0)
+    )
     expected = (critic.weight.norm() - 1) ** 2
     torch.testing.assert_close(gp, expected.detach())
     gp.backward()  # differentiable w.r.t. the critic: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
@@ -76,8 +78,15 @@ def test_minimax_and_non_saturating_generator_losses():
 @needs_mnist
 @pytest.mark.parametrize("loss", ["minimax", "non_saturating", "wgan_gp", "wgan_clip"])
 def test_gan_smoke_runs(compose_cfg, tmp_path, loss):
-    cfg = compose_cfg("experiment=gan_mnist", f"objective.loss={loss}", "objective.n_critic=2", *SMALL,
-                      "model.g_channels=8", "model.d_channels=8", "logger=none")
+    cfg = compose_cfg(
+        "experiment=gan_mnist",
+        f"objective.loss={loss}",
+        "objective.n_critic=2",
+        *SMALL,
+        "model.g_channels=8",
+        "model.d_channels=8",
+        "logger=none",
+    )
     final = train(cfg, tmp_path)
     assert math.isfinite(final["test/d_loss"]) and math.isfinite(final["train/g_loss"])
     assert ("test/wasserstein" in final) == loss.startswith("wgan")
@@ -85,5 +94,7 @@ def test_gan_smoke_runs(compose_cfg, tmp_path, loss):
         ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
         d_params = [v for k, v in ckpt["model"].items() if k.startswith("discriminator")]
         assert max(float(v.abs().max()) for v in d_params) <= 0.01 + 1e-7
-    assert set(torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["optimizers"]) == {"discriminator", "generator"}
+    assert set(
+        torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["optimizers"]
+    ) == {"discriminator", "generator"}
     assert (tmp_path / "samples" / "final.png").is_file()

@@ -21,8 +21,14 @@ from tests.helpers import snapshot as _snapshot
 @needs_mnist
 def test_resume_with_another_config_is_one_line_and_changes_nothing(cli_run):
     before = _snapshot(cli_run)
-    proc = _cli("experiment=vae_mlp", *SMALL, "logger=none", "model.latent_dim=3", "trainer.epochs=2",
-                f"trainer.resume={cli_run}")
+    proc = _cli(
+        "experiment=vae_mlp",
+        *SMALL,
+        "logger=none",
+        "model.latent_dim=3",
+        "trainer.epochs=2",
+        f"trainer.resume={cli_run}",
+    )
     assert proc.returncode == 1
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith("dgm-train: error: CheckpointError")
@@ -38,7 +44,9 @@ def test_resume_from_a_truncated_checkpoint_changes_nothing(cli_run, compose_cfg
     (broken / "checkpoints" / "last.pt").write_bytes(good[: len(good) // 3])
     (broken / "metrics.json").write_text('{"status": "completed"}\n')
     before = _snapshot(broken)
-    cfg = compose_cfg("experiment=vae_mlp", *SMALL, "logger=none", "trainer.epochs=2", f"trainer.resume={broken}")
+    cfg = compose_cfg(
+        "experiment=vae_mlp", *SMALL, "logger=none", "trainer.epochs=2", f"trainer.resume={broken}"
+    )
     with pytest.raises(CheckpointError) as err:
         train(cfg, broken)
     assert "not a readable safe checkpoint" in str(err.value) and "\n" not in str(err.value)
@@ -56,11 +64,17 @@ def test_dgm_eval_of_a_checkpoint_that_does_not_fit_its_config(cli_run, compose_
     frankenstein = tmp_path / "frankenstein.pt"
     torch.save({**mine, "model": theirs["model"]}, frankenstein)
     before = _snapshot(cli_run)
-    proc = subprocess.run([_script("dgm-eval"), str(cli_run), f"checkpoint={frankenstein}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [_script("dgm-eval"), str(cli_run), f"checkpoint={frankenstein}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith("dgm-eval: error: CheckpointError")
     assert "do not fit" in errors[0]
     after = _snapshot(cli_run)
-    assert {k: v for k, v in after.items() if k != "eval.log"} == before  # Hydra's own (empty) job log
+    assert {
+        k: v for k, v in after.items() if k != "eval.log"
+    } == before  # Hydra's own (empty) job log

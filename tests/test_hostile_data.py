@@ -17,8 +17,12 @@ _idx_images, _idx_labels, _write_mnist = idx_images, idx_labels, write_mnist
 
 
 def _good(n: int = 20, size: int = 28, seed: int = 0) -> tuple[bytes, bytes, bytes, bytes]:
-    return (_idx_images(n, size, size, seed), _idx_labels([i % 10 for i in range(n)]),
-            _idx_images(10, size, size, seed + 1), _idx_labels(list(range(10))))
+    return (
+        _idx_images(n, size, size, seed),
+        _idx_labels([i % 10 for i in range(n)]),
+        _idx_images(10, size, size, seed + 1),
+        _idx_labels(list(range(10))),
+    )
 
 
 @pytest.fixture
@@ -47,15 +51,20 @@ def _corrupt(kind: str) -> tuple[bytes, bytes, bytes, bytes]:
     return train_x, train_y, test_x, test_y
 
 
-@pytest.mark.parametrize("kind, says", [
-    ("bad magic", "not an IDX image file"),
-    ("truncated pixels", "truncated"),
-    ("trailing bytes", "trailing bytes"),
-    ("empty file", "shorter than an IDX header"),
-    ("labels for images", "not an IDX image file"),
-    ("truncated header", "truncated IDX header"),
-])
-def test_corrupt_idx_files_are_one_line_data_errors_and_never_cached(fresh_cache, tmp_path, kind, says):
+@pytest.mark.parametrize(
+    "kind, says",
+    [
+        ("bad magic", "not an IDX image file"),
+        ("truncated pixels", "truncated"),
+        ("trailing bytes", "trailing bytes"),
+        ("empty file", "shorter than an IDX header"),
+        ("labels for images", "not an IDX image file"),
+        ("truncated header", "truncated IDX header"),
+    ],
+)
+def test_corrupt_idx_files_are_one_line_data_errors_and_never_cached(
+    fresh_cache, tmp_path, kind, says
+):
     root = _write_mnist(tmp_path / "src", *_corrupt(kind), gz=kind != "empty file")
     with pytest.raises(DataError) as err:
         load_vision_dataset("mnist", root=str(root), download=False)
@@ -76,7 +85,9 @@ def test_corrupt_file_in_the_cache_names_it(fresh_cache):
     raw = fresh_cache / "MNIST" / "raw"
     _write_mnist(fresh_cache, *_good(), gz=False)
     (raw / "t10k-labels-idx1-ubyte").write_bytes(_idx_labels(list(range(10)))[:-3])
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte is not a valid IDX file: truncated.*delete it"):
+    with pytest.raises(
+        DataError, match=r"t10k-labels-idx1-ubyte is not a valid IDX file: truncated.*delete it"
+    ):
         load_vision_dataset("mnist", download=False)
 
 
@@ -101,18 +112,32 @@ def test_the_cache_follows_the_source(fresh_cache, tmp_path):
     b = load_vision_dataset("mnist", root=str(second), download=False)
     assert a.train_x.shape[0] == 20 and b.train_x.shape[0] == 30
     vision._load_uint8.cache_clear()
-    assert torch.equal(load_vision_dataset("mnist", root=str(first), download=False).train_x, a.train_x)
+    assert torch.equal(
+        load_vision_dataset("mnist", root=str(first), download=False).train_x, a.train_x
+    )
 
 
 def test_data_too_small_for_the_model_is_a_config_error(fresh_cache, tmp_path, compose_cfg):
     """14x14 digits given to models that need 28x28 (or sizes divisible by 4): one line
     naming the model before any training; nothing written but the empty folders."""
     root = _write_mnist(tmp_path / "small", *_good(n=64, size=14))
-    for experiment, says in (("vae_cnn", "needs 1x28x28 images"), ("gan_mnist", "DCGAN needs (C, 28, 28)")):
+    for experiment, says in (
+        ("vae_cnn", "needs 1x28x28 images"),
+        ("gan_mnist", "DCGAN needs (C, 28, 28)"),
+    ):
         run_dir = tmp_path / experiment
-        cfg = compose_cfg(f"experiment={experiment}", f"dataset.root={root}", "dataset.download=false",
-                          "logger=none", "trainer.progress=false")
+        cfg = compose_cfg(
+            f"experiment={experiment}",
+            f"dataset.root={root}",
+            "dataset.download=false",
+            "logger=none",
+            "trainer.progress=false",
+        )
         with pytest.raises(ConfigError) as err:
             train(cfg, run_dir)
-        assert says in str(err.value) and "(1, 14, 14)" in str(err.value) and "\n" not in str(err.value)
+        assert (
+            says in str(err.value)
+            and "(1, 14, 14)" in str(err.value)
+            and "\n" not in str(err.value)
+        )
         assert not [p for p in run_dir.rglob("*") if p.is_file() and p.name != LOCK_NAME]

@@ -14,16 +14,27 @@ def test_vae_cnn_layers_and_parameter_count_follow_tables_1_and_2(nz):
     pools = [m for m in model.encoder if isinstance(m, nn.MaxPool2d)]
     # Table 1: three Conv(3x3, pad 1) 1->8->8->8, each followed by ReLU and MaxPool(2, 2).
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
-        (1, 8, (3, 3), (1, 1)), (8, 8, (3, 3), (1, 1)), (8, 8, (3, 3), (1, 1))
+        (1, 8, (3, 3), (1, 1)),
+        (8, 8, (3, 3), (1, 1)),
+        (8, 8, (3, 3), (1, 1)),
     ]
     assert [(p.kernel_size, p.stride) for p in pools] == [(2, 2)] * 3
     deconvs = [m for m in model.decoder if isinstance(m, nn.ConvTranspose2d)]
     # Table 2: three DeConv(k2, s2) 8->8, the first with output padding 1.
-    assert [(d.in_channels, d.out_channels, d.kernel_size, d.stride, d.output_padding) for d in deconvs] == [
-        (8, 8, (2, 2), (2, 2), (1, 1)), (8, 8, (2, 2), (2, 2), (0, 0)), (8, 8, (2, 2), (2, 2), (0, 0))
+    assert [
+        (d.in_channels, d.out_channels, d.kernel_size, d.stride, d.output_padding) for d in deconvs
+    ] == [
+        (8, 8, (2, 2), (2, 2), (1, 1)),
+        (8, 8, (2, 2), (2, 2), (0, 0)),
+        (8, 8, (2, 2), (2, 2), (0, 0)),
     ]
     last = [m for m in model.decoder if isinstance(m, nn.Conv2d)][-1]
-    assert (last.in_channels, last.out_channels, last.kernel_size, last.padding) == (8, 1, (3, 3), (1, 1))
+    assert (last.in_channels, last.out_channels, last.kernel_size, last.padding) == (
+        8,
+        1,
+        (3, 3),
+        (1, 1),
+    )
     assert model.decoder[-1] is last and isinstance(model.output, nn.Sigmoid)  # Conv -> Sigmoid
 
     # Parameter count from the tables: convs 1*8*9+8 + 2*(8*8*9+8); heads 2*(72*nz+nz);
@@ -50,7 +61,13 @@ def test_vae_cnn_rejects_other_image_sizes():
 def test_vae_mlp_is_one_hidden_layer_of_500_tanh_units():
     model = VAEMLP((1, 28, 28), latent_dim=5)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(784, 500), (500, 5), (500, 5), (5, 500), (500, 784)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (784, 500),
+        (500, 5),
+        (500, 5),
+        (5, 500),
+        (500, 784),
+    ]
     assert sum(isinstance(m, nn.Tanh) for m in model.modules()) == 2
     assert isinstance(model.output, nn.Sigmoid)
     z = torch.randn(4, 5)

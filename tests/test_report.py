@@ -11,7 +11,9 @@ import pytest
 from dgm_runner.cli.report import build_report, find_run_dirs
 
 
-def _fake_run(root: Path, name: str, overrides: list[str], metrics: dict, evaluated: dict | None = None) -> Path:
+def _fake_run(
+    root: Path, name: str, overrides: list[str], metrics: dict, evaluated: dict | None = None
+) -> Path:
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
     (run / "samples").mkdir()
@@ -27,8 +29,13 @@ def _fake_run(root: Path, name: str, overrides: list[str], metrics: dict, evalua
 
 def test_report_has_one_section_per_experiment_with_merged_metrics_and_references(tmp_path):
     runs = tmp_path / "outputs"
-    _fake_run(runs, "rbm/0", ["experiment=rbm_cdk", "objective.k=1"], {"test/free_energy": -400.0},
-              {"test/log_likelihood_ais": -150.5, "test/fid": 12.5, "epoch": 3})
+    _fake_run(
+        runs,
+        "rbm/0",
+        ["experiment=rbm_cdk", "objective.k=1"],
+        {"test/free_energy": -400.0},
+        {"test/log_likelihood_ais": -150.5, "test/fid": 12.5, "epoch": 3},
+    )
     _fake_run(runs, "rbm/1", ["experiment=rbm_cdk", "objective.k=25"], {"test/free_energy": -404.0})
     _fake_run(runs, "bce", ["experiment=vae_bce"], {"test/nll_iwae_k1000": 80.5})
     (runs / "rbm" / "0" / "eval" / "metrics.json").touch()  # eval/ dirs are not runs themselves
@@ -38,7 +45,9 @@ def test_report_has_one_section_per_experiment_with_merged_metrics_and_reference
     text = out.read_text()
     assert text.count("## rbm_cdk") == 1 and text.count("## vae_bce") == 1
     rbm = text.split("## rbm_cdk")[1].split("## ")[0]
-    assert "| test/log_likelihood_ais | -150.5 | - |" in rbm  # dgm-eval's value beside the final metrics
+    assert (
+        "| test/log_likelihood_ais | -150.5 | - |" in rbm
+    )  # dgm-eval's value beside the final metrics
     assert "| test/free_energy | -400 | -404 |" in rbm and "objective.k=25" in rbm
     assert "-86.34 nats" in rbm and "Salakhutdinov & Murray 2008" in rbm
     assert "86.76 nats" in text and "Burda et al. 2015" in text
@@ -51,7 +60,10 @@ def test_report_without_runs_is_one_clear_error(tmp_path):
         build_report([tmp_path], tmp_path / "REPORT.md")
     proc = subprocess.run(
         [sys.executable, "scripts/report.py", str(tmp_path), "--out", str(tmp_path / "R.md")],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert proc.returncode == 1 and proc.stderr.startswith("dgm-report: error: no run directories")

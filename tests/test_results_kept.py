@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from dgm_runner.cli.report import main as report_main
 from dgm_runner.config import ConfigError
 from dgm_runner.io.artifacts import append_jsonl
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
 from dgm_runner.io.run_dir import record_outcome
 from dgm_runner.io.signals import StopRequested
-from dgm_runner.cli.report import main as report_main
 from dgm_runner.loop import train
 from tests.helpers import VAE, lines, needs_mnist, snapshot
 
@@ -53,7 +53,9 @@ def test_extending_a_completed_run_keeps_every_earlier_record(completed, compose
     assert (run_dir / "train_history.jsonl").read_text().startswith(history)
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert len(ckpt["epoch_times"]) == 3 and ckpt["evaluated"] == 3
-    with pytest.raises(ConfigError, match="trainer.epochs=2 is below the 3 epochs"):  # no silent truncation
+    with pytest.raises(
+        ConfigError, match="trainer.epochs=2 is below the 3 epochs"
+    ):  # no silent truncation
         train(compose_cfg(*VAE, "trainer.epochs=2", f"trainer.resume={run_dir}"), run_dir)
 
 
@@ -65,8 +67,13 @@ def test_a_failure_is_recorded_beside_completed_results(tmp_path):
     record_outcome(run_dir, {"status": "failed", "error": "RuntimeError: boom"})
     kept = json.loads((run_dir / "metrics.json").read_text())
     assert kept == {**done, "last_attempt": {"status": "failed", "error": "RuntimeError: boom"}}
-    record_outcome(run_dir, {"status": "interrupted", "error": "SIGTERM"})  # the latest attempt only
-    assert json.loads((run_dir / "metrics.json").read_text())["last_attempt"]["status"] == "interrupted"
+    record_outcome(
+        run_dir, {"status": "interrupted", "error": "SIGTERM"}
+    )  # the latest attempt only
+    assert (
+        json.loads((run_dir / "metrics.json").read_text())["last_attempt"]["status"]
+        == "interrupted"
+    )
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     record_outcome(fresh, {"status": "failed", "error": "x"})  # nothing to keep: written as it is
@@ -81,9 +88,19 @@ def test_a_crashed_extension_keeps_the_completed_metrics(completed, tmp_path):
 
     run_dir, first = completed
     proc = subprocess.run(
-        [sys.executable, "-m", "dgm_runner", *VAE, "trainer.epochs=2", f"trainer.resume={run_dir}",
-         "+sample_metrics.boom={_target_: tests.components.failing_metric}"],
-        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "-m",
+            "dgm_runner",
+            *VAE,
+            "trainer.epochs=2",
+            f"trainer.resume={run_dir}",
+            "+sample_metrics.boom={_target_: tests.components.failing_metric}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.returncode != 0
     kept = json.loads((run_dir / "metrics.json").read_text())
@@ -94,24 +111,47 @@ def test_a_crashed_extension_keeps_the_completed_metrics(completed, tmp_path):
 def test_new_optimiser_settings_are_applied_on_resume_and_logged(completed, compose_cfg, caplog):
     run_dir, _ = completed
     caplog.set_level(logging.INFO, logger="dgm_runner")
-    train(compose_cfg(*VAE, "trainer.epochs=2", "trainer.lr=5e-4", "trainer.betas=[0.5,0.9]",
-                      "trainer.weight_decay=0.01", f"trainer.resume={run_dir}"), run_dir)
+    train(
+        compose_cfg(
+            *VAE,
+            "trainer.epochs=2",
+            "trainer.lr=5e-4",
+            "trainer.betas=[0.5,0.9]",
+            "trainer.weight_decay=0.01",
+            f"trainer.resume={run_dir}",
+        ),
+        run_dir,
+    )
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     group = ckpt["optimizers"]["model"]["param_groups"][0]
-    assert group["lr"] == 5e-4 and tuple(group["betas"]) == (0.5, 0.9) and group["weight_decay"] == 0.01
+    assert (
+        group["lr"] == 5e-4
+        and tuple(group["betas"]) == (0.5, 0.9)
+        and group["weight_decay"] == 0.01
+    )
     assert ckpt["config"]["trainer"]["lr"] == 5e-4  # the config saved is the one used
     assert "trainer.lr changed on resume: 0.001 -> 0.0005" in caplog.text
     assert "trainer.betas changed on resume" in caplog.text
     with pytest.raises(CheckpointError, match="trainer.optimizer=adam"):
-        train(compose_cfg(*VAE, "trainer.epochs=3", "trainer.optimizer=sgd", f"trainer.resume={run_dir}"), run_dir)
+        train(
+            compose_cfg(
+                *VAE, "trainer.epochs=3", "trainer.optimizer=sgd", f"trainer.resume={run_dir}"
+            ),
+            run_dir,
+        )
 
 
-def test_a_stop_during_the_final_evaluation_keeps_the_epoch_and_resume_only_evaluates(compose_cfg, tmp_path):
+def test_a_stop_during_the_final_evaluation_keeps_the_epoch_and_resume_only_evaluates(
+    compose_cfg, tmp_path
+):
     run_dir = tmp_path / "run"
     with pytest.raises(StopRequested) as err:
         train(compose_cfg(*VAE, SIGNAL_IN_EVAL), run_dir)
     line = str(err.value)
-    assert "SIGTERM received during the evaluation of epoch 1" in line and f"trainer.resume={run_dir}" in line
+    assert (
+        "SIGTERM received during the evaluation of epoch 1" in line
+        and f"trainer.resume={run_dir}" in line
+    )
     assert "\n" not in line
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")  # written before the evaluation
     assert ckpt["epoch"] == 1 and ckpt["evaluated"] == 0 and ckpt["partial"] is None
@@ -119,19 +159,27 @@ def test_a_stop_during_the_final_evaluation_keeps_the_epoch_and_resume_only_eval
     assert not (run_dir / "metrics.jsonl").exists()
     history = (run_dir / "train_history.jsonl").read_text()
 
-    resumed = train(compose_cfg(*VAE, f"trainer.resume={run_dir}"), run_dir)  # without the stopping metric
-    assert resumed["status"] == "completed" and resumed["step"] == ckpt["step"]  # no step trained again
+    resumed = train(
+        compose_cfg(*VAE, f"trainer.resume={run_dir}"), run_dir
+    )  # without the stopping metric
+    assert (
+        resumed["status"] == "completed" and resumed["step"] == ckpt["step"]
+    )  # no step trained again
     assert (run_dir / "train_history.jsonl").read_text() == history
     assert lines(run_dir / "metrics.jsonl", "epoch") == [1]
     straight = train(compose_cfg(*VAE), tmp_path / "straight")
     assert {k: v for k, v in resumed.items() if k != "time_per_epoch_s"} == {
-        k: v for k, v in straight.items() if k != "time_per_epoch_s"}  # bit-exact
+        k: v for k, v in straight.items() if k != "time_per_epoch_s"
+    }  # bit-exact
 
 
 def test_a_stop_while_extending_keeps_the_completed_results(completed, compose_cfg):
     run_dir, first = completed
     with pytest.raises(StopRequested):
-        train(compose_cfg(*VAE, "trainer.epochs=2", SIGNAL_IN_EVAL, f"trainer.resume={run_dir}"), run_dir)
+        train(
+            compose_cfg(*VAE, "trainer.epochs=2", SIGNAL_IN_EVAL, f"trainer.resume={run_dir}"),
+            run_dir,
+        )
     kept = json.loads((run_dir / "metrics.json").read_text())
     assert {k: kept[k] for k in first} == first and kept["last_attempt"]["status"] == "interrupted"
 
@@ -139,7 +187,9 @@ def test_a_stop_while_extending_keeps_the_completed_results(completed, compose_c
 def test_a_rerun_after_a_kill_before_the_first_checkpoint_repeats_no_line(compose_cfg, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    append_jsonl(run_dir / "train_history.jsonl", {"step": 4, "train/elbo_loss": 1.0})  # the killed launch's
+    append_jsonl(
+        run_dir / "train_history.jsonl", {"step": 4, "train/elbo_loss": 1.0}
+    )  # the killed launch's
     append_jsonl(run_dir / "metrics.jsonl", {"epoch": 1, "step": 4})
     (run_dir / ".metrics.json.abc.tmp").write_text("{")  # a torn temp file of a killed writer
     train(compose_cfg(*VAE), run_dir)
@@ -151,14 +201,19 @@ def test_a_rerun_after_a_kill_before_the_first_checkpoint_repeats_no_line(compos
 
 def test_resume_removes_temp_files_a_killed_writer_left(completed, compose_cfg):
     run_dir, _ = completed
-    stale = [run_dir / "checkpoints" / ".last.pt.k1ll3d.tmp", run_dir / "samples" / ".final.png.x.tmp"]
+    stale = [
+        run_dir / "checkpoints" / ".last.pt.k1ll3d.tmp",
+        run_dir / "samples" / ".final.png.x.tmp",
+    ]
     for p in stale:
         p.write_bytes(b"torn")
     train(compose_cfg(*VAE, "trainer.epochs=2", f"trainer.resume={run_dir}"), run_dir)
     assert not any(p.exists() for p in stale)
 
 
-def test_dgm_report_survives_a_torn_metrics_json_and_writes_under_its_root(completed, tmp_path, monkeypatch):
+def test_dgm_report_survives_a_torn_metrics_json_and_writes_under_its_root(
+    completed, tmp_path, monkeypatch
+):
     run_dir, _ = completed
     torn = tmp_path / "torn"
     (torn / "checkpoints").mkdir(parents=True)
@@ -171,12 +226,20 @@ def test_dgm_report_survives_a_torn_metrics_json_and_writes_under_its_root(compl
 
 
 def test_an_export_name_is_a_file_name_inside_the_run(compose_cfg, tmp_path):
-    for bad in ("checkpoints/last.pt", str(tmp_path / "elsewhere.pt"), "../up.pt", "metrics.json", ".hidden"):
+    for bad in (
+        "checkpoints/last.pt",
+        str(tmp_path / "elsewhere.pt"),
+        "../up.pt",
+        "metrics.json",
+        ".hidden",
+    ):
         with pytest.raises(ConfigError, match="trainer.export_name=.*plain file name"):
             train(compose_cfg(*VAE, f"trainer.export_name='{bad}'"), tmp_path / "never")
     assert not (tmp_path / "never").exists()  # refused before anything was created
     ok = train(compose_cfg(*VAE, "trainer.export_name=weights.pt"), tmp_path / "ok")
-    assert ok["status"] == "completed" and isinstance(torch.load(tmp_path / "ok" / "weights.pt"), dict)
+    assert ok["status"] == "completed" and isinstance(
+        torch.load(tmp_path / "ok" / "weights.pt"), dict
+    )
 
 
 def test_resume_auto_over_a_finished_sweep_leaves_every_job_as_it_was(tmp_path):
@@ -184,11 +247,21 @@ def test_resume_auto_over_a_finished_sweep_leaves_every_job_as_it_was(tmp_path):
     import sys
 
     sweep = tmp_path / "sweep"
-    args = [sys.executable, "-m", "dgm_runner", "-m", *VAE, "model.latent_dim=2,3", f"hydra.sweep.dir={sweep}"]
+    args = [
+        sys.executable,
+        "-m",
+        "dgm_runner",
+        "-m",
+        *VAE,
+        "model.latent_dim=2,3",
+        f"hydra.sweep.dir={sweep}",
+    ]
     first = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     jobs = {job: snapshot(sweep / job) for job in ("0", "1")}
-    again = subprocess.run([*args, "trainer.resume=auto"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [*args, "trainer.resume=auto"], capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("nothing to do") == 2
     for job, before in jobs.items():

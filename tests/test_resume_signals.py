@@ -18,9 +18,17 @@ from tests.helpers import needs_mnist
 pytestmark = needs_mnist
 
 RUN = [
-    "experiment=vae_mlp", "dataset.subset=4096", "dataset.test_subset=200", "trainer.batch_size=16",
-    "trainer.epochs=2", "trainer.progress=false", "trainer.n_samples=16", "logger=none", "trainer.log_every=20",
-    "~sample_metrics.fid", "trainer.export_name=null",
+    "experiment=vae_mlp",
+    "dataset.subset=4096",
+    "dataset.test_subset=200",
+    "trainer.batch_size=16",
+    "trainer.epochs=2",
+    "trainer.progress=false",
+    "trainer.n_samples=16",
+    "logger=none",
+    "trainer.log_every=20",
+    "~sample_metrics.fid",
+    "trainer.export_name=null",
 ]
 KEYS = ("test/elbo_loss", "test/recon_mse_sum", "test/kl", "train/elbo_loss")
 
@@ -28,7 +36,9 @@ KEYS = ("test/elbo_loss", "test/recon_mse_sum", "test/kl", "train/elbo_loss")
 def _launch(run_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "dgm_runner", *RUN, f"hydra.run.dir={run_dir}", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -83,16 +93,27 @@ def test_sigkill_mid_epoch_then_resume_auto_is_bit_exact(straight, tmp_path, mon
     assert ckpt.get("partial") is None and ckpt["epoch"] >= 1
     # the same overrides + trainer.resume=auto find the killed run (hydra.run.dir not given)
     proc = subprocess.run(
-        [sys.executable, "-m", "dgm_runner", *RUN, "trainer.resume=auto"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "dgm_runner", *RUN, "trainer.resume=auto"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     resumed = json.loads((run_dir / "metrics.json").read_text())
-    assert resumed["status"] == "completed" and len(list((tmp_path / "outputs" / "vae_mlp").iterdir())) == 1
+    assert (
+        resumed["status"] == "completed"
+        and len(list((tmp_path / "outputs" / "vae_mlp").iterdir())) == 1
+    )
     for key in KEYS:
         assert resumed[key] == straight[key], key
     # no line twice: what the killed process wrote after its last.pt was dropped on resume
-    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [json.loads(line)["step"] for line in (run_dir / "train_history.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    steps = [
+        json.loads(line)["step"]
+        for line in (run_dir / "train_history.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2] and steps == sorted(set(steps))
 
 

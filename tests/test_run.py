@@ -14,18 +14,28 @@ from PIL import Image
 
 from dgm_runner.build import restore_run
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
-from dgm_runner.objectives.elbo import ELBO
 from dgm_runner.loop import DivergedError, train
+from dgm_runner.objectives.elbo import ELBO
 from tests.helpers import SMALL, needs_mnist
 
 pytestmark = needs_mnist
 
-EXPORTS = {"rbm_cdk": "model_rbm_seed2025.pt", "vae_mlp": "model_vae_seed2025.pt", "vae_cnn": "model_vae2_seed2025.pt"}
-FAST = {"rbm_cdk": ["sampler.steps=20", "sample_metrics.ais.schedule_steps=200"], "vae_mlp": [], "vae_cnn": []}
+EXPORTS = {
+    "rbm_cdk": "model_rbm_seed2025.pt",
+    "vae_mlp": "model_vae_seed2025.pt",
+    "vae_cnn": "model_vae2_seed2025.pt",
+}
+FAST = {
+    "rbm_cdk": ["sampler.steps=20", "sample_metrics.ais.schedule_steps=200"],
+    "vae_mlp": [],
+    "vae_cnn": [],
+}
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dgm_runner", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dgm_runner", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _script(name: str) -> str:
@@ -34,7 +44,13 @@ def _script(name: str) -> str:
 
 
 def _assert_contract(run_dir: Path, epochs: int) -> dict:
-    for rel in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "metrics.json", "samples/final.png"):
+    for rel in (
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "metrics.jsonl",
+        "metrics.json",
+        "samples/final.png",
+    ):
         assert (run_dir / rel).is_file(), rel
     for epoch in range(1, epochs + 1):
         assert (run_dir / "samples" / f"epoch_{epoch:04d}.png").is_file()
@@ -53,14 +69,23 @@ def test_smoke_run_writes_the_run_directory_contract(compose_cfg, tmp_path, expe
     cfg = compose_cfg(f"experiment={experiment}", *SMALL, "trainer.epochs=2", *FAST[experiment])
     final = train(cfg, tmp_path)
     _assert_contract(tmp_path, epochs=2)
-    expected = {"rbm_cdk": "test/free_energy", "vae_mlp": "test/recon_mse_sum", "vae_cnn": "test/recon_mse_sum"}
+    expected = {
+        "rbm_cdk": "test/free_energy",
+        "vae_mlp": "test/recon_mse_sum",
+        "vae_cnn": "test/recon_mse_sum",
+    }
     assert expected[experiment] in final
     if experiment == "rbm_cdk":  # AIS at the final evaluation only
-        assert final["test/log_likelihood_ais"] < 0 and final["test/log_z_ais"] <= final["test/log_z_ais_hi"]
+        assert (
+            final["test/log_likelihood_ais"] < 0
+            and final["test/log_z_ais"] <= final["test/log_z_ais_hi"]
+        )
         first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
         assert "test/log_likelihood_ais" not in first
     if experiment != "rbm_cdk":
-        assert final["test/elbo_loss"] == pytest.approx(final["test/recon_mse_sum"] + final["test/kl"])
+        assert final["test/elbo_loss"] == pytest.approx(
+            final["test/recon_mse_sum"] + final["test/kl"]
+        )
     state = torch.load(tmp_path / EXPORTS[experiment], weights_only=True)
     assert set(state) == set(restore_run(tmp_path, device="cpu")[1].model.state_dict())
     grid = Image.open(tmp_path / "samples" / "final.png")
@@ -70,8 +95,13 @@ def test_smoke_run_writes_the_run_directory_contract(compose_cfg, tmp_path, expe
 
 
 def test_vae_training_reduces_the_test_loss(compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=vae_mlp", "dataset.subset=2000", "dataset.test_subset=500",
-                      "trainer.epochs=3", "trainer.progress=false")
+    cfg = compose_cfg(
+        "experiment=vae_mlp",
+        "dataset.subset=2000",
+        "dataset.test_subset=500",
+        "trainer.epochs=3",
+        "trainer.progress=false",
+    )
     train(cfg, tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["test/elbo_loss"] < lines[0]["test/elbo_loss"] < 784 * 0.25
@@ -79,21 +109,34 @@ def test_vae_training_reduces_the_test_loss(compose_cfg, tmp_path):
 
 def test_cli_default_run_has_hydra_files_and_log(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _cli(*SMALL, "sampler.steps=10", "sample_metrics.ais.schedule_steps=100", f"hydra.run.dir={run_dir}")
+    proc = _cli(
+        *SMALL,
+        "sampler.steps=10",
+        "sample_metrics.ais.schedule_steps=100",
+        f"hydra.run.dir={run_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_contract(run_dir, epochs=1)
-    for rel in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "model_rbm_seed2025.pt"):
+    for rel in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "train.log",
+        "model_rbm_seed2025.pt",
+    ):
         assert (run_dir / rel).is_file(), rel
     assert "epoch 1/1" in (run_dir / "train.log").read_text()
 
 
 def test_sweep_writes_summary_and_marks_a_failed_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = _cli("-m", "experiment=vae_mlp", "model.latent_dim=2,0", *SMALL, f"hydra.sweep.dir={sweep_dir}")
+    proc = _cli(
+        "-m", "experiment=vae_mlp", "model.latent_dim=2,0", *SMALL, f"hydra.sweep.dir={sweep_dir}"
+    )
     # the sweep finishes the good job, then exits 1 with one line naming the failures
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"dgm-train: error: 1 of 2 sweep jobs did not complete (errors in {sweep_dir / 'summary.md'})"
+        "dgm-train: error: 1 of 2 sweep jobs did not complete "
+        f"(errors in {sweep_dir / 'summary.md'})"
     )
     rows = (sweep_dir / "summary.csv").read_text().splitlines()
     assert rows[0].startswith("job,model.latent_dim,status")
@@ -109,9 +152,16 @@ def test_sweep_presets_set_multirun_parameters(compose_cfg):
     from dgm_runner import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cd_k = compose("train", overrides=["experiment=rbm_cdk", "sweep=cd_k"], return_hydra_config=True)
-        nz = compose("train", overrides=["experiment=vae_cnn", "sweep=latent_dim"], return_hydra_config=True)
-    assert str(cd_k.hydra.mode) == "RunMode.MULTIRUN" and cd_k.hydra.sweeper.params["objective.k"] == "1,5,25"
+        cd_k = compose(
+            "train", overrides=["experiment=rbm_cdk", "sweep=cd_k"], return_hydra_config=True
+        )
+        nz = compose(
+            "train", overrides=["experiment=vae_cnn", "sweep=latent_dim"], return_hydra_config=True
+        )
+    assert (
+        str(cd_k.hydra.mode) == "RunMode.MULTIRUN"
+        and cd_k.hydra.sweeper.params["objective.k"] == "1,5,25"
+    )
     assert nz.hydra.sweeper.params["model.latent_dim"] == "2,5,10,20"
 
 
@@ -129,7 +179,9 @@ def trained_vae(tmp_path_factory):
 
 def test_dgm_eval_recomputes_the_final_metrics(trained_vae):
     run_dir, final = trained_vae
-    proc = subprocess.run([_script("dgm-eval"), str(run_dir)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [_script("dgm-eval"), str(run_dir)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     recomputed = json.loads((run_dir / "eval" / "metrics.json").read_text())
     for key in ("test/recon_mse_sum", "test/kl", "test/elbo_loss"):
@@ -138,7 +190,9 @@ def test_dgm_eval_recomputes_the_final_metrics(trained_vae):
     assert recomputed["n_test"] == 200 and recomputed["epoch"] == 1
 
 
-def test_dgm_eval_of_a_sweep_root_evaluates_each_job_and_refreshes_the_summary(trained_vae, tmp_path):
+def test_dgm_eval_of_a_sweep_root_evaluates_each_job_and_refreshes_the_summary(
+    trained_vae, tmp_path
+):
     run_dir, final = trained_vae
     root = tmp_path / "sweep"
     for job, latent in (("0", 20), ("1", 5)):
@@ -147,11 +201,13 @@ def test_dgm_eval_of_a_sweep_root_evaluates_each_job_and_refreshes_the_summary(t
         (root / job / ".hydra" / "overrides.yaml").write_text(f"- model.latent_dim={latent}\n")
     last = root / "1" / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])  # job 1: a torn checkpoint
-    proc = subprocess.run([_script("dgm-eval"), str(root)], capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((root / "0" / "eval" / "metrics.json").read_text())["test/elbo_loss"] == pytest.approx(
-        final["test/elbo_loss"], rel=1e-6
+    proc = subprocess.run(
+        [_script("dgm-eval"), str(root)], capture_output=True, text=True, timeout=180
     )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((root / "0" / "eval" / "metrics.json").read_text())[
+        "test/elbo_loss"
+    ] == pytest.approx(final["test/elbo_loss"], rel=1e-6)
     assert "job 1 not evaluated: CheckpointError" in proc.stderr
     summary = (root / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and "test/elbo_loss" in summary[0]
@@ -159,15 +215,25 @@ def test_dgm_eval_of_a_sweep_root_evaluates_each_job_and_refreshes_the_summary(t
 
 def test_dgm_eval_of_a_missing_directory_is_one_line_and_creates_nothing(tmp_path):
     missing = tmp_path / "no_such_run"
-    proc = subprocess.run([_script("dgm-eval"), str(missing)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and proc.stderr.strip() == f"dgm-eval: error: CheckpointError: {missing} does not exist"
+    proc = subprocess.run(
+        [_script("dgm-eval"), str(missing)], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        proc.returncode == 1
+        and proc.stderr.strip() == f"dgm-eval: error: CheckpointError: {missing} does not exist"
+    )
     assert not missing.exists()
 
 
 def test_dgm_sample_writes_an_8x8_grid(trained_vae, tmp_path):
     run_dir, _ = trained_vae
     out = tmp_path / "grid.png"
-    proc = subprocess.run([_script("dgm-sample"), str(run_dir), "n=64", f"out={out}"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [_script("dgm-sample"), str(run_dir), "n=64", f"out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Image.open(out).size == (8 * 28 + 9 * 2,) * 2
 
@@ -186,13 +252,26 @@ def test_unsafe_truncated_and_foreign_checkpoints_are_refused(trained_vae, tmp_p
     evil.write_bytes(pickle.dumps({"format": "dgm_runner/1", "x": Evil()}))
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
-    for path, match in ((truncated, "not a readable"), (evil, "not a readable"), (foreign, "not a dgm_runner")):
+    for path, match in (
+        (truncated, "not a readable"),
+        (evil, "not a readable"),
+        (foreign, "not a dgm_runner"),
+    ):
         with pytest.raises(CheckpointError, match=match):
             load_checkpoint(path)
     assert not Path("/tmp/dgm_pwned").exists()
-    proc = subprocess.run([_script("dgm-eval"), str(run_dir), f"checkpoint={truncated}"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().startswith("dgm-eval: error: CheckpointError")
-    assert "dgm-eval: error: CheckpointError" in (run_dir / "eval.log").read_text()  # the log says why, too
+    proc = subprocess.run(
+        [_script("dgm-eval"), str(run_dir), f"checkpoint={truncated}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and proc.stderr.strip().startswith(
+        "dgm-eval: error: CheckpointError"
+    )
+    assert (
+        "dgm-eval: error: CheckpointError" in (run_dir / "eval.log").read_text()
+    )  # the log says why, too
 
 
 def test_a_checkpoint_from_before_per_group_optimisers_still_resumes(compose_cfg, tmp_path):
@@ -206,9 +285,13 @@ def test_a_checkpoint_from_before_per_group_optimisers_still_resumes(compose_cfg
     last = tmp_path / "b" / "checkpoints" / "last.pt"
     ckpt = {k: v for k, v in load_checkpoint(last).items() if k != "format"}
     ckpt["optimizer"] = ckpt.pop("optimizers")["model"]
-    del ckpt["config"]["objective"]["n_samples"]  # an option the old code did not have (its default: 1)
+    del ckpt["config"]["objective"][
+        "n_samples"
+    ]  # an option the old code did not have (its default: 1)
     save_checkpoint(last, ckpt)
-    resumed = train(compose_cfg(*common, "trainer.epochs=2", f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
+    resumed = train(
+        compose_cfg(*common, "trainer.epochs=2", f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b"
+    )
     assert resumed["test/elbo_loss"] == straight["test/elbo_loss"]
 
 
@@ -216,19 +299,25 @@ def test_resumed_run_ends_with_the_same_metrics(compose_cfg, tmp_path):
     common = ["experiment=vae_mlp", *SMALL, "logger=none"]
     straight = train(compose_cfg(*common, "trainer.epochs=2"), tmp_path / "a")
     train(compose_cfg(*common, "trainer.epochs=1"), tmp_path / "b")
-    resumed = train(compose_cfg(*common, "trainer.epochs=2", f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b")
+    resumed = train(
+        compose_cfg(*common, "trainer.epochs=2", f"trainer.resume={tmp_path / 'b'}"), tmp_path / "b"
+    )
     for key in ("test/elbo_loss", "test/recon_mse_sum", "test/kl", "train/elbo_loss"):
         assert resumed[key] == straight[key]
 
 
 def test_resume_refuses_a_different_model(compose_cfg, tmp_path):
     train(compose_cfg("experiment=vae_mlp", *SMALL, "logger=none"), tmp_path / "a")
-    cfg = compose_cfg("experiment=vae_mlp", *SMALL, "model.latent_dim=3", f"trainer.resume={tmp_path / 'a'}")
+    cfg = compose_cfg(
+        "experiment=vae_mlp", *SMALL, "model.latent_dim=3", f"trainer.resume={tmp_path / 'a'}"
+    )
     with pytest.raises(CheckpointError, match="different model"):
         train(cfg, tmp_path / "a")
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(compose_cfg, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    compose_cfg, tmp_path, monkeypatch
+):
     calls = {"n": 0}
     original = ELBO.loss
 
@@ -241,7 +330,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(compose_cfg, t
         return loss, terms
 
     monkeypatch.setattr(ELBO, "loss", poisoned)
-    cfg = compose_cfg("experiment=vae_mlp", *SMALL, "trainer.epochs=3", "logger=none", "trainer.log_every=1")
+    cfg = compose_cfg(
+        "experiment=vae_mlp", *SMALL, "trainer.epochs=3", "logger=none", "trainer.log_every=1"
+    )
     with pytest.raises(DivergedError, match="non-finite"):
         train(cfg, tmp_path)
     status = json.loads((tmp_path / "metrics.json").read_text())
@@ -255,7 +346,11 @@ def test_dgm_sample_overrides_the_sampler(trained_vae, tmp_path, monkeypatch):
 
     run_dir, _ = trained_vae
     seen = {}
-    monkeypatch.setattr(sys, "argv", ["dgm-sample", str(run_dir), "n=4", f"out={tmp_path / 'g.png'}", "sampler.foo=1"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["dgm-sample", str(run_dir), "n=4", f"out={tmp_path / 'g.png'}", "sampler.foo=1"],
+    )
     monkeypatch.setattr(sample, "_app", lambda: seen.setdefault("argv", list(sys.argv)))
     sample.main()
     assert "+sampler.foo=1" in seen["argv"] and "n=4" in seen["argv"]
@@ -264,12 +359,20 @@ def test_dgm_sample_overrides_the_sampler(trained_vae, tmp_path, monkeypatch):
 def test_resume_config_check_tolerates_only_new_options_at_their_defaults():
     from dgm_runner.io.resume import _same_config
 
-    saved = {"_target_": "dgm_runner.objectives.cd.ContrastiveDivergence", "k": 1, "persistent": False}
+    saved = {
+        "_target_": "dgm_runner.objectives.cd.ContrastiveDivergence",
+        "k": 1,
+        "persistent": False,
+    }
     assert _same_config(saved, {**saved, "log_every": 10})  # added later, at its default
     assert not _same_config(saved, {**saved, "log_every": 3})  # added later, changed
     assert not _same_config(saved, {**saved, "k": 5})
     assert not _same_config({**saved, "gone": 1}, saved)  # an option the code no longer has
     assert not _same_config({"lr": 1}, {"lr": 1, "extra": 2})  # no _target_: any new key differs
     # checkpoints from before full module paths named the package re-export: the same class
-    assert _same_config({"_target_": "dgm_runner.models.VAEMLP"}, {"_target_": "dgm_runner.models.vae.VAEMLP"})
-    assert not _same_config({"_target_": "dgm_runner.models.RBM"}, {"_target_": "dgm_runner.models.vae.VAEMLP"})
+    assert _same_config(
+        {"_target_": "dgm_runner.models.VAEMLP"}, {"_target_": "dgm_runner.models.vae.VAEMLP"}
+    )
+    assert not _same_config(
+        {"_target_": "dgm_runner.models.RBM"}, {"_target_": "dgm_runner.models.vae.VAEMLP"}
+    )

@@ -29,8 +29,14 @@ def test_train_refuses_a_directory_that_holds_a_run(cli_run, compose_cfg):
     with pytest.raises(ConfigError) as err:
         train(cfg, cli_run)
     message = str(err.value)
-    assert "already holds a run" in message and f"trainer.resume={cli_run}" in message and "\n" not in message
-    other = compose_cfg("experiment=vae_mlp", *SMALL, "logger=none", f"trainer.resume={cli_run.parent}")
+    assert (
+        "already holds a run" in message
+        and f"trainer.resume={cli_run}" in message
+        and "\n" not in message
+    )
+    other = compose_cfg(
+        "experiment=vae_mlp", *SMALL, "logger=none", f"trainer.resume={cli_run.parent}"
+    )
     with pytest.raises(ConfigError, match="is another directory"):
         train(other, cli_run)
     assert _snapshot(cli_run) == before
@@ -68,8 +74,12 @@ def test_launches_in_the_same_second_get_two_directories(tmp_path):
     their imports, for the same instant just past a second boundary) get two run dirs."""
     target = math.ceil(time.time()) + 8.05
     args = [sys.executable, "-c", _AT, str(target), "experiment=vae_mlp", "model.latent_dim=0"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     stderr = [p.communicate(timeout=120)[1] for p in procs]
     for p, err in zip(procs, stderr):
         assert p.returncode == 2, err[-2000:]  # invalid value: fails after Hydra made its directory

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from dgm_runner.data import sample_toy2d
+from dgm_runner.loop import train
 from dgm_runner.metrics.sample_distance import mmd_rbf, sliced_wasserstein
 from dgm_runner.models.oracle import GaussianOracle
 from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet, geometric_sigmas
 from dgm_runner.objectives import Batch
 from dgm_runner.objectives.dsm import ContinuousDSM, DenoisingScoreMatching, dsm_per_example
-from dgm_runner.loop import train
 from dgm_runner.samplers import AnnealedLangevin, EulerMaruyama, PredictorCorrector
 from dgm_runner.samplers.score import langevin_step
 from dgm_runner.sdes import VESDE, VPSDE
@@ -45,8 +45,14 @@ def test_dsm_loss_is_smallest_at_the_exact_score():
     x = MU + STD * torch.randn(200_000, 2, generator=torch.Generator().manual_seed(0))
     batch = Batch(x, torch.zeros(200_000, dtype=torch.long))
     losses = {}
-    for name, model in {"exact": GaussianNCSN(), "shifted": GaussianNCSN(shift=0.3), "scaled": GaussianNCSN(scale=1.3)}.items():
-        per = DenoisingScoreMatching().evaluate(model, batch, torch.Generator().manual_seed(1))["dsm_loss"]
+    for name, model in {
+        "exact": GaussianNCSN(),
+        "shifted": GaussianNCSN(shift=0.3),
+        "scaled": GaussianNCSN(scale=1.3),
+    }.items():
+        per = DenoisingScoreMatching().evaluate(model, batch, torch.Generator().manual_seed(1))[
+            "dsm_loss"
+        ]
         losses[name] = (per.mean(), per.std() / math.sqrt(per.numel()))
     for other in ("shifted", "scaled"):
         assert losses["exact"][0] + 5 * losses["exact"][1] < losses[other][0]
@@ -82,9 +88,14 @@ def test_annealed_langevin_samples_a_gaussian_given_its_exact_score():
 
 
 @pytest.mark.parametrize("sde", [VESDE(0.01, 50.0), VPSDE(0.1, 20.0)], ids=["ve", "vp"])
-@pytest.mark.parametrize("sampler", [EulerMaruyama(steps=500), PredictorCorrector(steps=500, snr=0.16)], ids=["em", "pc"])
+@pytest.mark.parametrize(
+    "sampler", [EulerMaruyama(steps=500), PredictorCorrector(steps=500, snr=0.16)], ids=["em", "pc"]
+)
 def test_reverse_sde_samplers_sample_a_gaussian_given_its_exact_score(sde, sampler):
-    _check_moments(sampler.sample(GaussianSDEScore(sde), 20_000, torch.Generator().manual_seed(3)), var_tol=0.06)
+    _check_moments(
+        sampler.sample(GaussianSDEScore(sde), 20_000, torch.Generator().manual_seed(3)),
+        var_tol=0.06,
+    )
 
 
 @pytest.mark.parametrize("sde", [VESDE(0.01, 50.0), VPSDE(0.1, 20.0)], ids=["ve", "vp"])
@@ -127,24 +138,43 @@ def test_score_networks_shapes():
     assert unet.score(torch.randn(3, 1, 28, 28), torch.rand(3)).shape == (3, 1, 28, 28)
     with pytest.raises(ValueError, match="divisible by 4"):
         ScoreUNet((1, 30, 30))
-    loss, _ = ContinuousDSM().loss(unet, Batch(torch.rand(3, 1, 28, 28), torch.zeros(3, dtype=torch.long)))
+    loss, _ = ContinuousDSM().loss(
+        unet, Batch(torch.rand(3, 1, 28, 28), torch.zeros(3, dtype=torch.long))
+    )
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 
 def test_toy_experiment_beats_the_noise_baseline(compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=dsm_toy2d", "trainer.epochs=40", "trainer.eval_every=40", "trainer.progress=false",
-                      "sampler.steps_per_level=30", "logger=none")
+    cfg = compose_cfg(
+        "experiment=dsm_toy2d",
+        "trainer.epochs=40",
+        "trainer.eval_every=40",
+        "trainer.progress=false",
+        "sampler.steps_per_level=30",
+        "logger=none",
+    )
     final = train(cfg, tmp_path)
     assert final["test/swd_floor"] < final["test/swd"] < 0.4 * final["test/swd_noise"]
     assert final["test/mmd"] < 0.4 * final["test/mmd_noise"]
-    for rel in ("figures/data.png", "figures/score_field.png", "samples/final.png", "checkpoints/last.pt"):
+    for rel in (
+        "figures/data.png",
+        "figures/score_field.png",
+        "samples/final.png",
+        "checkpoints/last.pt",
+    ):
         assert (tmp_path / rel).is_file(), rel
 
 
 @needs_mnist
 def test_score_sde_mnist_smoke_run_with_ema(compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=score_sde_mnist", *SMALL, "model.channels=[8,16,16]", "model.groups=4",
-                      "sampler.steps=5", "trainer.ema_decay=0.9")
+    cfg = compose_cfg(
+        "experiment=score_sde_mnist",
+        *SMALL,
+        "model.channels=[8,16,16]",
+        "model.groups=4",
+        "sampler.steps=5",
+        "trainer.ema_decay=0.9",
+    )
     final = train(cfg, tmp_path)
     assert math.isfinite(final["test/dsm_loss"])
     ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)

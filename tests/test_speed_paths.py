@@ -6,18 +6,24 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dgm_runner.build import make_optimizer
 from dgm_runner.config import ConfigError
 from dgm_runner.distributions import sample_bernoulli
+from dgm_runner.loop import train
 from dgm_runner.models import RBM
 from dgm_runner.objectives import Batch, ContrastiveDivergence
-from dgm_runner.build import make_optimizer
-from dgm_runner.loop import train
 from tests.helpers import SMALL, needs_mnist
 
 
 def _tcfg(**kw):
-    base = {"optimizer": "adam", "lr": 1e-2, "betas": [0.9, 0.999], "momentum": 0.5, "weight_decay": 0.0,
-            "optimizer_impl": "auto"}
+    base = {
+        "optimizer": "adam",
+        "lr": 1e-2,
+        "betas": [0.9, 0.999],
+        "momentum": 0.5,
+        "weight_decay": 0.0,
+        "optimizer_impl": "auto",
+    }
     return OmegaConf.create({**base, **kw})
 
 
@@ -53,7 +59,10 @@ def test_auto_takes_the_fused_kernel_where_supported_and_falls_back(monkeypatch)
     class NoFusedAdam(torch.optim.Adam):  # a torch build / device without the fused kernel
         def __init__(self, params, **kw):
             if kw.get("fused"):
-                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+                raise RuntimeError(
+                    "`fused=True` requires all the params to be floating point Tensors "
+                    "of supported devices"
+                )
             super().__init__(params, **kw)
 
     monkeypatch.setattr(torch.optim, "Adam", NoFusedAdam)
@@ -77,9 +86,16 @@ def test_sample_bernoulli_integer_path_draws_independent_pairs():
     """Large float32 CPU draws take two 24-bit uniforms from each 64-bit integer: the two
     halves must be independent (joint frequencies of neighbours 1/4 each at p = 1/2)."""
     x = sample_bernoulli(torch.full((400_000,), 0.5), torch.Generator().manual_seed(4)).view(-1, 2)
-    joint = torch.stack([((x[:, 0] == a) & (x[:, 1] == b)).double().mean() for a in (0, 1) for b in (0, 1)])
+    joint = torch.stack(
+        [((x[:, 0] == a) & (x[:, 1] == b)).double().mean() for a in (0, 1) for b in (0, 1)]
+    )
     n = x.shape[0]
-    torch.testing.assert_close(joint, torch.full((4,), 0.25, dtype=torch.float64), atol=5 * (0.25 * 0.75 / n) ** 0.5, rtol=0)
+    torch.testing.assert_close(
+        joint,
+        torch.full((4,), 0.25, dtype=torch.float64),
+        atol=5 * (0.25 * 0.75 / n) ** 0.5,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -121,7 +137,7 @@ def test_free_energy_gap_gradient_is_the_autograd_gradient():
         torch.testing.assert_close(g, r)
     # the loop's update (closed-form gradient into .grad, no loss) is the same gradient
     torch.manual_seed(5)
-    (group, no_loss, step_terms), = cd.steps(rbm, Batch(x, torch.zeros(16, dtype=torch.long)), 0)
+    ((group, no_loss, step_terms),) = cd.steps(rbm, Batch(x, torch.zeros(16, dtype=torch.long)), 0)
     assert group == "model" and no_loss is None
     for p, r in zip((rbm.W, rbm.b, rbm.c), ref):
         torch.testing.assert_close(p.grad, r)
@@ -155,7 +171,9 @@ def test_closed_form_cd_update_trains_like_autograd_with_an_optimizer():
 def test_free_energy_with_precomputed_hidden_logits():
     rbm = _rbm(1)
     v = torch.bernoulli(torch.full((6, 12), 0.5, dtype=torch.float64))
-    torch.testing.assert_close(rbm.free_energy(v, hidden_logits=rbm.hidden_logits(v)), rbm.free_energy(v))
+    torch.testing.assert_close(
+        rbm.free_energy(v, hidden_logits=rbm.hidden_logits(v)), rbm.free_energy(v)
+    )
 
 
 def test_gibbs_chain_is_repeated_gibbs_steps():
@@ -199,7 +217,9 @@ def test_compiled_training_runs(compose_cfg, tmp_path, monkeypatch, experiment, 
     """trainer.compile=true traces the loss (dynamo + AOTAutograd: the custom CD gradient
     too) and trains; the aot_eager backend keeps this fast (no C++ code generation)."""
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"})
+    )
     eager, compiled = _compile_run(compose_cfg, tmp_path, experiment, *extra)
     assert compiled["status"] == "completed"
     # same data order and initial weights; the compiled graph draws its own noise: only close
@@ -210,9 +230,13 @@ def test_compiled_training_runs(compose_cfg, tmp_path, monkeypatch, experiment, 
 @pytest.mark.slow
 def test_compiled_training_with_inductor(compose_cfg, tmp_path):
     """The real backend (C++ code generation on CPU: tens of seconds)."""
-    eager, compiled = _compile_run(compose_cfg, tmp_path, "vae_mlp", "model.hidden_dim=32", "model.latent_dim=2")
+    eager, compiled = _compile_run(
+        compose_cfg, tmp_path, "vae_mlp", "model.hidden_dim=32", "model.latent_dim=2"
+    )
     assert compiled["status"] == "completed"
-    assert abs(compiled["test/elbo_loss"] - eager["test/elbo_loss"]) < 0.1 * abs(eager["test/elbo_loss"])
+    assert abs(compiled["test/elbo_loss"] - eager["test/elbo_loss"]) < 0.1 * abs(
+        eager["test/elbo_loss"]
+    )
 
 
 @needs_mnist
@@ -220,12 +244,26 @@ def test_compiled_training_with_inductor(compose_cfg, tmp_path):
     "experiment, extra, key",
     [
         ("vae_cnn", ("model.latent_dim=2",), "test/recon_mse_sum"),
-        ("gan_mnist", ("model.g_channels=8", "model.d_channels=8", "objective.loss=wgan_gp"), "test/d_loss"),
-        ("score_sde_mnist", ("model.channels=[8,16,16]", "model.groups=4", "sampler.steps=5"), "test/dsm_loss"),
-        ("rbm_cdk", ("objective=pcd", "model.hidden_dim=16", "sampler.steps=5"), "test/free_energy"),
+        (
+            "gan_mnist",
+            ("model.g_channels=8", "model.d_channels=8", "objective.loss=wgan_gp"),
+            "test/d_loss",
+        ),
+        (
+            "score_sde_mnist",
+            ("model.channels=[8,16,16]", "model.groups=4", "sampler.steps=5"),
+            "test/dsm_loss",
+        ),
+        (
+            "rbm_cdk",
+            ("objective=pcd", "model.hidden_dim=16", "sampler.steps=5"),
+            "test/free_energy",
+        ),
     ],
 )
-def test_bf16_autocast_with_channels_last_trains_the_conv_models(compose_cfg, tmp_path, experiment, extra, key):
+def test_bf16_autocast_with_channels_last_trains_the_conv_models(
+    compose_cfg, tmp_path, experiment, extra, key
+):
     """trainer.precision=bf16 runs the forward passes under torch.autocast (here on CPU),
     trainer.channels_last=true stores the conv weights NHWC; weights, optimiser state and
     metrics stay float32, and the run matches a float32 run to bf16 accuracy. The RBM's
@@ -233,22 +271,30 @@ def test_bf16_autocast_with_channels_last_trains_the_conv_models(compose_cfg, tm
     common = [f"experiment={experiment}", *SMALL, "logger=none", "trainer.export_name=null", *extra]
     common += [f"~sample_metrics.{k}" for k in compose_cfg(*common).get("sample_metrics") or {}]
     ref = train(compose_cfg(*common), tmp_path / "fp32")
-    low = train(compose_cfg(*common, "trainer.precision=bf16", "trainer.channels_last=true"), tmp_path / "bf16")
+    low = train(
+        compose_cfg(*common, "trainer.precision=bf16", "trainer.channels_last=true"),
+        tmp_path / "bf16",
+    )
     assert low["status"] == "completed" and set(low) == set(ref)
     ckpt = torch.load(tmp_path / "bf16" / "checkpoints" / "last.pt", weights_only=True)
     weights = list(ckpt["model"].values())
     assert all(w.dtype == torch.float32 for w in weights if w.is_floating_point())
     if experiment != "rbm_cdk":  # the conv models
-        assert any(w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-                   for w in weights)
+        assert any(
+            w.dim() == 4
+            and w.is_contiguous(memory_format=torch.channels_last)
+            and not w.is_contiguous()
+            for w in weights
+        )
     else:
         assert ckpt["objective"]["chains"].dtype == torch.float32
     assert abs(low[key] - ref[key]) <= 0.1 * abs(ref[key]) + 0.05
 
 
 def test_train_step_runs_the_forward_under_autocast_and_the_update_in_float32():
+    from dgm_runner.epoch import Averager as _Averager
+    from dgm_runner.epoch import train_step
     from dgm_runner.objectives.base import Objective
-    from dgm_runner.epoch import Averager as _Averager, train_step
 
     seen = []
 

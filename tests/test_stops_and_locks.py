@@ -23,12 +23,21 @@ pytestmark = needs_mnist
 
 def slow(marker: Path, seconds: float = 60.0) -> str:
     """An override adding a final evaluation that takes ``seconds`` and writes ``marker``."""
-    return f"+sample_metrics.slow={{_target_: tests.components.slow_metric, seconds: {seconds}, marker: '{marker}'}}"
+    return (
+        "+sample_metrics.slow={_target_: tests.components.slow_metric, "
+        f"seconds: {seconds}, marker: '{marker}'}}"
+    )
 
 
 def launch(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dgm_runner", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dgm_runner", *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -49,9 +58,17 @@ def test_a_second_process_is_refused_naming_the_holder_and_writes_nothing(tmp_pa
     try:
         wait_for(marker, first)
         before = snapshot(run_dir)
-        for extra in ([], [f"trainer.resume={run_dir}"]):  # a new run into it; a resume while it trains
-            second = subprocess.run([sys.executable, "-m", "dgm_runner", *VAE, f"hydra.run.dir={run_dir}", *extra],
-                                    cwd=REPO, capture_output=True, text=True, timeout=120)
+        for extra in (
+            [],
+            [f"trainer.resume={run_dir}"],
+        ):  # a new run into it; a resume while it trains
+            second = subprocess.run(
+                [sys.executable, "-m", "dgm_runner", *VAE, f"hydra.run.dir={run_dir}", *extra],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             errors = error_lines(second.stderr)
             assert second.returncode == 1 and len(errors) == 1, second.stderr[-3000:]
             assert errors[0].startswith("dgm-train: error: RunDirLocked:")
@@ -66,7 +83,9 @@ def test_two_launches_at_once_into_one_directory_train_once(tmp_path):
     """Both start together; whichever locks second is refused (or, if it comes after the
     first finished, told that the directory holds a run): one training, no duplicate line."""
     run_dir = tmp_path / "run"
-    procs = [launch(*VAE, f"hydra.run.dir={run_dir}", slow(tmp_path / f"m{i}", 3)) for i in range(2)]
+    procs = [
+        launch(*VAE, f"hydra.run.dir={run_dir}", slow(tmp_path / f"m{i}", 3)) for i in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes[0] == 0 and codes[1] in (1, 2), [r[1][-2000:] for r in results]
@@ -90,28 +109,42 @@ def test_a_stop_during_the_final_evaluation_keeps_the_trained_epoch(tmp_path, si
     if sig == signal.SIGTERM:
         errors = error_lines(err)
         assert proc.returncode == 1 and len(errors) == 1, err[-3000:]
-        assert "SIGTERM received during the evaluation of epoch 1" in errors[0] and "trainer.resume=" in errors[0]
+        assert (
+            "SIGTERM received during the evaluation of epoch 1" in errors[0]
+            and "trainer.resume=" in errors[0]
+        )
         assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
     else:
         assert proc.returncode == -signal.SIGKILL
     history = (run_dir / "train_history.jsonl").read_text()
-    resumed = subprocess.run([sys.executable, "-m", "dgm_runner", *VAE, f"trainer.resume={run_dir}"],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dgm_runner", *VAE, f"trainer.resume={run_dir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = json.loads((run_dir / "metrics.json").read_text())
-    assert final["status"] == "completed" and final["step"] == ckpt["step"]  # evaluation redone, not training
+    assert (
+        final["status"] == "completed" and final["step"] == ckpt["step"]
+    )  # evaluation redone, not training
     assert (run_dir / "train_history.jsonl").read_text() == history
 
 
 def test_ctrl_c_stops_a_basic_multirun_not_just_its_current_job(tmp_path):
     sweep_dir, marker = tmp_path / "sweep", tmp_path / "in_eval"
-    proc = launch("-m", *VAE, "trainer.seed=1,2,3", f"hydra.sweep.dir={sweep_dir}", slow(marker, 60))
+    proc = launch(
+        "-m", *VAE, "trainer.seed=1,2,3", f"hydra.sweep.dir={sweep_dir}", slow(marker, 60)
+    )
     wait_for(marker, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err[-3000:]
     assert "the sweep stopped" in err and "SIGINT received" in err
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0"]  # jobs 1 and 2 never started
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
+        "0"
+    ]  # jobs 1 and 2 never started
     assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["status"] == "interrupted"
     assert (sweep_dir / "summary.md").is_file()
 
@@ -119,11 +152,26 @@ def test_ctrl_c_stops_a_basic_multirun_not_just_its_current_job(tmp_path):
 def test_killing_a_joblib_driver_stops_its_workers(tmp_path):
     sweep_dir = tmp_path / "sweep"
     # each job waits in its evaluation for 120 s unless stopped; the marker names the job
-    log = open(tmp_path / "driver.log", "w")  # not a pipe: the workers inherit it and outlive the driver
+    log = open(
+        tmp_path / "driver.log", "w"
+    )  # not a pipe: the workers inherit it and outlive the driver
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dgm_runner", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *VAE,
-         "trainer.seed=1,2", f"hydra.sweep.dir={sweep_dir}", slow(tmp_path / "in_eval_${trainer.seed}", 120)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "dgm_runner",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *VAE,
+            "trainer.seed=1,2",
+            f"hydra.sweep.dir={sweep_dir}",
+            slow(tmp_path / "in_eval_${trainer.seed}", 120),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     workers = []
     for seed in (1, 2):
@@ -142,6 +190,9 @@ def test_killing_a_joblib_driver_stops_its_workers(tmp_path):
             except (OSError, ValueError, KeyError):
                 pass
         time.sleep(0.2)
-    assert statuses == {"0": "interrupted", "1": "interrupted"}  # stopped like a SIGTERM, not after 120 s
+    assert statuses == {
+        "0": "interrupted",
+        "1": "interrupted",
+    }  # stopped like a SIGTERM, not after 120 s
     for job in ("0", "1"):
         assert load_checkpoint(sweep_dir / job / "checkpoints" / "last.pt")["epoch"] == 1

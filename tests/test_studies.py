@@ -23,6 +23,7 @@ from hydra.utils import get_method
 from omegaconf import OmegaConf
 
 from dgm_runner import CONFIG_DIR
+from dgm_runner.cli.study import positional_study
 from dgm_runner.config import ConfigError, Range
 from dgm_runner.studies import (
     STUDIES,
@@ -38,7 +39,6 @@ from dgm_runner.studies import (
     optimal_discriminator,
     validate_study,
 )
-from dgm_runner.cli.study import positional_study
 
 
 def _assert_result_files(out_dir: Path, result: dict) -> None:

@@ -11,10 +11,10 @@ from torch import nn
 from torch.distributions import Bernoulli
 
 from dgm_runner.distributions import kl_normal_std, log_bernoulli, sample_bernoulli
-from dgm_runner.models.vae import GaussianVAE, VAEMLP
+from dgm_runner.loop import train
+from dgm_runner.models.vae import VAEMLP, GaussianVAE
 from dgm_runner.objectives import ELBO, Batch
 from dgm_runner.objectives.elbo import iwae_log_likelihood
-from dgm_runner.loop import train
 from tests.helpers import SMALL, needs_mnist
 
 
@@ -22,7 +22,9 @@ def test_log_bernoulli_matches_torch_and_survives_saturation():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(8, 20, generator=g) * 3
     x = torch.bernoulli(torch.full((8, 20), 0.5), generator=g)
-    torch.testing.assert_close(log_bernoulli(x, logits), Bernoulli(logits=logits).log_prob(x).sum(-1))
+    torch.testing.assert_close(
+        log_bernoulli(x, logits), Bernoulli(logits=logits).log_prob(x).sum(-1)
+    )
     saturated = torch.tensor([[200.0, -200.0]])
     out = log_bernoulli(torch.tensor([[0.0, 1.0]]), saturated)  # log(1 - sigmoid(200)) etc.
     assert torch.isfinite(out).all() and out.item() == pytest.approx(-400.0)
@@ -48,7 +50,9 @@ class _TinyVAE(GaussianVAE):
             self.decoder[0].weight.mul_(4.0)
 
 
-def _exact_log_px(model: _TinyVAE, x: torch.Tensor, half_width: float = 8.0, n: int = 801) -> torch.Tensor:
+def _exact_log_px(
+    model: _TinyVAE, x: torch.Tensor, half_width: float = 8.0, n: int = 801
+) -> torch.Tensor:
     """log p(x) = log ∫ p(x|z) N(z; 0, I) dz by the trapezoid rule on a grid (1-D or 2-D)."""
     t = torch.linspace(-half_width, half_width, n, dtype=torch.float64)
     if model.latent_dim == 1:
@@ -75,8 +79,16 @@ def test_iwae_converges_to_the_exact_log_likelihood(latent_dim, n):
     estimate = iwae_log_likelihood(model, x, None, 20_000, "bernoulli", generator=gen).double()
     torch.testing.assert_close(estimate, exact, atol=0.02, rtol=0)
     # ELBO <= IWAE_1 (= ELBO in expectation) <= IWAE_k <= log p(x)
-    elbo = torch.stack([ELBO(iwae_k=0).terms(model, Batch(x, torch.zeros(6, dtype=torch.long)), gen)["elbo"]
-                        for _ in range(2000)]).mean(0).double()
+    elbo = (
+        torch.stack(
+            [
+                ELBO(iwae_k=0).terms(model, Batch(x, torch.zeros(6, dtype=torch.long)), gen)["elbo"]
+                for _ in range(2000)
+            ]
+        )
+        .mean(0)
+        .double()
+    )
     assert (elbo <= exact + 1e-3).all() and (elbo <= estimate + 1e-3).all()
 
 
@@ -96,7 +108,9 @@ def test_elbo_iwae_k_and_2k_are_ordered_on_a_trained_model():
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         elbo = torch.stack([objective.terms(model, batch, gen)["elbo"] for _ in range(50)]).mean()
-    l5, l50, l100 = (iwae_log_likelihood(model, x, None, k, generator=gen).mean() for k in (5, 50, 100))
+    l5, l50, l100 = (
+        iwae_log_likelihood(model, x, None, k, generator=gen).mean() for k in (5, 50, 100)
+    )
     assert elbo < l5 < l50 < l100
 
 
@@ -105,7 +119,11 @@ def test_mc_kl_is_an_unbiased_estimate_of_the_analytic_kl():
     x = torch.bernoulli(torch.full((4, 1, 1, 5), 0.5), generator=torch.Generator().manual_seed(5))
     batch = Batch(x.repeat(20_000, 1, 1, 1), torch.zeros(80_000, dtype=torch.long))
     with torch.no_grad():
-        mc = ELBO(kl="mc").terms(model, batch, torch.Generator().manual_seed(6))["kl"].reshape(20_000, 4)
+        mc = (
+            ELBO(kl="mc")
+            .terms(model, batch, torch.Generator().manual_seed(6))["kl"]
+            .reshape(20_000, 4)
+        )
         mu, logvar = model.encode(x)
     se = mc.std(0) / math.sqrt(20_000)
     assert ((mc.mean(0) - kl_normal_std(mu, logvar)).abs() < 4 * se + 1e-4).all()
@@ -115,7 +133,10 @@ def test_n_samples_averages_the_reconstruction_term():
     model = _TinyVAE()
     x = torch.ones(3, 1, 1, 5)
     b = Batch(x, torch.zeros(3, dtype=torch.long))
-    one = [ELBO(n_samples=1).terms(model, b, torch.Generator().manual_seed(s))["recon"] for s in range(2)]
+    one = [
+        ELBO(n_samples=1).terms(model, b, torch.Generator().manual_seed(s))["recon"]
+        for s in range(2)
+    ]
     two = ELBO(n_samples=2).terms(model, b, torch.Generator().manual_seed(0))["recon"]
     # the 2-sample term is the mean of the two 1-sample terms drawn from the same stream
     gen = torch.Generator().manual_seed(0)
@@ -128,7 +149,11 @@ def test_n_samples_averages_the_reconstruction_term():
 
 
 VAE_EXPERIMENTS = {
-    "vae_bernoulli_2d": {"prior_samples_10x2": (2, 10), "latent_scatter": None, "interpolation": (11, 3)},
+    "vae_bernoulli_2d": {
+        "prior_samples_10x2": (2, 10),
+        "latent_scatter": None,
+        "interpolation": (11, 3),
+    },
     "vae_kingma_14x14": {"elbo_curves": None, "reconstructions": (8, 2)},
     "vae_bce": {"reconstructions": (8, 2)},
     "cvae": {"class_grid": (8, 10), "reconstructions": (8, 2)},
@@ -138,8 +163,15 @@ VAE_EXPERIMENTS = {
 @needs_mnist
 @pytest.mark.parametrize("experiment", sorted(VAE_EXPERIMENTS))
 def test_vae_experiment_smoke_run_writes_metrics_and_figures(compose_cfg, tmp_path, experiment):
-    cfg = compose_cfg(f"experiment={experiment}", *SMALL, "trainer.epochs=2", "trainer.eval_every=1",
-                      "objective.iwae_k=10", "trainer.val_every_steps=2", "trainer.val_size=100")
+    cfg = compose_cfg(
+        f"experiment={experiment}",
+        *SMALL,
+        "trainer.epochs=2",
+        "trainer.eval_every=1",
+        "objective.iwae_k=10",
+        "trainer.val_every_steps=2",
+        "trainer.val_size=100",
+    )
     final = train(cfg, tmp_path)
     for key in ("test/elbo", "test/recon", "test/kl", "test/nll_iwae_k10"):
         assert math.isfinite(final[key]), key
@@ -154,8 +186,12 @@ def test_vae_experiment_smoke_run_writes_metrics_and_figures(compose_cfg, tmp_pa
             cols, rows = layout
             assert img.size == (cols * side + (cols + 1) * 2, rows * side + (rows + 1) * 2), name
     if experiment == "vae_kingma_14x14":
-        history = [json.loads(s) for s in (tmp_path / "train_history.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in history if "train/recon" in r] == list(range(1, 9))  # every update
+        history = [
+            json.loads(s) for s in (tmp_path / "train_history.jsonl").read_text().splitlines()
+        ]
+        assert [r["step"] for r in history if "train/recon" in r] == list(
+            range(1, 9)
+        )  # every update
         assert [r["step"] for r in history if "val/recon" in r] == [2, 4, 6, 8]
 
 
@@ -166,14 +202,25 @@ def test_every_vae_experiment_sweeps_latent_dim():
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for experiment in [*VAE_EXPERIMENTS, "vae_mlp", "vae_cnn"]:
-            cfg = compose("train", overrides=[f"experiment={experiment}", "sweep=latent_dim"], return_hydra_config=True)
+            cfg = compose(
+                "train",
+                overrides=[f"experiment={experiment}", "sweep=latent_dim"],
+                return_hydra_config=True,
+            )
             assert cfg.hydra.sweeper.params["model.latent_dim"] == "2,5,10,20"
             assert "latent_dim" in cfg.model
 
 
 @pytest.mark.parametrize("param", ["exp", "softplus"])
 def test_learned_decoder_std_floor_holds_and_loss_stays_finite(param):
-    model = VAEMLP((1, 4, 4), latent_dim=2, hidden_dim=8, decoder_std="learned", std_param=param, std_floor=0.05)
+    model = VAEMLP(
+        (1, 4, 4),
+        latent_dim=2,
+        hidden_dim=8,
+        decoder_std="learned",
+        std_param=param,
+        std_floor=0.05,
+    )
     with torch.no_grad():  # drive the raw std output to -1e4: sigma would be ~0 without the floor
         model.std_net[-1].bias.fill_(-1e4)
         model.std_net[-1].weight.zero_()
@@ -181,9 +228,13 @@ def test_learned_decoder_std_floor_holds_and_loss_stays_finite(param):
     std = model.decode_std(z)
     assert std.shape == (6,) and (std >= 0.05 - 1e-7).all()
     x = torch.rand(6, 1, 4, 4)
-    terms = ELBO(likelihood="gaussian_learned").terms(model, Batch(x, torch.zeros(6, dtype=torch.long)))
+    terms = ELBO(likelihood="gaussian_learned").terms(
+        model, Batch(x, torch.zeros(6, dtype=torch.long))
+    )
     assert all(torch.isfinite(v).all() for v in terms.values())
-    unguarded = VAEMLP((1, 4, 4), latent_dim=2, hidden_dim=8, decoder_std="learned", std_param="exp", std_floor=0.0)
+    unguarded = VAEMLP(
+        (1, 4, 4), latent_dim=2, hidden_dim=8, decoder_std="learned", std_param="exp", std_floor=0.0
+    )
     with torch.no_grad():
         unguarded.std_net[-1].bias.fill_(-200.0)
         unguarded.std_net[-1].weight.zero_()
@@ -198,7 +249,9 @@ def test_gaussian_reconstruction_gradient_scales_as_one_over_sigma_squared():
     logits = torch.zeros(1, 1, 2, 2, requires_grad=True)  # mean 0.5
     grads = []
     for sigma in (0.1, 1.0, 10.0):
-        (g,) = torch.autograd.grad(-log_likelihood("gaussian_learned", x, logits, torch.tensor([sigma])).sum(), logits)
+        (g,) = torch.autograd.grad(
+            -log_likelihood("gaussian_learned", x, logits, torch.tensor([sigma])).sum(), logits
+        )
         grads.append(g)
         torch.testing.assert_close(g, (0.5 - x) * 0.25 / sigma**2)  # chain rule: sigmoid'(0) = 1/4
     assert grads[0].abs().sum() > 100 * grads[1].abs().sum() > 100**2 * grads[2].abs().sum() / 2
@@ -206,7 +259,9 @@ def test_gaussian_reconstruction_gradient_scales_as_one_over_sigma_squared():
 
 @needs_mnist
 def test_vae_learned_var_smoke_run_logs_the_decoder_std(compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=vae_learned_var", *SMALL, "trainer.epochs=2", "trainer.log_every=1")
+    cfg = compose_cfg(
+        "experiment=vae_learned_var", *SMALL, "trainer.epochs=2", "trainer.log_every=1"
+    )
     final = train(cfg, tmp_path)
     assert final["train/decoder_std"] >= 0.05 and math.isfinite(final["test/elbo"])
     history = [json.loads(s) for s in (tmp_path / "train_history.jsonl").read_text().splitlines()]

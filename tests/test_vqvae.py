@@ -11,15 +11,16 @@ import pytest
 import torch
 
 from dgm_runner.build import load_run_model, restore_run
+from dgm_runner.loop import train
 from dgm_runner.models.pixelcnn import MaskedConv2d, PixelCNNPrior
 from dgm_runner.models.vqvae import VQVAE, code_usage
 from dgm_runner.objectives.base import Batch
 from dgm_runner.objectives.code_prior import CodePriorNLL
 from dgm_runner.objectives.vq import VQObjective
-from dgm_runner.loop import train
 from dgm_runner.samplers.autoregressive import AutoregressiveSampler
 from dgm_runner.samplers.vq_uniform import UniformCodeSampler
 from tests.helpers import REPO, SMALL, needs_fashion
+
 
 def _vqvae(seed: int = 0, **kwargs) -> VQVAE:
     torch.manual_seed(seed)
@@ -72,7 +73,9 @@ def test_quantization_picks_the_nearest_code_and_losses_are_the_squared_distance
     expected = (u - z).pow(2).flatten(1).sum(1)
     torch.testing.assert_close(q.codebook_loss, expected)
     torch.testing.assert_close(q.commitment_loss, expected)
-    assert torch.equal(model.encode_indices(_images(2)), model.quantize(model.encode(_images(2))).indices)
+    assert torch.equal(
+        model.encode_indices(_images(2)), model.quantize(model.encode(_images(2))).indices
+    )
 
 
 def test_perplexity_of_a_uniform_histogram_is_the_number_of_codes_used():
@@ -123,12 +126,16 @@ def test_ema_codebook_has_no_gradient_and_converges_to_the_cluster_means():
         idx = model.quantize(u).indices
     flat, idx = u.permute(0, 2, 3, 1).reshape(-1, 4), idx.flatten()
     for k in idx.unique():
-        torch.testing.assert_close(model.codebook.weight[k], flat[idx == k].mean(0), atol=1e-3, rtol=0)
+        torch.testing.assert_close(
+            model.codebook.weight[k], flat[idx == k].mean(0), atol=1e-3, rtol=0
+        )
 
 
 def test_dead_codes_are_restarted_from_encoder_outputs():
     model = _vqvae(restart_after=3).train()
-    u = torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(4)) + 5.0  # far from every code
+    u = (
+        torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(4)) + 5.0
+    )  # far from every code
     used = set(model.nearest(u).unique().tolist())
     assert len(used) < 16
     for step in range(3):
@@ -209,8 +216,12 @@ def test_prior_keeps_the_vqvae_frozen(monkeypatch):
     assert not prior.vqvae.training
     assert not any(p.requires_grad for p in prior.vqvae.parameters())
     (params,) = CodePriorNLL().param_groups(prior).values()
-    assert {id(p) for p in params} == {id(p) for n, p in prior.named_parameters() if not n.startswith("vqvae.")}
-    opt = torch.optim.Adam(prior.parameters(), lr=1e-2)  # all of them: requires_grad=False must hold
+    assert {id(p) for p in params} == {
+        id(p) for n, p in prior.named_parameters() if not n.startswith("vqvae.")
+    }
+    opt = torch.optim.Adam(
+        prior.parameters(), lr=1e-2
+    )  # all of them: requires_grad=False must hold
     batch = Batch(_images(8), torch.zeros(8, dtype=torch.long))
     loss, _ = CodePriorNLL().loss(prior, batch)
     loss.backward()
@@ -247,15 +258,27 @@ def test_autoregressive_sampler_follows_the_prior(monkeypatch):
 
 
 def test_two_stage_script_commands(tmp_path):
-    spec = importlib.util.spec_from_file_location("vqvae_two_stage", REPO / "scripts" / "vqvae_two_stage.py")
+    spec = importlib.util.spec_from_file_location(
+        "vqvae_two_stage", REPO / "scripts" / "vqvae_two_stage.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    s1, s2 = script.stage_commands(tmp_path / "r", ["trainer.epochs=2"], ["model.ema=true"], ["model.gated=true"])
+    s1, s2 = script.stage_commands(
+        tmp_path / "r", ["trainer.epochs=2"], ["model.ema=true"], ["model.gated=true"]
+    )
     root = (tmp_path / "r").resolve()
-    assert s1[-4:] == ["experiment=vqvae_fashion", f"hydra.run.dir={root / 'stage1'}", "trainer.epochs=2", "model.ema=true"]
+    assert s1[-4:] == [
+        "experiment=vqvae_fashion",
+        f"hydra.run.dir={root / 'stage1'}",
+        "trainer.epochs=2",
+        "model.ema=true",
+    ]
     assert s2[-5:] == [
-        "experiment=vqvae_fashion_prior", f"model.vqvae.run_dir={root / 'stage1'}",
-        f"hydra.run.dir={root / 'stage2'}", "trainer.epochs=2", "model.gated=true",
+        "experiment=vqvae_fashion_prior",
+        f"model.vqvae.run_dir={root / 'stage1'}",
+        f"hydra.run.dir={root / 'stage2'}",
+        "trainer.epochs=2",
+        "model.gated=true",
     ]
 
 
@@ -263,17 +286,30 @@ def test_two_stage_script_commands(tmp_path):
 def test_both_stages_train_and_the_prior_loads_stage_one(compose_cfg, tmp_path):
     stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
     small = [*SMALL, "logger=none"]
-    final1 = train(compose_cfg("experiment=vqvae_fashion", *small, "model.n_codes=32", "model.restart_after=2"), stage1)
+    final1 = train(
+        compose_cfg(
+            "experiment=vqvae_fashion", *small, "model.n_codes=32", "model.restart_after=2"
+        ),
+        stage1,
+    )
     assert final1["status"] == "completed"
     assert 0 < final1["test/recon_mse"] < 1 and 1 <= final1["test/perplexity"] <= 32
     assert 0 < final1["test/codes_used"] <= 1
     assert final1["test/recon_mse_sum"] == pytest.approx(784 * final1["test/recon_mse"], rel=1e-4)
-    for name in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "samples/final.png",
-                 "figures/reconstructions.png"):
+    for name in (
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "metrics.jsonl",
+        "samples/final.png",
+        "figures/reconstructions.png",
+    ):
         assert (stage1 / name).is_file(), name
     assert json.loads((stage1 / "metrics.json").read_text())["status"] == "completed"
 
-    final2 = train(compose_cfg("experiment=vqvae_fashion_prior", *small, f"model.vqvae.run_dir={stage1}"), stage2)
+    final2 = train(
+        compose_cfg("experiment=vqvae_fashion_prior", *small, f"model.vqvae.run_dir={stage1}"),
+        stage2,
+    )
     assert final2["status"] == "completed" and 0 < final2["test/prior_nll"] < 2 * math.log2(32)
     assert (stage2 / "samples" / "final.png").is_file()
     # the prior's checkpoint carries the unchanged stage-1 weights and restores on its own

@@ -56,11 +56,15 @@ def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
             values = list(override.sweep_iterator())
         else:
             values = [override.value()]
-        choices = [None if v is None else v.text if isinstance(v, QuotedString) else str(v) for v in values]
+        choices = [
+            None if v is None else v.text if isinstance(v, QuotedString) else str(v) for v in values
+        ]
         allowed = sorted(p.stem for p in group_dir.glob("*.yaml"))
         for choice in choices:
             if choice is not None and choice not in allowed:
-                raise ConfigError(f"{key}={choice}: unknown {key}; allowed values are {', '.join(allowed)}")
+                raise ConfigError(
+                    f"{key}={choice}: unknown {key}; allowed values are {', '.join(allowed)}"
+                )
 
 
 def _all_keys(node: Any, prefix: str = "") -> list[str]:
@@ -97,7 +101,12 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
     groups, keys = [], []
     for arg, override in _parsed_overrides(argv):
         key = override.key_or_group
-        if key.startswith("hydra") or override.is_delete() or override.is_add() or override.is_force_add():
+        if (
+            key.startswith("hydra")
+            or override.is_delete()
+            or override.is_add()
+            or override.is_force_add()
+        ):
             continue
         if "." not in key.split("@")[0] and (Path(config_dir) / key.split("@")[0]).is_dir():
             if override.is_sweep_override():
@@ -120,8 +129,14 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
     missing = object()
     for key, arg in keys:
         parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent, default=missing, throw_on_resolution_failure=False) if parent else cfg
-        if not isinstance(node, DictConfig) or leaf not in node.keys():  # keys(): "???" values count
+        node = (
+            OmegaConf.select(cfg, parent, default=missing, throw_on_resolution_failure=False)
+            if parent
+            else cfg
+        )
+        if (
+            not isinstance(node, DictConfig) or leaf not in node.keys()
+        ):  # keys(): "???" values count
             close = difflib.get_close_matches(key, _all_keys(container), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{arg}: no such key{hint}; add a new key with +{arg}")

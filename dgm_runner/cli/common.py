@@ -19,7 +19,13 @@ from dgm_runner.io.checkpoint import CheckpointError
 from dgm_runner.io.lock import RunDirLocked
 
 #: Errors that are the user's to fix: reported as one line, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError, WriteError, RunDirLocked)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    WriteError,
+    RunDirLocked,
+)
 
 
 def positional_run_dir(argv: list[str]) -> list[str]:
@@ -27,7 +33,11 @@ def positional_run_dir(argv: list[str]) -> list[str]:
     only takes ``key=value`` overrides); flags and ``key=value`` pass through."""
     out: list[str] = []
     for arg in argv:
-        if not arg.startswith("-") and "=" not in arg and not any(a.startswith("run_dir=") for a in out):
+        if (
+            not arg.startswith("-")
+            and "=" not in arg
+            and not any(a.startswith("run_dir=") for a in out)
+        ):
             arg = f"run_dir={arg}"
         out.append(arg)
     return out
@@ -36,7 +46,9 @@ def positional_run_dir(argv: list[str]) -> list[str]:
 def _to_log_files(line: str) -> None:
     """Append ``line`` to the job's log file(s) (Hydra's ``<job>.log`` file handler on the
     root logger) and not to the console, where the caller prints it once."""
-    record = logging.makeLogRecord({"msg": line, "levelno": logging.ERROR, "levelname": "ERROR", "name": "dgm_runner"})
+    record = logging.makeLogRecord(
+        {"msg": line, "levelno": logging.ERROR, "levelname": "ERROR", "name": "dgm_runner"}
+    )
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

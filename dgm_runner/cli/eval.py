@@ -41,9 +41,15 @@ def find_runs(root: str | Path) -> list[Path]:
         raise CheckpointError(f"{root} is not a directory")
     if (root / "checkpoints").is_dir():
         return [root]
-    jobs = [p for p in root.iterdir() if p.is_dir() and ((p / "checkpoints").is_dir() or (p / ".hydra").is_dir())]
+    jobs = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and ((p / "checkpoints").is_dir() or (p / ".hydra").is_dir())
+    ]
     if not jobs:
-        raise CheckpointError(f"{root} is neither a run directory (no checkpoints/) nor a sweep root")
+        raise CheckpointError(
+            f"{root} is neither a run directory (no checkpoints/) nor a sweep root"
+        )
     return sorted(jobs, key=lambda p: (len(p.name), p.name))
 
 
@@ -62,11 +68,21 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     overrides.update(sampler_overrides(cfg))
     run_cfg, comps, ckpt = restore_run(run_dir, cfg.checkpoint, cfg.device, overrides)
     run_cfg.trainer.eval_batch_size = cfg.eval_batch_size
-    if cfg.get("fid") is not None and "fid" not in (run_cfg.get("sample_metrics") or {}):  # runs older than the metric
+    if cfg.get("fid") is not None and "fid" not in (
+        run_cfg.get("sample_metrics") or {}
+    ):  # runs older than the metric
         OmegaConf.update(run_cfg, "sample_metrics.fid", cfg.fid, force_add=True)
     metrics = all_test_metrics(run_cfg, comps.model, comps, final=True)
-    record = {"checkpoint": str(cfg.checkpoint), "epoch": ckpt["epoch"], "n_test": int(comps.data.test_x.shape[0]), **metrics}
-    sampler_args = [*([cfg.sampler_name] if cfg.get("sampler_name") else []), *(f"{k}={v}" for k, v in (cfg.get("sampler") or {}).items())]
+    record = {
+        "checkpoint": str(cfg.checkpoint),
+        "epoch": ckpt["epoch"],
+        "n_test": int(comps.data.test_x.shape[0]),
+        **metrics,
+    }
+    sampler_args = [
+        *([cfg.sampler_name] if cfg.get("sampler_name") else []),
+        *(f"{k}={v}" for k, v in (cfg.get("sampler") or {}).items()),
+    ]
     if sampler_args:  # another sampler than the run's: its own file beside metrics.json
         record["sampler"] = OmegaConf.to_container(run_cfg.sampler, resolve=True)
         write_json(run_dir / "eval" / f"metrics_{'_'.join(sampler_args)}.json", record)
@@ -80,9 +96,14 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
     names = list(rows)
     keys = sorted({k for r in rows.values() for k in r if "/" in k})
     header = ["metric", *names]
-    body = [[k, *(f"{rows[n][k]:.6g}" if isinstance(rows[n].get(k), float) else "-" for n in names)] for k in keys]
+    body = [
+        [k, *(f"{rows[n][k]:.6g}" if isinstance(rows[n].get(k), float) else "-" for n in names)]
+        for k in keys
+    ]
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [header, *body])
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [header, *body]
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -21,31 +21,57 @@ from dgm_runner.io.atomic import WriteError, write_text
 #: Published numbers to read ours against: (what, value, source). Keys: experiment_name.
 REFERENCES: dict[str, list[tuple[str, str, str]]] = {
     "rbm_cdk": [
-        ("RBM, 500 hidden, CD-25, test log-likelihood (AIS)", "-86.34 nats",
-         "Salakhutdinov & Murray 2008, Table 2"),
-        ("RBM, 20 hidden, CD-1 (exact log Z)", "-164.50 nats (not directly comparable: 20 hidden units)",
-         "Salakhutdinov & Murray 2008, Table 2"),
+        (
+            "RBM, 500 hidden, CD-25, test log-likelihood (AIS)",
+            "-86.34 nats",
+            "Salakhutdinov & Murray 2008, Table 2",
+        ),
+        (
+            "RBM, 20 hidden, CD-1 (exact log Z)",
+            "-164.50 nats (not directly comparable: 20 hidden units)",
+            "Salakhutdinov & Murray 2008, Table 2",
+        ),
     ],
     "vae_bce": [
         ("VAE (1 stochastic layer, k=1), test NLL", "86.76 nats", "Burda et al. 2015, Table 1"),
         ("IWAE (1 stochastic layer, k=50), test NLL", "84.78 nats", "Burda et al. 2015, Table 1"),
     ],
     "edm_mnist_cpu": [
-        ("DDPM on CIFAR-10, FID / NLL", "3.17 (L_simple) / <= 3.70 bits/dim (trained on L)", "Ho et al. 2020, Table 1"),
-        ("EDM on CIFAR-10, unconditional FID at 35 NFE (Heun)", "1.97", "Karras et al. 2022, Table 2"),
-        ("score SDE, probability-flow bits/dim on CIFAR-10", "2.99 (deep sub-VP)", "Song et al. 2021, Table 2"),
-        ("normalising flows on MNIST, bits/dim", "about 1.0 (FFJORD 0.99, Glow 1.05)", "Grathwohl et al. 2019, Table 2"),
+        (
+            "DDPM on CIFAR-10, FID / NLL",
+            "3.17 (L_simple) / <= 3.70 bits/dim (trained on L)",
+            "Ho et al. 2020, Table 1",
+        ),
+        (
+            "EDM on CIFAR-10, unconditional FID at 35 NFE (Heun)",
+            "1.97",
+            "Karras et al. 2022, Table 2",
+        ),
+        (
+            "score SDE, probability-flow bits/dim on CIFAR-10",
+            "2.99 (deep sub-VP)",
+            "Song et al. 2021, Table 2",
+        ),
+        (
+            "normalising flows on MNIST, bits/dim",
+            "about 1.0 (FFJORD 0.99, Glow 1.05)",
+            "Grathwohl et al. 2019, Table 2",
+        ),
     ],
 }
 _NOTE = {
-    "edm_mnist_cpu": "Ours is a 0.27 M-parameter U-Net trained for about 11 000 updates on MNIST on a CPU "
-    "(the papers: 36-56 M parameters, 200-800 k updates on CIFAR-10), and our FID is measured in the features "
-    "of a small MNIST classifier, not Inception-v3: only the bits/dim share a unit with the papers.",
-    "vae_bce": "Burda et al. use stochastic binarization; our binarized MNIST is thresholded at 0.5, "
-    "which is easier, so our NLLs are lower than theirs.",
+    "edm_mnist_cpu": "Ours is a 0.27 M-parameter U-Net trained for about 11 000 updates on MNIST "
+    "on a CPU (the papers: 36-56 M parameters, 200-800 k updates on CIFAR-10), and our FID is "
+    "measured in the features of a small MNIST classifier, not Inception-v3: only the bits/dim "
+    "share a unit with the papers.",
+    "vae_bce": "Burda et al. use stochastic binarization; our binarized MNIST is thresholded "
+    "at 0.5, which is easier, so our NLLs are lower than theirs.",
     "rbm_cdk": "Our RBM has 128 hidden units and 10 epochs (seed 000), not 500 units.",
 }
-REFERENCES["ddpm_mnist_cpu"], _NOTE["ddpm_mnist_cpu"] = REFERENCES["edm_mnist_cpu"], _NOTE["edm_mnist_cpu"]
+REFERENCES["ddpm_mnist_cpu"], _NOTE["ddpm_mnist_cpu"] = (
+    REFERENCES["edm_mnist_cpu"],
+    _NOTE["edm_mnist_cpu"],
+)
 for _alias in ("vae_bernoulli_2d", "cvae"):  # the same Bernoulli-VAE references and caveat
     REFERENCES[_alias], _NOTE[_alias] = REFERENCES["vae_bce"], _NOTE["vae_bce"]
 _INFO_KEYS = ("status", "epoch", "time_per_epoch_s")
@@ -91,7 +117,9 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
     named = config.get("experiment_name")
-    experiment = chosen[0] if chosen else named if named and "${" not in str(named) else run_dir.parent.name
+    experiment = (
+        chosen[0] if chosen else named if named and "${" not in str(named) else run_dir.parent.name
+    )
     return {"dir": run_dir, "experiment": experiment, "overrides": overrides, "metrics": metrics}
 
 
@@ -102,7 +130,11 @@ def _fmt(value: Any) -> str:
 
 
 def _label(record: dict[str, Any], out_dir: Path) -> str:
-    swept = [o for o in record["overrides"] if not o.startswith(("experiment=", "trainer.progress", "hydra."))]
+    swept = [
+        o
+        for o in record["overrides"]
+        if not o.startswith(("experiment=", "trainer.progress", "hydra."))
+    ]
     name = os.path.relpath(record["dir"], out_dir)
     return f"{name}<br>{', '.join(swept)}" if swept else name
 
@@ -113,16 +145,24 @@ def _section(experiment: str, records: list[dict[str, Any]], out_dir: Path) -> l
     keys += sorted({k for r in records for k in r["metrics"] if k.startswith("test/")})
     lines.append("| metric | " + " | ".join(_label(r, out_dir) for r in records) + " |")
     lines.append("|---|" + "---|" * len(records))
-    lines += ["| " + k + " | " + " | ".join(_fmt(r["metrics"].get(k)) for r in records) + " |" for k in keys]
+    lines += [
+        "| " + k + " | " + " | ".join(_fmt(r["metrics"].get(k)) for r in records) + " |"
+        for k in keys
+    ]
     lines.append("")
     if experiment in REFERENCES:
         lines += ["Published reference numbers:", "", "| model | value | source |", "|---|---|---|"]
-        lines += [f"| {what} | {value} | {source} |" for what, value, source in REFERENCES[experiment]]
+        lines += [
+            f"| {what} | {value} | {source} |" for what, value, source in REFERENCES[experiment]
+        ]
         lines.append("")
         if experiment in _NOTE:
             lines += [_NOTE[experiment], ""]
     for r in records:
-        pictures = [r["dir"] / "samples" / "final.png", *sorted((r["dir"] / "figures").glob("*.png"))]
+        pictures = [
+            r["dir"] / "samples" / "final.png",
+            *sorted((r["dir"] / "figures").glob("*.png")),
+        ]
         pictures = [p for p in pictures if p.is_file()]
         if pictures:
             lines.append(f"{os.path.relpath(r['dir'], out_dir)}:")
@@ -140,7 +180,9 @@ def build_report(roots: list[Path], out: Path) -> Path:
     """
     runs = [run_record(d) for d in find_run_dirs(roots)]
     if not runs:
-        raise FileNotFoundError(f"no run directories (metrics.json + checkpoints/) under {', '.join(map(str, roots))}")
+        raise FileNotFoundError(
+            f"no run directories (metrics.json + checkpoints/) under {', '.join(map(str, roots))}"
+        )
     by_experiment: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         by_experiment.setdefault(r["experiment"], []).append(r)
@@ -151,11 +193,16 @@ def build_report(roots: list[Path], out: Path) -> Path:
         f"{len(runs)} runs in {len(by_experiment)} experiments, from {', '.join(map(str, roots))}. "
         "Metrics are final test-split values (nats per example unless the name says otherwise); "
         "FID/KID/precision/recall use the features of the dataset's own classifier "
-        "(`test/fid_classifier_accuracy`), so they compare models on one dataset, not with Inception-FIDs.",
+        "(`test/fid_classifier_accuracy`), so they compare models on one dataset, "
+        "not with Inception-FIDs.",
         "",
     ]
     for experiment in sorted(by_experiment):
-        lines += _section(experiment, [{**r, "dir": r["dir"].resolve()} for r in by_experiment[experiment]], out_dir)
+        lines += _section(
+            experiment,
+            [{**r, "dir": r["dir"].resolve()} for r in by_experiment[experiment]],
+            out_dir,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, "\n".join(lines))
     return out
@@ -164,9 +211,18 @@ def build_report(roots: list[Path], out: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``dgm-report [ROOT ...] [--out PATH]``; the report goes to
     ``<first ROOT>/REPORT.md`` unless ``--out`` says otherwise."""
-    parser = argparse.ArgumentParser(prog="dgm-report", description="Build a markdown report from run directories.")
-    parser.add_argument("roots", nargs="*", default=["outputs"], help="directories to search for runs (default: outputs)")
-    parser.add_argument("--out", default=None, help="the report file (default: REPORT.md in the first root)")
+    parser = argparse.ArgumentParser(
+        prog="dgm-report", description="Build a markdown report from run directories."
+    )
+    parser.add_argument(
+        "roots",
+        nargs="*",
+        default=["outputs"],
+        help="directories to search for runs (default: outputs)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="the report file (default: REPORT.md in the first root)"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.roots[0]) / "REPORT.md"
     try:

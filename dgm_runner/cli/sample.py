@@ -3,7 +3,6 @@ run (with its own sampler or another that fits the model) and write a grid."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
 from dgm_runner.cli.common import main_with_run_dir, one_line_errors, sampler_overrides
 from dgm_runner.config import SampleConfig, validate_schema
-from dgm_runner.samplers.base import draw_samples
 from dgm_runner.io.artifacts import save_grid
+from dgm_runner.samplers.base import draw_samples
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
@@ -31,10 +30,16 @@ def _app(cfg: DictConfig) -> str:
     images = draw_samples(comps.model, comps.sampler, cfg.n, cfg.seed, device)
     seconds = time.perf_counter() - start
     tag = f"_{cfg.sampler_name}" if cfg.sampler_name else ""
-    out = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "samples" / f"sample{tag}_n{cfg.n}_seed{cfg.seed}.png"
+    out = (
+        Path(cfg.out)
+        if cfg.out
+        else Path(cfg.run_dir) / "samples" / f"sample{tag}_n{cfg.n}_seed{cfg.seed}.png"
+    )
     save_grid(images, out)
     nfe = getattr(comps.sampler, "nfe", None)
-    print(f"wrote {out} ({cfg.n} samples, {seconds:.1f} s{f', {nfe} NFE per sample' if nfe else ''})")
+    print(
+        f"wrote {out} ({cfg.n} samples, {seconds:.1f} s{f', {nfe} NFE per sample' if nfe else ''})"
+    )
     return str(out)
 
 

@@ -15,9 +15,15 @@ from tqdm.auto import tqdm
 from dgm_runner.build import restore_run
 from dgm_runner.cli.common import sampler_entry
 from dgm_runner.config import ConfigError
-from dgm_runner.samplers.base import draw_samples
 from dgm_runner.metrics.features import load_feature_classifier
-from dgm_runner.metrics.fid import extract_features, frechet_distance, kernel_distance, precision_recall, real_features
+from dgm_runner.metrics.fid import (
+    extract_features,
+    frechet_distance,
+    kernel_distance,
+    precision_recall,
+    real_features,
+)
+from dgm_runner.samplers.base import draw_samples
 
 log = logging.getLogger("dgm_runner")
 
@@ -34,7 +40,10 @@ def parse_rows(specs: list[str]) -> list[tuple[str, int, dict[str, Any]]]:
         name, _, rest = spec.partition(":")
         steps_part, *extras = rest.split("+")
         if not name or not steps_part:
-            raise ConfigError(f"row {spec!r}: expected <sampler entry>:<steps>[,<steps>...][+key=value], e.g. ddim:10,20,50")
+            raise ConfigError(
+                f"row {spec!r}: expected <sampler entry>:<steps>[,<steps>...][+key=value], "
+                "e.g. ddim:10,20,50"
+            )
         sampler_entry(name)  # ConfigError naming the entries
         extra = {}
         for item in extras:
@@ -87,25 +96,48 @@ def sampler_table(
         kid, kid_std = kernel_distance(real, fake, 100, 1000, seed)
         precision, recall = precision_recall(real, fake, 3)
         row = {
-            "sampler": name, "steps": steps, **extra, "nfe": int(getattr(sampler, "nfe", steps)),
-            "seconds_per_1000": seconds * 1000.0 / n, "fid": frechet_distance(real, fake), "kid": kid,
-            "kid_std": kid_std, "precision": precision, "recall": recall, "n": n,
+            "sampler": name,
+            "steps": steps,
+            **extra,
+            "nfe": int(getattr(sampler, "nfe", steps)),
+            "seconds_per_1000": seconds * 1000.0 / n,
+            "fid": frechet_distance(real, fake),
+            "kid": kid,
+            "kid_std": kid_std,
+            "precision": precision,
+            "recall": recall,
+            "n": n,
         }
         log.info("%s", row)
         out.append(row)
     return out
 
 
-_COLUMNS = {"sampler", "steps", "nfe", "seconds_per_1000", "fid", "kid", "kid_std", "precision", "recall", "n"}
+_COLUMNS = {
+    "sampler",
+    "steps",
+    "nfe",
+    "seconds_per_1000",
+    "fid",
+    "kid",
+    "kid_std",
+    "precision",
+    "recall",
+    "n",
+}
 
 
 def format_markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (FID and KID in the units of the README's other tables)."""
-    lines = ["| sampler | steps | NFE | FID | KID | precision | recall | s / 1000 images |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| sampler | steps | NFE | FID | KID | precision | recall | s / 1000 images |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         extra = "".join(f", {k}={v}" for k, v in r.items() if k not in _COLUMNS)
         lines.append(
-            f"| {r['sampler']}{extra} | {r['steps']} | {r['nfe']} | {r['fid']:.1f} | {r['kid']:.1f} +- {r['kid_std']:.1f} "
+            f"| {r['sampler']}{extra} | {r['steps']} | {r['nfe']} | {r['fid']:.1f} "
+            f"| {r['kid']:.1f} +- {r['kid_std']:.1f} "
             f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_1000']:.1f} |"
         )
     return "\n".join(lines)
@@ -124,7 +156,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     for label, group in groups.items():
         group = sorted(group, key=lambda r: r["nfe"])
         ax.plot([r["nfe"] for r in group], [r["fid"] for r in group], marker="o", label=label)
-    ax.set(xscale="log", yscale="log", xlabel="network evaluations per sample (NFE)", ylabel="FID (classifier features)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="network evaluations per sample (NFE)",
+        ylabel="FID (classifier features)",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
@@ -139,4 +176,3 @@ def write(rows: list[dict[str, Any]], out: Path) -> None:
     with atomic_open(out.with_suffix(".md"), "w") as f:
         f.write(format_markdown(rows) + "\n")
     plot(rows, out.with_suffix(".png"))
-

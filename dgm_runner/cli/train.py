@@ -102,7 +102,9 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
         if not isinstance(err, USER_ERRORS):
             log.error(traceback.format_exc())
         if multirun and isinstance(err, StopRequested) and not in_worker:
-            raise SweepStopped(f"dgm-train: error: {line}; the sweep stopped", hc.sweep.dir) from None
+            raise SweepStopped(
+                f"dgm-train: error: {line}; the sweep stopped", hc.sweep.dir
+            ) from None
         return _report_failure(err, multirun, hc)
     finally:
         release(run_dir)
@@ -162,13 +164,17 @@ def main() -> None:
 
         if Path(stopped.sweep_dir).is_dir():
             summarize_sweep(Path(stopped.sweep_dir))
-        print(f"{stopped} (summary of the jobs so far: {Path(stopped.sweep_dir) / 'summary.md'})", file=sys.stderr)
+        print(
+            f"{stopped} (summary of the jobs so far: {Path(stopped.sweep_dir) / 'summary.md'})",
+            file=sys.stderr,
+        )
         sys.exit(1)
     from dgm_runner.io.sweep_summary import INCOMPLETE  # filled by a multirun's summary
 
     if INCOMPLETE.get("failed"):  # the other jobs completed; the exit status says not all did
         print(
-            f"dgm-train: error: {INCOMPLETE['failed']} of {INCOMPLETE['jobs']} sweep jobs did not complete "
+            f"dgm-train: error: {INCOMPLETE['failed']} of {INCOMPLETE['jobs']} sweep jobs "
+            "did not complete "
             f"(errors in {Path(INCOMPLETE['sweep_dir']) / 'summary.md'})",
             file=sys.stderr,
         )

@@ -46,13 +46,21 @@ class DataSplits:
         return self.train_x.ndim == 4
 
     def __post_init__(self) -> None:
-        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+        for split, x, y in (
+            ("train", self.train_x, self.train_y),
+            ("test", self.test_x, self.test_y),
+        ):
             if x.ndim not in (2, 4):
-                raise DataError(f"{self.name}/{split}: data must be (N, C, H, W) or (N, D), got {tuple(x.shape)}")
+                raise DataError(
+                    f"{self.name}/{split}: data must be (N, C, H, W) or (N, D), "
+                    f"got {tuple(x.shape)}"
+                )
             if x.shape[0] == 0:
                 raise DataError(f"{self.name}/{split}: the split is empty (check dataset.subset)")
             if y.shape != (x.shape[0],):
-                raise DataError(f"{self.name}/{split}: {x.shape[0]} images but labels of shape {tuple(y.shape)}")
+                raise DataError(
+                    f"{self.name}/{split}: {x.shape[0]} images but labels of shape {tuple(y.shape)}"
+                )
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
                 raise DataError(f"{self.name}/{split}: labels outside [0, {self.n_classes})")
 

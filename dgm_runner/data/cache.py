@@ -104,7 +104,9 @@ def source_stamps(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
             resolved = src.resolve()
             st = resolved.stat()
         except OSError as err:
-            raise DataError(f"cannot read {src} ({err.strerror or err}); check the file and retry") from None
+            raise DataError(
+                f"cannot read {src} ({err.strerror or err}); check the file and retry"
+            ) from None
         stamps[name] = {"path": str(resolved), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     return stamps
 
@@ -115,13 +117,18 @@ def _source_key(stamps: dict[str, dict[str, Any]]) -> str:
 
 
 def _write_error(where: Path, err: OSError) -> DataError:
-    return DataError(f"cannot write the dataset cache {where} ({err.strerror or err}); "
-                     f"free space there or point DGM_CACHE_DIR at a writable directory")
+    return DataError(
+        f"cannot write the dataset cache {where} ({err.strerror or err}); "
+        f"free space there or point DGM_CACHE_DIR at a writable directory"
+    )
 
 
 def _unreadable(src: Path, err: BaseException, downloaded: bool) -> DataError:
-    fix = ("delete it and retry (dataset.download=true fetches it again)" if downloaded
-           else "replace it with an intact copy")
+    fix = (
+        "delete it and retry (dataset.download=true fetches it again)"
+        if downloaded
+        else "replace it with an intact copy"
+    )
     return DataError(f"cannot read {src} (unreadable: {err}); {fix}")
 
 
@@ -173,15 +180,22 @@ def _copy_idx(src: Path, dst: Path, name: str, downloaded: bool) -> dict[str, An
     return {"dims": list(dims), "size": len(header) + payload, "sha256": digest.hexdigest()}
 
 
-def _provenance(keyed: Path, spec: _Spec, key: str, stamps: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def _provenance(
+    keyed: Path, spec: _Spec, key: str, stamps: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
     """``keyed``'s provenance if it records exactly ``stamps`` and its files have the
     recorded sizes and valid IDX headers; else None (the directory must not be read)."""
     try:
         prov = json.loads((keyed / _PROVENANCE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not (isinstance(prov, dict) and prov.get("format") == _FORMAT and prov.get("key") == key
-            and prov.get("sources") == stamps and isinstance(prov.get("files"), dict)):
+    if not (
+        isinstance(prov, dict)
+        and prov.get("format") == _FORMAT
+        and prov.get("key") == key
+        and prov.get("sources") == stamps
+        and isinstance(prov.get("files"), dict)
+    ):
         return None
     raw = keyed / spec.folder / "raw"
     for name in IDX_FILES:
@@ -239,7 +253,9 @@ def _sweep(by_source: Path, keep: str) -> None:
             continue  # unreadable or being written by another run: leave it alone
 
 
-def _fill(spec: _Spec, stamps: dict[str, dict[str, Any]], downloaded: bool) -> tuple[Path, dict[str, Any]]:
+def _fill(
+    spec: _Spec, stamps: dict[str, dict[str, Any]], downloaded: bool
+) -> tuple[Path, dict[str, Any]]:
     """Build the keyed cache for ``stamps`` in a temp dir and rename it into place.
 
     Returns:
@@ -266,8 +282,10 @@ def _fill(spec: _Spec, stamps: dict[str, dict[str, Any]], downloaded: bool) -> t
         files = {name: Path(stamps[name]["path"]) for name in IDX_FILES}
         copied = {name: _copy_idx(src, raw / name, name, downloaded) for name, src in files.items()}
         if source_stamps(files) != stamps:
-            raise DataError(f"the {spec.folder} source files changed while being read "
-                            f"({', '.join(str(p) for p in files.values())}); retry")
+            raise DataError(
+                f"the {spec.folder} source files changed while being read "
+                f"({', '.join(str(p) for p in files.values())}); retry"
+            )
         prov = {"format": _FORMAT, "key": key, "sources": stamps, "files": copied}
         try:
             with open(tmp / _PROVENANCE, "x", encoding="utf-8") as f:
@@ -299,7 +317,9 @@ def _fill(spec: _Spec, stamps: dict[str, dict[str, Any]], downloaded: bool) -> t
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cached(spec: _Spec, stamps: dict[str, dict[str, Any]], downloaded: bool) -> tuple[Path, dict[str, Any]]:
+def _cached(
+    spec: _Spec, stamps: dict[str, dict[str, Any]], downloaded: bool
+) -> tuple[Path, dict[str, Any]]:
     """The keyed cache of ``stamps``: reused when its provenance checks out, else filled."""
     keyed = cache_dir() / spec.folder / _BY_SOURCE / _source_key(stamps)
     prov = _provenance(keyed, spec, keyed.name, stamps)

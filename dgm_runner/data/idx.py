@@ -35,8 +35,10 @@ def _idx_dims(name: str, header: bytes, read: Callable[[int], bytes]) -> tuple[i
     ndim, dtype = magic & 0xFF, magic >> 8
     want = 3 if "images" in name else 1
     if dtype != _IDX_UBYTE or ndim != want:
-        raise ValueError(f"not an IDX {'image' if want == 3 else 'label'} file (magic 0x{magic:08x}, "
-                         f"expected 0x{(_IDX_UBYTE << 8) | want:08x})")
+        raise ValueError(
+            f"not an IDX {'image' if want == 3 else 'label'} file (magic 0x{magic:08x}, "
+            f"expected 0x{(_IDX_UBYTE << 8) | want:08x})"
+        )
     raw_dims = read(4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise ValueError("truncated IDX header")
@@ -55,7 +57,10 @@ def _check_payload(dims: tuple[int, ...], payload: int) -> None:
     if payload != expected:
         shape = "x".join(map(str, dims))
         what = "truncated" if payload < expected else "has trailing bytes"
-        raise ValueError(f"{what}: the header promises {shape} = {expected} bytes of data, the file holds {payload}")
+        raise ValueError(
+            f"{what}: the header promises {shape} = {expected} bytes of data, "
+            f"the file holds {payload}"
+        )
 
 
 def check_idx_file(path: Path) -> None:
@@ -87,6 +92,7 @@ def _read_idx(path: Path, info: dict[str, Any]) -> torch.Tensor:
 
     try:
         with open(path, "rb") as f:
+
             def read(n: int) -> bytes:
                 b = f.read(n)
                 digest.update(b)

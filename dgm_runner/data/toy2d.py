@@ -13,7 +13,9 @@ from dgm_runner.data.base import DataError, DataSplits
 Toy = Literal["checkerboard", "two_moons", "rings", "spiral", "gaussians8"]
 
 
-def sample_toy2d(name: Toy, n: int, generator: torch.Generator, noise: float = 0.05) -> torch.Tensor:
+def sample_toy2d(
+    name: Toy, n: int, generator: torch.Generator, noise: float = 0.05
+) -> torch.Tensor:
     """Draw ``n`` points of a 2-D toy distribution, ``(n, 2)`` float32, roughly in [-4, 4]^2.
 
     * ``checkerboard``: uniform on the 8 black squares of a 4x4 board on [-4, 4]^2
@@ -77,7 +79,10 @@ def load_toy2d(
     """
     for key, asked, have in (("subset", subset, n_train), ("test_subset", test_subset, n_test)):
         if asked is not None and asked > have:
-            raise DataError(f"dataset.{key}={asked} is larger than the {have} points of the split; use at most {have} or null")
+            raise DataError(
+                f"dataset.{key}={asked} is larger than the {have} points of the split; "
+                f"use at most {have} or null"
+            )
     gen = torch.Generator().manual_seed(seed)
     train = sample_toy2d(name, n_train, gen, noise)[:subset]
     test = sample_toy2d(name, n_test, gen, noise)[:test_subset]

@@ -101,7 +101,9 @@ def _find_idx(directory: Path) -> dict[str, Path] | None:
 
 def _lacking(directory: Path) -> list[str]:
     """The IDX files (neither plain nor .gz) missing from ``directory``."""
-    return [n for n in IDX_FILES if not ((directory / n).is_file() or (directory / f"{n}.gz").is_file())]
+    return [
+        n for n in IDX_FILES if not ((directory / n).is_file() or (directory / f"{n}.gz").is_file())
+    ]
 
 
 def _layouts(spec: _Spec, base: Path) -> list[Path]:
@@ -124,7 +126,8 @@ def _from_root(name: str, spec: _Spec, root: str) -> dict[str, Path]:
     unset = "or leave dataset.root unset (null) to use $DGM_DATA_DIR or the download"
     if not base.is_dir():
         raise DataError(
-            f"dataset.root={base} does not exist or is not a directory; set dataset.root to the folder "
+            f"dataset.root={base} does not exist or is not a directory; "
+            "set dataset.root to the folder "
             f"holding the {name} IDX files ({', '.join(IDX_FILES)}, plain or .gz), {unset}"
         )
     present = [d for d in layouts if d.is_dir()]
@@ -132,11 +135,14 @@ def _from_root(name: str, spec: _Spec, root: str) -> dict[str, Path]:
     missing = ", ".join(f"{n}[.gz]" for n in _lacking(best))
     raise DataError(
         f"dataset.root={base} does not hold the {name} dataset: {best} lacks {missing} "
-        f"(looked in {', '.join(map(str, layouts))}); put the four IDX files in {layouts[0]} or {base}, {unset}"
+        f"(looked in {', '.join(map(str, layouts))}); "
+        f"put the four IDX files in {layouts[0]} or {base}, {unset}"
     )
 
 
-def _locate(name: str, spec: _Spec, root: Optional[str], download: bool) -> tuple[dict[str, Path], bool]:
+def _locate(
+    name: str, spec: _Spec, root: Optional[str], download: bool
+) -> tuple[dict[str, Path], bool]:
     """The four source files and whether they are in torchvision's download folder.
 
     Raises:
@@ -167,10 +173,14 @@ def _locate(name: str, spec: _Spec, root: Optional[str], download: bool) -> tupl
         getattr(tvd, spec.tv_class)(str(cache_dir()), train=True, download=True)
     except Exception as err:  # network errors come in many types
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(_missing_message(name, spec, looked, f"download failed: {reason}")) from None
+        raise DataError(
+            _missing_message(name, spec, looked, f"download failed: {reason}")
+        ) from None
     files = _find_idx(downloads)
     if files is None:
-        raise DataError(_missing_message(name, spec, looked, f"the download left no IDX files in {downloads}"))
+        raise DataError(
+            _missing_message(name, spec, looked, f"the download left no IDX files in {downloads}")
+        )
     return files, True
 
 
@@ -182,8 +192,11 @@ def _missing_message(name: str, spec: _Spec, looked: list[str], reason: str) -> 
     )
 
 
-def torchvision_root(name: Literal["mnist", "fashion_mnist"] = "mnist", root: Optional[str] = None,
-                     download: bool = True) -> Path:
+def torchvision_root(
+    name: Literal["mnist", "fashion_mnist"] = "mnist",
+    root: Optional[str] = None,
+    download: bool = True,
+) -> Path:
     """Find the dataset's source (as :func:`load_vision_dataset`), make or reuse its
     checked cache and return a folder that ``torchvision.datasets.MNIST`` (or
     ``FashionMNIST``) ``(folder, train=..., download=False)`` reads.
@@ -223,7 +236,9 @@ def _load_stamped(name: str, frozen: tuple, downloaded: bool) -> tuple[torch.Ten
             break
         except _CacheDamaged as err:
             if attempt == 1:
-                raise DataError(f"{name}: the cache {keyed} is damaged ({err}); delete it and retry") from None
+                raise DataError(
+                    f"{name}: the cache {keyed} is damaged ({err}); delete it and retry"
+                ) from None
             _discard(keyed)
             keyed, prov = _fill(spec, stamps, downloaded)
     train_x, train_y, test_x, test_y = tensors
@@ -246,7 +261,9 @@ _load_uint8.cache_clear = _load_stamped.cache_clear  # type: ignore[attr-defined
 
 
 def _too_many(option: str, asked: int, have: int, what: str) -> DataError:
-    return DataError(f"dataset.{option}={asked} is larger than the {have} {what}; use at most {have} or null")
+    return DataError(
+        f"dataset.{option}={asked} is larger than the {have} {what}; use at most {have} or null"
+    )
 
 
 def load_vision_dataset(
@@ -299,7 +316,12 @@ def load_vision_dataset(
         counts = torch.bincount(train_y, minlength=10)[:10]
         fewest = int(counts.argmin())
         if per_class > int(counts[fewest]):
-            raise _too_many("per_class", per_class, int(counts[fewest]), f"training images of class {fewest} in {name}")
+            raise _too_many(
+                "per_class",
+                per_class,
+                int(counts[fewest]),
+                f"training images of class {fewest} in {name}",
+            )
         keep = torch.cat([torch.nonzero(train_y == c).flatten()[:per_class] for c in range(10)])
         keep = keep.sort().values
         train_x, train_y = train_x[keep], train_y[keep]

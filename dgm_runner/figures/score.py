@@ -23,7 +23,12 @@ def toy_data(model: torch.nn.Module, data: DataSplits, run_dir: Path, seed: int)
 
 @torch.no_grad()
 def score_field(
-    model: torch.nn.Module, data: DataSplits, run_dir: Path, seed: int, levels: tuple[int, ...] = (0, 4, 9), grid: int = 25
+    model: torch.nn.Module,
+    data: DataSplits,
+    run_dir: Path,
+    seed: int,
+    levels: tuple[int, ...] = (0, 4, 9),
+    grid: int = 25,
 ) -> Path:
     """Quiver plots of the learned score ``s(x, sigma_i)`` on a ``grid x grid`` lattice
     over the data's bounding box, one panel per level index in ``levels`` (0 = largest
@@ -35,7 +40,9 @@ def score_field(
     plt = pyplot()
     sigmas = model.sigmas
     if any(not 0 <= i < len(sigmas) for i in levels):
-        raise ValueError(f"score_field levels {list(levels)} out of range for {len(sigmas)} noise levels")
+        raise ValueError(
+            f"score_field levels {list(levels)} out of range for {len(sigmas)} noise levels"
+        )
     x = data.train_x
     lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
     gx = torch.linspace(float(lo[0]), float(hi[0]), grid, device=x.device)
@@ -47,7 +54,14 @@ def score_field(
         mag = s.norm(dim=1)
         s = s / mag[:, None].clamp_min(1e-8)  # direction only; length is shown by colour
         ax.scatter(x[:, 0].cpu(), x[:, 1].cpu(), s=1, alpha=0.3, color="tab:gray")
-        q = ax.quiver(pts[:, 0].cpu(), pts[:, 1].cpu(), s[:, 0].cpu(), s[:, 1].cpu(), mag.log().cpu(), cmap="viridis")
+        q = ax.quiver(
+            pts[:, 0].cpu(),
+            pts[:, 1].cpu(),
+            s[:, 0].cpu(),
+            s[:, 1].cpu(),
+            mag.log().cpu(),
+            cmap="viridis",
+        )
         ax.set_title(f"s(x, sigma_{i + 1} = {float(sigmas[i]):.3g})")
         ax.set_aspect("equal")
         fig.colorbar(q, ax=ax, fraction=0.046, label="log ||s||")

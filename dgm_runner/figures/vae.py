@@ -18,7 +18,9 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def prior_samples_10x2(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, rows: int = 10) -> Path:
+def prior_samples_10x2(
+    model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, rows: int = 10
+) -> Path:
     """Seed 001 Q2 e-i: ``rows`` draws ``z ~ N(0, I)``; each row shows ``p(x|z)`` (the
     Bernoulli means as a grey image) then one sample ``x ~ p(x|z)``.
 
@@ -37,7 +39,9 @@ def prior_samples_10x2(model: GaussianVAE, data: DataSplits, run_dir: Path, seed
 
 
 @torch.no_grad()
-def _posterior_means(model: GaussianVAE, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+def _posterior_means(
+    model: GaussianVAE, x: torch.Tensor, y: torch.Tensor, batch: int = 2000
+) -> torch.Tensor:
     outs = []
     for s in range(0, x.shape[0], batch):
         mu, _ = model.encode(x[s : s + batch], y[s : s + batch] if model.conditional else None)
@@ -46,7 +50,9 @@ def _posterior_means(model: GaussianVAE, x: torch.Tensor, y: torch.Tensor, batch
 
 
 @torch.no_grad()
-def latent_scatter(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, max_points: int = 60000) -> Path:
+def latent_scatter(
+    model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, max_points: int = 60000
+) -> Path:
     """Seed 001 Q2 e-ii: the means of ``q(z|x)`` for the training images in the latent
     plane, coloured by digit, with a legend. For ``latent_dim > 2`` the first two
     coordinates are shown (axis labels say so)."""
@@ -58,7 +64,9 @@ def latent_scatter(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: in
     cmap = plt.get_cmap("tab10")
     for c in range(data.n_classes):
         m = labels == c
-        ax.scatter(mu[m, 0], mu[m, 1], s=2, alpha=0.5, color=cmap(c % 10), label=str(c), rasterized=True)
+        ax.scatter(
+            mu[m, 0], mu[m, 1], s=2, alpha=0.5, color=cmap(c % 10), label=str(c), rasterized=True
+        )
     ax.legend(title="digit", markerscale=6, loc="best", fontsize=8)
     ax.set_xlabel("z[0] (mean of q(z|x))")
     ax.set_ylabel("z[1]")
@@ -108,7 +116,9 @@ def interpolation(
 
 
 @torch.no_grad()
-def reconstructions(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, n: int = 8) -> Path:
+def reconstructions(
+    model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, n: int = 8
+) -> Path:
     """Seed 002 Problem 2 / seed 004: the first ``n`` test images (top row) above their
     reconstructions ``E[x | z = mu(x)]`` (bottom row). Layout: 2 rows x ``n`` columns."""
     model.eval()
@@ -121,7 +131,9 @@ def reconstructions(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: i
 
 
 @torch.no_grad()
-def class_grid(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, per_class: int = 8) -> Path:
+def class_grid(
+    model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int, per_class: int = 8
+) -> Path:
     """Seed 004 Q3 d: samples ``E[x | z, y]``, ``z ~ N(0, I)``, one row per class
     y = 0..9, ``per_class`` columns (a 10 x 8 grid).
 
@@ -151,12 +163,16 @@ def elbo_curves(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int) 
         FileNotFoundError: the run has no ``train_history.jsonl``.
     """
     plt = pyplot()
-    lines = [json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()
+    ]
     train = [r for r in lines if "train/recon" in r]
     val = [r for r in lines if "val/recon" in r]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [r["step"] for r in train]
-    ax1.plot(steps, [r["train/recon"] for r in train], lw=0.6, label="reconstruction  E_q[-log p(x|z)]")
+    ax1.plot(
+        steps, [r["train/recon"] for r in train], lw=0.6, label="reconstruction  E_q[-log p(x|z)]"
+    )
     ax1.plot(steps, [r["train/kl"] for r in train], lw=0.6, label="KL(q(z|x) || p(z))")
     ax1.set_xlabel("weight update")
     ax1.set_ylabel("nats per example")
@@ -165,7 +181,9 @@ def elbo_curves(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int) 
     ax1.set_title("ELBO terms (training mini-batches)")
     ax2.plot(steps, [-r["train/recon"] for r in train], lw=0.6, alpha=0.7, label="train mini-batch")
     if val:
-        ax2.plot([r["step"] for r in val], [-r["val/recon"] for r in val], "o-", ms=3, label="validation")
+        ax2.plot(
+            [r["step"] for r in val], [-r["val/recon"] for r in val], "o-", ms=3, label="validation"
+        )
     ax2.set_xlabel("weight update")
     ax2.set_ylabel("E_q[log p(x|z)]  (nats per example)")
     ax2.legend()
@@ -174,7 +192,11 @@ def elbo_curves(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int) 
 
 
 def training_curves(
-    model: torch.nn.Module, data: DataSplits, run_dir: Path, seed: int, keys: tuple[str, ...] = ("train/loss",),
+    model: torch.nn.Module,
+    data: DataSplits,
+    run_dir: Path,
+    seed: int,
+    keys: tuple[str, ...] = ("train/loss",),
     log_y: tuple[str, ...] = (),
 ) -> Path:
     """One panel per key of ``train_history.jsonl`` (e.g. ``train/decoder_std``) against
@@ -184,7 +206,9 @@ def training_curves(
         ValueError: a key never appears in the history.
     """
     plt = pyplot()
-    lines = [json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()
+    ]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
         pts = [(r["step"], r[key]) for r in lines if key in r]

@@ -13,7 +13,9 @@ from dgm_runner.models.vqvae import VQVAE
 
 
 @torch.no_grad()
-def vq_reconstructions(model: VQVAE, data: DataSplits, run_dir: Path, seed: int, n: int = 8) -> Path:
+def vq_reconstructions(
+    model: VQVAE, data: DataSplits, run_dir: Path, seed: int, n: int = 8
+) -> Path:
     """The first ``n`` test images (top row) above their VQ-VAE reconstructions
     ``sigmoid(decoder(z_q(x)))`` (bottom row): ``figures/reconstructions.png``, 2 rows x
     ``n`` columns. ``seed`` is unused (the figure is deterministic)."""

@@ -48,7 +48,9 @@ def append_jsonl(path: str | Path, *records: dict[str, Any]) -> None:
     except OSError as err:
         with contextlib.suppress(OSError):
             os.truncate(path, size)
-        raise WriteError(f"cannot append to {path}: {err.strerror or err}; free space and retry") from None
+        raise WriteError(
+            f"cannot append to {path}: {err.strerror or err}; free space and retry"
+        ) from None
 
 
 def truncate_jsonl(path: str | Path, key: str, last: float) -> int:
@@ -80,7 +82,9 @@ def truncate_jsonl(path: str | Path, key: str, last: float) -> int:
     return dropped
 
 
-def save_samples(samples: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> torch.Tensor:
+def save_samples(
+    samples: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None
+) -> torch.Tensor:
     """Write samples as a picture and return it as a ``(C, H, W)`` tensor in [0, 1].
 
     ``(n, C, H, W)`` images: a square grid (:func:`save_grid`). ``(n, 2)`` points: a
@@ -97,7 +101,9 @@ def save_samples(samples: torch.Tensor, path: str | Path, reference: torch.Tenso
     if reference is not None:
         ref = reference.detach().float().cpu()
         ax.scatter(ref[:, 0], ref[:, 1], s=2, alpha=0.3, color="tab:gray", label="data")
-    ax.scatter(pts[:, 0], pts[:, 1], s=3, alpha=0.7, color="tab:blue", label=f"{pts.shape[0]} samples")
+    ax.scatter(
+        pts[:, 0], pts[:, 1], s=3, alpha=0.7, color="tab:blue", label=f"{pts.shape[0]} samples"
+    )
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)
     buf = io.BytesIO()

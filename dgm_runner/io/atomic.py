@@ -28,7 +28,16 @@ class WriteError(RuntimeError):
 
 
 # OSErrors that are the destination's fault (not e.g. a BadGzipFile read inside the block).
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOENT, errno.ENOTDIR}
+_WRITE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EFBIG,
+    errno.ENOENT,
+    errno.ENOTDIR,
+}
 
 # How torch.save reports a failed write of its zip container (e.g. on a full disk).
 _TORCH_WRITE_FAILURES = ("PytorchStreamWriter", "unexpected pos", "file write failed")
@@ -47,7 +56,9 @@ def _write_error(path: Path, err: BaseException) -> WriteError | None:
         free = f"; {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
     except OSError:
         free = ""
-    return WriteError(f"cannot write {path}: {reason}{free}; free space or fix the permissions and retry")
+    return WriteError(
+        f"cannot write {path}: {reason}{free}; free space or fix the permissions and retry"
+    )
 
 
 def _umask() -> int:

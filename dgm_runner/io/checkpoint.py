@@ -39,7 +39,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+    ) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is not a readable safe checkpoint: {first}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
@@ -47,7 +54,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return obj
 
 
-def require_keys(ckpt: dict[str, Any], keys: tuple[str, ...], path: str | Path, action: str) -> None:
+def require_keys(
+    ckpt: dict[str, Any], keys: tuple[str, ...], path: str | Path, action: str
+) -> None:
     """Raise one-line :class:`CheckpointError` unless ``ckpt`` holds every key in ``keys``
     (a file with the format tag but not written by the loop, or written by an older one).
 
@@ -56,7 +65,9 @@ def require_keys(ckpt: dict[str, Any], keys: tuple[str, ...], path: str | Path, 
     """
     missing = [k for k in keys if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it is not a run checkpoint this tool can {action}")
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)}: it is not a run checkpoint this tool can {action}"
+        )
 
 
 def capture_rng(data_generator: torch.Generator) -> dict[str, Any]:

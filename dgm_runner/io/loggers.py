@@ -49,7 +49,9 @@ class TensorBoardLogger(NullLogger):
         self.writer.add_image(tag, grid, step)
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+        clean = {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()
+        }
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
 
     def close(self) -> None:

@@ -18,7 +18,9 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 120, bbox_inches: str | None = "tight") -> Path:
+def save_figure(
+    fig: Any, path: str | Path, dpi: int = 120, bbox_inches: str | None = "tight"
+) -> Path:
     """Write ``fig`` as a PNG atomically (temp file + rename), close it, return ``path``."""
     path = Path(path)
     with atomic_open(path, "wb") as f:

@@ -19,7 +19,9 @@ RUN_IDENTITY = ("model", "objective", "dataset")
 
 def _comparable(overrides: list[str]) -> list[str]:
     """The overrides that define a run: without ``trainer.resume`` and ``hydra.*``."""
-    return sorted(o for o in overrides if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.")))
+    return sorted(
+        o for o in overrides if not o.lstrip("+~").startswith(("trainer.resume=", "hydra."))
+    )
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -44,7 +46,9 @@ def find_unfinished_run(parent: str | Path, overrides: list[str]) -> Path | None
     if not parent.is_dir():
         return None
     wanted = _comparable(list(overrides))
-    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True):
+    for run_dir in sorted(
+        (p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True
+    ):
         if not (run_dir / "checkpoints" / "last.pt").is_file() or is_finished(run_dir):
             continue
         try:
@@ -69,7 +73,11 @@ def _new_option_at_default(node: dict[str, Any], key: str) -> bool:
         param = inspect.signature(get_method(target)).parameters.get(key)
     except Exception:  # not importable / no signature: treat as a real difference
         return False
-    return param is not None and param.default is not inspect.Parameter.empty and param.default == node[key]
+    return (
+        param is not None
+        and param.default is not inspect.Parameter.empty
+        and param.default == node[key]
+    )
 
 
 def _same_target(a: Any, b: Any) -> bool:
@@ -104,7 +112,9 @@ def _same_config(saved: Any, current: Any) -> bool:
     return saved == current
 
 
-def check_same_run(saved: dict[str, Any], current: dict[str, Any], path: str | Path, action: str) -> None:
+def check_same_run(
+    saved: dict[str, Any], current: dict[str, Any], path: str | Path, action: str
+) -> None:
     """Refuse to use checkpoint ``path`` (config ``saved``) as the run configured by ``current``
     when their model, objective or dataset sections differ (options the saved config
     predates, at their defaults, do not count).

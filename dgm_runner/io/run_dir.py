@@ -3,8 +3,9 @@
 * :func:`check_run_dir` is called by ``train()`` before anything is written: a directory
   that already holds ``checkpoints/last.pt`` (a finished or interrupted run) is only
   written into when ``trainer.resume`` points at it.
-* :func:`hydra_output_subdir` (which also takes the run directory's lock) backs the ``dgm_hydra_subdir`` resolver of
-  ``hydra.output_subdir`` (``configs/train.yaml``): Hydra saves ``.hydra/config.yaml``,
+* :func:`hydra_output_subdir` (which also takes the run directory's lock) backs the
+  ``dgm_hydra_subdir`` resolver of ``hydra.output_subdir`` (``configs/train.yaml``): Hydra
+  saves ``.hydra/config.yaml``,
   ``hydra.yaml`` and ``overrides.yaml`` *before* our code runs, so for a directory that
   already holds a run it must save nothing, or a refused (or resumed) launch would
   overwrite the record of how the run was made.
@@ -93,8 +94,15 @@ def record_outcome(run_dir: str | os.PathLike, record: dict) -> None:
         previous = json.loads(path.read_text())
     except (OSError, ValueError):
         previous = None
-    if isinstance(previous, dict) and previous.get("status") == "completed" and record.get("status") != "completed":
-        record = {**{k: v for k, v in previous.items() if k != "last_attempt"}, "last_attempt": record}
+    if (
+        isinstance(previous, dict)
+        and previous.get("status") == "completed"
+        and record.get("status") != "completed"
+    ):
+        record = {
+            **{k: v for k, v in previous.items() if k != "last_attempt"},
+            "last_attempt": record,
+        }
     write_json(path, record)
 
 
@@ -103,7 +111,12 @@ def _single_values(argv: list[str], keys: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for arg in argv:
         key, sep, value = arg.lstrip("+").partition("=")
-        if sep and key in keys and "," not in value and not value.startswith(("choice(", "range(", "glob(")):
+        if (
+            sep
+            and key in keys
+            and "," not in value
+            and not value.startswith(("choice(", "range(", "glob("))
+        ):
             out[key] = value.strip("'\"")
     return out
 
@@ -124,11 +137,21 @@ def check_run_paths(argv: list[str]) -> None:
     if resume and resume not in ("auto", "null"):
         path = Path(resume).expanduser()
         if not path.exists():
-            raise ConfigError(f"trainer.resume={resume}: no such directory; pass the run directory to continue")
+            raise ConfigError(
+                f"trainer.resume={resume}: no such directory; pass the run directory to continue"
+            )
         if not path.is_dir():
-            raise ConfigError(f"trainer.resume={resume} is a file; pass the run directory that holds {MARKER}")
+            raise ConfigError(
+                f"trainer.resume={resume} is a file; pass the run directory that holds {MARKER}"
+            )
         if not holds_run(path):
-            raise ConfigError(f"trainer.resume={resume} holds no run (no {MARKER}); pass a run directory")
+            raise ConfigError(
+                f"trainer.resume={resume} holds no run (no {MARKER}); pass a run directory"
+            )
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
-        if key in values and Path(values[key]).expanduser().exists() and not Path(values[key]).expanduser().is_dir():
+        if (
+            key in values
+            and Path(values[key]).expanduser().exists()
+            and not Path(values[key]).expanduser().is_dir()
+        ):
             raise ConfigError(f"{key}={values[key]} is a file, not a directory; choose a directory")

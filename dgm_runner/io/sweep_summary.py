@@ -106,11 +106,18 @@ def summarize_sweep(sweep_dir: str | Path, plots: bool = True) -> list[dict[str,
         return table
     _plot(sweep_dir, table, swept, metric_keys)
     n_failed = sum(r["status"] != "completed" for r in table)
-    log.info("sweep summary: %d jobs (%d not completed) -> %s", len(table), n_failed, sweep_dir / "summary.md")
+    log.info(
+        "sweep summary: %d jobs (%d not completed) -> %s",
+        len(table),
+        n_failed,
+        sweep_dir / "summary.md",
+    )
     return table
 
 
-def _plot(sweep_dir: Path, table: list[dict[str, Any]], swept: list[str], metric_keys: list[str]) -> None:
+def _plot(
+    sweep_dir: Path, table: list[dict[str, Any]], swept: list[str], metric_keys: list[str]
+) -> None:
     plt = pyplot()
     x_label = ", ".join(swept)
     xs = [", ".join(str(r[k]) for k in swept) for r in table]
@@ -157,10 +164,13 @@ class SweepSummary(Callback):
         not complete are left in :data:`INCOMPLETE` for ``dgm-train``'s exit status."""
         table = summarize_sweep(config.hydra.sweep.dir)
         INCOMPLETE.clear()
-        INCOMPLETE.update({
-            "sweep_dir": str(config.hydra.sweep.dir), "jobs": len(table),
-            "failed": sum(r["status"] != "completed" for r in table),
-        })
+        INCOMPLETE.update(
+            {
+                "sweep_dir": str(config.hydra.sweep.dir),
+                "jobs": len(table),
+                "failed": sum(r["status"] != "completed" for r in table),
+            }
+        )
 
 
 # The last multirun of this process, set by SweepSummary.on_multirun_end (runs in the

@@ -19,12 +19,14 @@ from dgm_runner.samplers.base import Sampler
 def default_betas() -> torch.Tensor:
     """The schedule of Salakhutdinov & Murray (2008), sec. 4.2: steps of 1e-3 on [0, 0.5],
     1e-4 on [0.5, 0.9] and 1e-5 on [0.9, 1] (14 501 inverse temperatures, float64)."""
-    return torch.cat([
-        torch.arange(0, 0.5, 1e-3, dtype=torch.float64),
-        torch.arange(0.5, 0.9, 1e-4, dtype=torch.float64),
-        torch.arange(0.9, 1.0, 1e-5, dtype=torch.float64),
-        torch.ones(1, dtype=torch.float64),
-    ])
+    return torch.cat(
+        [
+            torch.arange(0, 0.5, 1e-3, dtype=torch.float64),
+            torch.arange(0.5, 0.9, 1e-4, dtype=torch.float64),
+            torch.arange(0.9, 1.0, 1e-5, dtype=torch.float64),
+            torch.ones(1, dtype=torch.float64),
+        ]
+    )
 
 
 def base_rate_bias(train_x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -34,7 +36,9 @@ def base_rate_bias(train_x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-def _log_ratio(vw_c: torch.Tensor, vb: torch.Tensor, vb_a: torch.Tensor, beta: float, prev: float) -> torch.Tensor:
+def _log_ratio(
+    vw_c: torch.Tensor, vb: torch.Tensor, vb_a: torch.Tensor, beta: float, prev: float
+) -> torch.Tensor:
     """``log p*_beta(v) - log p*_prev(v)`` for the intermediate unnormalised marginals
     ``p*_beta(v) = exp((1 - beta) b_A.v + beta b.v) prod_j (1 + exp(beta (c_j + v.W_j)))``,
     from the shared ``vw_c = v W + c`` ``(M, H)``, ``vb = v.b`` and ``vb_a = v.b_A`` ``(M,)``."""
@@ -43,7 +47,10 @@ def _log_ratio(vw_c: torch.Tensor, vb: torch.Tensor, vb_a: torch.Tensor, beta: f
 
 @torch.no_grad()
 def ais_log_partition(
-    rbm: RBM, b_a: torch.Tensor, n_runs: int = 100, betas: torch.Tensor | None = None,
+    rbm: RBM,
+    b_a: torch.Tensor,
+    n_runs: int = 100,
+    betas: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """AIS estimate of ``log Z`` of ``rbm``, annealing from the base-rate RBM (visible biases
@@ -79,7 +86,9 @@ def ais_log_partition(
         vw_c = v @ w + c  # one product per temperature serves the weight and the Gibbs step
         log_w += _log_ratio(vw_c, v @ b, v @ b_a, beta, prev)
         h = torch.bernoulli(torch.sigmoid(beta * vw_c), generator=generator)
-        v = torch.bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ w.t() + b)), generator=generator)
+        v = torch.bernoulli(
+            torch.sigmoid((1 - beta) * b_a + beta * (h @ w.t() + b)), generator=generator
+        )
     shift = float(log_w.max())
     r = torch.exp(log_w - shift)  # importance weights / e^shift
     mean, sd = float(r.mean()), float(r.std() / math.sqrt(n_runs)) if n_runs > 1 else 0.0
@@ -114,7 +123,11 @@ def rbm_ais_log_likelihood(
     if not (final or every_eval):
         return {}
     gen = torch.Generator(device=model.W.device).manual_seed(seed)
-    betas = None if schedule_steps is None else torch.linspace(0, 1, schedule_steps + 1, dtype=torch.float64)
+    betas = (
+        None
+        if schedule_steps is None
+        else torch.linspace(0, 1, schedule_steps + 1, dtype=torch.float64)
+    )
     est = ais_log_partition(model, base_rate_bias(data.train_x), n_runs, betas=betas, generator=gen)
     free = model.free_energy(data.test_x).double().mean()
     out = {

@@ -69,14 +69,22 @@ def export_feature_classifier(
     accuracy = float(metrics["test/accuracy"])
     path = classifier_path(data.name)
     if accuracy < min_accuracy:
-        log.warning("classifier test accuracy %.4f is below the target %.4f", accuracy, min_accuracy)
+        log.warning(
+            "classifier test accuracy %.4f is below the target %.4f", accuracy, min_accuracy
+        )
     if overwrite == "better" and path.is_file():
         try:
             stored = float(load_checkpoint(path)["test_accuracy"])
         except (CheckpointError, KeyError):
             stored = -1.0
         if stored > accuracy:
-            log.warning("kept the stored %s classifier (test accuracy %.4f > %.4f): %s", data.name, stored, accuracy, path)
+            log.warning(
+                "kept the stored %s classifier (test accuracy %.4f > %.4f): %s",
+                data.name,
+                stored,
+                accuracy,
+                path,
+            )
             return None
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
@@ -96,7 +104,9 @@ def export_feature_classifier(
     return path
 
 
-def load_feature_classifier(dataset: str, device: torch.device | str = "cpu") -> tuple[FeatureCNN, dict[str, Any]]:
+def load_feature_classifier(
+    dataset: str, device: torch.device | str = "cpu"
+) -> tuple[FeatureCNN, dict[str, Any]]:
     """The stored classifier of ``dataset`` in eval mode, and its record (accuracy, run).
 
     Raises:
@@ -107,14 +117,20 @@ def load_feature_classifier(dataset: str, device: torch.device | str = "cpu") ->
     if not path.is_file():
         experiment = EXPERIMENTS.get(dataset, f"classifier_<{dataset}>")
         raise FeatureClassifierMissing(
-            f"no feature classifier for {dataset} at {path}: run `dgm-train experiment={experiment}` first"
+            f"no feature classifier for {dataset} at {path}: "
+            f"run `dgm-train experiment={experiment}` first"
         )
     record = load_checkpoint(path, map_location=device)
     try:
         model = FeatureCNN(tuple(record["image_shape"]), int(record["n_classes"]), **record["arch"])
         model.load_state_dict(record["model"])
     except (KeyError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"{path} is not a feature classifier ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path} is not a feature classifier ({str(err).splitlines()[0]})"
+        ) from None
     info = {k: record[k] for k in ("dataset", "test_accuracy", "n_test", "run_dir")}
-    info["file"] = (str(path), path.stat().st_mtime_ns)  # identifies this classifier (feature caches)
+    info["file"] = (
+        str(path),
+        path.stat().st_mtime_ns,
+    )  # identifies this classifier (feature caches)
     return model.to(device).eval(), info

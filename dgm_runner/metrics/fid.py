@@ -24,9 +24,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import DataSplits
-from dgm_runner.samplers.base import draw_samples
 from dgm_runner.metrics.features import FeatureClassifierMissing, load_feature_classifier
-from dgm_runner.samplers.base import Sampler
+from dgm_runner.samplers.base import Sampler, draw_samples
 
 log = logging.getLogger("dgm_runner")
 
@@ -59,7 +58,11 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 
 def kernel_distance(
-    real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel
     ``(x.y / D + 1)^3``, averaged over ``subsets`` random subsets of ``subset_size``
@@ -72,7 +75,9 @@ def kernel_distance(
     size = min(subset_size, real.shape[0], fake.shape[0])
     with warnings.catch_warnings():  # "will save all extracted features": that is the point here
         warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+        metric = KernelInceptionDistance(
+            feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size
+        )
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     with torch.random.fork_rng(devices=[]):
@@ -90,7 +95,9 @@ def _knn_radius(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _coverage(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int) -> float:
+def _coverage(
+    queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int
+) -> float:
     """Fraction of ``queries`` inside at least one ball ``B(support_j, radii_j)``."""
     inside = []
     for start in range(0, queries.shape[0], chunk):
@@ -99,7 +106,9 @@ def _coverage(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor,
     return float(torch.cat(inside).float().mean())
 
 
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1000) -> tuple[float, float]:
+def precision_recall(
+    real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1000
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019, Eq. 1-2): the data
     manifold is the union of balls around each real feature with radius its k-th
     nearest-neighbour distance; precision is the fraction of fake features inside it,
@@ -123,11 +132,16 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: 
 
 
 @torch.no_grad()
-def extract_features(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def extract_features(
+    classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000
+) -> torch.Tensor:
     """``(N, C, H, W)`` images in [0, 1] -> ``(N, D)`` float32 classifier features on the CPU."""
     device = next(classifier.parameters()).device
     return torch.cat(
-        [classifier.features(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, images.shape[0], batch_size)]
+        [
+            classifier.features(images[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, images.shape[0], batch_size)
+        ]
     )
 
 
@@ -136,15 +150,23 @@ def extract_features(classifier: nn.Module, images: torch.Tensor, batch_size: in
 _REAL_FEATURES: dict[str, Any] = {}
 
 
-def real_features(classifier: nn.Module, info: dict[str, Any], images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def real_features(
+    classifier: nn.Module, info: dict[str, Any], images: torch.Tensor, batch_size: int
+) -> torch.Tensor:
     """:func:`extract_features` of the test split, reused while the images (shape and two
     float64 checksums: each job builds its own tensor) and the classifier file (path and
     modification time, in ``info["file"]``) are unchanged."""
     flat = images.reshape(-1)
     key = (
-        info.get("file"), tuple(images.shape), str(images.device),
-        float(flat.sum(dtype=torch.float64)), float((flat[::7919] * torch.arange(1, flat[::7919].numel() + 1,
-                                                     device=flat.device)).sum(dtype=torch.float64)),
+        info.get("file"),
+        tuple(images.shape),
+        str(images.device),
+        float(flat.sum(dtype=torch.float64)),
+        float(
+            (flat[::7919] * torch.arange(1, flat[::7919].numel() + 1, device=flat.device)).sum(
+                dtype=torch.float64
+            )
+        ),
     )
     if _REAL_FEATURES.get("key") == key:
         return _REAL_FEATURES["features"]
@@ -203,9 +225,18 @@ def classifier_fid(
         "fid_classifier_accuracy": float(info["test_accuracy"]),
     }
     log.info(
-        "FID %.3f, KID %.5f +- %.5f, precision %.3f, recall %.3f: %d samples vs %d test images of %s, "
+        "FID %.3f, KID %.5f +- %.5f, precision %.3f, recall %.3f: "
+        "%d samples vs %d test images of %s, "
         "features of the %d-d classifier (test accuracy %.4f)",
-        out["fid"], kid, kid_std, precision, recall, n_samples, real.shape[0], data.name,
-        real.shape[1], info["test_accuracy"],
+        out["fid"],
+        kid,
+        kid_std,
+        precision,
+        recall,
+        n_samples,
+        real.shape[0],
+        data.name,
+        real.shape[1],
+        info["test_accuracy"],
     )
     return out

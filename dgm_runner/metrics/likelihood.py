@@ -55,7 +55,9 @@ from dgm_runner.sdes import DiscreteDDPM, bcast, gaussian_posterior
 log = logging.getLogger("dgm_runner")
 
 
-def _divergence(fn, x: torch.Tensor, probe: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _divergence(
+    fn, x: torch.Tensor, probe: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(v, div v)`` of ``fn`` at ``x`` ``(B, ...)``: exact (``probe is None``, ``D`` backward
     passes) or Hutchinson ``probe^T (dv/dx) probe`` (one backward pass)."""
     with torch.enable_grad():
@@ -67,7 +69,9 @@ def _divergence(fn, x: torch.Tensor, probe: torch.Tensor | None) -> tuple[torch.
         flat_v = v.flatten(1)
         div = torch.zeros(x.shape[0], device=x.device)
         for i in range(flat_v.shape[1]):
-            (grad,) = torch.autograd.grad(flat_v[:, i].sum(), x, retain_graph=i < flat_v.shape[1] - 1)
+            (grad,) = torch.autograd.grad(
+                flat_v[:, i].sum(), x, retain_graph=i < flat_v.shape[1] - 1
+            )
             div = div + grad.flatten(1)[:, i]
         return v.detach(), div
 
@@ -136,7 +140,8 @@ def _summary(name: str, values: torch.Tensor) -> dict[str, float]:
 
 
 def _pixel_values(data: DataSplits, n: int) -> torch.Tensor:
-    """``(n, C, H, W)`` integer pixel values ``k`` in {0..255} (float) of the first n test images."""
+    """``(n, C, H, W)`` integer pixel values ``k`` in {0..255} (float) of the first n test
+    images."""
     x = data.test_x[:n].float()
     return torch.round(x * 255.0).clamp(0, 255)
 
@@ -180,11 +185,19 @@ def pf_ode_bits_per_dim(
     model.train(was_training)
     values = torch.cat(bpd)
     out = {**_summary("bits_per_dim", values), "bits_per_dim_nfe": float(np.mean(nfes))}
-    log.info("bits/dim (probability-flow ODE, %s trace): %.4f +- %.4f on %d test images", trace, out["bits_per_dim"], out["bits_per_dim_se"], len(values))
+    log.info(
+        "bits/dim (probability-flow ODE, %s trace): %.4f +- %.4f on %d test images",
+        trace,
+        out["bits_per_dim"],
+        out["bits_per_dim_se"],
+        len(values),
+    )
     return out
 
 
-def discretized_gaussian_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, std: float, half_width: float, lo: float, hi: float) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x0: torch.Tensor, mean: torch.Tensor, std: float, half_width: float, lo: float, hi: float
+) -> torch.Tensor:
     """``(B,)`` log-probability (nats) of 8-bit data under Ho et al.'s discretised decoder
     (2020, Eq. 13): per dimension the mass of ``N(mean, std^2)`` on
     ``[x0 - half_width, x0 + half_width]``, with the lowest bin (``x0 = lo``) open to -inf and
@@ -225,12 +238,16 @@ def ddpm_bound(
     """
     sde = model.sde
     if not isinstance(sde, DiscreteDDPM):
-        raise TypeError(f"the DDPM bound needs a discrete DDPM (model.sde=ddpm), got {type(sde).__name__}")
+        raise TypeError(
+            f"the DDPM bound needs a discrete DDPM (model.sde=ddpm), got {type(sde).__name__}"
+        )
     big_n, b = sde.discrete_steps, x0.shape[0]
     device = x0.device
     t_last = torch.full((b,), 1.0, device=device)
     abar_n = sde.alpha(t_last) ** 2
-    total = 0.5 * (bcast(abar_n, x0) * x0**2 - bcast(abar_n, x0) - bcast(torch.log1p(-abar_n), x0)).flatten(1).sum(1)
+    total = 0.5 * (
+        bcast(abar_n, x0) * x0**2 - bcast(abar_n, x0) - bcast(torch.log1p(-abar_n), x0)
+    ).flatten(1).sum(1)
     for k in range(2, big_n + 1):  # L_{k-1}: KL of the reverse step k -> k-1
         t = torch.full((b,), k / big_n, device=device)
         s = torch.full((b,), (k - 1) / big_n, device=device)
@@ -245,7 +262,11 @@ def ddpm_bound(
     _, x0_hat = model.eps_and_x0(x1, t1)
     dec_std = float(sde.betas[0].sqrt())
     if decoder == "gaussian":
-        l0 = (0.5 * ((x0 - x0_hat) / dec_std) ** 2 + math.log(dec_std) + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+        l0 = (
+            (0.5 * ((x0 - x0_hat) / dec_std) ** 2 + math.log(dec_std) + 0.5 * math.log(2 * math.pi))
+            .flatten(1)
+            .sum(1)
+        )
     else:
         l0 = -discretized_gaussian_log_likelihood(x0, x0_hat, dec_std, half_width, *data_range)
     return total + l0
@@ -269,7 +290,12 @@ def ddpm_bound_bits_per_dim(
         ``bits_per_dim_vlb`` (mean), ``bits_per_dim_vlb_se``, ``bits_per_dim_vlb_n``; ``{}``
         for other models or non-final evaluations.
     """
-    if not final or not isinstance(model, DiffusionModel) or not isinstance(model.sde, DiscreteDDPM) or not data.is_image:
+    if (
+        not final
+        or not isinstance(model, DiffusionModel)
+        or not isinstance(model.sde, DiscreteDDPM)
+        or not data.is_image
+    ):
         return {}
     gen = torch.Generator(device=data.test_x.device).manual_seed(seed)
     k = _pixel_values(data, n)
@@ -285,5 +311,10 @@ def ddpm_bound_bits_per_dim(
         values.append(nats / (d * math.log(2.0)))
     model.train(was_training)
     out = _summary("bits_per_dim_vlb", torch.cat(values))
-    log.info("bits/dim (DDPM bound): %.4f +- %.4f on %d test images", out["bits_per_dim_vlb"], out["bits_per_dim_vlb_se"], int(out["bits_per_dim_vlb_n"]))
+    log.info(
+        "bits/dim (DDPM bound): %.4f +- %.4f on %d test images",
+        out["bits_per_dim_vlb"],
+        out["bits_per_dim_vlb_se"],
+        int(out["bits_per_dim_vlb_n"]),
+    )
     return out

@@ -7,11 +7,12 @@ import torch
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import DataSplits
-from dgm_runner.samplers.base import draw_samples
-from dgm_runner.samplers.base import Sampler
+from dgm_runner.samplers.base import Sampler, draw_samples
 
 
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 256, generator=None) -> float:
+def sliced_wasserstein(
+    a: torch.Tensor, b: torch.Tensor, n_projections: int = 256, generator=None
+) -> float:
     """Sliced 1-Wasserstein distance between two ``(n, D)`` samples of equal size:
     the mean over random unit directions of the 1-D W1 distance of the projections
     (sorted differences; Bonneel et al. 2015). Units: those of the data.
@@ -20,14 +21,18 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 25
         ValueError: the samples differ in size or dimension.
     """
     if a.shape != b.shape:
-        raise ValueError(f"sliced_wasserstein needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"sliced_wasserstein needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     dirs = torch.randn(a.shape[1], n_projections, generator=generator, device=a.device)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
     pa, pb = (a @ dirs).sort(dim=0).values, (b @ dirs).sort(dim=0).values
     return float((pa - pb).abs().mean())
 
 
-def mmd_rbf(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)) -> float:
+def mmd_rbf(
+    a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+) -> float:
     """Unbiased squared MMD (Gretton et al. 2012, Eq. 3) with a sum of Gaussian kernels
     ``exp(-||x - y||^2 / (2 h^2))`` over ``bandwidths``; ``(n, D)`` and ``(m, D)`` inputs."""
 
@@ -42,7 +47,9 @@ def mmd_rbf(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = (0
     return float(term_a + term_b - 2 * kab.mean())
 
 
-def _noise_baseline(model: torch.nn.Module, n: int, shape: tuple[int, ...], generator, device) -> torch.Tensor:
+def _noise_baseline(
+    model: torch.nn.Module, n: int, shape: tuple[int, ...], generator, device
+) -> torch.Tensor:
     """Samples of the sampler's starting noise: N(0, sigma_max^2 I), the SDE prior, or N(0, I)."""
     if hasattr(model, "sigmas"):
         return torch.randn((n, *shape), generator=generator, device=device) * model.sigmas[0]
@@ -70,7 +77,10 @@ def sample_distances(
             ``2 n`` of them.
     """
     if data.is_image or data.test_x.shape[0] < 2 * n:
-        raise ValueError(f"sample_distances needs (N, D) data with >= {2 * n} test points, got {tuple(data.test_x.shape)}")
+        raise ValueError(
+            f"sample_distances needs (N, D) data with >= {2 * n} test points, "
+            f"got {tuple(data.test_x.shape)}"
+        )
     device = data.test_x.device
     gen = torch.Generator(device=device).manual_seed(seed)
     samples = draw_samples(model, sampler, n, seed, device)
@@ -78,6 +88,8 @@ def sample_distances(
     noise = _noise_baseline(model, n, data.image_shape, gen, device)
     out = {}
     for name, other in (("", samples), ("_floor", fresh), ("_noise", noise)):
-        out[f"swd{name}"] = sliced_wasserstein(other, ref, n_projections, torch.Generator(device=device).manual_seed(seed))
+        out[f"swd{name}"] = sliced_wasserstein(
+            other, ref, n_projections, torch.Generator(device=device).manual_seed(seed)
+        )
         out[f"mmd{name}"] = mmd_rbf(other, ref)
     return out

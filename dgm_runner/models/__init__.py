@@ -5,4 +5,12 @@ from dgm_runner.models.rbm import RBM
 from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet
 from dgm_runner.models.vae import VAECNN, VAEMLP, GaussianVAE
 
-__all__ = ["DCGAN", "RBM", "VAEMLP", "VAECNN", "GaussianVAE", "NoiseConditionalScoreMLP", "ScoreUNet"]
+__all__ = [
+    "DCGAN",
+    "RBM",
+    "VAEMLP",
+    "VAECNN",
+    "GaussianVAE",
+    "NoiseConditionalScoreMLP",
+    "ScoreUNet",
+]

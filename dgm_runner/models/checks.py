@@ -22,7 +22,10 @@ def require_attrs(model: nn.Module, attrs: tuple[str, ...], user: str) -> None:
     (duck typing: e.g. score samplers accept any module with ``score`` and ``sde``)."""
     missing = [a for a in attrs if not hasattr(model, a)]
     if missing:
-        raise TypeError(f"{user} needs a model with {', '.join(attrs)}; {type(model).__name__} lacks {', '.join(missing)}")
+        raise TypeError(
+            f"{user} needs a model with {', '.join(attrs)}; "
+            f"{type(model).__name__} lacks {', '.join(missing)}"
+        )
 
 
 def require_images(image_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
@@ -35,6 +38,9 @@ def require_images(image_shape: tuple[int, ...], model: str) -> tuple[int, int, 
         model: the model's config name, for the message (``"model=rbm"``).
     """
     if len(image_shape) != 3:
-        raise ValueError(f"{model} needs (C, H, W) images, got examples of shape {tuple(image_shape)} (a dataset of points?)")
+        raise ValueError(
+            f"{model} needs (C, H, W) images, got examples of shape {tuple(image_shape)} "
+            "(a dataset of points?)"
+        )
     c, h, w = (int(s) for s in image_shape)
     return c, h, w

@@ -49,16 +49,28 @@ class FeatureCNN(nn.Module):
     ) -> None:
         super().__init__()
         if len(image_shape) != 3:
-            raise ValueError(f"the classifier needs (C, H, W) images, got examples of shape {tuple(image_shape)}")
+            raise ValueError(
+                f"the classifier needs (C, H, W) images, got examples of shape {tuple(image_shape)}"
+            )
         self.image_shape = tuple(image_shape)
         self.n_classes = n_classes
         self.num_features = hidden  # read by torchmetrics' FID/KID for a custom extractor
         #: constructor arguments, stored with the exported classifier to rebuild it
-        self.arch = {"channels1": channels1, "channels2": channels2, "hidden": hidden, "dropout": dropout}
+        self.arch = {
+            "channels1": channels1,
+            "channels2": channels2,
+            "hidden": hidden,
+            "dropout": dropout,
+        }
         self.conv = nn.Sequential(
-            nn.Conv2d(image_shape[0], channels1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(channels1, channels2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Dropout(dropout),
+            nn.Conv2d(image_shape[0], channels1, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels1, channels2, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(dropout),
         )
         side = INPUT_SIZE // 4
         self.hidden = nn.Sequential(nn.Linear(channels2 * side * side, hidden), nn.ReLU())
@@ -66,7 +78,9 @@ class FeatureCNN(nn.Module):
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False
+            )
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

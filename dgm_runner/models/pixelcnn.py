@@ -36,7 +36,9 @@ class MaskedConv2d(nn.Conv2d):
         ValueError: even ``kernel_size`` or a mask type other than A/B.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: Literal["A", "B"]) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, mask_type: Literal["A", "B"]
+    ) -> None:
         if kernel_size % 2 == 0:
             raise ValueError(f"masked convolutions need an odd kernel size, got {kernel_size}")
         if mask_type not in ("A", "B"):
@@ -117,11 +119,18 @@ class PixelCNNPrior(nn.Module):
     ) -> None:
         super().__init__()
         if first_kernel % 2 == 0 or kernel % 2 == 0:
-            raise ValueError(f"kernel sizes must be odd, got first_kernel={first_kernel}, kernel={kernel}")
+            raise ValueError(
+                f"kernel sizes must be odd, got first_kernel={first_kernel}, kernel={kernel}"
+            )
         if not isinstance(vqvae, VQVAE):
-            raise ValueError(f"model.vqvae must be a VQVAE (a finished experiment=vqvae_fashion run), got {type(vqvae).__name__}")
+            raise ValueError(
+                "model.vqvae must be a VQVAE (a finished experiment=vqvae_fashion run), "
+                f"got {type(vqvae).__name__}"
+            )
         if tuple(vqvae.image_shape) != tuple(image_shape):
-            raise ValueError(f"the VQ-VAE is for {vqvae.image_shape} images, the data are {tuple(image_shape)}")
+            raise ValueError(
+                f"the VQ-VAE is for {vqvae.image_shape} images, the data are {tuple(image_shape)}"
+            )
         vqvae.requires_grad_(False)
         self.vqvae = vqvae.eval()
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -131,7 +140,10 @@ class PixelCNNPrior(nn.Module):
         self.first = MaskedConv2d(channels, channels, first_kernel, "A")
         self.blocks = nn.Sequential(*[_Block(channels, kernel, gated) for _ in range(n_layers)])
         self.head = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(), nn.Conv2d(channels, self.n_codes, 1)
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 1),
+            nn.ReLU(),
+            nn.Conv2d(channels, self.n_codes, 1),
         )
 
     def train(self, mode: bool = True) -> PixelCNNPrior:

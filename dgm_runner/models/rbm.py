@@ -40,7 +40,9 @@ class RBM(nn.Module):
         """``(B, C, H, W)`` or ``(B, D)`` -> ``(B, D)``."""
         return x.reshape(x.shape[0], self.visible_dim)
 
-    def free_energy(self, v: torch.Tensor, hidden_logits: torch.Tensor | None = None) -> torch.Tensor:
+    def free_energy(
+        self, v: torch.Tensor, hidden_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Free energy ``F(v) = -b^T v - sum_j softplus(c_j + v^T W_:j)`` in nats.
 
         ``p(v) = exp(-F(v)) / Z``, so ``-log p(v) = F(v) + log Z``.
@@ -68,7 +70,10 @@ class RBM(nn.Module):
         return torch.addmm(self.b, h, self.W.t())
 
     def gibbs_step(
-        self, v: torch.Tensor, generator: torch.Generator | None = None, hidden_logits: torch.Tensor | None = None
+        self,
+        v: torch.Tensor,
+        generator: torch.Generator | None = None,
+        hidden_logits: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One block-Gibbs sweep ``v -> h ~ p(h|v) -> v' ~ p(v|h)``.
 

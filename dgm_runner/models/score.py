@@ -47,7 +47,10 @@ class NoiseConditionalScoreMLP(nn.Module):
     ) -> None:
         super().__init__()
         if len(image_shape) != 1:
-            raise ValueError(f"NoiseConditionalScoreMLP needs (N, D) data, got examples of shape {tuple(image_shape)}")
+            raise ValueError(
+                "NoiseConditionalScoreMLP needs (N, D) data, "
+                f"got examples of shape {tuple(image_shape)}"
+            )
         self.image_shape = tuple(image_shape)
         d = image_shape[0]
         self.register_buffer("sigmas", geometric_sigmas(sigma_max, sigma_min, n_levels))
@@ -194,7 +197,10 @@ class ScoreUNet(DiffusionModel):
     ) -> None:
         super().__init__()
         if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:
-            raise ValueError(f"ScoreUNet needs (C, H, W) images with H, W divisible by 4, got {tuple(image_shape)}")
+            raise ValueError(
+                "ScoreUNet needs (C, H, W) images with H, W divisible by 4, "
+                f"got {tuple(image_shape)}"
+            )
         if len(channels) != 3:
             raise ValueError(f"ScoreUNet needs 3 channel widths, got {list(channels)}")
         self.image_shape = tuple(image_shape)
@@ -203,7 +209,9 @@ class ScoreUNet(DiffusionModel):
         c0, c1, c2 = channels
         cin = image_shape[0]
         self.emb_dim = emb_dim
-        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
         self.conv_in = nn.Conv2d(cin, c0, 3, padding=1)
         self.down0 = _ResBlock(c0, c0, emb_dim, groups)
         self.pool0 = nn.Conv2d(c0, c0, 3, stride=2, padding=1)
@@ -215,7 +223,9 @@ class ScoreUNet(DiffusionModel):
         self.dec1 = _ResBlock(2 * c1, c1, emb_dim, groups)
         self.up0 = nn.ConvTranspose2d(c1, c0, 2, stride=2)
         self.dec0 = _ResBlock(2 * c0, c0, emb_dim, groups)
-        self.conv_out = nn.Sequential(nn.GroupNorm(min(groups, c0), c0), nn.SiLU(), nn.Conv2d(c0, cin, 3, padding=1))
+        self.conv_out = nn.Sequential(
+            nn.GroupNorm(min(groups, c0), c0), nn.SiLU(), nn.Conv2d(c0, cin, 3, padding=1)
+        )
 
     def network(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The raw U-Net ``F``: ``(B, C, H, W)`` input, ``(B,)`` conditioning (embedded as

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from typing import Literal
 
 from dgm_runner.config import NonNegativeFloat, PositiveInt
 from dgm_runner.models.checks import require_images
@@ -47,7 +46,9 @@ class GaussianVAE(nn.Module):
             raise ValueError(f"{type(self).__name__} is conditional: pass the labels y")
         return torch.cat([h, F.one_hot(y, self.n_classes).to(h.dtype)], dim=1)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, H, W)`` images (and ``(B,)`` labels if conditional) -> ``(mu, logvar)``,
         each ``(B, latent_dim)``."""
         if self.conditional:  # q(z|x, y): the one-hot label joins the flattened image
@@ -70,7 +71,9 @@ class GaussianVAE(nn.Module):
         Raises:
             TypeError: the model has no learned decoder variance.
         """
-        raise TypeError(f"{type(self).__name__} has no learned decoder variance (set decoder_std=learned)")
+        raise TypeError(
+            f"{type(self).__name__} has no learned decoder variance (set decoder_std=learned)"
+        )
 
 
 class VAEMLP(GaussianVAE):
@@ -128,7 +131,9 @@ class VAEMLP(GaussianVAE):
             nn.Unflatten(1, self.image_shape),
         )
         self.std_net = (
-            nn.Sequential(nn.Linear(latent_dim + extra, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1))
+            nn.Sequential(
+                nn.Linear(latent_dim + extra, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1)
+            )
             if decoder_std == "learned"
             else None
         )
@@ -169,7 +174,9 @@ class VAECNN(GaussianVAE):
     ) -> None:
         super().__init__()
         if tuple(image_shape) != (1, 28, 28):
-            raise ValueError(f"model=vae_cnn needs 1x28x28 images, the dataset has {tuple(image_shape)}")
+            raise ValueError(
+                f"model=vae_cnn needs 1x28x28 images, the dataset has {tuple(image_shape)}"
+            )
         self.image_shape = (1, 28, 28)
         self.latent_dim = latent_dim
         c = channels

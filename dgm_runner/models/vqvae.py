@@ -117,7 +117,9 @@ class VQVAE(nn.Module):
         super().__init__()
         c, h, w = (int(s) for s in image_shape)
         if h % 4 or w % 4:
-            raise ValueError(f"model=vqvae needs image height and width divisible by 4, got {h}x{w}")
+            raise ValueError(
+                f"model=vqvae needs image height and width divisible by 4, got {h}x{w}"
+            )
         if not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay={ema_decay} must be in (0, 1)")
         self.image_shape = (c, h, w)
@@ -238,4 +240,3 @@ class VQVAE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"K={self.n_codes}, D={self.code_dim}, grid={self.grid_shape}, ema={self.ema}"
-

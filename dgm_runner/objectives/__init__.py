@@ -6,4 +6,13 @@ from dgm_runner.objectives.dsm import ContinuousDSM, DenoisingScoreMatching, Dif
 from dgm_runner.objectives.elbo import ELBO
 from dgm_runner.objectives.gan import GANObjective
 
-__all__ = ["Batch", "Objective", "ContrastiveDivergence", "ContinuousDSM", "DiffusionDSM", "DenoisingScoreMatching", "ELBO", "GANObjective"]
+__all__ = [
+    "Batch",
+    "Objective",
+    "ContrastiveDivergence",
+    "ContinuousDSM",
+    "DiffusionDSM",
+    "DenoisingScoreMatching",
+    "ELBO",
+    "GANObjective",
+]

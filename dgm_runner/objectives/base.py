@@ -57,7 +57,11 @@ class Objective:
         """Called after each optimiser step (e.g. WGAN weight clipping)."""
 
     def evaluate(
-        self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None, final: bool = False
+        self,
+        model: nn.Module,
+        batch: Batch,
+        generator: torch.Generator | None = None,
+        final: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Return ``{metric name: (B,) per-example values}``; the loop averages them.
         ``final`` is true for the last evaluation of a run (and for ``dgm-eval``), where
@@ -70,4 +74,3 @@ class Objective:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-

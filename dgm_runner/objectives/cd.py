@@ -10,8 +10,8 @@ from torch import nn
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.distributions import sample_bernoulli, softplus
-from dgm_runner.models.rbm import RBM
 from dgm_runner.models.checks import require
+from dgm_runner.models.rbm import RBM
 from dgm_runner.objectives.base import Batch, Objective
 
 
@@ -38,7 +38,11 @@ class _FreeEnergyGap(torch.autograd.Function):
 
 
 def free_energy_gap_grad(
-    v0: torch.Tensor, vk: torch.Tensor, pre0: torch.Tensor, prek: torch.Tensor, scale: torch.Tensor | float = 1.0
+    v0: torch.Tensor,
+    vk: torch.Tensor,
+    pre0: torch.Tensor,
+    prek: torch.Tensor,
+    scale: torch.Tensor | float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``scale`` times the gradient of ``mean_i F(v0_i) - mean_j F(vk_j)`` in ``(W, b, c)``
     (see :class:`_FreeEnergyGap`): minus the CD-k estimate of the log-likelihood gradient.
@@ -110,7 +114,9 @@ class ContrastiveDivergence(Objective):
     def check_model(self, model: nn.Module) -> None:
         require(model, RBM, f"objective {'pcd' if self.persistent else 'cd'!r}")
 
-    def steps(self, model: RBM, batch: Batch, step: int) -> Iterator[tuple[str, None, dict[str, torch.Tensor]]]:
+    def steps(
+        self, model: RBM, batch: Batch, step: int
+    ) -> Iterator[tuple[str, None, dict[str, torch.Tensor]]]:
         """One CD-k update: the gradient goes straight into ``W.grad``, ``b.grad``,
         ``c.grad`` and the loss yielded is None (the loop then skips ``backward``); the
         logged terms only on every ``log_every``-th update (``{}`` otherwise)."""
@@ -132,7 +138,9 @@ class ContrastiveDivergence(Objective):
             if self.persistent:
                 if self.chains is None:
                     n = self.n_chains or v0.shape[0]
-                    self.chains = sample_bernoulli(torch.full((n, v0.shape[1]), 0.5, device=v0.device))
+                    self.chains = sample_bernoulli(
+                        torch.full((n, v0.shape[1]), 0.5, device=v0.device)
+                    )
                 v, start = self.chains, None
             else:
                 v, start = v0, pre0
@@ -169,14 +177,21 @@ class ContrastiveDivergence(Objective):
         return loss, {**terms, "loss": loss.detach()}
 
     def evaluate(
-        self, model: RBM, batch: Batch, generator: torch.Generator | None = None, final: bool = False
+        self,
+        model: RBM,
+        batch: Batch,
+        generator: torch.Generator | None = None,
+        final: bool = False,
     ) -> dict[str, torch.Tensor]:
         """``free_energy``: ``(B,)`` free energy of each test image (nats; the seed's
         auto-graded metric); ``recon_error``: per-pixel MSE of a mean-field reconstruction."""
         v0 = model.flatten(batch.x)
         pre = model.hidden_logits(v0)
         recon = torch.sigmoid(model.visible_logits(torch.sigmoid(pre)))
-        return {"free_energy": model.free_energy(v0, hidden_logits=pre), "recon_error": (recon - v0).pow(2).mean(dim=1)}
+        return {
+            "free_energy": model.free_energy(v0, hidden_logits=pre),
+            "recon_error": (recon - v0).pow(2).mean(dim=1),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"chains": self.chains} if self.chains is not None else {}

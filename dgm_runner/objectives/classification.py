@@ -28,7 +28,8 @@ class CrossEntropy(Objective):
         self.label_smoothing = label_smoothing
 
     def check_model(self, model: nn.Module) -> None:
-        """Raise ``TypeError`` unless ``model`` has ``features`` and ``n_classes`` (a classifier)."""
+        """Raise ``TypeError`` unless ``model`` has ``features`` and ``n_classes`` (a
+        classifier)."""
         require_attrs(model, ("features", "n_classes"), "objective 'classification'")
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -42,4 +43,8 @@ class CrossEntropy(Objective):
         """Per-example ``nll`` (nats), ``accuracy`` and ``error`` (0 or 1), each ``(B,)``."""
         logits = model(batch.x)
         correct = (logits.argmax(1) == batch.y).float()
-        return {"nll": F.cross_entropy(logits, batch.y, reduction="none"), "accuracy": correct, "error": 1.0 - correct}
+        return {
+            "nll": F.cross_entropy(logits, batch.y, reduction="none"),
+            "accuracy": correct,
+            "error": 1.0 - correct,
+        }

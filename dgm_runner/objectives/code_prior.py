@@ -46,12 +46,18 @@ class CodePriorNLL(Objective):
         logits = model(codes)
         return F.cross_entropy(logits, codes, reduction="none").flatten(1).mean(1)
 
-    def loss(self, model: PixelCNNPrior, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, model: PixelCNNPrior, batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = self.nll_nats(model, batch).mean()
         d = loss.detach()
         return loss, {"loss": d, "nll_bits_per_code": d / math.log(2.0)}
 
     def evaluate(
-        self, model: PixelCNNPrior, batch: Batch, generator: torch.Generator | None = None, final: bool = False
+        self,
+        model: PixelCNNPrior,
+        batch: Batch,
+        generator: torch.Generator | None = None,
+        final: bool = False,
     ) -> dict[str, torch.Tensor]:
         return {"prior_nll": self.nll_nats(model, batch) / math.log(2.0)}

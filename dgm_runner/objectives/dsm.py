@@ -54,8 +54,12 @@ class DenoisingScoreMatching(Objective):
     def check_model(self, model: nn.Module) -> None:
         require(model, NoiseConditionalScoreMLP, "objective 'dsm'")
 
-    def _per_example(self, model: NoiseConditionalScoreMLP, x: torch.Tensor, generator=None) -> torch.Tensor:
-        idx = torch.randint(0, len(model.sigmas), (x.shape[0],), generator=generator, device=x.device)
+    def _per_example(
+        self, model: NoiseConditionalScoreMLP, x: torch.Tensor, generator=None
+    ) -> torch.Tensor:
+        idx = torch.randint(
+            0, len(model.sigmas), (x.shape[0],), generator=generator, device=x.device
+        )
         sigma = model.sigmas[idx]
         noise = torch.randn(x.shape, generator=generator, device=x.device)
         x_noisy = x + sigma[:, None] * noise
@@ -122,7 +126,9 @@ class DiffusionDSM(Objective):
         log_s = self.p_mean + self.p_std * torch.randn(n, generator=generator, device=device)
         return model.sde.t_of_sigma_hat(torch.exp(log_s))
 
-    def per_example(self, model: DiffusionModel, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def per_example(
+        self, model: DiffusionModel, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """``(B,)`` loss of model-space ``x0`` ``(B, ...)`` at times ``t`` with noise ``noise``."""
         mean, std = model.sde.marginal(x0, t)
         x_t = mean + std.reshape(-1, *([1] * (x0.ndim - 1))) * noise

@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt
-from dgm_runner.distributions import kl_normal_std, log_bernoulli, log_normal_diag, sample_normal_diag
+from dgm_runner.distributions import (
+    kl_normal_std,
+    log_bernoulli,
+    log_normal_diag,
+    sample_normal_diag,
+)
 from dgm_runner.models.checks import require
 from dgm_runner.models.vae import GaussianVAE
 from dgm_runner.objectives.base import Batch, Objective
@@ -93,7 +98,9 @@ def iwae_log_likelihood(
         ValueError: ``likelihood="mse"`` or ``k < 1``.
     """
     if likelihood == "mse" or k < 1:
-        raise ValueError("the IWAE bound needs a normalised likelihood (bernoulli|gaussian) and k >= 1")
+        raise ValueError(
+            "the IWAE bound needs a normalised likelihood (bernoulli|gaussian) and k >= 1"
+        )
     mu, logvar = model.encode(x, y)
     b = x.shape[0]
     chunk = max(1, _IWAE_ROWS // b)
@@ -151,7 +158,9 @@ class ELBO(Objective):
         iwae_k_eval: NonNegativeInt = 0,
     ) -> None:
         if likelihood == "mse" and (iwae_k or iwae_k_eval):
-            raise ValueError("iwae_k needs a normalised likelihood: use bernoulli or gaussian with mse off")
+            raise ValueError(
+                "iwae_k needs a normalised likelihood: use bernoulli or gaussian with mse off"
+            )
         self.likelihood = likelihood
         self.kl = kl
         self.n_samples = n_samples
@@ -191,12 +200,18 @@ class ELBO(Objective):
             out["celbo"] = out["elbo"]
         return out
 
-    def loss(self, model: GaussianVAE, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, model: GaussianVAE, batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         means = {k: v.mean() for k, v in self.terms(model, batch).items()}
         return means[self.monitor], {k: v.detach() for k, v in means.items()}
 
     def evaluate(
-        self, model: GaussianVAE, batch: Batch, generator: torch.Generator | None = None, final: bool = False
+        self,
+        model: GaussianVAE,
+        batch: Batch,
+        generator: torch.Generator | None = None,
+        final: bool = False,
     ) -> dict[str, torch.Tensor]:
         out = self.terms(model, batch, generator)
         k = self.iwae_k if final else self.iwae_k_eval

@@ -18,7 +18,10 @@ GanLoss = Literal["minimax", "non_saturating", "wgan_gp", "wgan_clip"]
 
 
 def gradient_penalty(
-    critic: nn.Module | callable, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+    critic: nn.Module | callable,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """WGAN-GP penalty ``E[(||grad_x D(x_hat)||_2 - 1)^2]`` at ``x_hat = e x + (1 - e) x~``,
     ``e ~ U[0, 1]`` per example (Gulrajani et al. 2017, Algorithm 1, lines 6-7).
@@ -71,10 +74,17 @@ class GANObjective(Objective):
         self.monitor = "wasserstein" if self.wgan else "g_loss"
 
     def check_model(self, model: nn.Module) -> None:
-        require_attrs(model, ("generator", "discriminator", "generate", "discriminate", "latent_dim"), "objective 'gan'")
+        require_attrs(
+            model,
+            ("generator", "discriminator", "generate", "discriminate", "latent_dim"),
+            "objective 'gan'",
+        )
 
     def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
-        return {"discriminator": list(model.discriminator.parameters()), "generator": list(model.generator.parameters())}
+        return {
+            "discriminator": list(model.discriminator.parameters()),
+            "generator": list(model.generator.parameters()),
+        }
 
     def _z(self, model, n: int, device, generator=None) -> torch.Tensor:
         return torch.randn(n, model.latent_dim, generator=generator, device=device)
@@ -96,7 +106,9 @@ class GANObjective(Objective):
             return -F.softplus(logits)  # log(1 - D(G(z))) = -softplus(logit)
         return F.softplus(-logits)  # -log D(G(z))
 
-    def steps(self, model, batch: Batch, step: int) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
+    def steps(
+        self, model, batch: Batch, step: int
+    ) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
         real = batch.x
         fake = model.generate(self._z(model, real.shape[0], real.device)).detach()
         terms = {k: v.mean() for k, v in self._d_terms(model, real, fake).items()}
@@ -107,7 +119,9 @@ class GANObjective(Objective):
             terms["gradient_penalty"] = gp
         yield "discriminator", d_loss, {k: v.detach() for k, v in terms.items()}
         if step % self.n_critic == 0:
-            g_loss = self._g_loss(model, model.generate(self._z(model, real.shape[0], real.device))).mean()
+            g_loss = self._g_loss(
+                model, model.generate(self._z(model, real.shape[0], real.device))
+            ).mean()
             yield "generator", g_loss, {"g_loss": g_loss.detach()}
 
     def after_step(self, group: str, model: nn.Module) -> None:
@@ -119,7 +133,9 @@ class GANObjective(Objective):
     def loss(self, model, batch: Batch):
         raise TypeError("GANObjective has no single loss: the loop uses steps()")
 
-    def evaluate(self, model, batch: Batch, generator=None, final: bool = False) -> dict[str, torch.Tensor]:
+    def evaluate(
+        self, model, batch: Batch, generator=None, final: bool = False
+    ) -> dict[str, torch.Tensor]:
         """On test images and as many generated ones: per-example ``d_loss``, ``g_loss``
         (and ``wasserstein`` for WGANs)."""
         fake = model.generate(self._z(model, batch.x.shape[0], batch.x.device, generator))

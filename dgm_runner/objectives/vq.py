@@ -75,7 +75,9 @@ class VQObjective(Objective):
         if self.recon == "mse":
             recon = sq
         else:
-            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+            recon = (
+                F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+            )
         loss = recon + self.beta * q.commitment_loss
         if not model.ema:
             loss = loss + q.codebook_loss
@@ -94,12 +96,24 @@ class VQObjective(Objective):
 
     def loss(self, model: VQVAE, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = self.terms(model, batch)
-        logged = ("loss", "recon", "recon_mse", "codebook", "commitment", "perplexity", "codes_used")
+        logged = (
+            "loss",
+            "recon",
+            "recon_mse",
+            "codebook",
+            "commitment",
+            "perplexity",
+            "codes_used",
+        )
         means = {k: terms[k].mean() for k in logged}
         return means["loss"], {k: v.detach() for k, v in means.items()}
 
     def evaluate(
-        self, model: VQVAE, batch: Batch, generator: torch.Generator | None = None, final: bool = False
+        self,
+        model: VQVAE,
+        batch: Batch,
+        generator: torch.Generator | None = None,
+        final: bool = False,
     ) -> dict[str, torch.Tensor]:
         terms = self.terms(model, batch)
         keys = ("recon_mse", "recon_mse_sum", "codebook", "commitment", "perplexity", "codes_used")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dgm_runner.models.vae import GaussianVAE
 from dgm_runner.models.checks import require
+from dgm_runner.models.vae import GaussianVAE
 from dgm_runner.samplers.base import Sampler
 
 

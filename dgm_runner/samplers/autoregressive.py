@@ -36,7 +36,9 @@ class AutoregressiveSampler(Sampler):
         require(model, PixelCNNPrior, "sampler 'autoregressive'")
 
     @torch.no_grad()
-    def sample_codes(self, model: PixelCNNPrior, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_codes(
+        self, model: PixelCNNPrior, n: int, generator: torch.Generator
+    ) -> torch.Tensor:
         """``(n, h, w)`` int64 code grids drawn from the prior."""
         h, w = model.grid_shape
         device = next(model.parameters()).device

@@ -41,7 +41,12 @@ class NoSampler(Sampler):
 
 @torch.inference_mode()
 def draw_samples(
-    model: torch.nn.Module, sampler: Sampler, n: int, seed: int, device: torch.device, batch_size: int | None = None
+    model: torch.nn.Module,
+    sampler: Sampler,
+    n: int,
+    seed: int,
+    device: torch.device,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """``(n, C, H, W)`` samples in [0, 1] from one generator seeded with ``seed``, model in
     eval mode; drawn ``batch_size`` at a time when given (bounded memory for 10,000 samples)."""
@@ -49,6 +54,8 @@ def draw_samples(
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     step = batch_size or n
-    images = torch.cat([sampler.sample(model, min(step, n - start), gen) for start in range(0, n, step)])
+    images = torch.cat(
+        [sampler.sample(model, min(step, n - start), gen) for start in range(0, n, step)]
+    )
     model.train(was_training)
     return images

@@ -43,7 +43,9 @@ class _GridSampler(Sampler):
         require(model, DiffusionModel, f"sampler '{self.name}'")
         model.sde.time_grid(self.steps, self.eps)  # ValueError: steps outside a discrete DDPM
 
-    def _predict(self, model: DiffusionModel, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict(
+        self, model: DiffusionModel, x: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.nfe += 1
         eps, x0 = model.eps_and_x0(x, t)
         if self.clip:
@@ -88,7 +90,9 @@ class DDPMAncestral(_GridSampler):
 
     name = "ddpm"
 
-    def __init__(self, steps: PositiveInt = 1000, eps: PositiveFloat = 1e-3, clip: bool = False) -> None:
+    def __init__(
+        self, steps: PositiveInt = 1000, eps: PositiveFloat = 1e-3, clip: bool = False
+    ) -> None:
         super().__init__(steps, eps, clip)
 
     def update(self, model, x, eps, x0, t, s, generator):
@@ -113,25 +117,39 @@ class DDIM(_GridSampler):
 
     name = "ddim"
 
-    def __init__(self, steps: PositiveInt = 50, eta: UnitInterval = 0.0, eps: PositiveFloat = 1e-3, clip: bool = False) -> None:
+    def __init__(
+        self,
+        steps: PositiveInt = 50,
+        eta: UnitInterval = 0.0,
+        eps: PositiveFloat = 1e-3,
+        clip: bool = False,
+    ) -> None:
         super().__init__(steps, eps, clip)
         self.eta = eta
 
     def update(self, model, x, eps, x0, t, s, generator):
         _, _, v = gaussian_posterior(model.sde, t, s)
         c = self.eta * v.sqrt()
-        out = bcast(model.sde.alpha(s), x) * x0 + bcast((model.sde.sigma(s) ** 2 - c**2).clamp_min(0).sqrt(), x) * eps
+        out = (
+            bcast(model.sde.alpha(s), x) * x0
+            + bcast((model.sde.sigma(s) ** 2 - c**2).clamp_min(0).sqrt(), x) * eps
+        )
         if self.eta > 0:
             out = out + bcast(c, x) * torch.randn(x.shape, generator=generator, device=x.device)
         return out
 
 
-def edm_sigma_grid(steps: int, sigma_min: float, sigma_max: float, rho: float, device=None) -> torch.Tensor:
+def edm_sigma_grid(
+    steps: int, sigma_min: float, sigma_max: float, rho: float, device=None
+) -> torch.Tensor:
     """``(steps + 1,)`` noise levels of Karras et al. (2022, Eq. 5):
     ``(sigma_max^(1/rho) + i / (steps - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``
     for ``i < steps``, then 0. Raises ValueError for ``steps < 1`` or a bad range."""
     if steps < 1 or not 0 < sigma_min <= sigma_max:
-        raise ValueError(f"EDM grid needs steps >= 1 and 0 < sigma_min <= sigma_max, got {steps}, {sigma_min}, {sigma_max}")
+        raise ValueError(
+            "EDM grid needs steps >= 1 and 0 < sigma_min <= sigma_max, "
+            f"got {steps}, {sigma_min}, {sigma_max}"
+        )
     i = torch.arange(steps, dtype=torch.float64)
     frac = i / max(steps - 1, 1)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
@@ -140,7 +158,8 @@ def edm_sigma_grid(steps: int, sigma_min: float, sigma_max: float, rho: float, d
 
 
 class HeunODE(Sampler):
-    """The probability-flow ODE ``d x_hat / d sigma_hat = (x_hat - D(x_hat; sigma_hat)) / sigma_hat``
+    """The probability-flow ODE
+    ``d x_hat / d sigma_hat = (x_hat - D(x_hat; sigma_hat)) / sigma_hat``
     in the rescaled state ``x_hat = x / alpha`` (Karras et al. 2022, Eq. 3-4) solved with
     Heun's 2nd-order method on their rho-grid (Alg. 1, deterministic: S_churn = 0), from
     ``sigma_hat(T)`` down to ``sigma_hat(max(eps, t_min))`` and a last Euler step to 0.
@@ -154,14 +173,18 @@ class HeunODE(Sampler):
         eps: last time of a continuous process.
     """
 
-    def __init__(self, steps: PositiveInt = 18, rho: PositiveFloat = 7.0, eps: PositiveFloat = 1e-3) -> None:
+    def __init__(
+        self, steps: PositiveInt = 18, rho: PositiveFloat = 7.0, eps: PositiveFloat = 1e-3
+    ) -> None:
         self.steps, self.rho, self.eps = steps, rho, eps
         self.nfe = 0
 
     def check_model(self, model: torch.nn.Module) -> None:
         require(model, DiffusionModel, "sampler 'heun'")
 
-    def _d(self, model: DiffusionModel, x_hat: torch.Tensor, sigma_hat: torch.Tensor) -> torch.Tensor:
+    def _d(
+        self, model: DiffusionModel, x_hat: torch.Tensor, sigma_hat: torch.Tensor
+    ) -> torch.Tensor:
         """``(x_hat - D) / sigma_hat``: the ODE's slope at one noise level (one NFE)."""
         self.nfe += 1
         s = sigma_hat.expand(x_hat.shape[0])
@@ -178,7 +201,9 @@ class HeunODE(Sampler):
         sde = model.sde
         t_hi = torch.full((1,), sde.T, device=device)
         t_lo = torch.full((1,), max(self.eps, sde.t_min), device=device)
-        sigmas = edm_sigma_grid(self.steps, float(sde.sigma_hat(t_lo)), float(sde.sigma_hat(t_hi)), self.rho, device)
+        sigmas = edm_sigma_grid(
+            self.steps, float(sde.sigma_hat(t_lo)), float(sde.sigma_hat(t_hi)), self.rho, device
+        )
         x = sde.prior_sample((n, *model.image_shape), generator, device) / sde.alpha(t_hi)
         for i in range(self.steps):
             s_cur, s_next = sigmas[i], sigmas[i + 1]

@@ -6,8 +6,8 @@ import torch
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.distributions import sample_bernoulli
-from dgm_runner.models.rbm import RBM
 from dgm_runner.models.checks import require
+from dgm_runner.models.rbm import RBM
 from dgm_runner.samplers.base import Sampler
 
 

@@ -18,7 +18,10 @@ from dgm_runner.sdes import bcast
 
 
 def langevin_step(
-    x: torch.Tensor, score: torch.Tensor, step: torch.Tensor | float, generator: torch.Generator | None
+    x: torch.Tensor,
+    score: torch.Tensor,
+    step: torch.Tensor | float,
+    generator: torch.Generator | None,
 ) -> torch.Tensor:
     """One Langevin update ``x + step/2 * score + sqrt(step) * z``, ``z ~ N(0, I)``
     (seed 001 Algorithm 1, line 6). ``step`` is a float or broadcastable tensor."""
@@ -42,7 +45,9 @@ class AnnealedLangevin(Sampler):
         denoise: apply the final denoising step.
     """
 
-    def __init__(self, eps: PositiveFloat = 5e-5, steps_per_level: PositiveInt = 100, denoise: bool = True) -> None:
+    def __init__(
+        self, eps: PositiveFloat = 5e-5, steps_per_level: PositiveInt = 100, denoise: bool = True
+    ) -> None:
         self.eps = eps
         self.steps_per_level = steps_per_level
         self.denoise = denoise
@@ -58,7 +63,10 @@ class AnnealedLangevin(Sampler):
     def sample(self, model, n: int, generator: torch.Generator) -> torch.Tensor:
         """Returns ``(n, *model.image_shape)`` samples."""
         sigmas = model.sigmas
-        x = torch.randn((n, *model.image_shape), generator=generator, device=sigmas.device) * sigmas[0]
+        x = (
+            torch.randn((n, *model.image_shape), generator=generator, device=sigmas.device)
+            * sigmas[0]
+        )
         for sigma, alpha in zip(sigmas, self.step_sizes(sigmas)):
             s = sigma.expand(n)
             for _ in range(self.steps_per_level):
@@ -91,14 +99,18 @@ class EulerMaruyama(Sampler):
         denoise: drop the noise of the last step.
     """
 
-    def __init__(self, steps: PositiveInt = 1000, eps: PositiveFloat = 1e-3, denoise: bool = True) -> None:
+    def __init__(
+        self, steps: PositiveInt = 1000, eps: PositiveFloat = 1e-3, denoise: bool = True
+    ) -> None:
         self.steps, self.eps, self.denoise = steps, eps, denoise
         self.nfe = 0
 
     def check_model(self, model: torch.nn.Module) -> None:
         require(model, DiffusionModel, "sampler 'euler_maruyama'")
 
-    def correct(self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def correct(
+        self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """Corrector applied before each predictor step (none here; see PredictorCorrector)."""
         return x
 
@@ -147,7 +159,9 @@ class PredictorCorrector(EulerMaruyama):
     def check_model(self, model: torch.nn.Module) -> None:
         require(model, DiffusionModel, "sampler 'pc'")
 
-    def correct(self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def correct(
+        self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """``corrector_steps`` Langevin steps at time ``t`` with the SNR-based step size."""
         for _ in range(self.corrector_steps):
             grad = model.score(x, t)

@@ -26,5 +26,7 @@ class UniformCodeSampler(Sampler):
     @torch.no_grad()
     def sample(self, model: VQVAE, n: int, generator: torch.Generator) -> torch.Tensor:
         device = next(model.parameters()).device
-        codes = torch.randint(0, model.n_codes, (n, *model.grid_shape), generator=generator, device=device)
+        codes = torch.randint(
+            0, model.n_codes, (n, *model.grid_shape), generator=generator, device=device
+        )
         return model.decode_indices(codes)
