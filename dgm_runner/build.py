@@ -20,6 +20,7 @@ from dgm_runner.config import ConfigError, validate
 from dgm_runner.data.base import DataError, DataSplits
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, require_keys
 from dgm_runner.io.resume import check_same_run
+from dgm_runner.io.run_dir import same_path
 from dgm_runner.objectives.base import Objective
 from dgm_runner.samplers.base import Sampler
 
@@ -304,13 +305,6 @@ def _run_config(run_dir: Path, checkpoint: Path) -> dict[str, Any] | None:
         except Exception:  # an interpolation this process cannot resolve: compare as written
             return OmegaConf.to_container(node, resolve=False)
     last = run_dir / "checkpoints" / "last.pt"
-    if last.is_file() and not _same_file(last, checkpoint):
+    if last.is_file() and not same_path(last, checkpoint):
         return load_checkpoint(last).get("config")
     return None
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return False

@@ -11,7 +11,6 @@ and again after its evaluation, so a resume redoes only what is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -34,7 +33,7 @@ from dgm_runner.config import ConfigError, TrainerConfig, trainer_config, valida
 from dgm_runner.epoch import DivergedError, run_epoch
 from dgm_runner.evaluation import all_test_metrics
 from dgm_runner.io.artifacts import append_jsonl, save_samples, truncate_jsonl
-from dgm_runner.io.atomic import atomic_copy, atomic_open, remove_stale_temps, write_json
+from dgm_runner.io.atomic import atomic_copy, atomic_open, read_json, remove_stale_temps, write_json
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, require_keys, save_checkpoint
 from dgm_runner.io.lock import run_lock
 from dgm_runner.io.resume import check_resume
@@ -160,7 +159,7 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
         raise err from None
     finally:
         logger.close()
-    return _read_json(run_dir / "metrics.json")
+    return read_json(run_dir / "metrics.json")
 
 
 def _checkpoint_to_resume(
@@ -193,19 +192,12 @@ def _checkpoint_to_resume(
     return Path(resume), ckpt
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _already_complete(
     run_dir: Path, progress: Progress, partial: Any, epochs: int
 ) -> dict[str, Any] | None:
     """The recorded final metrics when the run has nothing left to do for ``epochs``
     (trained, evaluated and finished: ``metrics.json`` says completed at that epoch)."""
-    final = _read_json(run_dir / "metrics.json")
+    final = read_json(run_dir / "metrics.json")
     if (
         partial is None
         and progress.epoch == progress.evaluated == epochs

@@ -9,14 +9,13 @@ with their sources. Units follow the metric names (nats per example unless state
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dgm_runner.io.atomic import WriteError, write_text
+from dgm_runner.io.atomic import WriteError, read_json, write_text
 
 #: Published numbers to read ours against: (what, value, source). Keys: experiment_name.
 REFERENCES: dict[str, list[tuple[str, str, str]]] = {
@@ -84,13 +83,6 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def find_run_dirs(roots: list[Path]) -> list[Path]:
     """Every directory under ``roots`` holding a ``metrics.json`` and ``checkpoints/``
     (finished, diverged or interrupted runs), sorted by path."""
@@ -107,10 +99,10 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     """``{"dir", "experiment", "overrides", "metrics"}`` of one run; metrics merge
     ``metrics.json`` with ``eval/metrics.json`` (the latter wins). An unreadable or torn
     ``metrics.json`` (a copy cut short, a hand edit) gives status ``unreadable``."""
-    metrics = _load_json(run_dir / "metrics.json")
+    metrics = read_json(run_dir / "metrics.json")
     if not isinstance(metrics, dict):
         metrics = {"status": "unreadable metrics.json"}
-    evaluated = _load_json(run_dir / "eval" / "metrics.json")
+    evaluated = read_json(run_dir / "eval" / "metrics.json")
     if isinstance(evaluated, dict):
         metrics.update({k: v for k, v in evaluated.items() if "/" in k})
     config = _load_yaml(run_dir / ".hydra" / "config.yaml") or {}

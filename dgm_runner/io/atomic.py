@@ -138,6 +138,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``, or None when the file is missing, unreadable or torn
+    (what a reader of run files such as ``metrics.json`` treats as "no record")."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically write a text file."""
     with atomic_open(path, "w") as f:

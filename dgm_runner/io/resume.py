@@ -5,12 +5,12 @@ objective or dataset (for resuming, and for ``dgm-eval`` / ``dgm-sample``)."""
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dgm_runner.io.atomic import read_json
 from dgm_runner.io.checkpoint import CheckpointError
 
 #: Config sections whose change makes a checkpoint another run's.
@@ -26,10 +26,8 @@ def _comparable(overrides: list[str]) -> list[str]:
 
 def is_finished(run_dir: Path) -> bool:
     """Whether ``run_dir/metrics.json`` says the run completed."""
-    try:
-        return json.loads((run_dir / "metrics.json").read_text()).get("status") == "completed"
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
+    record = read_json(Path(run_dir) / "metrics.json")
+    return isinstance(record, dict) and record.get("status") == "completed"
 
 
 def find_unfinished_run(parent: str | Path, overrides: list[str]) -> Path | None:

@@ -16,12 +16,11 @@ New run directories are named ``<experiment>/<date>_<time>_<microseconds>`` (see
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from dgm_runner.config import ConfigError
-from dgm_runner.io.atomic import write_json
+from dgm_runner.io.atomic import read_json, write_json
 from dgm_runner.io.lock import RunDirLocked, acquire
 
 #: What marks a directory as holding a run.
@@ -33,7 +32,9 @@ def holds_run(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / MARKER).exists()
 
 
-def _same_dir(a: Path, b: Path) -> bool:
+def same_path(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file or directory (compared resolved when one
+    is missing)."""
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -55,7 +56,7 @@ def check_run_dir(run_dir: str | os.PathLike, resume: str | os.PathLike | None) 
     run_dir = Path(run_dir)
     if not holds_run(run_dir):
         return
-    if resume is not None and (str(resume) == "auto" or _same_dir(Path(resume), run_dir)):
+    if resume is not None and (str(resume) == "auto" or same_path(Path(resume), run_dir)):
         return
     other = f" (trainer.resume={resume} is another directory)" if resume else ""
     raise ConfigError(
@@ -90,10 +91,7 @@ def record_outcome(run_dir: str | os.PathLike, record: dict) -> None:
         WriteError: ``metrics.json`` cannot be written (e.g. a full disk).
     """
     path = Path(run_dir) / "metrics.json"
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
-        previous = None
+    previous = read_json(path)
     if (
         isinstance(previous, dict)
         and previous.get("status") == "completed"
