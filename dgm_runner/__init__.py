@@ -4,5 +4,11 @@ __version__ = "0.1.0"
 
 from pathlib import Path as _Path
 
-#: The Hydra config tree (``configs/`` beside the package; found by an editable install).
-CONFIG_DIR = str(_Path(__file__).resolve().parent.parent / "configs")
+_PACKAGE = _Path(__file__).resolve().parent
+
+#: The Hydra config tree: ``dgm_runner/configs`` of an installed wheel or sdist, or the
+#: repository's top-level ``configs/`` in a checkout (an editable install, ``python -m``
+#: from the repository). pyproject.toml installs the one folder as the other.
+CONFIG_DIR = str(
+    _PACKAGE / "configs" if (_PACKAGE / "configs").is_dir() else _PACKAGE.parent / "configs"
+)

@@ -314,7 +314,7 @@ RUNTIME_ARGS: dict[str, set[str]] = {
     "dataset": {"device"},
     "objective": set(),
     "sampler": set(),
-    "logger": {"log_dir"},
+    "logger": {"run_dir", "config"},
 }
 # Arguments the loop passes to every figure maker in ``figures``.
 FIGURE_ARGS = {"model", "data", "run_dir", "seed"}

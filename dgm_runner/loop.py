@@ -121,7 +121,7 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
         save_checkpoint(run_dir / MARKER, state.state_dict(config))
 
     autocast_dtype = torch.bfloat16 if trainer.precision == "bf16" else None
-    logger = instantiate(cfg.logger, log_dir=run_dir / "tb")
+    logger = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, config=config)
     epoch = state.progress.epoch
     try:
         with GracefulStop() as stop:

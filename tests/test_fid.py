@@ -9,13 +9,18 @@ import pytest
 import scipy.linalg
 import torch
 
+import dgm_runner.metrics.features as features
 from dgm_runner.data.base import DataSplits
+from dgm_runner.io.checkpoint import CheckpointError
 from dgm_runner.loop import train
 from dgm_runner.metrics.features import (
+    SHIPPED,
     FeatureClassifierMissing,
     classifier_path,
     export_feature_classifier,
+    file_sha256,
     load_feature_classifier,
+    shipped_path,
 )
 from dgm_runner.metrics.fid import (
     classifier_fid,
@@ -25,7 +30,7 @@ from dgm_runner.metrics.fid import (
 )
 from dgm_runner.models.classifier import FeatureCNN
 from dgm_runner.samplers.base import NoSampler, Sampler
-from tests.helpers import SMALL, needs_mnist
+from tests.helpers import SMALL, needs_fashion, needs_mnist
 
 
 def _gaussian(n, d, seed, shift=0.0, scale=1.0):
@@ -135,13 +140,73 @@ def test_export_keeps_the_better_classifier(tmp_path, monkeypatch):
         good, data, tmp_path, {"test/accuracy": 0.9}
     ) == classifier_path("toyimg")
     assert export_feature_classifier(bad, data, tmp_path, {"test/accuracy": 0.5}) is None
-    loaded, info = load_feature_classifier("toyimg")
+    exported = str(classifier_path("toyimg"))
+    loaded, info = load_feature_classifier("toyimg", classifier=exported)
+    assert not info["shipped"] and info["sha256"] == file_sha256(classifier_path("toyimg"))
     assert info["test_accuracy"] == 0.9
     assert all(
         torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), good.state_dict().values())
     )
     export_feature_classifier(bad, data, tmp_path, {"test/accuracy": 0.5}, overwrite="always")
-    assert load_feature_classifier("toyimg")[1]["test_accuracy"] == 0.5
+    assert load_feature_classifier("toyimg", classifier=exported)[1]["test_accuracy"] == 0.5
+    with pytest.raises(CheckpointError, match="classifier of 'toyimg', not of 'mnist'"):
+        load_feature_classifier("mnist", classifier=exported)  # another dataset's features
+    with pytest.raises(FeatureClassifierMissing, match="sample_metrics.fid.classifier"):
+        load_feature_classifier("toyimg", classifier=str(tmp_path / "none.pt"))
+
+
+@pytest.mark.parametrize("dataset", sorted(SHIPPED))
+def test_the_shipped_classifiers_match_their_pins_and_a_modified_one_is_refused(
+    dataset, tmp_path, monkeypatch
+):
+    path = shipped_path(dataset)
+    assert file_sha256(path) == SHIPPED[dataset].sha256
+    model, info = load_feature_classifier(dataset)
+    assert info["shipped"] and info["test_accuracy"] == SHIPPED[dataset].test_accuracy
+    assert sum(p.numel() for p in model.parameters()) == 421642  # configs/model/classifier_cnn
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 1  # one bit of one weight
+    (tmp_path / path.name).write_bytes(bytes(blob))
+    monkeypatch.setattr(features, "ASSETS", tmp_path)
+    with pytest.raises(CheckpointError, match="does not match its pinned sha256"):
+        load_feature_classifier(dataset)
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [pytest.param("mnist", marks=needs_mnist), pytest.param("fashion_mnist", marks=needs_fashion)],
+)
+def test_the_shipped_classifiers_have_their_recorded_test_accuracy(dataset):
+    from dgm_runner.data.vision import load_vision_dataset
+
+    data = load_vision_dataset(dataset)
+    model, info = load_feature_classifier(dataset)
+    with torch.no_grad():
+        predicted = torch.cat(
+            [model(data.test_x[i : i + 2000]).argmax(1) for i in range(0, 10000, 2000)]
+        )
+    accuracy = (predicted == data.test_y).double().mean().item()
+    assert accuracy == pytest.approx(info["test_accuracy"], abs=5e-5)
+
+
+@needs_mnist
+def test_binarized_runs_are_scored_against_the_grey_test_images_unless_asked(monkeypatch):
+    import dgm_runner.metrics.fid as fid_module
+    from dgm_runner.data.vision import load_vision_dataset
+
+    data = load_vision_dataset("mnist", binarize=True, test_subset=500)
+    assert data.grey_test_x is not None and not torch.equal(data.grey_test_x, data.test_x)
+    assert torch.equal((data.grey_test_x > 0.5).float(), data.test_x)
+    model = torch.nn.Linear(1, 1)
+    args = dict(final=True, n_samples=500, batch_size=250)
+    fid_module._REAL_FEATURES.clear()
+    grey = classifier_fid(model, _Replay(data.grey_test_x), data, 0, **args)
+    assert abs(grey["fid"]) < 1e-3 and grey["fid_reference_binarized"] == 0.0
+    against_data = classifier_fid(
+        model, _Replay(data.grey_test_x), data, 0, reference="data", **args
+    )
+    assert against_data["fid"] > 1.0 and against_data["fid_reference_binarized"] == 1.0
+    assert grey["fid_classifier_shipped"] == 1.0
 
 
 @needs_mnist
@@ -157,10 +222,11 @@ def test_classifier_run_exports_and_fid_separates_data_from_noise(
         1 - final["test/accuracy"]
     )
     assert not list((tmp_path / "clf" / "samples").glob("*.png"))  # not generative: no grids
-    classifier, info = load_feature_classifier("mnist")
+    _, info = load_feature_classifier("mnist", classifier=str(classifier_path("mnist")))
     assert info["test_accuracy"] == final["test/accuracy"]
+    _, info = load_feature_classifier("mnist")  # FID keeps the shipped one unless named
 
-    # FID(test, test) = 0 through the trained features; FID(test, uniform noise) is large
+    # FID(test, test) = 0 through the shipped features; FID(test, uniform noise) is large
     cfg = compose_cfg("experiment=vae_mlp", *SMALL, "dataset.test_subset=1000")
     from hydra.utils import instantiate
 

@@ -88,7 +88,7 @@ def sampler_table(
         dev = data.test_x.device
         if classifier is None:
             classifier, info = load_feature_classifier(data.name, dev)
-            real = real_features(classifier, info, data.test_x, batch_size)
+            real = real_features(classifier, info, data.grey_test, batch_size)
         start = time.perf_counter()
         images = draw_samples(model, sampler, n, seed, dev, batch_size)
         seconds = time.perf_counter() - start

@@ -25,6 +25,9 @@ class DataSplits:
         test_y: int64 ``(M,)``.
         n_classes: number of label classes.
         binarized: whether pixel values are exactly 0 or 1.
+        grey_test_x: for binarized images, the test images in grey levels before the
+            threshold (same shape as test_x; the reference set of FID/KID, see
+            ``dgm_runner.metrics.fid``); None when test_x is not binarized.
     """
 
     name: str
@@ -34,11 +37,17 @@ class DataSplits:
     test_y: torch.Tensor
     n_classes: int
     binarized: bool
+    grey_test_x: torch.Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
         """Shape of one example: ``(C, H, W)`` for images, ``(D,)`` for points."""
         return tuple(int(s) for s in self.train_x.shape[1:])
+
+    @property
+    def grey_test(self) -> torch.Tensor:
+        """The test images in grey levels: ``grey_test_x`` if binarized, else ``test_x``."""
+        return self.test_x if self.grey_test_x is None else self.grey_test_x
 
     @property
     def is_image(self) -> bool:

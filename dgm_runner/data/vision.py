@@ -335,18 +335,23 @@ def load_vision_dataset(
             raise _too_many("test_subset", test_subset, test_x.shape[0], f"test images of {name}")
         test_x, test_y = test_x[:test_subset], test_y[:test_subset]
 
-    def to_float(x: torch.Tensor) -> torch.Tensor:
+    def to_grey(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device).unsqueeze(1).float().div_(255.0)
         if image_size is not None and image_size != x.shape[-1]:
             x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="area")
+        return x
+
+    def binary(x: torch.Tensor) -> torch.Tensor:
         return (x > threshold).float() if binarize else x
 
+    grey_test = to_grey(test_x)
     return DataSplits(
         name=name,
-        train_x=to_float(train_x),
+        train_x=binary(to_grey(train_x)),
         train_y=train_y.to(device, copy=True),  # never the memoized tensor itself
-        test_x=to_float(test_x),
+        test_x=binary(grey_test),
         test_y=test_y.to(device, copy=True),
         n_classes=10,
         binarized=binarize,
+        grey_test_x=grey_test if binarize else None,
     )

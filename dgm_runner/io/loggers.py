@@ -1,4 +1,11 @@
-"""Experiment loggers (see ``configs/logger``): TensorBoard or nothing."""
+"""Experiment loggers (see ``configs/logger``): TensorBoard or nothing.
+
+The loop builds one per run as ``instantiate(cfg.logger, run_dir=run_dir, config=config)``
+(``config``: the run's resolved config as a plain dict) and calls :meth:`NullLogger.scalars`
+after every ``trainer.log_every`` steps and evaluation, :meth:`NullLogger.image` with each
+evaluation's 8x8 grid, :meth:`NullLogger.hparams` once with the final test metrics, and
+:meth:`NullLogger.close` at the end (also after a failure or a stop).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,9 @@ import torch
 class NullLogger:
     """A logger that records nothing (``logger=none``)."""
 
-    def __init__(self, log_dir: str | Path | None = None) -> None:
-        self.log_dir = log_dir
+    def __init__(self, run_dir: str | Path | None = None, config: dict[str, Any] | None = None):
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.config = config or {}
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Log ``{tag: value}`` at global step ``step``."""
@@ -31,15 +39,20 @@ class TensorBoardLogger(NullLogger):
     """TensorBoard event files in ``<run_dir>/tb`` via ``torch.utils.tensorboard``.
 
     Args:
-        log_dir: set by the runner.
+        run_dir, config: set by the runner.
         flush_secs: how often pending events are written.
     """
 
-    def __init__(self, log_dir: str | Path | None = None, flush_secs: int = 30) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path | None = None,
+        config: dict[str, Any] | None = None,
+        flush_secs: int = 30,
+    ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        super().__init__(log_dir)
-        self.writer = SummaryWriter(log_dir=str(log_dir), flush_secs=flush_secs)
+        super().__init__(run_dir, config)
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), flush_secs=flush_secs)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():

@@ -1,16 +1,24 @@
-"""The feature classifiers of the classifier-feature metrics, kept in the user cache.
+"""The feature classifiers of the classifier-feature metrics (FID, KID, precision/recall).
 
-``dgm-train experiment=classifier_mnist`` (or ``classifier_fashion``) trains a
-:class:`~dgm_runner.models.classifier.FeatureCNN`; its ``exports`` hook
+**Shipped** (the default, ``sample_metrics.fid.classifier=shipped``): the project trained one
+:class:`~dgm_runner.models.classifier.FeatureCNN` per dataset once, with the recipe of
+``experiment=classifier_mnist`` / ``classifier_fashion`` (seed 2025), and ships its weights
+in ``dgm_runner/assets/``. Each file is pinned by the sha256 in :data:`SHIPPED` and loaded
+with ``torch.load(weights_only=True)``, so the same samples get the same FID on every machine
+and a modified file is refused. ``python scripts/ship_classifiers.py`` makes the files and
+prints the pins.
+
+**Retrained** (only when asked for by name, ``sample_metrics.fid.classifier=<file>``):
+``dgm-train experiment=classifier_mnist`` still trains the recipe; its ``exports`` hook
 (:func:`export_feature_classifier`) stores the weights with the test accuracy under
-``<cache>/classifiers/<dataset>.pt`` (``$DGM_CACHE_DIR``, default
-``~/.cache/dgm_runner``), where :func:`load_feature_classifier` finds them for every
-later run on that dataset.
+``<cache>/classifiers/<dataset>.pt`` (``$DGM_CACHE_DIR``, default ``~/.cache/dgm_runner``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +35,33 @@ log = logging.getLogger("dgm_runner")
 
 #: The experiment that trains the classifier of each dataset (named in error messages).
 EXPERIMENTS = {"mnist": "classifier_mnist", "fashion_mnist": "classifier_fashion"}
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+@dataclass(frozen=True)
+class ShippedClassifier:
+    """One shipped feature classifier: its file in ``dgm_runner/assets/``, the sha256 of
+    that file (the pin) and its test accuracy on the full test split (10 000 images)."""
+
+    file: str
+    sha256: str
+    test_accuracy: float
+
+
+#: The shipped classifiers, by ``DataSplits.name`` (made by scripts/ship_classifiers.py).
+SHIPPED: dict[str, ShippedClassifier] = {
+    "mnist": ShippedClassifier(
+        "feature_cnn_mnist.pt",
+        "f31cff96b2e458eb62809fe9a67d660f500ac5abb41cfd07efed8382db503af3",
+        0.9903,
+    ),
+    "fashion_mnist": ShippedClassifier(
+        "feature_cnn_fashion_mnist.pt",
+        "f8c6979becb80281f356aa89fefce69abcc96c8629965c1990e6e9cfc097a8a7",
+        0.9139,
+    ),
+}
 
 
 class FeatureClassifierMissing(CheckpointError):
@@ -100,27 +135,94 @@ def export_feature_classifier(
             "run_dir": str(run_dir),
         },
     )
-    log.info("feature classifier for %s (test accuracy %.4f) -> %s", data.name, accuracy, path)
+    log.info(
+        "feature classifier for %s (test accuracy %.4f) -> %s; FID uses the shipped one "
+        "unless asked for this file: sample_metrics.fid.classifier=%s",
+        data.name,
+        accuracy,
+        path,
+        path,
+    )
     return path
 
 
-def load_feature_classifier(
-    dataset: str, device: torch.device | str = "cpu"
-) -> tuple[FeatureCNN, dict[str, Any]]:
-    """The stored classifier of ``dataset`` in eval mode, and its record (accuracy, run).
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def shipped_path(dataset: str) -> Path:
+    """The shipped classifier file of ``dataset``.
 
     Raises:
-        FeatureClassifierMissing: none was trained; the message names the command.
-        CheckpointError: the stored file is unreadable or does not fit the architecture.
+        FeatureClassifierMissing: none is shipped for this dataset (the message says how to
+            train one and pass it by name).
     """
-    path = classifier_path(dataset)
-    if not path.is_file():
+    if dataset not in SHIPPED:
         experiment = EXPERIMENTS.get(dataset, f"classifier_<{dataset}>")
         raise FeatureClassifierMissing(
-            f"no feature classifier for {dataset} at {path}: "
-            f"run `dgm-train experiment={experiment}` first"
+            f"no feature classifier is shipped for {dataset} (shipped: {', '.join(SHIPPED)}): "
+            f"train one with `dgm-train experiment={experiment}` and pass "
+            f"sample_metrics.fid.classifier=<its file>"
         )
-    record = load_checkpoint(path, map_location=device)
+    return ASSETS / SHIPPED[dataset].file
+
+
+def _read_classifier(path: Path, dataset: str, device: torch.device | str) -> dict[str, Any]:
+    """The record of a classifier file, loaded without executing code; checks it is one
+    and that it was trained on ``dataset``."""
+    try:
+        record = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # unpickling, zip and I/O errors of a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable safe classifier file: {first}") from None
+    if not isinstance(record, dict) or not {"model", "arch", "image_shape"} <= set(record):
+        raise CheckpointError(f"{path} is not a feature classifier (keys missing)")
+    if record.get("dataset") != dataset:
+        raise CheckpointError(
+            f"{path} is the feature classifier of {record.get('dataset')!r}, not of {dataset!r}"
+        )
+    return record
+
+
+def load_feature_classifier(
+    dataset: str, device: torch.device | str = "cpu", classifier: str = "shipped"
+) -> tuple[FeatureCNN, dict[str, Any]]:
+    """The feature classifier of ``dataset`` in eval mode, and its record.
+
+    Args:
+        dataset: ``DataSplits.name``; device: where the model goes.
+        classifier: ``shipped`` (the pinned file of :data:`SHIPPED`) or the path of a
+            classifier file written by ``experiment=classifier_<dataset>`` (its ``exports``).
+
+    Returns:
+        ``(model, info)``; ``info`` holds ``dataset``, ``test_accuracy``, ``n_test``,
+        ``sha256`` (of the file), ``shipped`` (bool) and ``file`` (the path).
+
+    Raises:
+        FeatureClassifierMissing: nothing is shipped for ``dataset``, or the named file does
+            not exist; the message names the command that makes one.
+        CheckpointError: the shipped file does not match its pinned sha256 (modified or
+            damaged), or a file is unreadable, of another dataset, or does not fit the
+            architecture.
+    """
+    shipped = classifier == "shipped"
+    path = shipped_path(dataset) if shipped else Path(classifier).expanduser()
+    if not path.is_file():
+        experiment = EXPERIMENTS.get(dataset, f"classifier_<{dataset}>")
+        where = "the shipped file" if shipped else "sample_metrics.fid.classifier"
+        raise FeatureClassifierMissing(
+            f"no feature classifier for {dataset} at {path} ({where}): "
+            f"`dgm-train experiment={experiment}` makes one"
+        )
+    digest = file_sha256(path)
+    if shipped and digest != SHIPPED[dataset].sha256:
+        raise CheckpointError(
+            f"{path} does not match its pinned sha256 ({digest[:12]}... != "
+            f"{SHIPPED[dataset].sha256[:12]}...): the shipped classifier was modified; "
+            "reinstall dgm-runner"
+        )
+    record = _read_classifier(path, dataset, device)
     try:
         model = FeatureCNN(tuple(record["image_shape"]), int(record["n_classes"]), **record["arch"])
         model.load_state_dict(record["model"])
@@ -128,9 +230,12 @@ def load_feature_classifier(
         raise CheckpointError(
             f"{path} is not a feature classifier ({str(err).splitlines()[0]})"
         ) from None
-    info = {k: record[k] for k in ("dataset", "test_accuracy", "n_test", "run_dir")}
-    info["file"] = (
-        str(path),
-        path.stat().st_mtime_ns,
-    )  # identifies this classifier (feature caches)
+    info = {
+        "dataset": dataset,
+        "test_accuracy": float(record["test_accuracy"]),
+        "n_test": int(record.get("n_test", 0)),
+        "sha256": digest,
+        "shipped": shipped,
+        "file": str(path),
+    }
     return model.to(device).eval(), info

@@ -8,7 +8,15 @@ float64 sums and takes the trace of the matrix square root from the eigenvalues 
 ``Sigma_1 Sigma_2``); precision/recall is ours (Kynkaanniemi et al. 2019, Sec. 3).
 
 Values depend on the feature extractor: they compare models on the same dataset with
-the same classifier, never with Inception-FIDs from papers.
+the same classifier, never with Inception-FIDs from papers. By default it is the classifier
+shipped with the package (pinned by sha256), so the same samples get the same FID
+everywhere.
+
+**Reference set** (``reference``): ``grey`` (default) scores every run against the test
+images in grey levels, also the runs on binarized data: the samples scored are grey
+(decoder means, p(v|h)), the classifier was trained on grey images, and one reference
+makes the rows of one dataset comparable. ``data`` scores against the run's own test split
+(binarized for binarized runs). The record says which: ``fid_reference_binarized``.
 """
 
 from __future__ import annotations
@@ -154,11 +162,11 @@ def real_features(
     classifier: nn.Module, info: dict[str, Any], images: torch.Tensor, batch_size: int
 ) -> torch.Tensor:
     """:func:`extract_features` of the test split, reused while the images (shape and two
-    float64 checksums: each job builds its own tensor) and the classifier file (path and
-    modification time, in ``info["file"]``) are unchanged."""
+    float64 checksums: each job builds its own tensor) and the classifier file (its sha256,
+    ``info["sha256"]``) are unchanged."""
     flat = images.reshape(-1)
     key = (
-        info.get("file"),
+        info.get("sha256"),
         tuple(images.shape),
         str(images.device),
         float(flat.sum(dtype=torch.float64)),
@@ -188,30 +196,46 @@ def classifier_fid(
     kid_subset_size: PositiveInt = 1000,
     pr_k: PositiveInt = 3,
     when: Literal["final", "every_eval"] = "final",
+    classifier: str = "shipped",
+    reference: Literal["grey", "data"] = "grey",
 ) -> dict[str, float]:
     """FID, KID and precision/recall of ``n_samples`` model samples against the whole
     test split, in the feature space of the dataset's classifier (``sample_metrics.fid``).
 
     Skipped (returns ``{}``) for non-image data, for models without a sampler, at
     intermediate evaluations unless ``when=every_eval``, and (with a warning naming the
-    command to run) when no classifier has been trained for the dataset.
+    command to run) when no classifier exists for the dataset.
+
+    Args:
+        classifier: ``shipped`` (the pinned classifier of the package) or the path of a
+            classifier file (``experiment=classifier_<dataset>`` writes one).
+        reference: ``grey`` test images (default) or the run's own test split ``data``
+            (see the module docstring).
 
     Returns:
         ``fid`` (squared feature units), ``kid`` and ``kid_std``, ``precision``,
         ``recall``, and what they were computed from: ``fid_n_samples``, ``fid_n_real``
-        (test images) and ``fid_classifier_accuracy`` (the extractor's test accuracy).
+        (test images), ``fid_reference_binarized`` (1.0 when the reference images are
+        binarized, 0.0 for grey ones), ``fid_classifier_shipped`` (1.0 for the shipped
+        classifier) and ``fid_classifier_accuracy`` (the extractor's test accuracy).
+
+    Raises:
+        CheckpointError: the classifier file is modified (shipped: sha256 mismatch),
+            unreadable or of another dataset.
     """
     if not (final or when == "every_eval") or not data.is_image or not sampler.draws:
         return {}
     device = data.test_x.device
     try:
-        classifier, info = load_feature_classifier(data.name, device)
+        extractor, info = load_feature_classifier(data.name, device, classifier)
     except FeatureClassifierMissing as err:
         log.warning("FID/KID skipped: %s", err)
         return {}
-    real = real_features(classifier, info, data.test_x, batch_size)
+    images = data.grey_test if reference == "grey" else data.test_x
+    binarized = reference == "data" and data.binarized
+    real = real_features(extractor, info, images, batch_size)
     samples = draw_samples(model, sampler, n_samples, seed, device, batch_size)
-    fake = extract_features(classifier, samples.float().clamp(0, 1), batch_size)
+    fake = extract_features(extractor, samples.float().clamp(0, 1), batch_size)
     kid, kid_std = kernel_distance(real, fake, kid_subsets, kid_subset_size, seed)
     precision, recall = precision_recall(real, fake, pr_k)
     out = {
@@ -222,12 +246,14 @@ def classifier_fid(
         "recall": recall,
         "fid_n_samples": float(n_samples),
         "fid_n_real": float(real.shape[0]),
+        "fid_reference_binarized": float(binarized),
+        "fid_classifier_shipped": float(info["shipped"]),
         "fid_classifier_accuracy": float(info["test_accuracy"]),
     }
     log.info(
         "FID %.3f, KID %.5f +- %.5f, precision %.3f, recall %.3f: "
-        "%d samples vs %d test images of %s, "
-        "features of the %d-d classifier (test accuracy %.4f)",
+        "%d samples vs %d %s test images of %s, "
+        "features of the %s %d-d classifier sha256:%s (test accuracy %.4f)",
         out["fid"],
         kid,
         kid_std,
@@ -235,8 +261,11 @@ def classifier_fid(
         recall,
         n_samples,
         real.shape[0],
+        "binarized" if binarized else "grey",
         data.name,
+        "shipped" if info["shipped"] else info["file"],
         real.shape[1],
+        info["sha256"][:12],
         info["test_accuracy"],
     )
     return out
