@@ -206,6 +206,9 @@ def test_binarized_runs_are_scored_against_the_grey_test_images_unless_asked(mon
         model, _Replay(data.grey_test_x), data, 0, reference="data", **args
     )
     assert against_data["fid"] > 1.0 and against_data["fid_reference_binarized"] == 1.0
+    # each run also reports the other reference from the same samples
+    assert grey["fid_vs_binarized"] == pytest.approx(against_data["fid"], rel=1e-6)
+    assert abs(against_data["fid_vs_grey"]) < 1e-3
     assert grey["fid_classifier_shipped"] == 1.0
 
 

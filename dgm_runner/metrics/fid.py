@@ -217,7 +217,9 @@ def classifier_fid(
         ``recall``, and what they were computed from: ``fid_n_samples``, ``fid_n_real``
         (test images), ``fid_reference_binarized`` (1.0 when the reference images are
         binarized, 0.0 for grey ones), ``fid_classifier_shipped`` (1.0 for the shipped
-        classifier) and ``fid_classifier_accuracy`` (the extractor's test accuracy).
+        classifier) and ``fid_classifier_accuracy`` (the extractor's test accuracy); for
+        binarized data also the FID of the same samples against the other reference,
+        ``fid_vs_binarized`` (reference ``grey``) or ``fid_vs_grey`` (reference ``data``).
 
     Raises:
         CheckpointError: the classifier file is modified (shipped: sha256 mismatch),
@@ -250,6 +252,12 @@ def classifier_fid(
         "fid_classifier_shipped": float(info["shipped"]),
         "fid_classifier_accuracy": float(info["test_accuracy"]),
     }
+    if data.binarized:  # the same samples against the other reference (a large effect)
+        other = "binarized" if reference == "grey" else "grey"
+        other_images = data.test_x if reference == "grey" else data.grey_test
+        out[f"fid_vs_{other}"] = frechet_distance(
+            extract_features(extractor, other_images, batch_size), fake
+        )
     log.info(
         "FID %.3f, KID %.5f +- %.5f, precision %.3f, recall %.3f: "
         "%d samples vs %d %s test images of %s, "
