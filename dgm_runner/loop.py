@@ -368,6 +368,7 @@ def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> No
         {
             "status": "completed",
             "epoch": progress.epoch,
+            "monitor": f"test/{comps.objective.monitor}",
             "step": progress.step,
             "time_per_epoch_s": sum(times) / len(times) if times else None,
             **progress.train_means,

@@ -7,6 +7,8 @@ their directories, so a new entry is tested by adding its YAML.
 * an objective trains every model entry it fits: its updates name only declared
   parameter groups, each update changes only its own group's parameters, and
   ``evaluate`` gives finite ``(B,)`` values;
+  (both checks are ``dgm_runner.testing.check_sampler`` / ``check_objective``, which users
+  run on their own components);
 * an experiment composes, validates (also with ``+debug=smoke``) and trains end to end
   (every one of them in CI: the whole file takes about 25 s on 2 CPU cores).
 
@@ -31,12 +33,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
-from dgm_runner.build import build_model, make_optimizer
-from dgm_runner.config import TrainerConfig, validate
-from dgm_runner.epoch import Averager, train_step
+from dgm_runner.build import build_model
+from dgm_runner.config import validate
 from dgm_runner.loop import train
-from dgm_runner.models.score import DiffusionModel
-from dgm_runner.objectives.base import Batch
+from dgm_runner.testing import N_CLASSES, check_objective, check_sampler
 from tests.helpers import SMALL, needs_fashion, needs_mnist
 
 
@@ -46,7 +46,6 @@ def entries(group: str) -> list[str]:
 
 
 IMAGE, POINTS = (1, 28, 28), (2,)
-N_CLASSES = 10
 LOAD_RUN = "dgm_runner.build.load_run_model"  # the model of a finished run (stage 1)
 
 # Sizes that keep a model quick, applied wherever an entry has the key and never growing
@@ -156,21 +155,6 @@ def _node(group: str, name: str, caps: dict[str, Any]) -> DictConfig:
     return node
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _batch(shape: tuple[int, ...], b: int = 8, seed: int = 0) -> Batch:
-    """Binary {0, 1} images (data of every likelihood) or Gaussian 2-D points; labels in
-    [0, 10)."""
-    g = _gen(seed)
-    if len(shape) == 3:
-        x = torch.bernoulli(torch.full((b, *shape), 0.5), generator=g)
-    else:
-        x = torch.randn((b, *shape), generator=g)
-    return Batch(x, torch.randint(0, N_CLASSES, (b,), generator=g))
-
-
 # --------------------------------------------------------------------------- samplers
 
 
@@ -179,23 +163,11 @@ def test_sampler_contract(name):
     sampler = instantiate(_node("sampler", name, TINY_SAMPLER))
     fitting = [(m, shape, model) for m, shape, model in _models() if _fits(sampler, model)]
     assert fitting, f"sampler={name} fits none of the model entries"
-    n = 3
     for entry, shape, model in fitting:
-        model.eval()
-        if not sampler.draws:  # sampler=none: nothing to draw, and it says so
-            with pytest.raises(TypeError):
-                sampler.sample(model, n, _gen(0))
-            continue
-        first = sampler.sample(model, n, _gen(0))
-        assert first.shape == (n, *shape), entry
-        assert torch.isfinite(first).all(), entry
-        if len(shape) == 3 and not isinstance(model, DiffusionModel):
-            # images in [0, 1]; a diffusion model's data-space output is not clamped
-            # (ScoreUNet.decode): what uses it clamps (grids, FID)
-            assert 0.0 <= float(first.min()) and float(first.max()) <= 1.0, entry
-        again, other = sampler.sample(model, n, _gen(0)), sampler.sample(model, n, _gen(1))
-        assert torch.equal(first, again), f"{entry}: the same seed gave other samples"
-        assert not torch.equal(first, other), f"{entry}: another seed gave the same samples"
+        try:
+            check_sampler(sampler, model, shape)
+        except AssertionError as err:
+            raise AssertionError(f"sampler={name} with model={entry}: {err}") from None
 
 
 # --------------------------------------------------------------------------- objectives
@@ -206,45 +178,11 @@ def test_objective_contract(name):
     objective = instantiate(_node("objective", name, TINY_OBJECTIVE))
     fitting = [(m, shape, model) for m, shape, model in _models() if _fits(objective, model)]
     assert fitting, f"objective={name} fits none of the model entries"
-    trainer = TrainerConfig()
     for entry, shape, model in fitting:
-        batch = _batch(shape)
-        groups = objective.param_groups(model)
-        names = {id(p): n for n, p in model.named_parameters()}
-        own = {g: {names[id(p)] for p in ps} for g, ps in groups.items()}
-        every = [names[id(p)] for ps in groups.values() for p in ps]
-        assert all(own.values()), f"{entry}: an empty parameter group"
-        assert len(every) == len(set(every)), f"{entry}: parameter groups overlap"
-        optimizers = {g: make_optimizer(ps, trainer) for g, ps in groups.items()}
-        model.train()
-        done = []
-        for step in range(2):  # the protocol of dgm_runner.epoch.train_step, update by update
-            for group, loss, terms in objective.steps(model, batch, step):
-                assert group in groups, f"{entry}: an update of the undeclared group {group!r}"
-                finite = [v.ndim == 0 and bool(torch.isfinite(v)) for v in terms.values()]
-                assert all(finite), (entry, terms)
-                before = {k: p.detach().clone() for k, p in model.named_parameters()}
-                if loss is not None:
-                    model.zero_grad(set_to_none=True)
-                    loss.backward()
-                optimizers[group].step()
-                objective.after_step(group, model)
-                changed = {k for k, p in model.named_parameters() if not torch.equal(before[k], p)}
-                assert changed, f"{entry}: a {group} update changed nothing"
-                outside = sorted(changed - own[group])
-                assert not outside, f"{entry}: a {group} update changed {outside}"
-                done.append(group)
-        assert done, f"{entry}: no update in two steps"
-        averager = Averager()  # and through the loop's own function
-        train_step(model, objective, optimizers, batch, step=2, averager=averager)
-        assert all(math.isfinite(v) for v in averager.means().values()), entry
-        model.eval()
-        for final in (False, True):
-            out = objective.evaluate(model, batch, _gen(1), final=final)
-            assert out, entry
-            for key, value in out.items():
-                assert value.shape == (batch.x.shape[0],), (entry, key, tuple(value.shape))
-                assert torch.isfinite(value).all(), (entry, key)
+        try:
+            check_objective(objective, model, shape)
+        except AssertionError as err:
+            raise AssertionError(f"objective={name} with model={entry}: {err}") from None
 
 
 # --------------------------------------------------------------------------- experiments

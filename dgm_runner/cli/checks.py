@@ -25,6 +25,41 @@ def _parsed_overrides(argv: list[str]) -> Iterator[tuple[str, Any]]:
             continue
 
 
+def user_config_dirs(argv: list[str]) -> list[str]:
+    """The config directories a command line adds before the package's tree, in Hydra's
+    order: ``--config-dir DIR`` / ``-cd DIR`` / ``--config-dir=DIR``, then the entries of
+    ``hydra.searchpath=[...]`` (``file://DIR`` or ``DIR``; ``pkg://module.path`` is found
+    through the import system). Used by the checks below, which then know the entries and
+    keys of a user's own config tree (docs/extending.md)."""
+    import importlib.util
+    from pathlib import Path
+
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            out.append(arg.split("=", 1)[1])
+    for _, override in _parsed_overrides(argv):
+        if override.key_or_group != "hydra.searchpath" or override.is_sweep_override():
+            continue
+        value = override.value()
+        for entry in value if isinstance(value, list) else [value]:
+            entry = str(entry)
+            if entry.startswith("pkg://"):
+                spec = importlib.util.find_spec(entry[len("pkg://") :].replace("/", "."))
+                locations = list(spec.submodule_search_locations or []) if spec else []
+                out.extend(locations[:1])
+            else:
+                out.append(entry[len("file://") :] if entry.startswith("file://") else entry)
+    return [str(Path(d).expanduser().resolve()) for d in out]
+
+
+def _search_path_override(dirs: list[str]) -> list[str]:
+    """The ``hydra.searchpath`` override that adds ``dirs`` to a composition (none if empty)."""
+    return [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]"] if dirs else []
+
+
 def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
     """Reject ``group=entry`` overrides naming an entry that does not exist, in one line.
 
@@ -45,10 +80,11 @@ def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
 
     if config_dir is None:
         from dgm_runner import CONFIG_DIR as config_dir
+    dirs = [*user_config_dirs(argv), str(config_dir)]
     for _, override in _parsed_overrides(argv):
         key = override.key_or_group
-        group_dir = Path(config_dir) / key
-        if override.is_delete() or "." in key or key.startswith("hydra") or not group_dir.is_dir():
+        group_dirs = [Path(d) / key for d in dirs if (Path(d) / key).is_dir()]
+        if override.is_delete() or "." in key or key.startswith("hydra") or not group_dirs:
             continue
         if override.is_sweep_override():
             if isinstance(override.value(), Glob):  # matched against the entries by Hydra
@@ -59,7 +95,7 @@ def check_group_choices(argv: list[str], config_dir: str | None = None) -> None:
         choices = [
             None if v is None else v.text if isinstance(v, QuotedString) else str(v) for v in values
         ]
-        allowed = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        allowed = sorted({p.stem for d in group_dirs for p in d.glob("*.yaml")})
         for choice in choices:
             if choice is not None and choice not in allowed:
                 raise ConfigError(
@@ -98,6 +134,8 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
 
     if config_dir is None:
         from dgm_runner import CONFIG_DIR as config_dir
+    user_dirs = user_config_dirs(argv)
+    dirs = [*user_dirs, str(config_dir)]
     groups, keys = [], []
     for arg, override in _parsed_overrides(argv):
         key = override.key_or_group
@@ -108,7 +146,8 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
             or override.is_force_add()
         ):
             continue
-        if "." not in key.split("@")[0] and (Path(config_dir) / key.split("@")[0]).is_dir():
+        group = key.split("@")[0]
+        if "." not in group and any((Path(d) / group).is_dir() for d in dirs):
             if override.is_sweep_override():
                 if isinstance(override.value(), Glob):
                     return  # the entries are Hydra's to match
@@ -122,7 +161,7 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
         return
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=groups)
+            cfg = compose(config_name, overrides=[*_search_path_override(user_dirs), *groups])
     except Exception:  # Hydra reports composition errors itself
         return
     container = OmegaConf.to_container(cfg, resolve=False)

@@ -28,6 +28,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def add_user_import_path() -> None:
+    """Make the modules of the current directory importable, as ``python -m`` does, so the
+    ``_target_`` of a user's component (``my_models.MyVAE`` beside its ``configs/``,
+    docs/extending.md) resolves from the console scripts too. Appended, so no installed
+    module is shadowed; launchers' workers call it again (each job's task function)."""
+    import os
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def positional_run_dir(argv: list[str]) -> list[str]:
     """Turn ``dgm-eval RUN_DIR k=v`` into ``dgm-eval run_dir=RUN_DIR k=v`` (Hydra
     only takes ``key=value`` overrides); flags and ``key=value`` pass through."""
@@ -127,6 +139,7 @@ def main_with_run_dir(app: Callable[[], Any], prog: str, config_name: str) -> No
         app: the ``@hydra.main`` function; prog: ``dgm-eval`` / ``dgm-sample``;
         config_name: its primary config (``eval`` / ``sample``).
     """
+    add_user_import_path()  # a run of a user's own components
     argv = positional_run_dir(rewrite_sampler_args(sys.argv[1:]))
     for arg in argv:  # a missing directory is reported before Hydra creates it
         if arg.startswith("run_dir=") and not Path(arg.split("=", 1)[1]).is_dir():

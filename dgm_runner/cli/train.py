@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from dgm_runner import CONFIG_DIR
 from dgm_runner.cli import common
 from dgm_runner.cli.checks import check_group_choices, check_override_keys
+from dgm_runner.cli.summary import run_summary
 from dgm_runner.config import ConfigError
 from dgm_runner.epoch import DivergedError
 from dgm_runner.io.lock import RunDirLocked, acquire, release
@@ -74,6 +75,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
     Nothing is written into a directory another process holds, and a completed run's
     results are never replaced by a failure (:func:`dgm_runner.io.run_dir.record_outcome`).
     """
+    common.add_user_import_path()  # also in launcher workers: the user's own _target_s
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -88,6 +90,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
     held_a_run = holds_run(run_dir)  # a resumed or refused launch: keep its metrics.json
     try:
         final = train(cfg, run_dir)
+        print(run_summary(run_dir, final), flush=True)
         metric = cfg.get("optimize_metric")
         return _objective_value(final, metric) if metric else final
     except Exception as err:
@@ -148,6 +151,7 @@ def main() -> None:
     ``trainer.resume`` / ``hydra.run.dir`` values that are no run directory are one line
     each (exit status 2)."""
     _register_resolvers()
+    common.add_user_import_path()
     argv = sys.argv[1:]
     try:
         check_group_choices(argv)
