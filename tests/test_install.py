@@ -38,8 +38,20 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedP
 
 @needs_mnist
 def test_a_wheel_installed_outside_the_checkout_trains_and_reports_fid(tmp_path):
-    """The wheel (not editable) in a fresh venv whose only dgm_runner is the wheel's; the
+    """The wheel (not editable), built from the sdist (so both carry the config tree and
+    the shipped classifiers), in a fresh venv whose only dgm_runner is the wheel's; the
     dependencies come from this environment through a .pth path line (no download)."""
+    sdists = tmp_path / "sdist"
+    made = _run(
+        [
+            sys.executable,
+            "-c",
+            f"from setuptools import build_meta; build_meta.build_sdist({str(sdists)!r})",
+        ],
+        cwd=REPO,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    (sdist,) = sdists.glob("dgm_runner-*.tar.gz")
     wheels = tmp_path / "wheels"
     built = _run(
         [
@@ -52,7 +64,7 @@ def test_a_wheel_installed_outside_the_checkout_trains_and_reports_fid(tmp_path)
             "--no-build-isolation",
             "-w",
             str(wheels),
-            str(REPO),
+            str(sdist),
         ],
         cwd=tmp_path,
     )
