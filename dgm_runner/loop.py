@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner.build import (
@@ -77,9 +77,20 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             ``trainer.resume`` continues exactly there.
     """
     validate(cfg)
+    _check_logger(cfg)
     run_dir = Path(run_dir)
     with run_lock(run_dir):
         return _train(cfg, trainer_config(cfg), run_dir)
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    """A logger whose package is missing (``logger=mlflow`` without the extra) is a
+    ConfigError before any work (:meth:`dgm_runner.io.loggers.NullLogger.check_available`)."""
+    target = OmegaConf.select(cfg, "logger._target_")
+    if target:
+        check = getattr(get_class(target), "check_available", None)
+        if callable(check):
+            check()
 
 
 def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def _shown(path: Path) -> Path:
 
 
 def run_summary(run_dir: str | Path, final: dict[str, Any]) -> str:
-    """A run's end-of-run summary (3-4 lines): the run directory and status, the monitored
+    """A run's end-of-run summary (2-5 lines): the run directory and status, the monitored
     test metric, the headline test metrics it has (:data:`HEADLINE`) and the final sample
     grid, if one was written.
 
@@ -58,14 +58,16 @@ def run_summary(run_dir: str | Path, final: dict[str, Any]) -> str:
             if key.startswith("test/") and key != monitor and re.fullmatch(pattern, name):
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     shown.append(f"{name} {value:.6g}")
-    if "test/fid" in final and "test/fid_n_samples" in final:
-        reference = "binarized" if final.get("test/fid_reference_binarized") else "grey"
-        shown.append(
-            f"(FID from {final['test/fid_n_samples']:.0f} samples vs "
-            f"{final.get('test/fid_n_real', 0):.0f} {reference} test images)"
-        )
     if shown:
         lines.append("  test: " + ", ".join(shown))
+    if "test/fid" in final and "test/fid_n_samples" in final:
+        reference = "binarized" if final.get("test/fid_reference_binarized") else "grey"
+        classifier = "shipped" if final.get("test/fid_classifier_shipped") else "retrained"
+        lines.append(
+            f"  FID/KID: {final['test/fid_n_samples']:.0f} samples vs "
+            f"{final.get('test/fid_n_real', 0):.0f} {reference} test images, features of the "
+            f"{classifier} classifier"
+        )
     grid = run_dir / "samples" / "final.png"
     if grid.is_file():
         lines.append(f"  samples: {_shown(grid)}")
