@@ -95,6 +95,8 @@ class TrainerConfig:
     num_threads: Optional[PositiveInt] = None
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
+    strategy: Literal["auto", "none", "ddp"] = "auto"
+    dist_timeout_s: PositiveFloat = 7200.0
 
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}

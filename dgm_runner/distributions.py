@@ -1,14 +1,55 @@
-"""Closed-form densities and divergences shared by the objectives.
+"""Closed-form densities and divergences shared by the objectives, and their draws.
 
 All functions work on the last dimension and sum over it (one value per example).
+
+**Draws of a data-parallel run** (:mod:`dgm_runner.distributed`): inside
+:func:`shard_rows`, a draw of per-example noise for the ``local`` rows of this process's
+shard (:func:`batch_draw`, :func:`sample_normal_diag`, :func:`sample_bernoulli`) is made for
+the whole global batch and cut to this process's rows, so every process consumes the global
+RNG as a single process would and the run follows the single-process one. Outside it
+(single-process training, evaluation, sampling) a draw is exactly the plain draw.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+
+#: ``(start, local, total)`` of the shard being trained, or None (see the module docstring).
+_SHARD: contextvars.ContextVar[tuple[int, int, int] | None] = contextvars.ContextVar(
+    "dgm_shard", default=None
+)
+
+
+@contextlib.contextmanager
+def shard_rows(start: int, local: int, total: int) -> Iterator[None]:
+    """Make per-example draws of ``local`` rows come from rows ``[start, start + local)``
+    of a draw for ``total`` rows (a process's shard of a global batch); no-op when
+    ``local == total``."""
+    token = _SHARD.set(None if local == total else (start, local, total))
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def batch_draw(n: int, draw: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """``draw(n)``: ``n`` rows of per-example noise (``draw(m)`` returns ``(m, ...)``).
+
+    Inside :func:`shard_rows` with ``n`` equal to the shard's ``local`` size, ``draw(total)``
+    is made and this process's rows returned: the same rows a single process training on
+    the whole global batch gets. Any other ``n`` is drawn as is.
+    """
+    shard = _SHARD.get()
+    if shard is None or n != shard[1]:
+        return draw(n)
+    start, local, total = shard
+    return draw(total)[start : start + local]
 
 
 def sample_normal_diag(
@@ -25,7 +66,11 @@ def sample_normal_diag(
     Returns:
         ``(..., d)`` sample.
     """
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    rest = mu.shape[1:]
+    eps = batch_draw(
+        mu.shape[0],
+        lambda m: torch.randn((m, *rest), generator=generator, device=mu.device, dtype=mu.dtype),
+    )
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -133,6 +178,13 @@ def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = No
     Returns:
         ``(...)`` tensor of 0.0 / 1.0 with ``probs``' dtype and device.
     """
+    shard = _SHARD.get()
+    if shard is not None and probs.ndim > 0 and probs.shape[0] == shard[1]:
+        start, local, total = shard  # the global batch's draw, this shard's rows
+        full = probs.new_zeros((total, *probs.shape[1:]))
+        full[start : start + local] = probs
+        with shard_rows(0, total, total):
+            return sample_bernoulli(full, generator)[start : start + local]
     n = probs.numel()
     if probs.device.type == "cpu" and probs.dtype == torch.float32 and n >= _INT_UNIFORM_MIN:
         # random_() on int64 fills the low 63 bits uniformly; each int64 holds two int32

@@ -11,6 +11,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from dgm_runner.distributed import (
+    SINGLE,
+    World,
+    all_reduce_sum,
+    any_process,
+    average_gradients,
+    broadcast_buffers,
+    on_main,
+    shard_of,
+)
+from dgm_runner.distributions import shard_rows
 from dgm_runner.evaluation import evaluate_split
 from dgm_runner.io.artifacts import append_jsonl
 from dgm_runner.io.signals import StopRequested
@@ -30,12 +41,31 @@ class Averager:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
 
-    def add(self, terms: dict[str, torch.Tensor]) -> None:
+    def add(self, terms: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+        """Add one step's terms; ``weight``: this process's share of a data-parallel global
+        batch (its terms are shard means; :meth:`reduce` then sums the shares)."""
         for k, v in terms.items():
             if v.dtype in (torch.bfloat16, torch.float16):  # autocast terms: sum in float32
                 v = v.float()
+            if weight != 1.0:
+                v = v * weight
             self.sums[k] = self.sums.get(k, 0.0) + v
             self.counts[k] = self.counts.get(k, 0) + 1
+
+    def reduce(self, world: World) -> None:
+        """Sum the weighted sums over the processes of a data-parallel run (one collective;
+        every process has the same keys and counts): afterwards they are the global batch's
+        sums, as a single process has them."""
+        if world.parallel and self.sums:
+            keys = sorted(self.sums)
+            flat = [torch.as_tensor(self.sums[k], dtype=torch.float32).reshape(1) for k in keys]
+            all_reduce_sum(flat, world)
+            self.sums = {k: t.reshape(()) for k, t in zip(keys, flat)}
+
+    def zero_sums(self) -> None:
+        """Keep the counts, zero the sums: a data-parallel process other than 0 resuming
+        a window process 0 saved already reduced (its share is then counted once)."""
+        self.sums = {k: torch.zeros_like(torch.as_tensor(v)) for k, v in self.sums.items()}
 
     def merge(self, other: "Averager") -> None:
         for k, v in other.sums.items():
@@ -65,6 +95,8 @@ def train_step(
     step: int,
     averager: Averager | None = None,
     autocast_dtype: torch.dtype | None = None,
+    world: World = SINGLE,
+    weight: float = 1.0,
 ) -> None:
     """The updates of one batch: for each ``(group, loss, terms)`` the objective yields
     (one for most objectives, alternating D/G for GANs), back-propagate ``loss``, step that
@@ -78,6 +110,11 @@ def train_step(
         batch: ``(B, C, H, W)`` images and ``(B,)`` labels on the model's device.
         step: number of batches done before this one.
         averager: where to add the logged terms (None: dropped).
+        world, weight: a data-parallel run's processes and this process's share of the
+            global batch (``n_r / B``): each update's gradients are averaged over the
+            processes with these weights before the optimiser steps
+            (:func:`dgm_runner.distributed.average_gradients`), and so are the logged
+            terms; the model's buffers are then process 0's.
         autocast_dtype: run the objective's forward passes (each resumption of
             ``objective.steps``) under ``torch.autocast`` with this dtype
             (``trainer.precision=bf16``); backward and the optimiser step stay outside it,
@@ -96,10 +133,15 @@ def train_step(
         if loss is not None:
             model.zero_grad(set_to_none=True)
             loss.backward()
+        if world.parallel:
+            params = [p for g in optimizers[group].param_groups for p in g["params"]]
+            average_gradients(params, weight, world)
         optimizers[group].step()
         objective.after_step(group, model)
         if averager is not None:
-            averager.add(terms)  # on device: no host sync per step
+            averager.add(terms, weight if world.parallel else 1.0)  # on device: no host sync
+    if world.parallel:
+        broadcast_buffers(model, world)  # e.g. batch-norm running statistics
 
 
 def run_epoch(
@@ -112,6 +154,7 @@ def run_epoch(
     history_file: Any,
     save_last: Any,
     autocast_dtype: torch.dtype | None,
+    world: World = SINGLE,
 ) -> None:
     """Train epoch ``epoch`` of ``state`` (a :class:`dgm_runner.train_state.TrainState`):
     its permutation (drawn from ``state.data_gen``, or the one of the interrupted epoch in
@@ -123,8 +166,13 @@ def run_epoch(
         data: the run's :class:`dgm_runner.data.base.DataSplits`; trainer: the validated
             :class:`dgm_runner.config.TrainerConfig`; logger: the run's logger; stop: the
             :class:`dgm_runner.io.signals.GracefulStop` polled after each step;
-        history_file: ``train_history.jsonl``; save_last: writes ``last.pt`` from ``state``;
-        autocast_dtype: bf16 or None.
+        history_file: ``train_history.jsonl`` (None: write none, as data-parallel processes
+            other than 0 do); save_last: writes ``last.pt`` from ``state`` (process 0);
+        autocast_dtype: bf16 or None;
+        world: a data-parallel run's processes: each trains on its rows of every global
+            batch (:func:`dgm_runner.distributed.shard_of`), the logged terms are reduced
+            over them, and a stop signal received by any process stops all of them after
+            the same step.
 
     Raises:
         DivergedError: a logged training term is not finite.
@@ -145,6 +193,8 @@ def run_epoch(
             Averager.from_state(part["window"]),
             Averager.from_state(part["epoch_terms"]),
         )
+        if not world.is_main:  # saved reduced by process 0: its sums count once
+            window.zero_sums()
     history: list[
         dict[str, float]
     ] = []  # train terms per log interval, val terms; flushed per epoch
@@ -152,29 +202,40 @@ def run_epoch(
         range(start, steps_per_epoch),
         desc=f"epoch {epoch}/{trainer.epochs}",
         leave=False,
-        disable=not trainer.progress,
+        disable=not trainer.progress or not world.is_main,
         dynamic_ncols=True,
         initial=start,
         total=steps_per_epoch,
     )
     for i in bar:
         idx = perm[i * bs : (i + 1) * bs]
+        total = idx.numel()
+        if total >= world.size:  # this process's rows of the global batch
+            start, stop_row = shard_of(total, world)
+            weight = (stop_row - start) / total
+        else:  # fewer examples than processes: each trains on all of them, weight 1/N
+            start, stop_row, weight = 0, total, 1.0 / world.size
+        idx = idx[start:stop_row]
         # index_select: a plain row gather, ~5x cheaper on CPU than x[idx]'s advanced indexing
         batch = Batch(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
-        train_step(
-            state.model,
-            state.objective,
-            state.optimizers,
-            batch,
-            progress.step,
-            window,
-            autocast_dtype,
-        )
+        with shard_rows(start, stop_row - start, total):  # no-op when it is all rows
+            train_step(
+                state.model,
+                state.objective,
+                state.optimizers,
+                batch,
+                progress.step,
+                window,
+                autocast_dtype,
+                world,
+                weight,
+            )
         if state.ema is not None:
             state.ema.update_parameters(state.model)
         progress.step += 1
         in_window += 1
         if in_window == trainer.log_every or i == steps_per_epoch - 1:
+            window.reduce(world)
             means = {f"train/{k}": v for k, v in window.means().items()}
             bad = {k: v for k, v in means.items() if not math.isfinite(v)}
             if bad:
@@ -187,19 +248,25 @@ def run_epoch(
             epoch_terms.merge(window)
             window, in_window = Averager(), 0
         if trainer.val_every_steps and progress.step % trainer.val_every_steps == 0:
-            val = evaluate_split(
-                state.eval_model,
-                state.objective,
-                data.test_x[: trainer.val_size],
-                data.test_y[: trainer.val_size],
-                trainer.eval_batch_size,
-                trainer.seed + 1,
-                prefix="val",
+            val = on_main(
+                lambda: evaluate_split(
+                    state.eval_model,
+                    state.objective,
+                    data.test_x[: trainer.val_size],
+                    data.test_y[: trainer.val_size],
+                    trainer.eval_batch_size,
+                    trainer.seed + 1,
+                    prefix="val",
+                ),
+                world,
             )
-            logger.scalars(val, progress.step)
-            history.append({"step": progress.step, **val})
-        if stop.requested:  # finish this step, save the exact position, exit
-            append_jsonl(history_file, *history)
+            if world.is_main:
+                logger.scalars(val, progress.step)
+                history.append({"step": progress.step, **val})
+        if any_process(stop.requested is not None, world):  # finish the step, save, exit
+            window.reduce(world)  # process 0 saves the global sums
+            if history_file is not None:
+                append_jsonl(history_file, *history)
             state.partial = {
                 "epoch": epoch,
                 "batch": i + 1,
@@ -210,10 +277,12 @@ def run_epoch(
             }
             save_last()
             raise StopRequested(
-                f"{stop.requested} received: stopped at epoch {epoch}, step {progress.step}"
+                f"{stop.requested or 'a stop on another process'} received: stopped at epoch "
+                f"{epoch}, step {progress.step}"
             )
     bar.close()
-    append_jsonl(history_file, *history)
+    if history_file is not None:
+        append_jsonl(history_file, *history)
     progress.epoch_times.append(time.perf_counter() - t0)
     progress.train_means = {f"train/{k}": v for k, v in epoch_terms.means().items()}
     progress.epoch = epoch

@@ -7,15 +7,20 @@ D and G without the loop knowing), evaluates on the test split every
 ``trainer.eval_every`` epochs, and writes the run-directory contract (checkpoints, metrics,
 sample grids, figures, TensorBoard). ``last.pt`` is written when an epoch's training ends
 and again after its evaluation, so a resume redoes only what is missing.
+
+A data-parallel run (``trainer.strategy=ddp`` under torchrun, :mod:`dgm_runner.distributed`)
+runs this loop on every process: each trains on its shard of every global batch, and
+process 0 alone evaluates and writes the run directory while the others wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -30,12 +35,31 @@ from dgm_runner.build import (
     seed_everything,
 )
 from dgm_runner.config import ConfigError, TrainerConfig, trainer_config, validate
-from dgm_runner.epoch import DivergedError, run_epoch
+from dgm_runner.distributed import (
+    SINGLE,
+    World,
+    barrier,
+    broadcast_module,
+    broadcast_object,
+    local_device,
+    on_main,
+    setup,
+    teardown,
+)
+from dgm_runner.epoch import Averager, DivergedError, run_epoch
 from dgm_runner.evaluation import all_test_metrics
 from dgm_runner.io.artifacts import append_jsonl, save_samples, truncate_jsonl
 from dgm_runner.io.atomic import atomic_copy, atomic_open, read_json, remove_stale_temps, write_json
-from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, require_keys, save_checkpoint
+from dgm_runner.io.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    require_keys,
+    save_checkpoint,
+    unchanged_rng,
+)
 from dgm_runner.io.lock import run_lock
+from dgm_runner.io.loggers import NullLogger
 from dgm_runner.io.resume import check_resume
 from dgm_runner.io.run_dir import MARKER, check_run_dir, holds_run, record_outcome
 from dgm_runner.io.signals import GracefulStop, StopRequested
@@ -78,9 +102,45 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     validate(cfg)
     _check_logger(cfg)
+    trainer = trainer_config(cfg)
+    world = _join(cfg, trainer)
     run_dir = Path(run_dir)
-    with run_lock(run_dir):
-        return _train(cfg, trainer_config(cfg), run_dir)
+    try:
+        with run_lock(run_dir) if world.is_main else contextlib.nullcontext():
+            final = _train(cfg, trainer, run_dir, world)
+        return broadcast_object(final, world)  # process 0 read it from metrics.json
+    finally:
+        if world.parallel:
+            teardown()
+
+
+def _join(cfg: DictConfig, trainer: TrainerConfig) -> World:
+    """This process's place in a data-parallel run (:func:`dgm_runner.distributed.setup`),
+    checked before any work.
+
+    Raises:
+        ConfigError: the strategy does not fit the launch, or the objective cannot be
+            trained data-parallel (one line).
+    """
+    world = setup(trainer.strategy, resolve_device(trainer.device), trainer.dist_timeout_s)
+    if world.parallel:
+        objective = instantiate(cfg.objective)
+        if not getattr(objective, "data_parallel", True):
+            teardown()
+            raise ConfigError(
+                f"objective {type(objective).__name__} cannot be trained data-parallel "
+                "(its state follows examples across batches, e.g. PCD's persistent chains): "
+                "launch one process"
+            )
+    return world
+
+
+@contextlib.contextmanager
+def _waiting(what: str) -> Iterator[None]:
+    """What a data-parallel process other than 0 does during process 0's evaluation: wait
+    (a stop signal stays pending; :func:`dgm_runner.distributed.on_main` raises process 0's
+    stop here too)."""
+    yield
 
 
 def _check_logger(cfg: DictConfig) -> None:
@@ -93,9 +153,9 @@ def _check_logger(cfg: DictConfig) -> None:
             check()
 
 
-def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World) -> dict[str, Any]:
     check_run_dir(run_dir, trainer.resume)  # never write over another run
-    device = resolve_device(trainer.device)
+    device = local_device(resolve_device(trainer.device), world)
     resume, ckpt = _checkpoint_to_resume(trainer, run_dir, device)
     if ckpt is not None:
         check_resume(cfg, ckpt, resume / MARKER)
@@ -103,22 +163,24 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
             resume, Progress.from_checkpoint(ckpt), ckpt.get("partial"), trainer.epochs
         )
         if done is not None:  # nothing to do: nothing written (not even a log line)
+            if not world.is_main:
+                return done
             print(
                 f"{resume} already completed {trainer.epochs} epochs: nothing to do "
                 f"(trainer.epochs>{trainer.epochs} trains on)",
                 file=sys.stderr,
             )
             return done
-    _prepare_run_dir(run_dir, resumed=ckpt is not None)
-    comps, state = _set_up(cfg, trainer, device)
+    barrier(world)  # every process has read the run directory before process 0 writes
+    if world.is_main:
+        _prepare_run_dir(run_dir, resumed=ckpt is not None)
+    comps, state = _set_up(cfg, trainer, device, world)
     if ckpt is not None:
         state.load_state_dict(ckpt, resume / MARKER, trainer)
-        truncate_jsonl(
-            run_dir / "metrics.jsonl", "epoch", state.progress.evaluated
-        )  # lines a killed process
-        truncate_jsonl(
-            run_dir / "train_history.jsonl", "step", state.progress.step
-        )  # wrote after its last.pt
+        _drop_partial_of_another_world(state, ckpt, world)
+        if world.is_main:  # lines a killed process wrote after its last.pt
+            truncate_jsonl(run_dir / "metrics.jsonl", "epoch", state.progress.evaluated)
+            truncate_jsonl(run_dir / "train_history.jsonl", "step", state.progress.step)
         log.info(
             "resumed from %s after epoch %d (step %d)",
             resume / MARKER,
@@ -128,14 +190,41 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
     _describe(cfg, comps, device)
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    def save_last() -> None:
-        save_checkpoint(run_dir / MARKER, state.state_dict(config))
+    def save_last(rng: dict[str, Any] | None = None) -> None:
+        """``last.pt`` (process 0), with the RNG states ``rng`` when given (those before an
+        evaluation: what the training after it continues from)."""
+        if world.is_main:
+            payload = {**state.state_dict(config), "world_size": world.size}
+            save_checkpoint(run_dir / MARKER, payload if rng is None else {**payload, "rng": rng})
 
     autocast_dtype = torch.bfloat16 if trainer.precision == "bf16" else None
-    logger = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, config=config)
+    if world.is_main:
+        logger = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, config=config)
+    else:
+        logger = NullLogger(run_dir, config)
+    errors = {"DivergedError": DivergedError, "StopRequested": StopRequested}
+
+    def evaluate(epoch: int) -> None:
+        """``epoch``'s evaluation on process 0; then every process holds its progress. The
+        global RNGs are left as they were (a run's training does not depend on which of its
+        evaluations computed sample metrics, so an extended run follows a longer one)."""
+        before = capture_rng(state.data_gen)  # what last.pt must hold after the evaluation
+        with unchanged_rng():
+            on_main(
+                lambda: _evaluate_epoch(
+                    cfg, comps, state, epoch, logger, run_dir, lambda: save_last(before)
+                ),
+                world,
+                errors,
+            )
+        state.progress = broadcast_object(state.progress, world)
+
     epoch = state.progress.epoch
     try:
         with GracefulStop() as stop:
+            # a signal ends process 0's evaluation at once; the others wait in a collective
+            # meanwhile and keep the signal for their next step (or the end of the run)
+            interruptible = stop.interruptible if world.is_main else _waiting
             for epoch in _epochs_to_run(state, trainer):
                 if epoch > state.progress.epoch:
                     run_epoch(
@@ -145,16 +234,18 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
                         epoch,
                         logger,
                         stop,
-                        run_dir / "train_history.jsonl",
+                        run_dir / "train_history.jsonl" if world.is_main else None,
                         save_last,
                         autocast_dtype,
+                        world,
                     )
                     save_last()  # the trained epoch is safe before its (possibly long) evaluation
                 if _eval_due(epoch, trainer) and state.progress.evaluated < epoch:
-                    with stop.interruptible(f"the evaluation of epoch {epoch}"):
-                        _evaluate_epoch(cfg, comps, state, epoch, logger, run_dir, save_last)
-            with stop.interruptible("the figures and exports"):
-                _finish(cfg, comps, state, run_dir)
+                    with interruptible(f"the evaluation of epoch {epoch}"):
+                        evaluate(epoch)
+            with interruptible("the figures and exports"):
+                with unchanged_rng():
+                    on_main(lambda: _finish(cfg, comps, state, run_dir), world, errors)
         logger.hparams(_flat(config, ("model", "objective", "trainer")), state.progress.metrics)
     except (DivergedError, StopRequested) as err:
         status = "diverged" if isinstance(err, DivergedError) else "interrupted"
@@ -163,14 +254,39 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path) -> dict[str, 
                 f"{err}; {run_dir / MARKER} holds {state.progress.epoch} trained epochs, continue "
                 f"with trainer.resume={run_dir} (redoes only what is missing)"
             )
-        record_outcome(
-            run_dir,
-            {"status": status, "epoch": epoch, "step": state.progress.step, "error": str(err)},
-        )
+        if world.is_main:
+            record_outcome(
+                run_dir,
+                {"status": status, "epoch": epoch, "step": state.progress.step, "error": str(err)},
+            )
         raise err from None
     finally:
         logger.close()
-    return read_json(run_dir / "metrics.json")
+    return read_json(run_dir / "metrics.json") if world.is_main else None
+
+
+def _drop_partial_of_another_world(state: TrainState, ckpt: dict[str, Any], world: World) -> None:
+    """A run stopped inside an epoch resumes at the next epoch boundary when the number of
+    processes changed (the shards of the saved position no longer exist): the interrupted
+    epoch counts as trained with the batches it had, with a warning."""
+    saved = int(ckpt.get("world_size", 1))
+    if state.partial is None or saved == world.size:
+        return
+    part, state.partial = state.partial, None
+    p = state.progress
+    p.epoch = int(part["epoch"])
+    p.train_means = {
+        f"train/{k}": v for k, v in Averager.from_state(part["epoch_terms"]).means().items()
+    }
+    log.warning(
+        "last.pt was written by %d processes, this run has %d: epoch %d ends at batch %d "
+        "(its remaining batches are skipped) and training continues with epoch %d",
+        saved,
+        world.size,
+        p.epoch,
+        part["batch"],
+        p.epoch + 1,
+    )
 
 
 def _checkpoint_to_resume(
@@ -234,15 +350,26 @@ def _prepare_run_dir(run_dir: Path, resumed: bool) -> None:
 
 
 def _set_up(
-    cfg: DictConfig, trainer: TrainerConfig, device: torch.device
+    cfg: DictConfig, trainer: TrainerConfig, device: torch.device, world: World = SINGLE
 ) -> tuple[Any, TrainState]:
     """Seed, build the components (:func:`dgm_runner.build.build_components`), one optimiser
-    per parameter group, the EMA and (``trainer.compile``) the compiled loss."""
+    per parameter group, the EMA and (``trainer.compile``) the compiled loss. In a
+    data-parallel run every process starts from process 0's weights (seeded alike, they are
+    the same already) and CUDA batch norm becomes ``SyncBatchNorm``."""
     if trainer.num_threads:  # e.g. 1 on a machine shared with other jobs (scripts/bench.py)
         torch.set_num_threads(trainer.num_threads)
     seed_everything(trainer.seed)
     comps = build_components(cfg, device)
     model, objective = comps.model, comps.objective
+    if world.parallel:
+        if device.type == "cuda":  # batch statistics over the global batch (NCCL only)
+            model = comps.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            log.warning(
+                "data-parallel on CPU: batch norm normalises each process's shard "
+                "(SyncBatchNorm needs CUDA); running statistics are process 0's"
+            )
+        broadcast_module(model, world)
     if trainer.channels_last:  # NHWC conv kernels (CUDA tensor cores); 4-D weights only
         model.to(memory_format=torch.channels_last)
     optimizers = {

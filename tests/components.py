@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dgm_runner.objectives.elbo import ELBO
+
 
 def slow_metric(
     model: Any,
@@ -44,3 +46,17 @@ def self_signal_metric(
     while time.monotonic() < deadline:
         time.sleep(0.01)
     return {"not_interrupted": 1.0}
+
+
+class SignallingELBO(ELBO):
+    """The ELBO, plus a stop signal to this process before training step ``step`` when
+    ``$DGM_TEST_SIGNAL_AT`` is ``"<rank>:<step>"`` and ``$RANK`` is that rank: a SIGTERM that
+    reaches one process of a data-parallel run in the middle of an epoch, deterministically.
+    Without the variable it is the ELBO (so runs with and without the signal share a config
+    and resume one another)."""
+
+    def steps(self, model, batch, step):
+        at = os.environ.get("DGM_TEST_SIGNAL_AT", "")
+        if at and at == f"{os.environ.get('RANK', '0')}:{step}":
+            os.kill(os.getpid(), signal.SIGTERM)
+        yield from super().steps(model, batch, step)

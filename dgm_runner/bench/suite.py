@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from dgm_runner.bench.compile_cost import compile_study
+from dgm_runner.bench.ddp import ddp_study
 from dgm_runner.bench.groups import groups_section
 from dgm_runner.bench.harness import Bench
 from dgm_runner.bench.report import check_targets, markdown_report, print_report
@@ -23,7 +24,7 @@ from dgm_runner.bench.scaling import scale_study
 from dgm_runner.bench.timing import cpu_name, load_avg
 
 #: The sections of ``--only``, in the order they run.
-SECTIONS = ("groups", "compile", "scale", "rss", "sampling")
+SECTIONS = ("groups", "compile", "scale", "rss", "sampling", "ddp")
 
 
 def make_bench(args: Namespace) -> Bench:
@@ -123,6 +124,9 @@ def run(args: Namespace) -> None:
     if "sampling" in sections:
         print("\n[sampling]", flush=True)
         sampling_study(bench)
+    if "ddp" in sections:
+        print("\n[ddp: 1 vs 2 processes]", flush=True)
+        ddp_study(bench)
     meta = bench.results["meta"]
     finish_meta(meta, t_start)
     print_report(bench)

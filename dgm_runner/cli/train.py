@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
+from dgm_runner.build import resolve_device
 from dgm_runner.cli import common
 from dgm_runner.cli.checks import check_group_choices, check_override_keys
 from dgm_runner.cli.summary import run_summary
-from dgm_runner.config import ConfigError
+from dgm_runner.config import ConfigError, trainer_config, validate
+from dgm_runner.distributed import SINGLE, World, broadcast_object, env_world, setup
 from dgm_runner.epoch import DivergedError
 from dgm_runner.io.lock import RunDirLocked, acquire, release
 from dgm_runner.io.resume import find_unfinished_run
@@ -83,20 +87,26 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
     in_worker = multirun and driver is not None and driver.isdigit() and int(driver) != os.getpid()
     if in_worker:  # a joblib (loky) worker: stop this job if the driver dies
         watch_parent(int(driver))
+    own_dir = run_dir
     try:
-        acquire(run_dir)  # usually held already (taken when Hydra resolved hydra.output_subdir)
-    except (RunDirLocked, OSError) as err:
+        world, run_dir = _join_run(cfg, run_dir)
+        if world.is_main:  # usually held already (taken when Hydra resolved output_subdir)
+            acquire(run_dir)
+    except (RunDirLocked, OSError, ConfigError) as err:
         return _report_failure(err, multirun, hc)
     held_a_run = holds_run(run_dir)  # a resumed or refused launch: keep its metrics.json
     try:
         final = train(cfg, run_dir)
-        print(run_summary(run_dir, final), flush=True)
+        if world.is_main:
+            print(run_summary(run_dir, final), flush=True)
         metric = cfg.get("optimize_metric")
         return _objective_value(final, metric) if metric else final
     except Exception as err:
         line = f"{type(err).__name__}: {err}"
-        if not isinstance(err, (DivergedError, StopRequested, common.WriteError)) and not (
-            held_a_run and isinstance(err, USER_ERRORS)
+        if (
+            world.is_main
+            and not isinstance(err, (DivergedError, StopRequested, common.WriteError))
+            and not (held_a_run and isinstance(err, USER_ERRORS))
         ):
             try:
                 record_outcome(run_dir, {"status": "failed", "error": line})
@@ -110,7 +120,60 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
             ) from None
         return _report_failure(err, multirun, hc)
     finally:
-        release(run_dir)
+        if world.is_main:
+            release(run_dir)
+        elif own_dir.name.startswith(SCRATCH_PREFIX):  # a torchrun process's scratch dir
+            logging.shutdown()
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _join_run(cfg: DictConfig, run_dir: Path) -> tuple[World, Path]:
+    """This process's place in a data-parallel run and the run directory: process 0's,
+    broadcast (under torchrun the others ran Hydra in a scratch directory that
+    :func:`_data_parallel_argv` chose, removed when the run ends). A single process:
+    ``(SINGLE, run_dir)``.
+
+    Raises:
+        ConfigError: an invalid value, or a strategy that does not fit the launch.
+    """
+    if not env_world().parallel:
+        return SINGLE, run_dir
+    validate(cfg)
+    trainer = trainer_config(cfg)
+    world = setup(trainer.strategy, resolve_device(trainer.device), trainer.dist_timeout_s)
+    return world, Path(broadcast_object(str(run_dir), world))
+
+
+#: The scratch ``hydra.run.dir`` of torchrun processes other than 0 (nothing is kept there).
+SCRATCH_PREFIX = "dgm_rank"
+
+
+def _data_parallel_argv(argv: list[str]) -> list[str]:
+    """The command line of one torchrun process: process 0's as given; the others' Hydra
+    writes nothing (a scratch run directory, no ``.hydra/``, no log files), since process 0
+    owns the run directory.
+
+    Raises:
+        ConfigError: ``-m``: a data-parallel launch trains one run (sweep over such runs with
+            ``hydra/launcher=slurm_ddp``).
+    """
+    world = env_world()
+    if not world.parallel:
+        return argv
+    if "-m" in argv or "--multirun" in argv:
+        raise ConfigError(
+            "a torchrun launch trains one run: drop -m, or sweep over data-parallel runs "
+            "with hydra/launcher=slurm_ddp"
+        )
+    if world.is_main:
+        return argv
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{world.rank}_")
+    return [
+        *argv,
+        f"hydra.run.dir={scratch}",
+        "hydra.output_subdir=null",
+        "hydra.job_logging.root.handlers=[file]",  # its log: the scratch directory's only
+    ]
 
 
 def _report_failure(err: BaseException, multirun: bool, hc: Any) -> None:
@@ -157,6 +220,7 @@ def main() -> None:
         check_group_choices(argv)
         check_override_keys(argv, "train")
         check_run_paths(argv)
+        sys.argv = [sys.argv[0], *_data_parallel_argv(argv)]
     except ConfigError as err:
         print(f"dgm-train: error: ConfigError: {err}", file=sys.stderr)
         sys.exit(2)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -82,6 +83,24 @@ def capture_rng(data_generator: torch.Generator) -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+@contextlib.contextmanager
+def unchanged_rng() -> Iterator[None]:
+    """Leave the global RNGs (torch CPU and CUDA, numpy, python) as they were before the
+    block: the evaluations and figures of a run draw what they like, and the training that
+    follows (also after a resume that extends a finished run) sees the same stream as if
+    they had not run."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    with torch.random.fork_rng(devices=[], enabled=True):
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
 
 
 def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:

@@ -23,6 +23,9 @@ class DCGAN(nn.Module):
         latent_dim: size of z.
         g_channels: c for the generator.
         d_channels: c for the discriminator.
+        g_batchnorm: batch norm after the generator's first two layers (DCGAN, Radford et
+            al. 2016); False: none (a data-parallel run on CPU then follows the
+            single-process run exactly: batch norm there normalises each process's shard).
 
     Raises:
         ValueError: images are not 28x28.
@@ -34,6 +37,7 @@ class DCGAN(nn.Module):
         latent_dim: PositiveInt = 64,
         g_channels: PositiveInt = 64,
         d_channels: PositiveInt = 64,
+        g_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3 or tuple(image_shape[1:]) != (28, 28):
@@ -41,13 +45,17 @@ class DCGAN(nn.Module):
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         c, g = image_shape[0], g_channels
+
+        def norm(channels: int) -> nn.Module:
+            return nn.BatchNorm2d(channels) if g_batchnorm else nn.Identity()
+
         self.generator = nn.Sequential(
             nn.Linear(latent_dim, 4 * g * 7 * 7),
             nn.Unflatten(1, (4 * g, 7, 7)),
-            nn.BatchNorm2d(4 * g),
+            norm(4 * g),
             nn.ReLU(),
             nn.ConvTranspose2d(4 * g, 2 * g, 4, 2, 1),
-            nn.BatchNorm2d(2 * g),
+            norm(2 * g),
             nn.ReLU(),
             nn.ConvTranspose2d(2 * g, c, 4, 2, 1),
             nn.Sigmoid(),

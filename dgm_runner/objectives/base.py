@@ -9,7 +9,11 @@ from torch import nn
 
 
 class Batch(NamedTuple):
-    """One minibatch: ``x`` ``(B, C, H, W)`` float images, ``y`` ``(B,)`` int64 labels."""
+    """One minibatch: ``x`` ``(B, C, H, W)`` float images, ``y`` ``(B,)`` int64 labels.
+
+    In a data-parallel run ``B`` is this process's shard of the global batch; per-example
+    noise drawn with :func:`dgm_runner.distributions.batch_draw` then matches the global
+    batch's."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -28,6 +32,9 @@ class Objective:
     #: Whether :meth:`steps` makes its updates through :meth:`loss` (what
     #: ``trainer.compile`` compiles); False for objectives that override ``steps`` otherwise.
     updates_through_loss: bool = True
+    #: Whether a run may train it data-parallel (:mod:`dgm_runner.distributed`): False for
+    #: state that follows examples across batches (PCD's persistent chains).
+    data_parallel: bool = True
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ``TypeError`` (one line) if ``model`` cannot be trained by this objective."""

@@ -107,6 +107,7 @@ class ContrastiveDivergence(Objective):
     ) -> None:
         self.k = k
         self.persistent = persistent
+        self.data_parallel = not persistent  # PCD's chains persist per example: one process
         self.n_chains = n_chains
         self.log_every = log_every
         self.chains: torch.Tensor | None = None

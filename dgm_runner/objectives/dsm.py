@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from dgm_runner.config import PositiveFloat
+from dgm_runner.distributions import batch_draw
 from dgm_runner.models.checks import require
 from dgm_runner.models.score import DiffusionModel, NoiseConditionalScoreMLP
 from dgm_runner.objectives.base import Batch, Objective
@@ -57,11 +58,14 @@ class DenoisingScoreMatching(Objective):
     def _per_example(
         self, model: NoiseConditionalScoreMLP, x: torch.Tensor, generator=None
     ) -> torch.Tensor:
-        idx = torch.randint(
-            0, len(model.sigmas), (x.shape[0],), generator=generator, device=x.device
+        n, rest, levels = x.shape[0], x.shape[1:], len(model.sigmas)
+        idx = batch_draw(
+            n, lambda m: torch.randint(0, levels, (m,), generator=generator, device=x.device)
         )
         sigma = model.sigmas[idx]
-        noise = torch.randn(x.shape, generator=generator, device=x.device)
+        noise = batch_draw(
+            n, lambda m: torch.randn((m, *rest), generator=generator, device=x.device)
+        )
         x_noisy = x + sigma[:, None] * noise
         return dsm_per_example(model.score(x_noisy, sigma), noise, sigma, self.weighting)
 
@@ -140,8 +144,11 @@ class DiffusionDSM(Objective):
 
     def _per_example(self, model: DiffusionModel, x: torch.Tensor, generator=None) -> torch.Tensor:
         x0 = model.encode(x)
-        t = self.sample_t(model, x0.shape[0], generator, x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        n, rest = x0.shape[0], x0.shape[1:]
+        t = batch_draw(n, lambda m: self.sample_t(model, m, generator, x0.device))
+        noise = batch_draw(
+            n, lambda m: torch.randn((m, *rest), generator=generator, device=x0.device)
+        )
         return self.per_example(model, x0, t, noise)
 
     def loss(self, model, batch: Batch):

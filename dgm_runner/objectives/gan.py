@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgm_runner.config import NonNegativeFloat, PositiveFloat, PositiveInt
+from dgm_runner.distributions import batch_draw
 from dgm_runner.models.checks import require_attrs
 from dgm_runner.objectives.base import Batch, Objective
 
@@ -33,7 +34,10 @@ def gradient_penalty(
     Returns:
         Scalar penalty (before the weight lambda), differentiable w.r.t. the critic.
     """
-    e = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), generator=generator, device=real.device)
+    ones = [1] * (real.ndim - 1)
+    e = batch_draw(
+        real.shape[0], lambda m: torch.rand(m, *ones, generator=generator, device=real.device)
+    )
     x_hat = (e * real + (1 - e) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
@@ -87,7 +91,8 @@ class GANObjective(Objective):
         }
 
     def _z(self, model, n: int, device, generator=None) -> torch.Tensor:
-        return torch.randn(n, model.latent_dim, generator=generator, device=device)
+        d = model.latent_dim  # per-example draws: a data-parallel shard gets its rows
+        return batch_draw(n, lambda m: torch.randn(m, d, generator=generator, device=device))
 
     def _d_terms(self, model, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-example discriminator loss (and Wasserstein estimate), ``(B,)`` each."""

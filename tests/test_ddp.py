@@ -1,0 +1,254 @@
+"""Data-parallel training (trainer.strategy=ddp, dgm_runner.distributed) on CPU with gloo:
+2 processes started by torch.multiprocessing (and once by torchrun through the CLI) follow
+the 1-process run with the same global batch and seed, write one run directory from
+process 0 only, stop together on a signal to one of them and resume bit-exactly.
+
+The equality runs use SGD: Adam divides by sqrt(v), so for near-zero gradients the
+float32 reduction-order difference of the all-reduce (1e-7 relative) would become a
+visible difference of the update."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from dgm_runner.config import ConfigError
+from dgm_runner.distributed import World, shard_of, wants_ddp
+from dgm_runner.distributions import batch_draw, sample_bernoulli, shard_rows
+from dgm_runner.io.checkpoint import load_checkpoint
+from dgm_runner.loop import train
+from dgm_runner.testing import compose_train
+from tests.helpers import SMALL, needs_mnist
+
+QUIET = [*SMALL, "logger=none", "~sample_metrics.fid", "trainer.num_threads=1"]
+# 203 training images in global batches of 64: the last batch (11) splits 6 / 5.
+UNEVEN = ["dataset.subset=203", "trainer.batch_size=64", "trainer.optimizer=sgd"]
+RUNS = {
+    "vae_mlp": ["experiment=vae_mlp", "model.hidden_dim=32", "trainer.lr=0.01"],
+    "score_unet": [
+        "experiment=edm_mnist_cpu",
+        "model.channels=[8,16,16]",
+        "model.emb_dim=16",
+        "model.groups=4",
+        "sampler.steps=2",
+        "trainer.lr=1e-4",
+        "trainer.ema_decay=null",
+        "~sample_metrics.bpd",
+    ],
+    "rbm_cd": ["experiment=rbm_cdk", "objective.k=2", "~sample_metrics.ais", "sampler.steps=5"],
+    "gan": [
+        "experiment=gan_mnist",
+        "model.g_channels=8",
+        "model.d_channels=8",
+        "model.g_batchnorm=false",
+        "trainer.lr=0.01",
+    ],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, jobs: list, out_dir: str) -> None:
+    """One process of a 2-process run: each job ``(name, overrides, run_dir, env)`` is a
+    ``train()`` call; its final metrics or its error go to ``out_dir/<name>.<rank>.json``."""
+    for name, overrides, run_dir, env in jobs:
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(env.pop("port")),
+            RANK=str(rank),
+            WORLD_SIZE=str(world),
+            LOCAL_RANK=str(rank),
+            **env,
+        )
+        try:
+            result = {"final": train(compose_train(overrides), run_dir)}
+        except Exception as err:  # reported to the test
+            result = {"error": f"{type(err).__name__}: {err}"}
+        for key in env:
+            os.environ.pop(key, None)
+        Path(out_dir, f"{name}.{rank}.json").write_text(json.dumps(result, default=str))
+
+
+def _spawn(tmp_path: Path, jobs: list[tuple[str, list[str], Path, dict]]) -> dict[str, list]:
+    """Run ``jobs`` on 2 processes; ``{name: [result of rank 0, result of rank 1]}``."""
+    out = tmp_path / "results"
+    out.mkdir(exist_ok=True)
+    jobs = [(n, o, str(d), {**e, "port": _free_port()}) for n, o, d, e in jobs]
+    mp.spawn(_worker, args=(2, jobs, str(out)), nprocs=2, join=True)
+    return {
+        name: [json.loads((out / f"{name}.{r}.json").read_text()) for r in range(2)]
+        for name, *_ in jobs
+    }
+
+
+def _steps(run_dir: Path) -> list[int]:
+    """The ``step`` of every line of the run's ``train_history.jsonl``."""
+    text = (run_dir / "train_history.jsonl").read_text()
+    return [json.loads(line)["step"] for line in text.splitlines()]
+
+
+def _params(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def test_shards_cover_the_batch_in_order():
+    for n in (1, 2, 11, 64):
+        rows = [shard_of(n, World(r, 3)) for r in range(3)]
+        assert rows[0][0] == 0 and rows[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+        assert max(b - a for a, b in rows) - min(b - a for a, b in rows) <= 1
+
+
+def test_a_shard_draws_its_rows_of_the_global_batch():
+    torch.manual_seed(0)
+    whole = torch.randn(11, 3)
+    probs = torch.rand(11, 20000)  # the integer-uniform path of sample_bernoulli
+    whole_bits = sample_bernoulli(probs, torch.Generator().manual_seed(1))
+    for rank in range(2):
+        start, stop = shard_of(11, World(rank, 2))
+        torch.manual_seed(0)
+        with shard_rows(start, stop - start, 11):
+            part = batch_draw(stop - start, lambda m: torch.randn(m, 3))
+            bits = sample_bernoulli(probs[start:stop], torch.Generator().manual_seed(1))
+        assert torch.equal(part, whole[start:stop]) and torch.equal(bits, whole_bits[start:stop])
+
+
+def test_strategies_are_checked_against_the_launch(monkeypatch):
+    for key in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert not wants_ddp("auto", World()) and not wants_ddp("none", World())
+    with pytest.raises(ConfigError, match="torchrun"):
+        wants_ddp("ddp", World())
+    with pytest.raises(ConfigError, match="strategy=none"):
+        wants_ddp("none", World(0, 2))
+    assert wants_ddp("auto", World(1, 2))
+
+
+# ----------------------------------------------------------------------------- 2 processes
+
+
+@needs_mnist
+def test_two_processes_follow_one_for_every_kind_of_update(tmp_path):
+    """MLP VAE (reparameterised noise), score U-Net (EDM DSM), CD-2 (gradients written in
+    closed form, Gibbs draws) and the GAN (D and G optimisers, z draws): the 2-process run
+    ends with the 1-process run's parameters and metrics, and PCD is refused in one line."""
+    jobs = [(n, [*o, *QUIET, *UNEVEN], tmp_path / f"ddp_{n}", {}) for n, o in RUNS.items()]
+    pcd = ["experiment=rbm_cdk", "objective=pcd", *QUIET]
+    jobs.append(("pcd", pcd, tmp_path / "ddp_pcd", {}))
+    results = _spawn(tmp_path, jobs)
+    for name, overrides in RUNS.items():
+        single = train(compose_train([*overrides, *QUIET, *UNEVEN]), tmp_path / f"one_{name}")
+        ranks = results[name]
+        assert "error" not in ranks[0] and "error" not in ranks[1], (name, ranks)
+        assert ranks[0]["final"] == ranks[1]["final"], name  # every process returns them
+        ddp_params, one_params = (
+            _params(tmp_path / f"ddp_{name}"),
+            _params(tmp_path / f"one_{name}"),
+        )
+        for key, value in one_params.items():
+            close = torch.allclose(ddp_params[key], value, rtol=1e-4, atol=1e-5)
+            assert close, (name, key, float((ddp_params[key] - value).abs().max()))
+        final = ranks[0]["final"]
+        for key, value in single.items():
+            if key.startswith(("test/", "train/")) and isinstance(value, float):
+                assert final[key] == pytest.approx(value, rel=1e-3, abs=1e-4), (name, key)
+        # one writer: no record twice, exactly the files of a 1-process run
+        run = tmp_path / f"ddp_{name}"
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == 1, name
+        history = _steps(run)
+        assert history == sorted(set(history)), name
+        files = {p.relative_to(run) for p in run.rglob("*") if p.is_file()}
+        one = {
+            p.relative_to(tmp_path / f"one_{name}")
+            for p in (tmp_path / f"one_{name}").rglob("*")
+            if p.is_file()
+        }
+        assert files == one, name
+    for rank in range(2):
+        assert "ConfigError" in results["pcd"][rank]["error"]
+        assert "data-parallel" in results["pcd"][rank]["error"]
+
+
+@needs_mnist
+def test_a_signal_to_one_process_stops_both_and_the_resume_is_bit_exact(tmp_path):
+    """SIGTERM to process 1 before step 2 of 4: both finish the step, process 0 saves the
+    position; resumed on 2 processes, the run ends with the uninterrupted 2-process run's
+    parameters, bit for bit. Resumed on 1 process instead, it continues at the next epoch
+    boundary with a warning."""
+    base = [
+        "experiment=vae_mlp",
+        "model.hidden_dim=32",
+        "objective._target_=tests.components.SignallingELBO",
+        *QUIET,
+        *UNEVEN,
+        "trainer.epochs=2",
+    ]
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    first = _spawn(
+        tmp_path,
+        [
+            ("whole", base, whole, {}),
+            ("cut", base, cut, {"DGM_TEST_SIGNAL_AT": "1:2"}),
+        ],
+    )
+    assert "error" not in first["whole"][0]
+    for rank in range(2):
+        assert first["cut"][rank]["error"].startswith("StopRequested"), first["cut"]
+    saved = load_checkpoint(cut / "checkpoints" / "last.pt")
+    assert saved["partial"]["batch"] == 3 and saved["step"] == 3 and saved["world_size"] == 2
+    other = tmp_path / "other_world"
+    shutil.copytree(cut, other)
+    resumed = _spawn(tmp_path, [("resume", [*base, f"trainer.resume={cut}"], cut, {})])
+    assert "error" not in resumed["resume"][0], resumed
+    for key, value in _params(whole).items():
+        assert torch.equal(_params(cut)[key], value), key
+    assert _steps(cut) == _steps(whole)
+    # 1 process: the interrupted epoch ends where it stopped, epoch 2 runs in full
+    final = train(compose_train([*base, f"trainer.resume={other}"]), other)
+    assert final["status"] == "completed" and final["step"] == 3 + 4
+    assert final["epoch"] == 2
+
+
+@needs_mnist
+def test_torchrun_through_the_cli_makes_one_run_directory(tmp_path):
+    """``torchrun --nproc_per_node=2 -m dgm_runner``: one run directory (process 0's), no
+    scratch directory left, the summary printed once; ``-m`` is refused in one line."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    args = ["--nproc_per_node=2", "--standalone", "-m", "dgm_runner", "experiment=vae_mlp", *QUIET]
+    out = subprocess.run(
+        [str(torchrun), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "vae_mlp").iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert out.stdout.count("run completed after 1 epochs") == 1
+    assert not list((tmp_path / "tmp").glob("dgm_rank*"))
+    refused = subprocess.run(
+        [str(torchrun), *args[:4], "-m", "experiment=vae_mlp", *QUIET],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "a torchrun launch trains one run" in refused.stderr
