@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from dgm_runner.config import ConfigError
+from dgm_runner.io.atomic import read_json
 
 
 class NullLogger:
@@ -56,6 +57,20 @@ class NullLogger:
     def __init__(self, run_dir: str | Path | None = None, config: dict[str, Any] | None = None):
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.config = config or {}
+
+    def stored_run(self, run_file: str) -> dict[str, Any] | None:
+        """For a logger that tracks the run elsewhere (MLflow, W&B): create the run
+        directory and return what ``<run_dir>/<run_file>`` recorded of the tracked run (a
+        resumed run's id), or None when nothing usable is there.
+
+        Raises:
+            ConfigError: the logger was built without a run directory.
+        """
+        if self.run_dir is None:
+            raise ConfigError(f"{type(self).__name__} needs a run directory")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stored = read_json(self.run_dir / run_file)
+        return stored if isinstance(stored, dict) and stored.get("run_id") else None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Log ``{tag: value}`` at global step ``step``."""

@@ -37,7 +37,7 @@ from typing import Any, Optional
 import torch
 
 from dgm_runner.config import ConfigError
-from dgm_runner.io.atomic import read_json, write_json
+from dgm_runner.io.atomic import write_json
 from dgm_runner.io.loggers import (
     NullLogger,
     closing_outcome,
@@ -108,11 +108,7 @@ class MLflowLogger(NullLogger):
         except ImportError as err:
             raise ConfigError(f"{missing_extra('mlflow', 'mlflow')} ({err})") from None
         super().__init__(run_dir, config)
-        if self.run_dir is None:
-            raise ConfigError("logger=mlflow needs a run directory")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        stored = read_json(self.run_dir / RUN_FILE)
-        stored = stored if isinstance(stored, dict) and stored.get("run_id") else None
+        stored = self.stored_run(RUN_FILE)
         self.tracking_uri = (
             tracking_uri
             or (stored or {}).get("tracking_uri")

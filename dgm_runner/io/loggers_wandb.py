@@ -38,7 +38,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from dgm_runner.config import ConfigError
-from dgm_runner.io.atomic import read_json, write_json
+from dgm_runner.io.atomic import write_json
 from dgm_runner.io.loggers import (
     NullLogger,
     closing_outcome,
@@ -90,11 +90,8 @@ class WandbLogger(NullLogger):
         except ImportError as err:
             raise ConfigError(f"{missing_extra('wandb', 'wandb')} ({err})") from None
         super().__init__(run_dir, config)
-        if self.run_dir is None:
-            raise ConfigError("logger=wandb needs a run directory")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        stored = read_json(self.run_dir / RUN_FILE)
-        run_id = stored.get("run_id") if isinstance(stored, dict) else None
+        stored = self.stored_run(RUN_FILE)
+        run_id = stored["run_id"] if stored else None
         if not run_id:
             run_id = new_run_id()
             write_json(self.run_dir / RUN_FILE, {"run_id": run_id, "project": project})
