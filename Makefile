@@ -1,5 +1,6 @@
 # The two README commands: `make run` and `make test`. Both create .venv if missing
-# and install the project (editable, so configs/ is found) with the tested pins.
+# and install the project (editable, for development: configs/ also ships inside the
+# package, so a plain `pip install .` works anywhere) with the tested pins.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -293,6 +293,7 @@ class EvalConfig:
     test_subset: Optional[PositiveInt] = None
     sampler_name: Optional[str] = None
     sampler: Any = None
+    label: Any = None
     fid: Any = None
 
 
@@ -308,6 +309,7 @@ class SampleConfig:
     out: Optional[str] = None
     sampler_name: Optional[str] = None
     sampler: Any = None
+    label: Any = None
 
 
 # Arguments that the loop passes when it builds each component (not user config).

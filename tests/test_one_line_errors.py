@@ -315,6 +315,15 @@ CASES = [
         None,
     ),
     (
+        "sample a class of an unconditional model",
+        "dgm-sample",
+        ["{vae}", "label=3"],
+        "ConfigError",
+        "is not a conditional model",
+        ["vae"],
+        None,
+    ),
+    (
         "sample a missing run",
         "dgm-sample",
         ["{missing}"],

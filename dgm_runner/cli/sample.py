@@ -1,10 +1,12 @@
-"""``dgm-sample RUN_DIR n=64 [sampler=ddim sampler.steps=20]``: draw samples from a trained
-run (with its own sampler or another that fits the model) and write a grid."""
+"""``dgm-sample RUN_DIR n=64 [sampler=ddim sampler.steps=20] [label=3]``: draw samples from a
+trained run (with its own sampler or another that fits the model; a conditional model's
+samples of chosen classes) and write a grid."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -12,7 +14,7 @@ from omegaconf import DictConfig
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
 from dgm_runner.cli.common import main_with_run_dir, one_line_errors, sampler_overrides
-from dgm_runner.config import SampleConfig, validate_schema
+from dgm_runner.config import ConfigError, SampleConfig, validate_schema
 from dgm_runner.io.artifacts import save_grid
 from dgm_runner.samplers.base import draw_samples
 
@@ -25,11 +27,13 @@ def _app(cfg: DictConfig) -> str:
     # The grid needs the model and the sampler only: load one test image, not the split.
     overrides["dataset.test_subset"] = 1
     _, comps, _ = restore_run(cfg.run_dir, cfg.checkpoint, cfg.device, overrides)
+    labels = _labels(cfg.label, comps)
     device = next(comps.model.parameters()).device
     start = time.perf_counter()
     images = draw_samples(comps.model, comps.sampler, cfg.n, cfg.seed, device)
     seconds = time.perf_counter() - start
     tag = f"_{cfg.sampler_name}" if cfg.sampler_name else ""
+    tag += f"_label{'-'.join(map(str, labels))}" if labels else ""
     out = (
         Path(cfg.out)
         if cfg.out
@@ -41,6 +45,34 @@ def _app(cfg: DictConfig) -> str:
         f"wrote {out} ({cfg.n} samples, {seconds:.1f} s{f', {nfe} NFE per sample' if nfe else ''})"
     )
     return str(out)
+
+
+def _labels(label: Any, comps: Any) -> list[int] | None:
+    """``label=3`` / ``label=[3,5]``: the classes a conditional model's samples are drawn
+    from, set on the run's sampler (which checks them against the model).
+
+    Raises:
+        ConfigError: labels for an unconditional model or a sampler that takes none, or
+            classes outside ``[0, n_classes)``.
+    """
+    if label is None:
+        return None
+    labels = [label] if isinstance(label, int) else list(label)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+        raise ConfigError(f"label={label} must be a class or a list of classes")
+    if not getattr(comps.model, "conditional", False):
+        raise ConfigError(
+            f"label={label}: the run's {type(comps.model).__name__} is not a conditional model "
+            "(labels are for e.g. experiment=cvae)"
+        )
+    if not hasattr(comps.sampler, "labels"):
+        raise ConfigError(f"label={label}: sampler {type(comps.sampler).__name__} takes no labels")
+    comps.sampler.labels = labels
+    try:
+        comps.sampler.check_model(comps.model)
+    except TypeError as err:
+        raise ConfigError(f"label={label}: {err}") from None
+    return labels
 
 
 def main() -> None:

@@ -85,6 +85,7 @@ class TemperedSampler(AncestralSampler):
     """
 
     def __init__(self, temperature: PositiveFloat = 0.8) -> None:
+        super().__init__()
         self.temperature = temperature
 
     @torch.no_grad()
