@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -102,7 +103,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     validate(cfg)
     _check_logger(cfg)
-    trainer = trainer_config(cfg)
+    trainer = _resume_if_requeued(trainer_config(cfg))
     world = _join(cfg, trainer)
     run_dir = Path(run_dir)
     try:
@@ -112,6 +113,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     finally:
         if world.parallel:
             teardown()
+
+
+def _resume_if_requeued(trainer: TrainerConfig) -> TrainerConfig:
+    """A SLURM job requeued after preemption or its time limit (``SLURM_RESTART_COUNT >=
+    1``, as submitit's requeue sets it) runs with ``trainer.resume=auto`` unless a resume is
+    configured: it continues from its job directory's ``last.pt`` instead of being refused
+    as a directory that already holds a run."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if trainer.resume is None and restarts.isdigit() and int(restarts) >= 1:
+        log.info("SLURM requeue %s: trainer.resume=auto", restarts)
+        trainer.resume = "auto"
+    return trainer
 
 
 def _join(cfg: DictConfig, trainer: TrainerConfig) -> World:

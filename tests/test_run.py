@@ -376,3 +376,20 @@ def test_resume_config_check_tolerates_only_new_options_at_their_defaults():
     assert not _same_config(
         {"_target_": "dgm_runner.models.RBM"}, {"_target_": "dgm_runner.models.vae.VAEMLP"}
     )
+
+
+def test_a_requeued_slurm_job_resumes_its_own_run(compose_cfg, tmp_path, monkeypatch):
+    """hydra/launcher=slurm_ddp: a job requeued into its job directory (SLURM_RESTART_COUNT
+    >= 1) continues from its last.pt without trainer.resume; a first launch is refused."""
+    from dgm_runner.config import ConfigError
+
+    common = ["experiment=vae_mlp", *SMALL, "logger=none", "~sample_metrics.fid"]
+    job = tmp_path / "job"
+    train(compose_cfg(*common, "trainer.epochs=1"), job)
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(compose_cfg(*common, "trainer.epochs=2"), job)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    final = train(compose_cfg(*common, "trainer.epochs=2"), job)
+    straight = train(compose_cfg(*common, "trainer.epochs=2"), tmp_path / "straight")
+    assert final["epoch"] == 2 and final["test/elbo_loss"] == straight["test/elbo_loss"]
