@@ -114,8 +114,8 @@ _OPTIMIZER_IMPLS: dict[str, tuple[dict[str, bool], ...]] = {
 
 
 def make_optimizer(params, tcfg: Any) -> torch.optim.Optimizer:
-    """The optimiser of one parameter group: ``trainer.optimizer`` (adam | sgd) with
-    ``trainer.lr``, ``betas`` / ``momentum`` and ``weight_decay``.
+    """The optimiser of one parameter group: ``trainer.optimizer`` (adam | sgd | adagrad)
+    with ``trainer.lr``, ``betas`` (adam) / ``momentum`` (sgd) and ``weight_decay``.
 
     ``trainer.optimizer_impl`` picks PyTorch's implementation: ``auto`` (default) takes
     the fused kernel where this torch build supports it for these parameters (CPU and
@@ -140,6 +140,8 @@ def make_optimizer(params, tcfg: Any) -> torch.optim.Optimizer:
             torch.optim.SGD,
             {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay},
         )
+    elif tcfg.optimizer == "adagrad":  # Kingma & Welling (2014), Sec. 5: seed 002's setup
+        cls, kwargs = torch.optim.Adagrad, {"lr": tcfg.lr, "weight_decay": tcfg.weight_decay}
     else:
         cls, kwargs = (
             torch.optim.Adam,

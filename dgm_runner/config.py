@@ -72,7 +72,7 @@ class TrainerConfig:
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
     lr: PositiveFloat = 1e-3
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "sgd", "adagrad"] = "adam"
     optimizer_impl: Literal["auto", "fused", "foreach", "for_loop"] = "auto"
     momentum: UnitInterval = 0.0
     betas: tuple[Beta, Beta] = (0.9, 0.999)

@@ -454,3 +454,28 @@ def test_subsets_larger_than_the_split_are_errors(cache, tmp_path, kwargs, says)
         "mnist", root=str(src), download=False, subset=20, test_subset=10, per_class=2
     )
     assert exact.train_x.shape[0] == 20 and exact.test_x.shape[0] == 10
+
+
+def test_seed_002_binarizes_pixels_greater_than_128_exactly(tmp_path):
+    """Seed 002: "if a pixel is greater than 128 set it to 1": 128 -> 0 and 129 -> 1 on the
+    files' 0..255 scale (the former threshold=0.50196078 turned 128 into 1), also after the
+    14x14 area averaging (mean of four pixels exactly 128 -> 0, 128.25 -> 1)."""
+    import numpy as np
+
+    flat = np.zeros((2, 28, 28), dtype=np.uint8)
+    flat[0, 0, 0], flat[0, 0, 1] = 128, 129  # 28x28: the boundary itself
+    flat[1, 0:2, 0:2] = [[128, 128], [128, 128]]  # 14x14 pixel (0, 0): mean 128
+    flat[1, 0:2, 2:4] = [[128, 128], [128, 129]]  # 14x14 pixel (0, 1): mean 128.25
+    images = struct.pack(">IIII", 0x803, 2, 28, 28) + flat.tobytes()
+    root = write_mnist(tmp_path, images, idx_labels([0, 1]), images, idx_labels([0, 1]))
+    full = vision.load_vision_dataset(root=str(root), binarize=True, threshold_uint8=128)
+    assert full.train_x[0, 0, 0, 0] == 0.0 and full.train_x[0, 0, 0, 1] == 1.0
+    assert torch.equal(full.test_x, full.train_x)
+    # the config's former threshold: 0.50196078 < 128/255, so pixels equal to 128 became 1
+    old = vision.load_vision_dataset(root=str(root), binarize=True, threshold=0.50196078)
+    assert old.train_x[0, 0, 0, 0] == 1.0
+    small = vision.load_vision_dataset(
+        root=str(root), binarize=True, threshold_uint8=128, image_size=14
+    )
+    assert small.train_x[1, 0, 0, 0] == 0.0 and small.train_x[1, 0, 0, 1] == 1.0
+    assert small.grey_test_x[1, 0, 0, 1] == pytest.approx(128.25 / 255)

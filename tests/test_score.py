@@ -50,9 +50,9 @@ def test_dsm_loss_is_smallest_at_the_exact_score():
         "shifted": GaussianNCSN(shift=0.3),
         "scaled": GaussianNCSN(scale=1.3),
     }.items():
-        per = DenoisingScoreMatching().evaluate(model, batch, torch.Generator().manual_seed(1))[
-            "dsm_loss"
-        ]
+        per = DenoisingScoreMatching("sigma2").evaluate(
+            model, batch, torch.Generator().manual_seed(1)
+        )["dsm_loss"]
         losses[name] = (per.mean(), per.std() / math.sqrt(per.numel()))
     for other in ("shifted", "scaled"):
         assert losses["exact"][0] + 5 * losses["exact"][1] < losses[other][0]
@@ -62,7 +62,7 @@ def test_dsm_weightings():
     score, noise, sigma = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0.1, 0.5, 1.0, 2.0])
     weighted = dsm_per_example(score, noise, sigma, "sigma2")
     unweighted = dsm_per_example(score, noise, sigma, "none")
-    torch.testing.assert_close(weighted, sigma**2 * unweighted)
+    torch.testing.assert_close(weighted, 0.5 * sigma**2 * unweighted)
     target = -noise / sigma[:, None]  # grad log N(x~; x, sigma^2 I) at x~ = x + sigma noise
     torch.testing.assert_close(dsm_per_example(target, noise, sigma, "none"), torch.zeros(4))
 

@@ -25,11 +25,11 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import torch
 
-from dgm_runner.config import PositiveInt, UnitInterval
+from dgm_runner.config import PositiveInt, Range, UnitInterval
 from dgm_runner.data.base import DataError, DataSplits
 from dgm_runner.data.cache import (  # noqa: F401  (private names re-exported for the old layout)
     _cached,
@@ -272,6 +272,7 @@ def load_vision_dataset(
     download: bool = True,
     binarize: bool = False,
     threshold: UnitInterval = 0.5,
+    threshold_uint8: Optional[Annotated[int, Range(ge=0, le=255)]] = None,
     subset: Optional[PositiveInt] = None,
     test_subset: Optional[PositiveInt] = None,
     per_class: Optional[PositiveInt] = None,
@@ -289,7 +290,12 @@ def load_vision_dataset(
             (never when ``root`` is set).
         binarize: map each pixel to ``1.0 if intensity > threshold else 0.0``; the
             intensity is in [0, 1], so the result is fixed per image (no resampling).
-        threshold: binarization threshold on [0, 1] intensities (seed 002 uses 128/255).
+        threshold: binarization threshold on [0, 1] intensities.
+        threshold_uint8: when set, binarize with ``pixel > threshold_uint8`` compared
+            exactly on the 0..255 scale of the files (after ``image_size``'s area
+            averaging, on the mean of the integer pixels: exact in float32), instead of
+            ``threshold``: seed 002's "greater than 128" (the former
+            ``threshold=0.50196078``, just below 128/255, made pixels equal to 128 one).
         subset: keep only the first ``subset`` training images (after ``per_class``).
         test_subset: keep only the first ``test_subset`` test images.
         per_class: keep only the first ``per_class`` training images of each class, in
@@ -335,21 +341,28 @@ def load_vision_dataset(
             raise _too_many("test_subset", test_subset, test_x.shape[0], f"test images of {name}")
         test_x, test_y = test_x[:test_subset], test_y[:test_subset]
 
-    def to_grey(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device).unsqueeze(1).float().div_(255.0)
+    def resized(x: torch.Tensor) -> torch.Tensor:
         if image_size is not None and image_size != x.shape[-1]:
             x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="area")
         return x
 
-    def binary(x: torch.Tensor) -> torch.Tensor:
-        return (x > threshold).float() if binarize else x
+    def to_grey(x: torch.Tensor) -> torch.Tensor:
+        return resized(x.to(device).unsqueeze(1).float().div_(255.0))
+
+    def binary(uint8: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+        if not binarize:
+            return grey
+        if threshold_uint8 is None:
+            return (grey > threshold).float()
+        levels = resized(uint8.to(device).unsqueeze(1).float())  # 0..255, means of integers
+        return (levels > threshold_uint8).float()
 
     grey_test = to_grey(test_x)
     return DataSplits(
         name=name,
-        train_x=binary(to_grey(train_x)),
+        train_x=binary(train_x, to_grey(train_x)),
         train_y=train_y.to(device, copy=True),  # never the memoized tensor itself
-        test_x=binary(grey_test),
+        test_x=binary(test_x, grey_test),
         test_y=test_y.to(device, copy=True),
         n_classes=10,
         binarized=binarize,

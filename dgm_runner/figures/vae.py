@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import DataSplits
 from dgm_runner.io.artifacts import save_grid
 from dgm_runner.io.plots import figure_path, pyplot, save_figure
@@ -74,37 +76,63 @@ def latent_scatter(
     return save_figure(fig, figure_path(run_dir, "latent_scatter"))
 
 
+def _pair_indices(
+    labels: torch.Tensor, pairs: Optional[list[list[int]]], n_pairs: int, seed: int
+) -> list[list[int]]:
+    """Training-image index pairs of different classes: random (``pairs=None``) or the
+    first image of each named class."""
+    if pairs is None:
+        if torch.unique(labels).numel() < 2:
+            raise ValueError("interpolation needs training images of two different classes")
+        g = torch.Generator().manual_seed(seed)
+        n, out = labels.numel(), []
+        while len(out) < n_pairs:
+            i, j = torch.randint(0, n, (2,), generator=g).tolist()
+            if int(labels[i]) != int(labels[j]):
+                out.append([i, j])
+        return out
+    out = []
+    for a, b in pairs:
+        if a == b:
+            raise ValueError(f"interpolation pair ({a}, {b}) must be two different classes")
+        idx = []
+        for c in (a, b):
+            hits = torch.nonzero(labels == c).flatten()
+            if hits.numel() == 0:
+                raise ValueError(f"interpolation: class {c} is not in the training data")
+            idx.append(int(hits[0]))
+        out.append(idx)
+    return out
+
+
 @torch.no_grad()
 def interpolation(
     model: GaussianVAE,
     data: DataSplits,
     run_dir: Path,
     seed: int,
-    pairs: tuple[tuple[int, int], ...] = ((0, 1), (3, 8), (4, 7)),
+    pairs: Optional[list[list[int]]] = None,
     step: float = 0.1,
+    n_pairs: PositiveInt = 3,
 ) -> Path:
-    """Seed 001 Q2 e-iii: for each pair of classes (a, b), take the first training image
-    of each, their posterior means ``mu_a``, ``mu_b``, and show ``p(x|z_alpha)`` for
+    """Seed 001 Q2 e-iii: "sample 3 pairs of data points with different classes", take
+    their posterior means ``mu_a``, ``mu_b``, and show ``p(x|z_alpha)`` for
     ``z_alpha = (1 - alpha) mu_a + alpha mu_b``, alpha = 0, step, ..., 1.
 
+    By default (``pairs=None``) the ``n_pairs`` pairs of training images are drawn at
+    random with ``seed`` (the second image of a pair redrawn until its class differs);
+    ``pairs=[[a, b], ...]`` (an option) takes the first training image of classes a and b.
     Layout: one row per pair, ``1/step + 1`` columns (11 for step 0.1).
 
     Raises:
-        ValueError: a class is missing from the training data or the pair is not two
-            different classes.
+        ValueError: a class is missing from the training data, a pair is not two
+            different classes, or the data has a single class.
     """
     model.eval()
     alphas = torch.linspace(0, 1, round(1 / step) + 1, device=_device(model))
     rows = []
-    for a, b in pairs:
-        if a == b:
-            raise ValueError(f"interpolation pair ({a}, {b}) must be two different classes")
-        idx = []
-        for c in (a, b):
-            hits = torch.nonzero(data.train_y == c).flatten()
-            if hits.numel() == 0:
-                raise ValueError(f"interpolation: class {c} is not in the training data")
-            idx.append(int(hits[0]))
+    for idx in _pair_indices(data.train_y, pairs, n_pairs, seed):
+        a = int(data.train_y[idx[0]])
         x, y = data.train_x[idx], data.train_y[idx]
         mu = _posterior_means(model, x, y)
         z = (1 - alphas[:, None]) * mu[0] + alphas[:, None] * mu[1]

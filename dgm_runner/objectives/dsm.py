@@ -17,13 +17,15 @@ from dgm_runner.objectives.base import Batch, Objective
 
 
 def dsm_per_example(
-    score: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, weighting: str = "sigma2"
+    score: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, weighting: str = "none"
 ) -> torch.Tensor:
-    """``lambda(sigma) / 2 * || s(x~, sigma) + noise / sigma ||^2`` summed over dimensions.
+    """The DSM loss of one example at one noise level, summed over dimensions.
 
-    With ``x~ = x + sigma * noise`` the DSM target is ``grad log q(x~|x) = -noise / sigma``.
-    ``weighting="sigma2"`` uses ``lambda = sigma^2`` (Song & Ermon 2019, Eq. 6), giving
-    ``0.5 ||sigma s + noise||^2``; ``"none"`` is seed 001 Q4's unweighted form.
+    With ``x~ = x + sigma * noise`` the DSM target is ``grad log q(x~|x) = -noise / sigma``
+    ``= -(x~ - x) / sigma^2``. ``weighting="none"`` is seed 001 Q4's loss as printed,
+    ``|| s(x~, sigma) + (x~ - x) / sigma^2 ||^2`` (no 1/2, no weight); ``"sigma2"`` is
+    Song & Ermon (2019), Eq. 2 with ``lambda = sigma^2``:
+    ``sigma^2 / 2 * || s + (x~ - x) / sigma^2 ||^2 = 0.5 ||sigma s + noise||^2``.
 
     Args:
         score: ``(B, ...)`` model score at x~; noise: ``(B, ...)`` standard normal draw;
@@ -35,7 +37,7 @@ def dsm_per_example(
     s = sigma.reshape(-1, *([1] * (score.ndim - 1)))
     if weighting == "sigma2":
         return 0.5 * (s * score + noise).pow(2).flatten(1).sum(1)
-    return 0.5 * (score + noise / s).pow(2).flatten(1).sum(1)
+    return (score + noise / s).pow(2).flatten(1).sum(1)
 
 
 class DenoisingScoreMatching(Objective):
@@ -44,12 +46,13 @@ class DenoisingScoreMatching(Objective):
     :func:`dsm_per_example`. Metric ``dsm_loss`` (per example).
 
     Args:
-        weighting: ``sigma2`` (Song & Ermon 2019) or ``none`` (seed 001 Q4).
+        weighting: ``none`` (default: seed 001 Q4's loss, as printed) or ``sigma2``
+            (Song & Ermon 2019's lambda = sigma^2, an option).
     """
 
     monitor = "dsm_loss"
 
-    def __init__(self, weighting: Literal["sigma2", "none"] = "sigma2") -> None:
+    def __init__(self, weighting: Literal["sigma2", "none"] = "none") -> None:
         self.weighting = weighting
 
     def check_model(self, model: nn.Module) -> None:

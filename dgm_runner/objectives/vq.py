@@ -24,7 +24,8 @@ class VQObjective(Objective):
       codebook only). Dropped from the loss when the model updates its codebook by EMA
       (``model.ema=True``; it is still logged).
     * ``commitment``: ``||u - sg[z]||^2`` summed likewise (trains the encoder only),
-      weighted by ``beta`` (paper: 0.25).
+      weighted by ``beta`` (seed 003 Q4's L_VQ: 1, the config default; van den Oord et
+      al. 2017: 0.25).
 
     With sums over the 784 pixels and over the 7x7x16 = 784 latent entries (defaults on
     28x28 images) the balance between the terms is the same as with per-element means.
@@ -54,7 +55,7 @@ class VQObjective(Objective):
 
     monitor = "recon_mse"
 
-    def __init__(self, beta: NonNegativeFloat = 0.25, recon: Literal["mse", "bce"] = "mse") -> None:
+    def __init__(self, beta: NonNegativeFloat = 1.0, recon: Literal["mse", "bce"] = "mse") -> None:
         if beta < 0:
             raise ValueError(f"beta={beta} must be >= 0")
         if recon not in ("mse", "bce"):

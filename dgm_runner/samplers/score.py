@@ -35,18 +35,19 @@ class AnnealedLangevin(Sampler):
     Levels are ``model.sigmas`` in the algorithm's order, largest first (sigma_1 > ... >
     sigma_L); at level i, ``T`` steps of :func:`langevin_step` with step size
     ``alpha_i = eps * sigma_i^2 / sigma_L^2`` where sigma_L is the *smallest* level.
-    Starts from ``N(0, sigma_1^2 I)``. With ``denoise``, a final Tweedie step
-    ``x + sigma_L^2 s(x, sigma_L)`` removes the last level's noise (Jolicoeur-Martineau
-    et al. 2021).
+    Starts from ``N(0, sigma_1^2 I)``: ``L x T`` network evaluations, as printed. With
+    ``denoise`` (an option, off by default: Algorithm 1 has no such step), a final
+    Tweedie step ``x + sigma_L^2 s(x, sigma_L)`` removes the last level's noise
+    (Jolicoeur-Martineau et al. 2021): one more evaluation.
 
     Args:
         eps: base step size epsilon.
         steps_per_level: T.
-        denoise: apply the final denoising step.
+        denoise: apply the final denoising step (default False, as Algorithm 1).
     """
 
     def __init__(
-        self, eps: PositiveFloat = 5e-5, steps_per_level: PositiveInt = 100, denoise: bool = True
+        self, eps: PositiveFloat = 5e-5, steps_per_level: PositiveInt = 100, denoise: bool = False
     ) -> None:
         self.eps = eps
         self.steps_per_level = steps_per_level
