@@ -80,3 +80,10 @@ def test_seed_001_q2_interpolates_three_random_pairs_of_different_classes():
     assert _pair_indices(labels, [[1, 3]], 3, seed=5) == [[2, 5]]  # the option: first images
     with pytest.raises(ValueError, match="two different classes"):
         _pair_indices(torch.zeros(4, dtype=torch.long), None, 3, seed=0)
+
+
+def test_seed_000_rbm_recipe_uses_the_better_measured_momentum():
+    cfg = _node("experiment=rbm_cdk")
+    assert cfg.trainer.optimizer == "sgd" and cfg.trainer.lr == pytest.approx(0.05)
+    assert cfg.trainer.batch_size == 64 and cfg.trainer.momentum == 0.0
+    assert cfg.model.hidden_dim == 128  # "the dimensionality d of the latent variables is 128"
