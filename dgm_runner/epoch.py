@@ -139,7 +139,7 @@ def train_step(
         optimizers[group].step()
         objective.after_step(group, model)
         if averager is not None:
-            averager.add(terms, weight if world.parallel else 1.0)  # on device: no host sync
+            averager.add(terms, weight)  # on device: no host sync per step
     if world.parallel:
         broadcast_buffers(model, world)  # e.g. batch-norm running statistics
 

@@ -53,7 +53,7 @@ def launch(overrides: list[str], procs: int, threads: int, workdir: Path) -> flo
         "dataset.test_subset=500",
         f"hydra.run.dir={run_dir}",
     ]
-    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=os.environ.copy())
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
     return float(json.loads((run_dir / "metrics.json").read_text())["time_per_epoch_s"])

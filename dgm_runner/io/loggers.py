@@ -55,6 +55,7 @@ class NullLogger:
             raise ConfigError(missing_extra(module, extra))
 
     def __init__(self, run_dir: str | Path | None = None, config: dict[str, Any] | None = None):
+        self.check_available()  # ConfigError naming the extra when the package is missing
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.config = config or {}
 

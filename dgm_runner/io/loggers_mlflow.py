@@ -36,13 +36,11 @@ from typing import Any, Optional
 
 import torch
 
-from dgm_runner.config import ConfigError
 from dgm_runner.io.atomic import write_json
 from dgm_runner.io.loggers import (
     NullLogger,
     closing_outcome,
     grid_to_uint8,
-    missing_extra,
     run_name,
     sweep_group,
 )
@@ -103,11 +101,9 @@ class MLflowLogger(NullLogger):
         tracking_uri: Optional[str] = None,
         experiment: Optional[str] = None,
     ) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError as err:
-            raise ConfigError(f"{missing_extra('mlflow', 'mlflow')} ({err})") from None
-        super().__init__(run_dir, config)
+        super().__init__(run_dir, config)  # ConfigError when mlflow is not installed
+        from mlflow.tracking import MlflowClient
+
         stored = self.stored_run(RUN_FILE)
         self.tracking_uri = (
             tracking_uri

@@ -37,13 +37,11 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from dgm_runner.config import ConfigError
 from dgm_runner.io.atomic import write_json
 from dgm_runner.io.loggers import (
     NullLogger,
     closing_outcome,
     grid_to_uint8,
-    missing_extra,
     run_name,
     sweep_group,
 )
@@ -85,11 +83,9 @@ class WandbLogger(NullLogger):
         mode: Literal["offline", "online", "disabled"] = "offline",
         group: Optional[str] = None,
     ) -> None:
-        try:
-            import wandb
-        except ImportError as err:
-            raise ConfigError(f"{missing_extra('wandb', 'wandb')} ({err})") from None
-        super().__init__(run_dir, config)
+        super().__init__(run_dir, config)  # ConfigError when wandb is not installed
+        import wandb
+
         stored = self.stored_run(RUN_FILE)
         run_id = stored["run_id"] if stored else None
         if not run_id:
