@@ -236,6 +236,25 @@ def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) ->
             validate_node(f"{path}.{key}", value)
 
 
+def _check_figure(path: str, node: dict, model: dict) -> None:
+    """Run a figure maker's own consistency check before any work, when it has one: a
+    ``check(model_config, **figure_arguments)`` attribute of the function (e.g.
+    :func:`dgm_runner.figures.score.check_score_field`), given the resolved model config.
+
+    Raises:
+        ConfigError: the check raised ``ValueError`` (its message, prefixed with ``path``).
+    """
+    from hydra.utils import get_object
+
+    check = getattr(get_object(node["_target_"]), "check", None)
+    if check is None:
+        return
+    try:
+        check(model, **{k: v for k, v in node.items() if k not in _META_KEYS})
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
 def validate_schema(path: str, node: Any, schema: type) -> None:
     """Validate a plain config node against the annotated fields of dataclass ``schema``.
 
@@ -346,6 +365,7 @@ def validate(cfg: DictConfig) -> None:
         validate_node(group, container[group], runtime)
     for name, node in (container.get("figures") or {}).items():
         validate_node(f"figures.{name}", node, FIGURE_ARGS)
+        _check_figure(f"figures.{name}", node, container["model"])
     for name, node in (container.get("sample_metrics") or {}).items():
         if node is not None:  # an experiment may switch a default metric off with null
             validate_node(f"sample_metrics.{name}", node, SAMPLE_METRIC_ARGS)

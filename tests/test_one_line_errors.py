@@ -189,6 +189,15 @@ CASES = [
         None,
     ),
     (
+        "score_field level out of range",
+        "dgm-train",
+        ["experiment=dsm_toy2d", "model.n_levels=10", "hydra.run.dir={root}/r3"],
+        "ConfigError",
+        "figures.score_field: levels [0, 9, 19] out of range for the model's 10 noise levels",
+        [],
+        None,
+    ),
+    (
         "export_name a path",
         "dgm-train",
         [*VAE, "trainer.export_name=checkpoints/last.pt", "hydra.run.dir={root}/r3"],

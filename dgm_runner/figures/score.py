@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,10 +41,7 @@ def score_field(
     """
     plt = pyplot()
     sigmas = model.sigmas
-    if any(not 0 <= i < len(sigmas) for i in levels):
-        raise ValueError(
-            f"score_field levels {list(levels)} out of range for {len(sigmas)} noise levels"
-        )
+    _check_levels(levels, len(sigmas))
     x = data.train_x
     lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
     gx = torch.linspace(float(lo[0]), float(hi[0]), grid, device=x.device)
@@ -66,3 +65,37 @@ def score_field(
         ax.set_aspect("equal")
         fig.colorbar(q, ax=ax, fraction=0.046, label="log ||s||")
     return save_figure(fig, figure_path(run_dir, "score_field"))
+
+
+def _check_levels(levels: Any, n_levels: int) -> None:
+    """Raises ValueError: an index of ``levels`` is outside ``[0, n_levels)``."""
+    if any(not 0 <= i < n_levels for i in levels):
+        raise ValueError(
+            f"levels {list(levels)} out of range for the model's {n_levels} noise levels "
+            f"(indices 0..{n_levels - 1}, 0 = largest sigma)"
+        )
+
+
+def check_score_field(
+    model_config: dict[str, Any], levels: tuple[int, ...] = (0, 4, 9), **_: Any
+) -> None:
+    """Before any work (:func:`dgm_runner.config.validate`): every index of ``levels`` is
+    one of the model's noise levels, ``model_config["n_levels"]`` or the model class's
+    default. A model without ``n_levels`` is not checked here (:func:`score_field` raises
+    then).
+
+    Raises:
+        ValueError: a level index is out of range.
+    """
+    from hydra.utils import get_object
+
+    n_levels = model_config.get("n_levels")
+    if n_levels is None:
+        param = inspect.signature(get_object(model_config["_target_"])).parameters.get("n_levels")
+        if param is None or param.default is inspect.Parameter.empty:
+            return
+        n_levels = param.default
+    _check_levels(levels, n_levels)
+
+
+score_field.check = check_score_field  # type: ignore[attr-defined]
