@@ -354,6 +354,7 @@ def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "eval" / "metrics_ddim_steps=2.json").read_text())
     assert record["sampler"]["steps"] == 2 and "test/bits_per_dim" in record
+    _check_sampler_table(tmp_path)
     proc = subprocess.run(
         [
             sys.executable,
@@ -370,6 +371,32 @@ def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(
         and "choose one of" in proc.stderr
         and len(proc.stderr.strip().splitlines()) == 1
     )
+
+
+def _check_sampler_table(run_dir):
+    """scripts/sampler_table.py's rows on a trained run: one row per (sampler, steps), the
+    sampler's own NFE count (Heun: 2 N - 1), the extra keys, the scores and the feature
+    extractor's identity in every record, and the three files."""
+    from dgm_runner.cli.sampler_table import sampler_table, write
+    from dgm_runner.metrics.features import SHIPPED
+
+    rows = sampler_table(run_dir, ["heun:2,3", "ddim:3+clip=true"], n=12, batch_size=6)
+    assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [
+        ("heun", 2, 3),
+        ("heun", 3, 5),
+        ("ddim", 3, 3),
+    ]
+    assert rows[2]["clip"] is True and "clip" not in rows[0]
+    for r in rows:
+        assert r["n"] == 12 and r["fid"] > 0 and r["seconds_per_1000"] > 0
+        assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+        assert r["classifier_sha256"] == SHIPPED["mnist"].sha256 and r["classifier_shipped"]
+        assert r["reference"] == "grey test images"
+    write(rows, run_dir / "eval" / "table")
+    assert json.loads((run_dir / "eval" / "table.json").read_text()) == rows
+    md = (run_dir / "eval" / "table.md").read_text()
+    assert "| ddim, clip=True | 3 | 3 |" in md and "sha256" not in md
+    assert (run_dir / "eval" / "table.png").stat().st_size > 0
 
 
 def test_sampler_table_rows_parse_and_bad_rows_are_one_line_errors():

@@ -68,7 +68,9 @@ def sampler_table(
     Returns:
         One dict per row: ``sampler``, ``steps``, ``nfe`` (network evaluations per sample, as
         counted by the sampler), ``seconds_per_1000`` (wall-clock of sampling alone),
-        ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``n``, plus the extra keys.
+        ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``n``, the feature
+        extractor's identity (``reference``: the grey test images; ``classifier_sha256``,
+        ``classifier_shipped``), plus the extra keys.
 
     Raises:
         ConfigError: a bad row spec or a sampler that does not fit the model;
@@ -107,6 +109,9 @@ def sampler_table(
             "precision": precision,
             "recall": recall,
             "n": n,
+            "reference": "grey test images",
+            "classifier_sha256": info.get("sha256"),
+            "classifier_shipped": bool(info["shipped"]),
         }
         log.info("%s", row)
         out.append(row)
@@ -124,6 +129,9 @@ _COLUMNS = {
     "precision",
     "recall",
     "n",
+    "reference",
+    "classifier_sha256",
+    "classifier_shipped",
 }
 
 
