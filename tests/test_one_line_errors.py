@@ -191,7 +191,7 @@ CASES = [
     (
         "score_field level out of range",
         "dgm-train",
-        ["experiment=dsm_toy2d", "model.n_levels=10", "hydra.run.dir={root}/r3"],
+        ["experiment=dsm_toy2d", "model.n_levels=10", "hydra.run.dir={root}/levels"],
         "ConfigError",
         "figures.score_field: levels [0, 9, 19] out of range for the model's 10 noise levels",
         [],
