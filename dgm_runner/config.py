@@ -312,7 +312,6 @@ class EvalConfig:
     test_subset: Optional[PositiveInt] = None
     sampler_name: Optional[str] = None
     sampler: Any = None
-    label: Any = None
     fid: Any = None
 
 

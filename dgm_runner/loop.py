@@ -21,7 +21,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -148,14 +148,6 @@ def _join(cfg: DictConfig, trainer: TrainerConfig) -> World:
     return world
 
 
-@contextlib.contextmanager
-def _waiting(what: str) -> Iterator[None]:
-    """What a data-parallel process other than 0 does during process 0's evaluation: wait
-    (a stop signal stays pending; :func:`dgm_runner.distributed.on_main` raises process 0's
-    stop here too)."""
-    yield
-
-
 def _check_logger(cfg: DictConfig) -> None:
     """A logger whose package is missing (``logger=mlflow`` without the extra) is a
     ConfigError before any work (:meth:`dgm_runner.io.loggers.NullLogger.check_available`)."""
@@ -236,8 +228,11 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
     try:
         with GracefulStop() as stop:
             # a signal ends process 0's evaluation at once; the others wait in a collective
-            # meanwhile and keep the signal for their next step (or the end of the run)
-            interruptible = stop.interruptible if world.is_main else _waiting
+            # meanwhile and keep the signal for their next step or the end of the run
+            # (dgm_runner.distributed.on_main raises process 0's stop there too)
+            interruptible = (
+                stop.interruptible if world.is_main else lambda what: contextlib.nullcontext()
+            )
             for epoch in _epochs_to_run(state, trainer):
                 if epoch > state.progress.epoch:
                     run_epoch(

@@ -349,20 +349,21 @@ def load_vision_dataset(
     def to_grey(x: torch.Tensor) -> torch.Tensor:
         return resized(x.to(device).unsqueeze(1).float().div_(255.0))
 
-    def binary(uint8: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
-        if not binarize:
-            return grey
-        if threshold_uint8 is None:
-            return (grey > threshold).float()
-        levels = resized(uint8.to(device).unsqueeze(1).float())  # 0..255, means of integers
-        return (levels > threshold_uint8).float()
+    def split_x(uint8: torch.Tensor, grey: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The split's images as trained on; ``grey``: its :func:`to_grey`, if made already
+        (the grey images are not made for a ``threshold_uint8`` split that needs none)."""
+        if binarize and threshold_uint8 is not None:
+            levels = resized(uint8.to(device).unsqueeze(1).float())  # 0..255, means of integers
+            return (levels > threshold_uint8).float()
+        grey = to_grey(uint8) if grey is None else grey
+        return (grey > threshold).float() if binarize else grey
 
     grey_test = to_grey(test_x)
     return DataSplits(
         name=name,
-        train_x=binary(train_x, to_grey(train_x)),
+        train_x=split_x(train_x),
         train_y=train_y.to(device, copy=True),  # never the memoized tensor itself
-        test_x=binary(test_x, grey_test),
+        test_x=split_x(test_x, grey_test),
         test_y=test_y.to(device, copy=True),
         n_classes=10,
         binarized=binarize,
