@@ -20,6 +20,7 @@ from dgm_runner.config import ConfigError, validate
 from dgm_runner.data.base import DataError, DataSplits
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, require_keys
 from dgm_runner.io.resume import check_same_run
+from dgm_runner.io.run_config import UnsafeConfig, check_config, load_yaml_config
 from dgm_runner.io.run_dir import same_path
 from dgm_runner.objectives.base import Objective
 from dgm_runner.samplers.base import Sampler
@@ -85,6 +86,64 @@ def build_model(cfg: DictConfig, image_shape: tuple[int, ...], n_classes: int) -
     return _instantiate_checked("model", cfg.model, **runtime)
 
 
+#: Bytes per parameter a training step holds: the weight, its gradient and Adam's two
+#: moments (float32).
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free memory in bytes where ``device``'s tensors live: the GPU's free memory for CUDA,
+    else the host's ``MemAvailable`` (``/proc/meminfo``, Linux); None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_model_fits(
+    cfg: DictConfig, image_shape: tuple[int, ...], n_classes: int, device: torch.device
+) -> None:
+    """Refuse, before any memory is allocated, a model whose parameters cannot be trained
+    in the memory of ``device`` (``model.latent_dim=10**9`` would otherwise end in an
+    allocator error deep in a constructor): the model is built on PyTorch's ``meta`` device
+    (shapes only, no storage) and its parameters and buffers counted at
+    :data:`TRAINING_BYTES_PER_PARAMETER` bytes each. A model that cannot be built on the
+    meta device (a constructor that reads values) is not checked here.
+
+    Raises:
+        ConfigError: one line with the model's size settings, the memory it would need and
+            the memory available.
+    """
+    free = available_memory(device)
+    if free is None:
+        return
+    try:
+        with torch.device("meta"):
+            probe = build_model(cfg, image_shape, n_classes)
+    except ConfigError:
+        raise
+    except Exception:  # not buildable on meta: the real build reports its own errors
+        return
+    count = sum(t.numel() for t in (*probe.parameters(), *probe.buffers()))
+    need = count * TRAINING_BYTES_PER_PARAMETER
+    if need > free:
+        sizes = ", ".join(
+            f"{k}={v}"
+            for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+            if isinstance(v, (int, list)) and not isinstance(v, bool)
+        )
+        raise ConfigError(
+            f"model ({sizes}) would have {count:.3g} parameters, {need / 2**30:.4g} GiB with "
+            f"gradients and optimiser state, but {free / 2**30:.3g} GiB of {device.type} memory "
+            "is available: make the model smaller"
+        )
+
+
 def build_components(cfg: DictConfig, device: torch.device) -> Components:
     """Load the data onto ``device`` and instantiate model, objective and sampler.
 
@@ -93,6 +152,7 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
         DataError: the dataset cannot be found or read.
     """
     data = _instantiate_checked("dataset", cfg.dataset, device=device)
+    check_model_fits(cfg, data.image_shape, data.n_classes, device)
     model = build_model(cfg, data.image_shape, data.n_classes).to(device)
     objective = _instantiate_checked("objective", cfg.objective)
     sampler = _instantiate_checked("sampler", cfg.sampler)
@@ -257,6 +317,8 @@ def restore_run(
         CheckpointError: missing, unsafe, truncated or foreign checkpoint, or one whose
             model / objective / dataset differ from the run's (``.hydra/config.yaml``, else
             its ``last.pt``): another run's weights are never evaluated as this run.
+        UnsafeConfig: the checkpoint's or the run's config names code this command does not
+            trust (:mod:`dgm_runner.io.run_config`); nothing was imported or called.
         ConfigError: an override is invalid (validated as ``dgm-train`` validates).
     """
     run_dir = Path(run_dir)
@@ -268,6 +330,7 @@ def restore_run(
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, map_location=dev)
     require_keys(ckpt, ("model", "config"), path, "evaluate")
+    check_config(ckpt["config"], path)  # data, never code: before anything is imported
     own = _run_config(run_dir, path)
     if own is not None:
         check_same_run(ckpt["config"], own, path, f"use it as the run in {run_dir}")
@@ -292,21 +355,51 @@ def restore_run(
         comps.model.load_state_dict(
             {k[len(prefix) :]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)}
         )
+    require_finite_weights(comps.model, path)
     return cfg, comps, ckpt
+
+
+def require_finite_weights(model: torch.nn.Module, source: str | Path) -> None:
+    """Refuse a model whose floating-point parameters or buffers hold NaN or infinity (the
+    weights of a diverged run, or a damaged file): evaluating or sampling it would write
+    NaN metrics or a grid of noise, and FID on NaN features can crash inside LAPACK.
+
+    Raises:
+        CheckpointError: one line naming how many tensors are affected and the first one.
+    """
+    bad = [
+        name
+        for name, t in (*model.named_parameters(), *model.named_buffers())
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} weight tensor(s) hold NaN or infinite values (first: "
+            f"{bad[0]}): the run diverged or the file is damaged; nothing evaluated or sampled"
+        )
 
 
 def _run_config(run_dir: Path, checkpoint: Path) -> dict[str, Any] | None:
     """The config that defines the run in ``run_dir``: ``.hydra/config.yaml`` (written by
     Hydra at launch, not by a checkpoint), else the config of its ``checkpoints/last.pt``
-    when ``checkpoint`` is another file; None when neither exists."""
+    when ``checkpoint`` is another file; None when neither exists. Both are checked by
+    :func:`dgm_runner.io.run_config.check_config`; an unreadable ``.hydra/config.yaml`` (a
+    hand edit) falls back to ``last.pt``'s config with a warning.
+
+    Raises:
+        UnsafeConfig: either config names code this command does not trust.
+    """
     saved = run_dir / ".hydra" / "config.yaml"
     if saved.is_file():
-        node = OmegaConf.load(saved)
         try:
-            return OmegaConf.to_container(node, resolve=True)
-        except Exception:  # an interpolation this process cannot resolve: compare as written
-            return OmegaConf.to_container(node, resolve=False)
+            return load_yaml_config(saved)
+        except UnsafeConfig:
+            raise
+        except CheckpointError as err:
+            log.warning("%s; comparing with the config of checkpoints/last.pt instead", err)
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file() and not same_path(last, checkpoint):
-        return load_checkpoint(last).get("config")
+        config = load_checkpoint(last).get("config")
+        check_config(config, last)
+        return config
     return None

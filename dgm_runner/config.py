@@ -17,13 +17,15 @@ full key, the offending value and what is allowed.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, Optional, Union
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,9 @@ NonNegativeInt = Annotated[int, Range(ge=0)]
 PositiveFloat = Annotated[float, Range(gt=0)]
 NonNegativeFloat = Annotated[float, Range(ge=0)]
 UnitInterval = Annotated[float, Range(ge=0, le=1)]
+#: A sampler's number of steps (network evaluations, sweeps): a million is far beyond any
+#: published schedule; 10**9 would run for weeks (issue 25, item 6).
+Steps = Annotated[int, Range(ge=1, le=1_000_000)]
 #: An Adam beta: torch accepts 0 <= beta < 1.
 Beta = Annotated[float, Range(ge=0, lt=1)]
 
@@ -191,10 +196,18 @@ def _check_against(path: str, node: dict, hints: dict[str, Any]) -> None:
 def _target_hints(path: str, target: str) -> dict[str, Any]:
     from hydra.utils import get_object
 
+    hydra_log = logging.getLogger("hydra.utils")  # logs a 3-line error of its own first
+    level, hydra_log.level = hydra_log.level, logging.CRITICAL
     try:
         obj = get_object(target)
     except Exception as err:  # ImportError, AttributeError, hydra's own errors
-        raise ConfigError(f"{path}._target_={target!r} cannot be imported ({err})") from None
+        cause = err.__cause__ or err  # Hydra wraps the ImportError in a 3-line message
+        raise ConfigError(
+            f"{path}._target_={target!r} cannot be imported ({type(cause).__name__}: "
+            f"{' '.join(str(cause).split())})"
+        ) from None
+    finally:
+        hydra_log.setLevel(level)
     func = obj.__init__ if inspect.isclass(obj) else obj
     sig = inspect.signature(func)
     try:
@@ -207,6 +220,33 @@ def _target_hints(path: str, target: str) -> dict[str, Any]:
         if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
     return {n: hints.get(n, inspect.Parameter.empty) for n in names}
+
+
+def expand_user(value: Any) -> Any:
+    """``value`` with a leading ``~`` or ``~user`` expanded (``os.path.expanduser``) when it
+    is a string starting with ``~``: the one rule by which a path option given as ``'~/R'``
+    (quoted, so the shell left it) names a place in the home directory. Anything else is
+    returned as it is."""
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
+
+
+def expand_user_paths(cfg: DictConfig | ListConfig) -> None:
+    """Apply :func:`expand_user` in place to every string value of a composed config
+    (nested nodes and lists included; interpolations and ``???`` are left alone, their
+    targets are expanded themselves): ``trainer.resume``, ``dataset.root``,
+    ``sample_metrics.fid.classifier``, ``model.vqvae.run_dir``, ``dgm-eval`` /
+    ``dgm-sample``'s ``run_dir``, ``checkpoint`` and ``out``, and a component's own path
+    options alike. :func:`validate` and :func:`validate_schema` call it, so every consumer
+    of a validated config reads expanded paths."""
+    keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))
+    for key in list(keys):
+        if OmegaConf.is_interpolation(cfg, key) or OmegaConf.is_missing(cfg, key):
+            continue
+        value = cfg[key]
+        if isinstance(value, (DictConfig, ListConfig)):
+            expand_user_paths(value)
+        elif expand_user(value) != value:
+            cfg[key] = expand_user(value)
 
 
 def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) -> None:
@@ -236,10 +276,11 @@ def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) ->
             validate_node(f"{path}.{key}", value)
 
 
-def _check_figure(path: str, node: dict, model: dict) -> None:
-    """Run a figure maker's own consistency check before any work, when it has one: a
-    ``check(model_config, **figure_arguments)`` attribute of the function (e.g.
-    :func:`dgm_runner.figures.score.check_score_field`), given the resolved model config.
+def _check_component(path: str, node: dict, model: dict) -> None:
+    """Run a figure maker's or sample metric's own consistency check before any work, when
+    it has one: a ``check(model_config, **arguments)`` attribute of the function (e.g.
+    :func:`dgm_runner.figures.score.check_score_field`,
+    :func:`dgm_runner.metrics.fid.check_fid`), given the resolved model config.
 
     Raises:
         ConfigError: the check raised ``ValueError`` (its message, prefixed with ``path``).
@@ -258,10 +299,14 @@ def _check_figure(path: str, node: dict, model: dict) -> None:
 def validate_schema(path: str, node: Any, schema: type) -> None:
     """Validate a plain config node against the annotated fields of dataclass ``schema``.
 
+    A ``DictConfig`` node gets a leading ``~`` of its path values expanded in place first
+    (:func:`expand_user_paths`).
+
     Raises:
         ConfigError: unknown key, wrong type, value outside its ``Literal`` or ``Range``.
     """
     if isinstance(node, DictConfig):
+        expand_user_paths(node)
         node = OmegaConf.to_container(node, resolve=True)
     hints = typing.get_type_hints(schema, include_extras=True)
     _check_against(path, node, {f.name: hints[f.name] for f in fields(schema)})
@@ -347,11 +392,13 @@ EXPORT_ARGS = {"model", "data", "run_dir", "metrics"}
 
 
 def validate(cfg: DictConfig) -> None:
-    """Validate a composed training config (all groups) before anything is built.
+    """Validate a composed training config (all groups) before anything is built, after
+    expanding a leading ``~`` of its path values in place (:func:`expand_user_paths`).
 
     Raises:
         ConfigError: one line naming the first invalid key, its value and what is allowed.
     """
+    expand_user_paths(cfg)
     try:
         container = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # interpolation errors, missing mandatory values
@@ -364,10 +411,11 @@ def validate(cfg: DictConfig) -> None:
         validate_node(group, container[group], runtime)
     for name, node in (container.get("figures") or {}).items():
         validate_node(f"figures.{name}", node, FIGURE_ARGS)
-        _check_figure(f"figures.{name}", node, container["model"])
+        _check_component(f"figures.{name}", node, container["model"])
     for name, node in (container.get("sample_metrics") or {}).items():
         if node is not None:  # an experiment may switch a default metric off with null
             validate_node(f"sample_metrics.{name}", node, SAMPLE_METRIC_ARGS)
+            _check_component(f"sample_metrics.{name}", node, container["model"])
     for name, node in (container.get("exports") or {}).items():
         validate_node(f"exports.{name}", node, EXPORT_ARGS)
     validate_trainer(container["trainer"])

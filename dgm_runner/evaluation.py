@@ -3,11 +3,34 @@ shared by the loop and dgm-eval."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from dgm_runner.objectives.base import Batch, Objective
+
+
+class NonFiniteError(ValueError):
+    """A metric or a sample is NaN or infinite: it is not written as a result (one line)."""
+
+
+def require_finite(metrics: dict[str, Any], what: str) -> None:
+    """Refuse NaN / infinite float values in ``metrics``.
+
+    Args:
+        metrics: ``{name: value}``; non-float values are ignored.
+        what: what is refused, for the message (e.g. ``"run R: not written"``).
+
+    Raises:
+        NonFiniteError: one line naming the non-finite metrics.
+    """
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        names = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise NonFiniteError(f"non-finite metrics ({names}): {what}")
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (cheaper than no_grad)

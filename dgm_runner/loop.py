@@ -50,7 +50,14 @@ from dgm_runner.distributed import (
 from dgm_runner.epoch import Averager, DivergedError, run_epoch
 from dgm_runner.evaluation import all_test_metrics
 from dgm_runner.io.artifacts import append_jsonl, save_samples, truncate_jsonl
-from dgm_runner.io.atomic import atomic_copy, atomic_open, read_json, remove_stale_temps, write_json
+from dgm_runner.io.atomic import (
+    WriteError,
+    atomic_copy,
+    atomic_open,
+    read_json,
+    remove_stale_temps,
+    write_json,
+)
 from dgm_runner.io.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -59,10 +66,12 @@ from dgm_runner.io.checkpoint import (
     save_checkpoint,
     unchanged_rng,
 )
+from dgm_runner.io.layout import check_layout
 from dgm_runner.io.lock import run_lock
-from dgm_runner.io.loggers import NullLogger
-from dgm_runner.io.resume import check_resume
-from dgm_runner.io.run_dir import MARKER, check_run_dir, holds_run, record_outcome
+from dgm_runner.io.loggers import NullLogger, start_logger
+from dgm_runner.io.resume import RUN_IDENTITY, check_resume
+from dgm_runner.io.run_config import check_config, trust_targets_of
+from dgm_runner.io.run_dir import MARKER, check_run_dir, has_checkpoint, record_outcome
 from dgm_runner.io.signals import GracefulStop, StopRequested
 from dgm_runner.samplers.base import draw_samples
 from dgm_runner.train_state import RESUME_PAYLOAD, Progress, TrainState
@@ -102,6 +111,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             ``trainer.resume`` continues exactly there.
     """
     validate(cfg)
+    trust_targets_of(cfg)  # the user's own components may appear in a run this one reads
     _check_logger(cfg)
     trainer = _resume_if_requeued(trainer_config(cfg))
     world = _join(cfg, trainer)
@@ -159,7 +169,7 @@ def _check_logger(cfg: DictConfig) -> None:
 
 
 def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World) -> dict[str, Any]:
-    check_run_dir(run_dir, trainer.resume)  # never write over another run
+    on_main(lambda: _check_run_dir(run_dir, trainer.resume), world, _RUN_DIR_ERRORS)
     device = local_device(resolve_device(trainer.device), world)
     resume, ckpt = _checkpoint_to_resume(trainer, run_dir, device)
     if ckpt is not None:
@@ -203,10 +213,7 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
             save_checkpoint(run_dir / MARKER, payload if rng is None else {**payload, "rng": rng})
 
     autocast_dtype = torch.bfloat16 if trainer.precision == "bf16" else None
-    if world.is_main:
-        logger = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, config=config)
-    else:
-        logger = NullLogger(run_dir, config)
+    logger: Any = NullLogger(run_dir, config)  # process 0's own starts in the try below
     errors = {"DivergedError": DivergedError, "StopRequested": StopRequested}
 
     def evaluate(epoch: int) -> None:
@@ -233,6 +240,9 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
             interruptible = (
                 stop.interruptible if world.is_main else lambda what: contextlib.nullcontext()
             )
+            with interruptible("the start of the logger"), unchanged_rng():  # fails: a warning
+                logger = on_main(lambda: start_logger(cfg.logger, run_dir, config), world, errors)
+                logger = logger or NullLogger(run_dir, config)  # processes other than 0
             for epoch in _epochs_to_run(state, trainer):
                 if epoch > state.progress.epoch:
                     run_epoch(
@@ -273,6 +283,23 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
     return read_json(run_dir / "metrics.json") if world.is_main else None
 
 
+#: The errors of :func:`_check_run_dir`, raised as themselves on every process.
+_RUN_DIR_ERRORS = {e.__name__: e for e in (ConfigError, CheckpointError, WriteError)}
+
+
+def _check_run_dir(run_dir: Path, resume: str | None) -> None:
+    """Process 0, holding the lock, before anything is written: the run directory's entries
+    are what the contract says (:func:`dgm_runner.io.layout.check_layout`), and a new run
+    goes only into a directory that held nothing, a resume only into its run
+    (:func:`dgm_runner.io.run_dir.check_run_dir`).
+
+    Raises:
+        WriteError, ConfigError, CheckpointError: one line; nothing written.
+    """
+    check_layout(run_dir)
+    check_run_dir(run_dir, resume)
+
+
 def _drop_partial_of_another_world(state: TrainState, ckpt: dict[str, Any], world: World) -> None:
     """A run stopped inside an epoch resumes at the next epoch boundary when the number of
     processes changed (the shards of the saved position no longer exist): the interrupted
@@ -309,7 +336,7 @@ def _checkpoint_to_resume(
     """
     resume = trainer.resume
     if resume == "auto":  # hydra.run.dir already points at the unfinished run, if any
-        resume = str(run_dir) if holds_run(run_dir) else None
+        resume = str(run_dir) if has_checkpoint(run_dir) else None
     if not resume:
         return None, None
     last = Path(resume) / MARKER
@@ -319,6 +346,10 @@ def _checkpoint_to_resume(
         )
     ckpt = load_checkpoint(last, map_location=device)
     require_keys(ckpt, RESUME_PAYLOAD, last, "resume")
+    # data, never code: the sections the resume compares (and may import targets of) are
+    # checked; the rest of the saved config is never built (the current config is)
+    saved = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    check_config({k: saved.get(k) for k in RUN_IDENTITY}, last)
     if ckpt["epoch"] > trainer.epochs:
         raise ConfigError(
             f"trainer.epochs={trainer.epochs} is below the {ckpt['epoch']} epochs {resume} has "

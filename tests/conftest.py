@@ -5,6 +5,7 @@ What test files import (paths, skip marks, shrink overrides, helpers) is in
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 
 import tests.helpers  # noqa: F401  (sets DGM_DATA_DIR to the offline copy when unset)
 from dgm_runner import CONFIG_DIR
+from tests import processes
 from tests.helpers import SMALL
 
 
@@ -19,6 +21,38 @@ from tests.helpers import SMALL
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Decompress datasets into a per-session cache, never into the user's."""
     os.environ["DGM_CACHE_DIR"] = str(tmp_path_factory.mktemp("dgm_cache"))
+
+
+#: Set by :func:`_no_process_left_behind` to a value unique to this session: every process
+#: a test starts inherits it, however deep and even once re-parented.
+SESSION_ENV = "DGM_TEST_SESSION"
+#: How long processes may take to end after the last test before they count as left behind.
+GRACE_S = 10.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_left_behind():
+    """At the end of the session, no process that a test started still runs (issue 25,
+    item 7): each one left after :data:`GRACE_S` is killed and the session fails, listing
+    them. "Started by this session" is this process's descendants plus whatever carries
+    :data:`SESSION_ENV` with this session's value (children inherit it, so a worker whose
+    parent was killed still counts); other sessions' processes, pytest's threads and this
+    process's multiprocessing helpers are not. Linux only (``/proc``); elsewhere no check.
+    """
+    if not processes.PROC.is_dir():
+        yield
+        return
+    marker = os.environ[SESSION_ENV] = f"{os.getpid()}-{uuid.uuid4().hex}"
+    yield
+    left = processes.started_by(os.getpid(), f"{SESSION_ENV}={marker}")
+    left = processes.still_alive(left, within_s=GRACE_S)
+    if left:
+        processes.kill(left)
+        pytest.fail(
+            f"{len(left)} process(es) started by the tests still ran {GRACE_S:g} s after the "
+            "last test ended (killed now):\n" + "\n".join(map(str, left)),
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -99,3 +99,26 @@ def script(name: str) -> str:
 def error_lines(stderr: str) -> list[str]:
     """The lines of ``stderr`` that mention an error."""
     return [line for line in stderr.splitlines() if "error" in line.lower()]
+
+
+def one_line_error(main, argv: list[str], kind: str, says: str, monkeypatch, capsys) -> int:
+    """Run a console script's ``main()`` in-process under ``sys.argv = argv`` (``argv[0]``:
+    the tool, ``dgm-eval``) and check the one-line contract: it exits with a non-zero
+    status and prints exactly one line on stderr, ``<tool>: error: <kind>: ...`` containing
+    ``says``, and no traceback. Not a sweep worker (the sweep-driver variable is cleared).
+
+    Returns:
+        The exit status.
+    """
+    from dgm_runner.cli.train import DRIVER_ENV
+
+    monkeypatch.setattr(sys, "argv", list(argv))
+    monkeypatch.setenv(DRIVER_ENV, "")
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    found = [line for line in err.splitlines() if line.strip()]
+    assert exit_.value.code not in (0, None), err
+    assert len(found) == 1 and "Traceback" not in err, err
+    assert found[0].startswith(f"{argv[0]}: error: {kind}: ") and says in found[0], found[0]
+    return exit_.value.code

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from dgm_runner.io.atomic import (
+    WriteError,
     atomic_copy,
     atomic_open,
     is_temp_file,
@@ -129,3 +130,36 @@ def test_atomic_open_keeps_the_old_file_on_error_and_gives_normal_permissions(tm
     assert (tmp_path / "copy.json").read_bytes() == target.read_bytes()
     (tmp_path / ".copy.json.abc123.tmp").write_text("left by a killed writer")
     assert [p.name for p in remove_stale_temps(tmp_path)] == [".copy.json.abc123.tmp"]
+
+
+@pytest.mark.parametrize("where", ["parent is a file", "path is a directory"])
+def test_every_failed_write_is_a_one_line_write_error(tmp_path, where):
+    """Issue 25 ("disk and paths"): the atomic writer raised ``None`` on EEXIST (a file
+    where its directory should be), ending in ``TypeError: exceptions must derive from
+    BaseException``; every errno is a WriteError now."""
+    if where == "parent is a file":
+        (tmp_path / "eval").write_text("a file\n")
+        path = tmp_path / "eval" / "metrics.json"
+    else:
+        path = tmp_path / "metrics.json"
+        path.mkdir()
+    with pytest.raises(WriteError) as err:
+        write_json(path, {"a": 1})
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert [p.name for p in tmp_path.iterdir()] == [path.parts[len(tmp_path.parts)]]
+
+
+def test_a_second_ctrl_c_inside_a_write_is_an_interrupt_not_a_full_disk(tmp_path):
+    """torch.save turns a KeyboardInterrupt that lands inside it (a second Ctrl-C) into
+    "PytorchStreamWriter failed writing file": atomic_open re-raises the interrupt, never a
+    WriteError that blames the disk (issue 25), and the old file stays."""
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+        with atomic_open(path) as f:
+            f.write(b"partial")
+            try:
+                raise KeyboardInterrupt("second SIGINT: aborting without a checkpoint")
+            except KeyboardInterrupt:  # torch.save's error, with the interrupt as its context
+                raise RuntimeError("PytorchStreamWriter failed writing file")  # noqa: B904
+    assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,27 @@ from dgm_runner.config import ConfigError
 from dgm_runner.distributed import World, shard_of, wants_ddp
 from dgm_runner.distributions import batch_draw, sample_bernoulli, shard_rows
 from dgm_runner.io.checkpoint import load_checkpoint
+from dgm_runner.io.lock import run_lock
 from dgm_runner.loop import train
 from dgm_runner.testing import compose_train
 from tests.helpers import SMALL, needs_mnist
 
-QUIET = [*SMALL, "logger=none", "~sample_metrics.fid", "trainer.num_threads=1"]
+# The experiments' default sample metrics stay on (FID, AIS, bits/dim) at small sizes: process
+# 0 computes them alone, and a library metric that entered a collective there would wait for
+# the others forever (issue 25: torchmetrics' KID did). dist_timeout_s turns such a deadlock
+# into an error instead of a hang where gloo notices it ...
+QUIET = [
+    *SMALL,
+    "logger=none",
+    "trainer.num_threads=1",
+    "trainer.dist_timeout_s=120",
+    "sample_metrics.fid.n_samples=64",
+    "sample_metrics.fid.batch_size=64",
+]
+# ... and since a collective that process 1 never enters is not always ended by that timeout
+# (seen with KID's all_gather against a broadcast: both waited past it), the test kills
+# the processes and fails after this many seconds.
+DEADLINE_S = 420
 # 203 training images in global batches of 64: the last batch (11) splits 6 / 5.
 UNEVEN = ["dataset.subset=203", "trainer.batch_size=64", "trainer.optimizer=sgd"]
 RUNS = {
@@ -42,9 +59,16 @@ RUNS = {
         "sampler.steps=2",
         "trainer.lr=1e-4",
         "trainer.ema_decay=null",
-        "~sample_metrics.bpd",
+        "sample_metrics.bpd.n=4",
+        "sample_metrics.bpd.batch_size=4",
     ],
-    "rbm_cd": ["experiment=rbm_cdk", "objective.k=2", "~sample_metrics.ais", "sampler.steps=5"],
+    "rbm_cd": [
+        "experiment=rbm_cdk",
+        "objective.k=2",
+        "sample_metrics.ais.n_runs=8",
+        "sample_metrics.ais.schedule_steps=200",
+        "sampler.steps=5",
+    ],
     "gan": [
         "experiment=gan_mnist",
         "model.g_channels=8",
@@ -87,7 +111,13 @@ def _spawn(tmp_path: Path, jobs: list[tuple[str, list[str], Path, dict]]) -> dic
     out = tmp_path / "results"
     out.mkdir(exist_ok=True)
     jobs = [(n, o, str(d), {**e, "port": _free_port()}) for n, o, d, e in jobs]
-    mp.spawn(_worker, args=(2, jobs, str(out)), nprocs=2, join=True)
+    context = mp.spawn(_worker, args=(2, jobs, str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + DEADLINE_S
+    while not context.join(timeout=2):
+        if time.monotonic() > deadline:  # a deadlock: gloo's own timeout does not end it
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the 2-process run did not finish in {DEADLINE_S} s (deadlock?)")
     return {
         name: [json.loads((out / f"{name}.{r}.json").read_text()) for r in range(2)]
         for name, *_ in jobs
@@ -252,3 +282,76 @@ def test_torchrun_through_the_cli_makes_one_run_directory(tmp_path):
         timeout=300,
     )
     assert refused.returncode != 0 and "a torchrun launch trains one run" in refused.stderr
+    # into a directory another process holds: process 0 says so in one line, process 1
+    # exits quietly (it printed a 25-line traceback before issue 25)
+    logs = tmp_path / "logs"
+    with run_lock(run_dir):
+        locked = subprocess.run(
+            [str(torchrun), *args[:2], f"--log-dir={logs}", "--redirects=3", *args[2:]]
+            + [f"hydra.run.dir={run_dir}", f"trainer.resume={run_dir}", "trainer.epochs=2"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert locked.returncode != 0
+    (main_err,) = logs.rglob("0/stderr.log")
+    lines = [line for line in main_err.read_text().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dgm-train: error: RunDirLocked: "), lines
+    (other_err,) = logs.rglob("1/stderr.log")
+    assert other_err.read_text().strip() == ""
+
+
+def _rank_pid(parent: int, rank: int) -> int | None:
+    """The PID of the torchrun worker of ``rank`` (a child of the agent ``parent``)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(status.read_text().split("PPid:")[1].split()[0])
+            environ = (status.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(status.parent.name)
+    return None
+
+
+@needs_mnist
+def test_a_killed_process_leaves_one_line_from_the_survivor(tmp_path):
+    """SIGKILL of process 1 in epoch 2 (issue 25): process 0's collective fails; it
+    prints one line naming what is kept (the run's last.pt) and where the trace is, and
+    exits; process 1's log stays empty. torchrun's own report is torchrun's."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    logs = tmp_path / "logs"
+    args = [
+        "--nproc_per_node=2",
+        "--standalone",
+        f"--log-dir={logs}",
+        "--redirects=3",  # each process's stdout/stderr to its own file
+        "-m",
+        "dgm_runner",
+        "experiment=vae_mlp",
+        *QUIET,
+        "dataset.subset=20000",
+        "trainer.epochs=3",
+        "~sample_metrics.fid",
+    ]
+    proc = subprocess.Popen([str(torchrun), *args], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    saved = list((tmp_path / "outputs" / "vae_mlp").glob("*/checkpoints/last.pt"))
+    deadline = time.monotonic() + 120
+    while not saved and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        saved = list((tmp_path / "outputs" / "vae_mlp").glob("*/checkpoints/last.pt"))
+    victim = _rank_pid(proc.pid, 1)
+    assert saved and victim is not None, "the run did not train its first epoch"
+    os.kill(victim, 9)
+    assert proc.wait(timeout=120) != 0
+    (run_dir,) = (tmp_path / "outputs" / "vae_mlp").iterdir()
+    (survivor,) = logs.rglob("0/stderr.log")
+    lines = [line for line in survivor.read_text().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("dgm-train: error: process 0 of 2 stopped"), lines[0]
+    assert f"trainer.resume={run_dir}" in lines[0] and "train.log" in lines[0]
+    assert "Traceback" in (run_dir / "train.log").read_text()  # the trace is kept there
+    (killed,) = logs.rglob("1/stderr.log")
+    assert killed.read_text().strip() == ""

@@ -98,8 +98,49 @@ def test_labels_out_of_range_and_count_mismatch(fresh_cache, tmp_path):
         load_vision_dataset("mnist", root=str(bad_labels), download=False)
     vision._load_uint8.cache_clear()
     short = _write_mnist(tmp_path / "b", train_x, _idx_labels([1] * 15), test_x, test_y)
-    with pytest.raises(DataError, match=r"mnist/train: 20 images but labels of shape \(15,\)"):
-        load_vision_dataset("mnist", root=str(short), download=False)
+    with pytest.raises(
+        DataError,
+        match=r"train-images-idx3-ubyte.gz holds 20 images but \S+/train-labels-idx1-ubyte.gz "
+        "holds 15 labels",
+    ):
+        load_vision_dataset("mnist", root=str(short), download=False, subset=10)
+
+
+def test_images_of_another_size_than_the_dataset_are_refused_and_never_cached(
+    fresh_cache, tmp_path
+):
+    """27x28 images in an MNIST folder: one DataError naming the file and both shapes at
+    load time (a model would fail on them mid-training, or train on them unnoticed), and
+    nothing in the cache; the same for a test split of another size than the training one."""
+    train_x, train_y, test_x, test_y = _good()
+    for split, files in (
+        ("train", (_idx_images(20, 27, 28), train_y, test_x, test_y)),
+        ("t10k", (train_x, train_y, _idx_images(10, 28, 27), test_y)),
+    ):
+        vision._load_uint8.cache_clear()
+        root = _write_mnist(tmp_path / split, *files)
+        with pytest.raises(DataError) as err:
+            load_vision_dataset("mnist", root=str(root), download=False)
+        message = str(err.value)
+        assert (
+            f"MNIST/raw/{split}-images-idx3-ubyte.gz holds" in message
+            and "MNIST images are 28x28" in message
+        )
+        assert "\n" not in message
+        assert not list((fresh_cache / "MNIST" / "by-source").glob("[!.]*"))
+
+
+def test_a_cache_filled_before_the_size_check_is_refused_too(fresh_cache, tmp_path, monkeypatch):
+    """A cache of 27x28 images filled by a version without the check is not served: it is
+    filled again, and refused."""
+    train_x, train_y, test_x, test_y = _good()
+    root = _write_mnist(tmp_path / "src", _idx_images(20, 27, 28), train_y, test_x, test_y)
+    with monkeypatch.context() as old_version:
+        old_version.setattr("dgm_runner.data.cache._check_set", lambda *args: None)
+        load_vision_dataset("mnist", root=str(root), download=False)
+    vision._load_uint8.cache_clear()
+    with pytest.raises(DataError, match="holds 20 images of 27x28 pixels"):
+        load_vision_dataset("mnist", root=str(root), download=False)
 
 
 def test_the_cache_follows_the_source(fresh_cache, tmp_path):
@@ -118,9 +159,10 @@ def test_the_cache_follows_the_source(fresh_cache, tmp_path):
 
 
 def test_data_too_small_for_the_model_is_a_config_error(fresh_cache, tmp_path, compose_cfg):
-    """14x14 digits given to models that need 28x28 (or sizes divisible by 4): one line
-    naming the model before any training; nothing written but the empty folders."""
-    root = _write_mnist(tmp_path / "small", *_good(n=64, size=14))
+    """14x14 digits (``dataset.image_size=14``) given to models that need 28x28 (or sizes
+    divisible by 4): one line naming the model before any training; nothing written but
+    the empty folders."""
+    root = _write_mnist(tmp_path / "small", *_good(n=64))
     for experiment, says in (
         ("vae_cnn", "needs 1x28x28 images"),
         ("gan_mnist", "DCGAN needs (C, 28, 28)"),
@@ -130,6 +172,7 @@ def test_data_too_small_for_the_model_is_a_config_error(fresh_cache, tmp_path, c
             f"experiment={experiment}",
             f"dataset.root={root}",
             "dataset.download=false",
+            "+dataset.image_size=14",
             "logger=none",
             "trainer.progress=false",
         )

@@ -137,6 +137,18 @@ def test_a_third_party_model_trains_resumes_and_sweeps_without_touching_the_pack
     (run_dir,) = (project / "outputs" / "my_beta_vae").iterdir()
     final = json.loads((run_dir / "metrics.json").read_text())
     assert final["monitor"] == "test/beta_loss" and final["test/beta_loss"] > final["test/loss"]
+    # a run of one's own components is read with the same --config-dir (issue 25, item 1);
+    # without it, its _target_s are code this command does not trust: one line, no grid
+    sampled = _run(
+        [script("dgm-sample"), "--config-dir", "configs", str(run_dir), "n=4"], cwd=project
+    )
+    assert sampled.returncode == 0 and "wrote" in sampled.stdout, sampled.stderr[-2000:]
+    refused = _run([script("dgm-sample"), str(run_dir), "n=4", "seed=1"], cwd=project)
+    errors = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 1 and len(errors) == 1, refused.stderr[-2000:]
+    assert errors[0].startswith("dgm-sample: error: UnsafeConfig: ")
+    assert "DGM_TRUSTED_MODULES=my_components" in errors[0]
+    assert not list((run_dir / "samples").glob("*seed1*"))
     resumed = _train(
         project,
         "experiment=my_beta_vae",

@@ -7,10 +7,17 @@ for one or two epochs of 4 steps."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
+import os
+import signal
+import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -433,3 +440,263 @@ def test_wandb_offline_never_tries_the_network(tmp_path, wandb_env):
     assert json.loads(tried.read_text()) == []
     assert proc.stdout == "" and "wandb" not in proc.stderr.lower()
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+# ----------------------------------------------------------------------------- failures
+# A logger never ends a run (issue 25, item 5): every failure of a logger, when it starts or
+# later, is one warning line and a disabled logger; the run completes; a stop signal during
+# a wait on the store is the run's own stop; a failing close hides no error.
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _completed_with_one_warning(run_dir: Path, caplog, capfd, name: str, call: str) -> str:
+    """The run completed, the only warning is the one line disabling logger ``name`` after
+    ``call`` failed, and nothing printed a traceback. Returns that line."""
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    (line,) = _warnings(caplog)
+    assert line.startswith(f"logger {name} disabled after {call} failed: "), line
+    assert line.endswith("training goes on (results are in the run directory)")
+    assert "\n" not in line
+    assert "Traceback" not in capfd.readouterr().err
+    return line
+
+
+@contextlib.contextmanager
+def _silent_store(refuse: bool = False):
+    """A local TCP port where an MLflow server would be: one that accepts connections and
+    never answers (a hung server), or, with ``refuse``, nothing listening (refused at once).
+    Yields ``(uri, server socket or None)``."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    uri = f"http://127.0.0.1:{server.getsockname()[1]}"
+    if refuse:
+        server.close()
+        yield uri, None
+        return
+    server.listen(8)
+    try:
+        yield uri, server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("how", ["a file in its path", "EROFS"])
+def test_an_mlflow_store_that_cannot_be_written_at_start_disables_the_logger(
+    tmp_path, monkeypatch, compose_cfg, caplog, capfd, how
+):
+    from mlflow.tracking import MlflowClient
+
+    caplog.set_level(logging.WARNING)
+    (tmp_path / "blocker").write_text("a file where the store's directory would be")
+    uri = (tmp_path / "blocker" / "mlruns").as_uri()
+    if how == "EROFS":
+        uri = (tmp_path / "store").as_uri()
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "store"))
+
+        monkeypatch.setattr(MlflowClient, "create_experiment", read_only)
+    run_dir = tmp_path / "run"
+    _train(compose_cfg, run_dir, "logger=mlflow", f"logger.tracking_uri={uri}")
+    _completed_with_one_warning(run_dir, caplog, capfd, "mlflow", "start")
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["hung", "refused"])
+def test_an_unreachable_mlflow_store_is_given_up_after_timeout_s(
+    tmp_path, compose_cfg, caplog, capfd, refuse
+):
+    caplog.set_level(logging.WARNING)
+    run_dir = tmp_path / "run"
+    with _silent_store(refuse) as (uri, _):
+        start = time.monotonic()
+        _train(
+            compose_cfg,
+            run_dir,
+            "logger=mlflow",
+            f"logger.tracking_uri={uri}",
+            "logger.timeout_s=1",
+        )
+        took = time.monotonic() - start
+    line = _completed_with_one_warning(run_dir, caplog, capfd, "mlflow", "start")
+    assert "logger.timeout_s=1 s" in line or "Connection refused" in line
+    assert took < 30  # one wait of at most 1 s, then a plain run (MLflow alone: minutes)
+
+
+def test_an_mlflow_store_failing_mid_run_is_one_warning_and_the_run_completes(
+    tmp_path, monkeypatch, compose_cfg, caplog, capfd
+):
+    from mlflow.tracking import MlflowClient
+
+    caplog.set_level(logging.WARNING)
+    real, calls = MlflowClient.log_batch, []
+
+    def turns_read_only(self, *args, **kwargs):  # the params, one train log, then EROFS
+        calls.append(args)
+        if len(calls) >= 3:
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "store"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", turns_read_only)
+    run_dir = tmp_path / "run"
+    final = _train(
+        compose_cfg,
+        run_dir,
+        "logger=mlflow",
+        f"logger.tracking_uri={(tmp_path / 'store').as_uri()}",
+    )
+    line = _completed_with_one_warning(run_dir, caplog, capfd, "mlflow", "scalars")
+    assert "OSError: [Errno 30] Read-only file system" in line
+    assert len(calls) == 3  # nothing more was sent to the broken store
+    assert final["status"] == "completed" and (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_file_where_the_wandb_folder_should_be_disables_the_logger(
+    tmp_path, wandb_env, compose_cfg, caplog, capfd
+):
+    run_dir = tmp_path / "run"
+    _train(compose_cfg, run_dir, "logger=none")
+    (run_dir / "wandb").write_text("not a folder")
+    caplog.set_level(logging.WARNING)
+    capfd.readouterr()
+    final = _train(
+        compose_cfg, run_dir, "logger=wandb", f"trainer.resume={run_dir}", "trainer.epochs=2"
+    )
+    line = _completed_with_one_warning(run_dir, caplog, capfd, "wandb", "start")
+    assert "Not a directory" in line and final["epoch"] == 2
+
+
+def test_wandb_online_without_a_login_disables_the_logger(
+    tmp_path, wandb_env, monkeypatch, compose_cfg, caplog, capfd
+):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    real_connect = socket.socket.connect
+
+    def local_only(self, address):  # no network: only this machine's sockets
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
+            "127.0.0.1",
+            "::1",
+            "localhost",
+        ):
+            raise OSError("no network in this test")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+    caplog.set_level(logging.WARNING)
+    run_dir = tmp_path / "run"
+    with _silent_store(refuse=True) as (uri, _):
+        monkeypatch.setenv("WANDB_BASE_URL", uri)  # were a request made: refused locally
+        _train(compose_cfg, run_dir, "logger=wandb", "logger.mode=online")
+    line = _completed_with_one_warning(run_dir, caplog, capfd, "wandb", "start")
+    assert "wandb login" in line
+
+
+def test_ctrl_c_while_waiting_for_the_mlflow_store_is_the_runs_own_stop(
+    tmp_path, compose_cfg, caplog
+):
+    caplog.set_level(logging.WARNING)
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(*TOY, "logger=mlflow")  # timeout_s: 30 s
+    from dgm_runner.loop import train
+
+    with _silent_store() as (uri, server):
+        cfg.logger.tracking_uri = uri
+        server.settimeout(60)
+
+        def interrupt_when_the_logger_calls():
+            with contextlib.suppress(OSError):
+                server.accept()  # the logger's first request is waiting for an answer
+                time.sleep(0.2)
+                os.kill(os.getpid(), signal.SIGINT)
+
+        watcher = threading.Thread(target=interrupt_when_the_logger_calls, daemon=True)
+        watcher.start()
+        try:
+            train(cfg, run_dir)
+            err = None
+        except BaseException as caught:  # KeyboardInterrupt before the fix
+            err = caught
+        watcher.join(5)
+    assert isinstance(err, StopRequested), repr(err)
+    assert str(err) == "SIGINT received during the start of the logger", str(err)
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    assert _warnings(caplog) == []
+
+
+def test_a_failing_close_never_hides_the_error_that_ended_the_run(
+    tmp_path, monkeypatch, compose_cfg, caplog, capfd
+):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from dgm_runner.io.atomic import WriteError
+
+    def no_space(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def cannot_write(path, record):
+        raise WriteError(f"cannot write {path}: no space left on device")
+
+    monkeypatch.setattr(SummaryWriter, "close", no_space)
+    monkeypatch.setattr("dgm_runner.loop.append_jsonl", cannot_write)
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(WriteError, match="metrics.jsonl"):
+        _train(compose_cfg, tmp_path / "run", "logger=tensorboard")
+    (line,) = _warnings(caplog)
+    assert line == (
+        "logger tensorboard: close failed: OSError: [Errno 28] No space left on device "
+        "(the run's results are in the run directory)"
+    )
+
+
+class _Failing:
+    """A logger whose ``scalars`` raises ``error``; counts its calls."""
+
+    name = "failing"
+
+    def __init__(self, error):
+        self.error, self.calls = error, []
+
+    def scalars(self, values, step):
+        self.calls.append(("scalars", step))
+        raise self.error
+
+    def image(self, tag, grid, step):
+        self.calls.append(("image", step))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_guarded_logger_disables_after_a_failure_and_lets_stops_through(caplog):
+    from mlflow.exceptions import MlflowException
+
+    from dgm_runner.io.loggers import GuardedLogger
+
+    caplog.set_level(logging.WARNING)
+    inner = _Failing(ValueError("bad value\nsecond line"))
+    guarded = GuardedLogger(inner, "failing")
+    guarded.scalars({"a": 1.0}, 1)
+    guarded.image("samples", torch.zeros(1, 2, 2), 1)
+    guarded.close()
+    assert inner.calls == [("scalars", 1)] and guarded.failed == "scalars"
+    assert _warnings(caplog) == [
+        "logger failing disabled after scalars failed: ValueError: bad value; training goes "
+        "on (results are in the run directory)"
+    ]
+
+    # A stop raised inside a library that wraps every exception (MLflow's HTTP retries).
+    try:
+        try:
+            raise StopRequested("SIGINT received during the evaluation of epoch 1")
+        except Exception as err:
+            raise MlflowException(f"API request failed: {err}")  # noqa: B904 - as MLflow does
+    except MlflowException as wrapped:
+        stop_inside = wrapped
+    with pytest.raises(StopRequested, match="SIGINT received"):
+        GuardedLogger(_Failing(stop_inside), "failing").scalars({}, 1)
+    with pytest.raises(KeyboardInterrupt):
+        GuardedLogger(_Failing(KeyboardInterrupt()), "failing").scalars({}, 1)
+    assert len(_warnings(caplog)) == 1

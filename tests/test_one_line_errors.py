@@ -7,7 +7,6 @@ traceback, and nothing written into an existing run. Commands run in-process (th
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +20,7 @@ from dgm_runner.cli import train as train_cli
 from dgm_runner.data import vision
 from dgm_runner.io.checkpoint import FORMAT, load_checkpoint
 from dgm_runner.loop import train
-from tests.helpers import SMALL, VAE, needs_mnist, snapshot
+from tests.helpers import SMALL, VAE, needs_mnist, one_line_error, snapshot
 
 pytestmark = needs_mnist
 
@@ -353,17 +352,9 @@ def test_every_error_is_one_line_and_writes_nothing(case, runs, monkeypatch, cap
         setup(monkeypatch)
     args = [a.format(**{k: str(v) for k, v in runs.items()}) for a in args]
     before = {name: _files(runs, name) for name in unchanged}
-    monkeypatch.setattr(sys, "argv", [tool, *args])
-    monkeypatch.setenv(train_cli.DRIVER_ENV, "")
-    with pytest.raises(SystemExit) as exit_:
-        MAINS[tool]()
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert exit_.value.code not in (0, None), err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith(f"{tool}: error: {kind}: ") and says in lines[0], lines[0]
+    status = one_line_error(MAINS[tool], [tool, *args], kind, says, monkeypatch, capsys)
     if tool == "dgm-train" and kind == "ConfigError":
-        assert exit_.value.code == 2
+        assert status == 2
     for name in unchanged:
         assert _files(runs, name) == before[name], name
     assert not runs["missing"].exists()

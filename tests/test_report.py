@@ -1,4 +1,5 @@
-"""dgm-report: sections per experiment, metrics merged with dgm-eval's, references, pictures."""
+"""dgm-report: sections per experiment, metrics merged with a current dgm-eval's, references,
+pictures, and every name escaped."""
 
 import json
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dgm_runner.cli.report import build_report, find_run_dirs
+from dgm_runner.io.checkpoint import file_sha256
 
 
 def _fake_run(
@@ -16,6 +18,7 @@ def _fake_run(
 ) -> Path:
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(name.encode())  # hashed, never loaded
     (run / "samples").mkdir()
     (run / "samples" / "final.png").write_bytes(b"\x89PNG fake")
     (run / ".hydra").mkdir()
@@ -23,7 +26,8 @@ def _fake_run(
     (run / "metrics.json").write_text(json.dumps({"status": "completed", "epoch": 3, **metrics}))
     if evaluated is not None:
         (run / "eval").mkdir()
-        (run / "eval" / "metrics.json").write_text(json.dumps(evaluated))
+        stamp = {"checkpoint_sha256": file_sha256(run / "checkpoints" / "last.pt")}
+        (run / "eval" / "metrics.json").write_text(json.dumps({**stamp, **evaluated}))
     return run
 
 
@@ -68,3 +72,21 @@ def test_report_without_runs_is_one_clear_error(tmp_path):
     )
     assert proc.returncode == 1 and proc.stderr.startswith("dgm-report: error: no run directories")
     assert not (tmp_path / "R.md").exists()
+
+
+def test_names_and_overrides_are_escaped_in_the_report(tmp_path):
+    """Issue 25, finding 8: a run directory named like an HTML tag and a ``|`` in an
+    override land in REPORT.md as text, and every table row keeps its columns."""
+    runs = tmp_path / "outputs"
+    evil = "<img src=x onerror=alert(1)>"
+    _fake_run(runs, f"vae/{evil}", ["experiment=vae_bce", "model.note=a|b"], {"test/nll": 80.5})
+    _fake_run(runs, "vae/plain", ["experiment=vae_bce"], {"test/nll": 81.5})
+    text = build_report([runs], runs / "REPORT.md").read_text()
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "model.note=a\\|b" in text
+    table = [line for line in text.split("## vae_bce")[1].splitlines() if line.startswith("|")]
+    table = table[: table.index("| model | value | source |")]  # not the references
+    columns = {len(line.replace("\\|", "").split("|")) for line in table}
+    assert len(table) >= 3 and columns == {5}, table  # "", metric, 2 runs, ""
+    links = [line.split("](")[1][:-1] for line in text.splitlines() if line.startswith("![")]
+    assert links and all(" " not in link and "<" not in link for link in links)

@@ -15,7 +15,7 @@ import torch
 
 from dgm_runner.cli.report import main as report_main
 from dgm_runner.config import ConfigError
-from dgm_runner.io.artifacts import append_jsonl
+from dgm_runner.io.artifacts import append_jsonl, read_jsonl
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
 from dgm_runner.io.run_dir import record_outcome
 from dgm_runner.io.signals import StopRequested
@@ -185,14 +185,16 @@ def test_a_stop_while_extending_keeps_the_completed_results(completed, compose_c
 
 
 def test_a_rerun_after_a_kill_before_the_first_checkpoint_repeats_no_line(compose_cfg, tmp_path):
+    """``trainer.resume=auto`` (as a requeued SLURM job) into a directory whose launch was
+    killed before its first ``last.pt`` (training lines, no results) starts it again; a
+    launch without ``trainer.resume`` is refused there (issue 25: any run file marks a run)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     append_jsonl(
         run_dir / "train_history.jsonl", {"step": 4, "train/elbo_loss": 1.0}
     )  # the killed launch's
-    append_jsonl(run_dir / "metrics.jsonl", {"epoch": 1, "step": 4})
     (run_dir / ".metrics.json.abc.tmp").write_text("{")  # a torn temp file of a killed writer
-    train(compose_cfg(*VAE), run_dir)
+    train(compose_cfg(*VAE, "trainer.resume=auto"), run_dir)
     assert lines(run_dir / "metrics.jsonl", "epoch") == [1]
     steps = lines(run_dir / "train_history.jsonl", "step")
     assert steps == sorted(set(steps))
@@ -266,3 +268,38 @@ def test_resume_auto_over_a_finished_sweep_leaves_every_job_as_it_was(tmp_path):
     assert again.stderr.count("nothing to do") == 2
     for job, before in jobs.items():
         assert snapshot(sweep / job) == before, job
+
+
+def test_torn_and_garbage_lines_are_kept_aside_with_one_warning_on_resume(
+    compose_cfg, tmp_path, caplog
+):
+    """Issue 25, finding 10: a torn last line of metrics.jsonl and undecodable garbage in
+    train_history.jsonl are moved to ``<file>.corrupt`` with one warning line per file, the
+    resume neither crashes nor drops a line without a word, and the good records stay."""
+    run_dir = tmp_path / "run"
+    train(compose_cfg(*VAE, "trainer.epochs=2"), run_dir)
+    metrics, history = run_dir / "metrics.jsonl", run_dir / "train_history.jsonl"
+    good, second = metrics.read_bytes().splitlines(keepends=True)
+    torn = second[: len(second) // 2]  # epoch 2's record cut short (a copy, a bad disk)
+    metrics.write_bytes(good + torn)
+    steps = lines(history, "step")
+    garbage = b"\xff\xfe\x00 not json at all\n"
+    head, *rest = history.read_bytes().splitlines(keepends=True)
+    history.write_bytes(head + garbage + b"".join(rest))
+    caplog.set_level(logging.WARNING, logger="dgm_runner")
+    final = train(compose_cfg(*VAE, "trainer.epochs=3", f"trainer.resume={run_dir}"), run_dir)
+    assert final["status"] == "completed" and final["epoch"] == 3
+    assert lines(metrics, "epoch") == [1, 3]
+    assert lines(history, "step")[: len(steps)] == steps
+    assert Path(f"{metrics}.corrupt").read_bytes() == torn + b"\n"
+    assert Path(f"{history}.corrupt").read_bytes() == garbage
+    for path in (metrics, history):
+        said = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+        assert len(said) == 1 and f"{path}.corrupt" in said[0] and "\n" not in said[0], said
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    with open(history, "ab") as f:  # a reader (figures, the benchmark) skips them, and says so
+        f.write(garbage)
+    caplog.clear()
+    assert read_jsonl(history) == records
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and str(history) in said[0] and "skipped" in said[0], said

@@ -84,6 +84,18 @@ def test_sigterm_saves_the_position_and_the_resumed_run_is_bit_exact(straight, t
         assert resumed[key] == straight[key], key  # bit-exact
 
 
+def test_sighup_stops_the_run_like_sigterm(tmp_path):
+    """A closed terminal (SIGHUP) saves the position and ends with one line, as SIGTERM does
+    (issue 25: it used to kill the run with nothing saved and no status)."""
+    run_dir = tmp_path / "run"
+    stopped = _interrupt(run_dir, signal.SIGHUP)
+    assert stopped.returncode == 1, stopped.stderr[-2000:]
+    lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "SIGHUP received" in lines[0] and "trainer.resume=" in lines[0]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["partial"]["batch"] > 0
+
+
 def test_sigkill_mid_epoch_then_resume_auto_is_bit_exact(straight, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # resume=auto searches outputs/<experiment>/ under the cwd
     run_dir = tmp_path / "outputs" / "vae_mlp" / "2026-01-01_00-00-00_000000"

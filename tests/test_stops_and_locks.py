@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dgm_runner.io.checkpoint import load_checkpoint
+from tests import processes
 from tests.helpers import REPO, VAE, lines, needs_mnist, snapshot
 
 pytestmark = needs_mnist
@@ -150,6 +151,11 @@ def test_ctrl_c_stops_a_basic_multirun_not_just_its_current_job(tmp_path):
 
 
 def test_killing_a_joblib_driver_stops_its_workers(tmp_path):
+    """SIGKILL of a joblib sweep's driver: each job stops as after a SIGTERM (``last.pt``,
+    "interrupted"), and every process the driver started (its loky workers, the idle one
+    included, and the resource trackers) ends within seconds instead of staying up as an
+    orphan (issue 25, finding 9: two workers and the tracker stayed up for 25 minutes, ~1 GB
+    each)."""
     sweep_dir = tmp_path / "sweep"
     # each job waits in its evaluation for 120 s unless stopped; the marker names the job
     log = open(
@@ -162,7 +168,7 @@ def test_killing_a_joblib_driver_stops_its_workers(tmp_path):
             "dgm_runner",
             "-m",
             "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
+            "hydra.launcher.n_jobs=3",  # one worker more than jobs: an idle one must end too
             *VAE,
             "trainer.seed=1,2",
             f"hydra.sweep.dir={sweep_dir}",
@@ -173,26 +179,43 @@ def test_killing_a_joblib_driver_stops_its_workers(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    workers = []
-    for seed in (1, 2):
-        wait_for(tmp_path / f"in_eval_{seed}", proc, timeout=180)
-        workers.append(int((tmp_path / f"in_eval_{seed}").read_text()))
-    assert proc.pid not in workers  # the jobs run in loky worker processes
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    log.close()
-    deadline = time.time() + 30
-    statuses = {}
-    while time.time() < deadline and len(statuses) < 2:
+    started = []  # what the driver started, read while it lives (they are re-parented after)
+    try:
+        workers = []
+        for seed in (1, 2):
+            wait_for(tmp_path / f"in_eval_{seed}", proc, timeout=180)
+            workers.append(int((tmp_path / f"in_eval_{seed}").read_text()))
+        assert proc.pid not in workers  # the jobs run in loky worker processes
+        started = processes.descendants(proc.pid)
+        assert set(workers) <= {p.pid for p in started}, started
+        assert sum("loky" in p.cmdline and "--process-name" in p.cmdline for p in started) == 3
+        assert any("resource_tracker" in p.cmdline for p in started), started
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed = time.monotonic()
+        log.close()
+        deadline = time.time() + 30
+        statuses = {}
+        while time.time() < deadline and len(statuses) < 2:
+            for job in ("0", "1"):
+                try:
+                    statuses[job] = json.loads((sweep_dir / job / "metrics.json").read_text())[
+                        "status"
+                    ]
+                except (OSError, ValueError, KeyError):
+                    pass
+            time.sleep(0.2)
+        assert statuses == {
+            "0": "interrupted",
+            "1": "interrupted",
+        }  # stopped like a SIGTERM, not after 120 s
         for job in ("0", "1"):
-            try:
-                statuses[job] = json.loads((sweep_dir / job / "metrics.json").read_text())["status"]
-            except (OSError, ValueError, KeyError):
-                pass
-        time.sleep(0.2)
-    assert statuses == {
-        "0": "interrupted",
-        "1": "interrupted",
-    }  # stopped like a SIGTERM, not after 120 s
-    for job in ("0", "1"):
-        assert load_checkpoint(sweep_dir / job / "checkpoints" / "last.pt")["epoch"] == 1
+            assert load_checkpoint(sweep_dir / job / "checkpoints" / "last.pt")["epoch"] == 1
+        orphans = processes.still_alive(started, within_s=max(0.0, killed + 20 - time.monotonic()))
+        assert not orphans, "still running 20 s after the driver's SIGKILL:\n" + "\n".join(
+            map(str, orphans)
+        )
+    finally:
+        processes.kill(started)
+        proc.kill()
+        proc.wait(timeout=30)

@@ -7,7 +7,6 @@ that becomes ``bench.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import warnings
@@ -19,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import dgm_runner
+from dgm_runner.io.artifacts import read_jsonl
 from dgm_runner.loop import train
 
 # Overrides of every runner epoch: no logging, a small test split; sample metrics (FID, AIS)
@@ -121,8 +121,8 @@ class Bench:
             torch.cuda.reset_peak_memory_stats(self.device)
         with tempfile.TemporaryDirectory(prefix="dgm_bench_") as run_dir:
             final = train(cfg, run_dir)
-            lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-        epochs = [json.loads(line)["train/epoch_time_s"] for line in lines if line.strip()]
+            records = read_jsonl(Path(run_dir) / "metrics.jsonl")
+        epochs = [r["train/epoch_time_s"] for r in records]
         t = final.get("train/epoch_time_s", epochs[-1] if epochs else final["time_per_epoch_s"])
         n = cfg.dataset.get("subset") or 60000
         return {"time": t, "epochs": epochs, "peak_mem_mb": self.peak_mem(), "images": n}

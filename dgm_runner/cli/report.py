@@ -1,21 +1,29 @@
 """``dgm-report`` / ``scripts/report.py``: build ``outputs/REPORT.md`` from run directories.
 
 One section per experiment (``experiment_name`` of each run): a metrics table (one
-column per run, final metrics merged with ``eval/metrics.json`` from ``dgm-eval``),
+column per run: its final metrics, updated only by a ``dgm-eval`` of its current
+checkpoint on the full test split; every other evaluation in a column of its own labelled
+``stale (epoch N)``, ``test_subset=N``, ...; :mod:`dgm_runner.io.evaluations`),
 the run's 8x8 sample grid and figures, and published reference numbers beside ours
 with their sources. Units follow the metric names (nats per example unless stated).
+Every name, override, path and value from a run directory is escaped
+(:mod:`dgm_runner.io.markdown`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dgm_runner.io.atomic import WriteError, read_json, write_text
+from dgm_runner.cli.common import one_line_errors
+from dgm_runner.io.atomic import read_json, write_text
+from dgm_runner.io.evaluations import evaluations, is_result, with_current_evaluation
+from dgm_runner.io.markdown import md_link, md_text
 
 #: Published numbers to read ours against: (what, value, source). Keys: experiment_name.
 REFERENCES: dict[str, list[tuple[str, str, str]]] = {
@@ -96,29 +104,39 @@ def find_run_dirs(roots: list[Path]) -> list[Path]:
 
 
 def run_record(run_dir: Path) -> dict[str, Any]:
-    """``{"dir", "experiment", "overrides", "metrics"}`` of one run; metrics merge
-    ``metrics.json`` with ``eval/metrics.json`` (the latter wins). An unreadable or torn
-    ``metrics.json`` (a copy cut short, a hand edit) gives status ``unreadable``."""
+    """``{"dir", "experiment", "overrides", "metrics", "evaluations"}`` of one run.
+
+    ``metrics`` are the final ones of ``metrics.json``, updated only by a current, full-test,
+    finite ``eval/metrics.json`` (:func:`dgm_runner.io.evaluations.with_current_evaluation`);
+    ``evaluations`` lists every other ``eval/metrics*.json`` record as ``(file name, record,
+    status)`` (``stale (epoch 1)``, ``test_subset=N``, another sampler, ...), shown in
+    columns of their own. An unreadable or torn ``metrics.json`` (a copy cut short, a hand
+    edit) gives status ``unreadable``."""
     metrics = read_json(run_dir / "metrics.json")
     if not isinstance(metrics, dict):
         metrics = {"status": "unreadable metrics.json"}
-    evaluated = read_json(run_dir / "eval" / "metrics.json")
-    if isinstance(evaluated, dict):
-        metrics.update({k: v for k, v in evaluated.items() if "/" in k})
-    config = _load_yaml(run_dir / ".hydra" / "config.yaml") or {}
-    overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []
+    found = evaluations(run_dir)
+    config = _load_yaml(run_dir / ".hydra" / "config.yaml")
+    overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml")
+    overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
-    named = config.get("experiment_name")
+    named = config.get("experiment_name") if isinstance(config, dict) else None
     experiment = (
         chosen[0] if chosen else named if named and "${" not in str(named) else run_dir.parent.name
     )
-    return {"dir": run_dir, "experiment": experiment, "overrides": overrides, "metrics": metrics}
+    return {
+        "dir": run_dir,
+        "experiment": str(experiment),
+        "overrides": overrides,
+        "metrics": with_current_evaluation(metrics, found),
+        "evaluations": [e for e in found if not is_result(e[0], e[2])],
+    }
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
-    return "-" if value is None else str(value)
+    return "-" if value is None else md_text(value)
 
 
 def _label(record: dict[str, Any], out_dir: Path) -> str:
@@ -127,18 +145,33 @@ def _label(record: dict[str, Any], out_dir: Path) -> str:
         for o in record["overrides"]
         if not o.startswith(("experiment=", "trainer.progress", "hydra."))
     ]
-    name = os.path.relpath(record["dir"], out_dir)
-    return f"{name}<br>{', '.join(swept)}" if swept else name
+    name = md_text(os.path.relpath(record["dir"], out_dir))
+    return f"{name}<br>{', '.join(map(md_text, swept))}" if swept else name
+
+
+def _columns(records: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(header, values)`` of the metrics table: each run's column, then one per evaluation
+    that is not the run's result, labelled with its file and status."""
+    columns = []
+    for r in records:
+        label = _label(r, out_dir)
+        columns.append((label, r["metrics"]))
+        columns += [
+            (f"{label}<br>eval/{md_text(name)}: {md_text(status)}", record)
+            for name, record, status in r["evaluations"]
+        ]
+    return columns
 
 
 def _section(experiment: str, records: list[dict[str, Any]], out_dir: Path) -> list[str]:
-    lines = [f"## {experiment}", ""]
-    keys = [k for k in _INFO_KEYS if any(k in r["metrics"] for r in records)]
-    keys += sorted({k for r in records for k in r["metrics"] if k.startswith("test/")})
-    lines.append("| metric | " + " | ".join(_label(r, out_dir) for r in records) + " |")
-    lines.append("|---|" + "---|" * len(records))
+    lines = [f"## {md_text(experiment)}", ""]
+    columns = _columns(records, out_dir)
+    keys = [k for k in _INFO_KEYS if any(k in values for _, values in columns)]
+    keys += sorted({k for _, values in columns for k in values if k.startswith("test/")})
+    lines.append("| metric | " + " | ".join(header for header, _ in columns) + " |")
+    lines.append("|---|" + "---|" * len(columns))
     lines += [
-        "| " + k + " | " + " | ".join(_fmt(r["metrics"].get(k)) for r in records) + " |"
+        f"| {md_text(k)} | " + " | ".join(_fmt(values.get(k)) for _, values in columns) + " |"
         for k in keys
     ]
     lines.append("")
@@ -157,9 +190,11 @@ def _section(experiment: str, records: list[dict[str, Any]], out_dir: Path) -> l
         ]
         pictures = [p for p in pictures if p.is_file()]
         if pictures:
-            lines.append(f"{os.path.relpath(r['dir'], out_dir)}:")
+            lines.append(f"{md_text(os.path.relpath(r['dir'], out_dir))}:")
             lines.append("")
-            lines += [f"![{p.stem}]({os.path.relpath(p, out_dir)})" for p in pictures]
+            lines += [
+                f"![{md_text(p.stem)}]({md_link(os.path.relpath(p, out_dir))})" for p in pictures
+            ]
             lines.append("")
     return lines
 
@@ -182,7 +217,8 @@ def build_report(roots: list[Path], out: Path) -> Path:
     lines = [
         "# dgm_runner results report",
         "",
-        f"{len(runs)} runs in {len(by_experiment)} experiments, from {', '.join(map(str, roots))}. "
+        f"{len(runs)} runs in {len(by_experiment)} experiments, "
+        f"from {', '.join(md_text(r) for r in roots)}. "
         "Metrics are final test-split values (nats per example unless the name says otherwise); "
         "FID/KID/precision/recall use the features of the dataset's own classifier "
         "(`test/fid_classifier_accuracy`), so they compare models on one dataset, "
@@ -216,9 +252,15 @@ def main(argv: list[str] | None = None) -> None:
         "--out", default=None, help="the report file (default: REPORT.md in the first root)"
     )
     args = parser.parse_args(argv)
-    out = Path(args.out) if args.out else Path(args.roots[0]) / "REPORT.md"
+    _build(args.roots, Path(args.out) if args.out else Path(args.roots[0]) / "REPORT.md")
+
+
+@one_line_errors("dgm-report")
+def _build(roots: list[str], out: Path) -> None:
+    """Write the report, inside the command's error boundary (one line for any failure)."""
     try:
-        path = build_report([Path(r) for r in args.roots], out)
-    except (FileNotFoundError, WriteError) as err:
-        parser.exit(1, f"dgm-report: error: {err}\n")
+        path = build_report([Path(r) for r in roots], out)
+    except FileNotFoundError as err:
+        print(f"dgm-report: error: {err}", file=sys.stderr)
+        sys.exit(1)
     print(f"wrote {path}")

@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
 from dgm_runner.cli.common import main_with_run_dir, one_line_errors, sampler_overrides
 from dgm_runner.config import ConfigError, SampleConfig, validate_schema
+from dgm_runner.evaluation import NonFiniteError
 from dgm_runner.io.artifacts import save_grid
+from dgm_runner.io.layout import check_layout
 from dgm_runner.samplers.base import draw_samples
 
 
@@ -23,6 +26,9 @@ from dgm_runner.samplers.base import draw_samples
 @one_line_errors("dgm-sample")
 def _app(cfg: DictConfig) -> str:
     validate_schema("", cfg, SampleConfig)
+    if cfg.out and Path(cfg.out).is_dir():  # checked before the (possibly long) sampling
+        raise ConfigError(f"out={cfg.out} is a directory: name the image file to write (.png)")
+    check_layout(cfg.run_dir)  # before any work: samples/ a file, or a link out of the run
     overrides = sampler_overrides(cfg)
     # The grid needs the model and the sampler only: load one test image, not the split.
     overrides["dataset.test_subset"] = 1
@@ -32,6 +38,12 @@ def _app(cfg: DictConfig) -> str:
     start = time.perf_counter()
     images = draw_samples(comps.model, comps.sampler, cfg.n, cfg.seed, device)
     seconds = time.perf_counter() - start
+    if not bool(torch.isfinite(images).all()):
+        raise NonFiniteError(
+            f"{int((~torch.isfinite(images)).any(dim=tuple(range(1, images.dim()))).sum())} of "
+            f"{cfg.n} samples hold NaN or infinite values (sampler settings: fewer or smaller "
+            "steps diverge): no grid written"
+        )
     tag = f"_{cfg.sampler_name}" if cfg.sampler_name else ""
     tag += f"_label{'-'.join(map(str, labels))}" if labels else ""
     out = (

@@ -20,23 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
+from dgm_runner.cli.checks import check_group_choices
+from dgm_runner.cli.common import FLAGS_WITH_VALUE, one_line_errors
+from dgm_runner.config import ConfigError
 from dgm_runner.studies import call_study
 from dgm_runner.studies.common import checks_table
 
-#: Hydra flags whose next argument is their value (not a study name).
-_FLAGS_WITH_VALUE = {
-    "--cfg",
-    "-c",
-    "--package",
-    "-p",
-    "--config-path",
-    "-cp",
-    "--config-name",
-    "-cn",
-    "--config-dir",
-    "-cd",
-    "--experimental-rerun",
-}
 _INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
@@ -47,7 +36,7 @@ def positional_study(argv: list[str]) -> list[str]:
     previous = ""
     named = any(a.startswith("study=") for a in argv)
     for arg in argv:
-        is_value = previous in _FLAGS_WITH_VALUE or (
+        is_value = previous in FLAGS_WITH_VALUE or (
             previous in ("--info", "-i") and arg in _INFO_VALUES
         )
         if not named and not is_value and not arg.startswith("-") and "=" not in arg:
@@ -58,6 +47,7 @@ def positional_study(argv: list[str]) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="dgm_study")
+@one_line_errors("dgm-study")
 def _app(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     study_cfg = OmegaConf.to_container(cfg.study, resolve=True)
@@ -81,6 +71,16 @@ def _app(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Console entry point of ``dgm-study``."""
-    sys.argv = [sys.argv[0], *positional_study(sys.argv[1:])]
+    """Console entry point of ``dgm-study``. A study that is not an entry of
+    ``configs/study`` (or of a ``--config-dir``'s ``study/``) is one line listing the
+    studies, exit status 2, before Hydra runs: a name is never a path, so
+    ``dgm-study ../../x`` cannot load a YAML from outside the group
+    (:func:`dgm_runner.cli.checks.check_group_choices`, which checks every group)."""
+    argv = positional_study(sys.argv[1:])
+    try:
+        check_group_choices(argv)
+    except ConfigError as err:
+        print(f"dgm-study: error: ConfigError: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]
     _app()

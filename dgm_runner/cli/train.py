@@ -8,6 +8,7 @@ results, and user errors print one ``dgm-train: error: <Kind>: ...`` line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,9 +31,17 @@ from dgm_runner.cli.summary import run_summary
 from dgm_runner.config import ConfigError, trainer_config, validate
 from dgm_runner.distributed import SINGLE, World, broadcast_object, env_world, setup
 from dgm_runner.epoch import DivergedError
-from dgm_runner.io.lock import RunDirLocked, acquire, release
+from dgm_runner.io.lock import LOCK_NAME, RunDirLocked, acquire, found_when_locked, release
 from dgm_runner.io.resume import find_unfinished_run
-from dgm_runner.io.run_dir import check_run_paths, holds_run, hydra_output_subdir, record_outcome
+from dgm_runner.io.run_config import trust_config_sources
+from dgm_runner.io.run_dir import (
+    check_no_other_files,
+    check_run_paths,
+    has_checkpoint,
+    holds_run,
+    hydra_output_subdir,
+    record_outcome,
+)
 from dgm_runner.io.signals import StopRequested, watch_parent
 from dgm_runner.loop import train
 
@@ -69,7 +78,33 @@ def _objective_value(final: dict[str, Any], metric: str) -> float | None:
     return float(value)
 
 
+def _sweep_driver() -> int | None:
+    """The PID of the ``dgm-train`` that launched this job when the job runs in another
+    process (a joblib launcher's loky worker; :func:`main` sets :data:`DRIVER_ENV`), else
+    None (the driver itself: a single run, a basic multirun, a torchrun process)."""
+    driver = os.environ.get(DRIVER_ENV, "")
+    return int(driver) if driver.isdigit() and int(driver) != os.getpid() else None
+
+
+def _ends_with_driver(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Run the Hydra task ``task`` of a loky worker inside the worker's watch on the driver
+    (:func:`dgm_runner.io.signals.watch_parent`): if the driver dies, the job stops as after
+    a SIGTERM and then the worker process ends, instead of outliving the sweep (issue 25)."""
+
+    @functools.wraps(task)
+    def job(cfg: DictConfig) -> Any:
+        driver = _sweep_driver()
+        watch = watch_parent(driver) if driver is not None else None
+        if watch is None:
+            return task(cfg)
+        with watch.job():
+            return task(cfg)
+
+    return job
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@_ends_with_driver
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
     """The Hydra task: train one job. Returns the final metrics, or, when
     ``optimize_metric`` is set (Optuna sweeps), that metric as a float; a failed job of
@@ -80,21 +115,22 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
     results are never replaced by a failure (:func:`dgm_runner.io.run_dir.record_outcome`).
     """
     common.add_user_import_path()  # also in launcher workers: the user's own _target_s
+    trust_config_sources()  # ... which may also appear in a run this one reads (model.vqvae)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    driver = os.environ.get(DRIVER_ENV)
-    in_worker = multirun and driver is not None and driver.isdigit() and int(driver) != os.getpid()
-    if in_worker:  # a joblib (loky) worker: stop this job if the driver dies
-        watch_parent(int(driver))
+    in_worker = multirun and _sweep_driver() is not None  # a joblib (loky) worker
     own_dir = run_dir
     try:
         world, run_dir = _join_run(cfg, run_dir)
         if world.is_main:  # usually held already (taken when Hydra resolved output_subdir)
+            check_no_other_files(run_dir)  # no lock file among files of something else
             acquire(run_dir)
     except (RunDirLocked, OSError, ConfigError) as err:
         return _report_failure(err, multirun, hc)
-    held_a_run = holds_run(run_dir)  # a resumed or refused launch: keep its metrics.json
+    held_a_run = holds_run(run_dir)  # before this launch (a resume, a refusal): keep its files
+    fresh = world.is_main and found_when_locked(run_dir) == ()  # it held nothing before
+    refused = False
     try:
         final = train(cfg, run_dir)
         if world.is_main:
@@ -103,8 +139,11 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
         return _objective_value(final, metric) if metric else final
     except Exception as err:
         line = f"{type(err).__name__}: {err}"
+        # a multirun keeps the directory: its summary lists the refused job as failed
+        refused = fresh and not multirun and _refused_before_any_work(err, run_dir)
         if (
             world.is_main
+            and not refused
             and not isinstance(err, (DivergedError, StopRequested, common.WriteError))
             and not (held_a_run and isinstance(err, USER_ERRORS))
         ):
@@ -113,18 +152,57 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
             except common.WriteError:
                 pass
         if not isinstance(err, USER_ERRORS):
-            log.error(traceback.format_exc())
+            common.to_log_files(traceback.format_exc())  # the console gets one line
         if multirun and isinstance(err, StopRequested) and not in_worker:
             raise SweepStopped(
                 f"dgm-train: error: {line}; the sweep stopped", hc.sweep.dir
             ) from None
-        return _report_failure(err, multirun, hc)
+        return _report_failure(err, multirun, hc, world, None if refused else run_dir)
     finally:
         if world.is_main:
             release(run_dir)
+            if refused:
+                _remove_launch_dir(run_dir)
         elif own_dir.name.startswith(SCRATCH_PREFIX):  # a torchrun process's scratch dir
             logging.shutdown()
             shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _refused_before_any_work(err: BaseException, run_dir: Path) -> bool:
+    """Whether ``err`` refused a launch into a directory that held nothing before it
+    (checked by the caller) before it did any work: a user error (an invalid value,
+    missing data, an unusable run to read) and no file in the directory but Hydra's and
+    the lock. Such a launch leaves nothing on disk (issue 25, item 6):
+    :func:`_remove_launch_dir` removes what Hydra made for it."""
+    if not isinstance(err, (*common.USER_ERRORS, RunDirLocked)) or isinstance(
+        err, (DivergedError, StopRequested)
+    ):
+        return False
+    launch_files = {LOCK_NAME, "train.log"}  # and Hydra's .hydra/: the launch itself
+    return all(
+        p.is_dir() or p.name in launch_files or p.parent.name == ".hydra"
+        for p in run_dir.rglob("*")
+    )
+
+
+def _remove_launch_dir(run_dir: Path) -> None:
+    """Remove the directory of a refused launch (Hydra's ``.hydra/``, ``train.log`` and the
+    lock, nothing else: :func:`_refused_before_any_work`) and the parents Hydra created
+    for it that are now empty, up to the working directory."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the job's log file is in it (an in-process caller
+        name = getattr(handler, "baseFilename", None)  # would write to a removed path)
+        if name is not None and Path(name).resolve().is_relative_to(run_dir.resolve()):
+            root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cwd, parent = Path.cwd().resolve(), run_dir.resolve().parent
+    while parent != cwd and cwd in parent.parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
 
 
 def _join_run(cfg: DictConfig, run_dir: Path) -> tuple[World, Path]:
@@ -176,17 +254,41 @@ def _data_parallel_argv(argv: list[str]) -> list[str]:
     ]
 
 
-def _report_failure(err: BaseException, multirun: bool, hc: Any) -> None:
-    """A failed job: in a multirun, log it and return None (the sweep goes on); otherwise
-    print one line for a user error (exit 2 for a ConfigError, else 1) or re-raise."""
+def _report_failure(
+    err: BaseException,
+    multirun: bool,
+    hc: Any,
+    world: World = SINGLE,
+    run_dir: Path | None = None,
+) -> None:
+    """The process's error boundary. In a multirun, log the failure and return None (the
+    sweep goes on). Otherwise exit with one line on stderr: a user error as it is (status 2
+    for a ConfigError, else 1), any other error with what is kept in ``run_dir`` and where
+    its full trace is (``train.log``; ``HYDRA_FULL_ERROR=1`` re-raises it for Hydra's
+    traceback). In a data-parallel run only process 0 prints: the others exit quietly with
+    status 1 (when a process dies, the survivors' collectives fail too)."""
     line = f"{type(err).__name__}: {err}"
     if multirun:  # the sweep goes on; the summary marks this job failed
         log.error("job failed: %s", line)
         return None
-    if isinstance(err, (*USER_ERRORS, RunDirLocked)):
-        print(f"dgm-train: error: {line}", file=sys.stderr)
-        sys.exit(2 if isinstance(err, ConfigError) else 1)
-    raise err
+    user = isinstance(err, (*USER_ERRORS, RunDirLocked))
+    if not user and os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    if not world.is_main:
+        sys.exit(1)
+    if not user:
+        kept = (
+            f"{run_dir / 'checkpoints' / 'last.pt'} is kept (trainer.resume={run_dir} "
+            "continues from it)"
+            if run_dir is not None and has_checkpoint(run_dir)
+            else "no checkpoint was written"
+        )
+        what = common.first_line(err)
+        if world.parallel:  # a collective failed: usually because another process ended
+            what = f"process 0 of {world.size} stopped (did another process end?): {what}"
+        line = f"{what}; {kept}; {common.full_trace_hint()}"
+    print(f"dgm-train: error: {line}", file=sys.stderr)
+    sys.exit(2 if isinstance(err, ConfigError) else 1)
 
 
 def _run_dir_for(resume: str | None, default: str, overrides: list[str] | None = None) -> str:
@@ -210,23 +312,33 @@ def _register_resolvers() -> None:
 def main() -> None:
     """Console entry point of ``dgm-train`` / ``python -m dgm_runner``.
 
-    Before Hydra creates a directory: unknown group entries, misspelt keys, and
-    ``trainer.resume`` / ``hydra.run.dir`` values that are no run directory are one line
-    each (exit status 2)."""
+    A quoted ``~`` of an override is the home directory
+    (:func:`dgm_runner.cli.common.expand_user_args`). Before Hydra creates a directory:
+    unknown group entries, misspelt keys, and ``trainer.resume`` / ``hydra.run.dir`` values
+    that are no run directory are one line each (exit status 2; 1 for a
+    ``trainer.resume`` whose ``last.pt`` is gone or whose entries are not what the
+    run-directory contract says)."""
     _register_resolvers()
     common.add_user_import_path()
-    argv = sys.argv[1:]
+    argv = common.expand_user_args(sys.argv[1:])
     try:
         check_group_choices(argv)
         check_override_keys(argv, "train")
         check_run_paths(argv)
         sys.argv = [sys.argv[0], *_data_parallel_argv(argv)]
-    except ConfigError as err:
-        print(f"dgm-train: error: ConfigError: {err}", file=sys.stderr)
-        sys.exit(2)
+    except (ConfigError, common.CheckpointError, common.WriteError) as err:
+        print(f"dgm-train: error: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
     os.environ[DRIVER_ENV] = str(os.getpid())
     try:
         _hydra_main()
+    except KeyboardInterrupt as err:  # a second Ctrl-C: no clean stop was waited for
+        print(
+            f"dgm-train: error: interrupted ({err or 'SIGINT'}); files written before are kept "
+            "(trainer.resume=<run_dir> continues from its last.pt, if any)",
+            file=sys.stderr,
+        )
+        sys.exit(130)
     except SweepStopped as stopped:
         from dgm_runner.io.sweep_summary import summarize_sweep
 

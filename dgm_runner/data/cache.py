@@ -10,7 +10,8 @@ provenance: those four stamps and the size and SHA-256 of each cached file.
 Provenance rule: a cache is read only when its recorded sources match the files the
 run was told to use (and its files match their recorded sizes and digests); it is
 filled in a temporary directory ``<cache>/<Folder>/by-source/.tmp-<random>/``, where
-every file's IDX header is checked against its payload, and switched in atomically by
+every file's IDX header is checked against its payload (and the four headers against
+each other and the dataset's image size), and switched in atomically by
 renaming that whole directory onto ``<key>``. A load that fails (a corrupt source, a
 full disk, a kill) therefore never leaves anything a later run reads; when two
 processes fill the same key, the second one's rename fails and it uses the first
@@ -37,7 +38,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dgm_runner.data.base import DataError
-from dgm_runner.data.idx import IDX_FILES, _check_payload, _idx_dims, check_idx_file
+from dgm_runner.data.idx import (
+    IDX_FILES,
+    _check_payload,
+    _idx_dims,
+    check_idx_file,
+    check_idx_set,
+)
 from dgm_runner.io.atomic import fsync_dir
 
 if TYPE_CHECKING:
@@ -206,7 +213,22 @@ def _provenance(
             check_idx_file(raw / name)
         except (OSError, DataError):
             return None
+    try:  # a cache filled before the set was checked as a whole is filled (and refused) again
+        _check_set(spec, stamps, {n: prov["files"][n]["dims"] for n in IDX_FILES})
+    except (DataError, KeyError, TypeError, ValueError):
+        return None
     return prov
+
+
+def _check_set(spec: _Spec, stamps: dict[str, dict[str, Any]], dims: dict[str, list[int]]) -> None:
+    """:func:`dgm_runner.data.idx.check_idx_set` of the source files ``stamps``.
+
+    Raises:
+        DataError: images of another size than the dataset's, or fewer or more labels than
+            images (the message names the source files).
+    """
+    files = {name: stamps[name]["path"] for name in IDX_FILES}
+    check_idx_set(files, dims, spec.image_hw, spec.folder)
 
 
 def _discard(path: Path) -> None:
@@ -286,6 +308,7 @@ def _fill(
                 f"the {spec.folder} source files changed while being read "
                 f"({', '.join(str(p) for p in files.values())}); retry"
             )
+        _check_set(spec, stamps, {name: c["dims"] for name, c in copied.items()})
         prov = {"format": _FORMAT, "key": key, "sources": stamps, "files": copied}
         try:
             with open(tmp / _PROVENANCE, "x", encoding="utf-8") as f:

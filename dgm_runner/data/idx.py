@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -79,6 +79,43 @@ def check_idx_file(path: Path) -> None:
             _check_payload(dims, path.stat().st_size - f.tell())
     except (OSError, ValueError) as err:
         raise DataError(f"{path} is not a valid IDX file: {err}; delete it and retry") from None
+
+
+def check_idx_set(
+    files: Mapping[str, str | Path],
+    dims: Mapping[str, Sequence[int]],
+    image_hw: tuple[int, int],
+    dataset: str,
+) -> None:
+    """Check the four IDX files of a dataset against each other and against the image size
+    the dataset declares, from their headers alone: each split's images are
+    ``image_hw`` pixels and its label file holds one label per image (checked before
+    ``dataset.subset`` or ``per_class`` slice both and could hide a mismatch).
+
+    Args:
+        files: :data:`IDX_FILES` name -> the source file (named in messages).
+        dims: :data:`IDX_FILES` name -> the dimensions its header declares.
+        image_hw: ``(H, W)`` of the dataset's images (28x28 for MNIST-like datasets).
+        dataset: the dataset's name in messages (``MNIST``).
+
+    Raises:
+        DataError: one line naming the file(s), the shape or the two counts.
+    """
+    want_h, want_w = image_hw
+    for images, labels in (IDX_FILES[0:2], IDX_FILES[2:4]):
+        n, h, w = (int(d) for d in dims[images])
+        if (h, w) != (want_h, want_w):
+            raise DataError(
+                f"{files[images]} holds {n} images of {h}x{w} pixels, but {dataset} images "
+                f"are {want_h}x{want_w}: replace it with the {dataset} file (for smaller "
+                "images keep the files and set dataset.image_size)"
+            )
+        (m,) = (int(d) for d in dims[labels])
+        if m != n:
+            raise DataError(
+                f"{files[images]} holds {n} images but {files[labels]} holds {m} labels: "
+                "each image needs one label; replace the two files with a matching pair"
+            )
 
 
 class _CacheDamaged(Exception):

@@ -69,6 +69,7 @@ class _Spec:
     folder: str  # torchvision folder name under the root
     system_dirs: tuple[str, ...] = ()
     install_hint: str = ""
+    image_hw: tuple[int, int] = (28, 28)  # (H, W) of the files' images, checked at load
 
 
 SPECS = {
@@ -312,8 +313,11 @@ def load_vision_dataset(
         DataError: one line saying what to do, when: the dataset is nowhere to be found
             (the message lists every place looked in); ``root`` is set but does not
             exist or lacks a file (named); a file is corrupt (named); the cache cannot
-            be written; ``subset``, ``test_subset`` or ``per_class`` asks for more
-            images than the split (or a class) has; the labels do not fit the images.
+            be written; a file's images are not the dataset's 28x28, or a label file
+            holds another count than its image file (the files named, checked before
+            ``subset`` / ``per_class`` slice them); ``subset``, ``test_subset`` or
+            ``per_class`` asks for more images than the split (or a class) has; the labels
+            do not fit the images.
     """
     if name not in SPECS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(SPECS)}")

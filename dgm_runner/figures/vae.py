@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +9,7 @@ import torch
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import DataSplits
-from dgm_runner.io.artifacts import save_grid
+from dgm_runner.io.artifacts import read_jsonl, save_grid
 from dgm_runner.io.plots import figure_path, pyplot, save_figure
 from dgm_runner.models.vae import GaussianVAE
 
@@ -191,9 +190,7 @@ def elbo_curves(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int) 
         FileNotFoundError: the run has no ``train_history.jsonl``.
     """
     plt = pyplot()
-    lines = [
-        json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()
-    ]
+    lines = read_jsonl(Path(run_dir) / "train_history.jsonl")
     train = [r for r in lines if "train/recon" in r]
     val = [r for r in lines if "val/recon" in r]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -234,9 +231,7 @@ def training_curves(
         ValueError: a key never appears in the history.
     """
     plt = pyplot()
-    lines = [
-        json.loads(s) for s in (Path(run_dir) / "train_history.jsonl").read_text().splitlines()
-    ]
+    lines = read_jsonl(Path(run_dir) / "train_history.jsonl")
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
         pts = [(r["step"], r[key]) for r in lines if key in r]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid, save_image
 
-from dgm_runner.io.atomic import WriteError, atomic_open
+from dgm_runner.io.atomic import WriteError, atomic_open, write_bytes
 from dgm_runner.io.plots import pyplot
+
+log = logging.getLogger("dgm_runner")
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> torch.Tensor:
@@ -53,33 +56,83 @@ def append_jsonl(path: str | Path, *records: dict[str, Any]) -> None:
         ) from None
 
 
+def _parse_jsonl(path: Path) -> tuple[list[tuple[bytes, dict[str, Any]]], list[bytes]]:
+    """``([(line, record), ...], [bad line, ...])`` of a JSON-lines file: a line is bad
+    when it is not UTF-8, not JSON or not a JSON object (torn by a kill, garbage from a
+    disk or an editor). Blank lines are neither. Lines are bytes without their newline."""
+    good, bad = [], []
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+            record = None
+        if isinstance(record, dict):
+            good.append((line, record))
+        else:
+            bad.append(line)
+    return good, bad
+
+
+def _warn_bad_lines(path: Path, bad: list[bytes], fate: str) -> None:
+    """The one warning line about ``bad`` lines of ``path`` (``fate``: what became of them)."""
+    log.warning("%s: %d torn or unreadable line(s) %s", path, len(bad), fate)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records (JSON objects) of a JSON-lines file such as ``metrics.jsonl`` or
+    ``train_history.jsonl``, in file order. Torn or garbage lines are skipped with one
+    warning line (:func:`truncate_jsonl` moves them aside when a run resumes).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    good, bad = _parse_jsonl(path)
+    if bad:
+        _warn_bad_lines(path, bad, "skipped")
+    return [record for _, record in good]
+
+
 def truncate_jsonl(path: str | Path, key: str, last: float) -> int:
     """Drop the records of a JSON-lines file whose ``key`` is above ``last`` (atomic rewrite;
-    a missing file or a torn last line is fine). A resumed run calls it with its checkpoint's
-    epoch / step, so lines written after that checkpoint by a killed process (SIGKILL
-    between a line and ``last.pt``) are not repeated when those epochs run again.
+    a missing file is fine). A resumed run calls it with its checkpoint's epoch / step, so
+    lines written after that checkpoint by a killed process (SIGKILL between a line and
+    ``last.pt``) are not repeated when those epochs run again.
+
+    Torn or garbage lines (not UTF-8, not a JSON object, or ``key`` not a number) are
+    appended to ``<path>.corrupt`` before the file is rewritten without them, and reported
+    in one warning line naming both files: never dropped without a word.
 
     Returns:
-        How many records were dropped.
+        How many lines were removed (records after ``last`` and bad lines).
+
+    Raises:
+        WriteError: ``<path>.corrupt`` or ``path`` cannot be written (the file is then
+            unchanged).
     """
     path = Path(path)
     if not path.is_file():
         return 0
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by the kill
-            dropped += 1
-            continue
-        if record.get(key, -math.inf) > last:
-            dropped += 1
+    good, bad = _parse_jsonl(path)
+    kept, after = [], 0
+    for line, record in good:
+        value = record.get(key, -math.inf)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad.append(line)
+        elif value > last:
+            after += 1
         else:
-            kept.append(line + "\n")
-    if dropped:
-        with atomic_open(path, "w") as f:
-            f.write("".join(kept))
-    return dropped
+            kept.append(line + b"\n")
+    if bad:
+        corrupt = path.with_name(f"{path.name}.corrupt")
+        before = corrupt.read_bytes() if corrupt.is_file() else b""
+        write_bytes(corrupt, before + b"".join(line + b"\n" for line in bad))
+        _warn_bad_lines(path, bad, f"moved to {corrupt}")
+    if bad or after:
+        write_bytes(path, b"".join(kept))
+    return after + len(bad)
 
 
 def save_samples(

@@ -43,21 +43,43 @@ _WRITE_ERRNOS = {
 _TORCH_WRITE_FAILURES = ("PytorchStreamWriter", "unexpected pos", "file write failed")
 
 
-def _write_error(path: Path, err: BaseException) -> WriteError | None:
-    """The one-line :class:`WriteError` for a failed write of ``path``, or None when ``err``
-    is not a write failure (it is then re-raised as it is)."""
-    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+def _is_write_failure(err: BaseException) -> bool:
+    """Whether ``err``, raised inside an :func:`atomic_open` block, is the destination's
+    fault (the block may also fail for its own reasons, e.g. a BadGzipFile it reads)."""
+    if isinstance(err, OSError):
+        return err.errno in _WRITE_ERRNOS
+    return isinstance(err, RuntimeError) and any(s in str(err) for s in _TORCH_WRITE_FAILURES)
+
+
+def _interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (a second Ctrl-C, :class:`dgm_runner.io.signals.GracefulStop`)
+    that ``err`` is or was raised while handling, if any: ``torch.save`` turns one that
+    lands inside it into "PytorchStreamWriter failed writing file", which must not be
+    reported as a full disk."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _write_error(path: Path, err: BaseException) -> WriteError:
+    """The one-line :class:`WriteError` for a failed write of ``path`` (any errno: a file
+    where the directory should be, a directory where the file should be, a full disk...)."""
+    if isinstance(err, OSError):
         reason = err.strerror or str(err)
-    elif isinstance(err, RuntimeError) and any(s in str(err) for s in _TORCH_WRITE_FAILURES):
-        reason = "write failed (torch.save)"
+        if err.errno == errno.EEXIST and err.filename is not None:  # mkdir over a file
+            reason = f"{err.filename} is a file, not a directory"
     else:
-        return None
+        reason = "write failed (torch.save)"
     try:
         free = f"; {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
     except OSError:
         free = ""
     return WriteError(
-        f"cannot write {path}: {reason}{free}; free space or fix the permissions and retry"
+        f"cannot write {path}: {reason}{free}; free space or fix the path or permissions and retry"
     )
 
 
@@ -100,7 +122,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     ``path`` is untouched.
 
     Raises:
-        WriteError: the write failed (full disk, read-only directory, ...): one line.
+        WriteError: the write failed (full disk, read-only directory, a file where the
+            directory should be, ...: any errno of the writer's own steps, and the write
+            failures of the caller's block): one line.
 
     Args:
         path: the file to (over)write; its parent directory is created if needed.
@@ -112,21 +136,27 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     except OSError as err:
         raise _write_error(path, err) from None
+    in_block = False  # an error of the caller's block is translated only if a write failure
     try:
         with contextlib.suppress(OSError):
             os.fchmod(fd, _FILE_MODE)
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as f:
+            in_block = True
             yield f
+            in_block = False
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        translated = _write_error(path, err)
-        if translated is not None:
-            raise translated from None
+        interrupt = _interrupt_behind(err)
+        if interrupt is not None:  # a second Ctrl-C broke the write: not the disk's fault
+            raise interrupt from None
+        own_step = not in_block and isinstance(err, OSError)  # flush, fsync, rename
+        if own_step or (in_block and _is_write_failure(err)):
+            raise _write_error(path, err) from None
         raise
     fsync_dir(path.parent)
 

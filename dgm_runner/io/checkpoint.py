@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import pickle
 import random
 import zipfile
@@ -28,16 +29,63 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, **payload}, f)
 
 
+def checkpoint_file(run_dir: str | Path, checkpoint: str = "last") -> Path:
+    """The file of ``checkpoint`` of a run: ``"last"`` / ``"best"`` name
+    ``<run_dir>/checkpoints/<name>.pt``; anything else is a path to a ``.pt`` file."""
+    if checkpoint in ("last", "best"):
+        return Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    return Path(checkpoint)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _not_an_archive(path: Path) -> str | None:
+    """Why ``path`` is not the zip archive ``torch.save`` writes (every checkpoint of this
+    package is one), or None when it is one."""
+    try:
+        with open(path, "rb") as f:
+            if zipfile.is_zipfile(f):
+                return None
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    return "not the zip archive that torch.save writes (is it a checkpoint at all?)"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` without executing code.
 
     Raises:
-        CheckpointError: the file is missing, truncated, a pickle with code
-            (refused by ``weights_only=True``) or not a dgm_runner checkpoint.
+        CheckpointError: the path is missing, a directory or not a regular file; the file
+            is unreadable, not the zip archive ``torch.save`` writes (any other file, e.g.
+            ``checkpoint=/etc/passwd``, is never handed to the unpickler), truncated, a
+            pickle with code (refused by ``weights_only=True``) or not a dgm_runner
+            checkpoint.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        what = (
+            "is a directory, not a checkpoint file (checkpoint= takes last, best or the path "
+            "of a .pt file)"
+            if path.is_dir()
+            else "is not a regular file"
+            if path.exists()
+            else "does not exist"
+        )
+        raise CheckpointError(f"checkpoint {path} {what}")
+    problem = _not_an_archive(path)
+    if problem:
+        raise CheckpointError(f"{path} is not a readable safe checkpoint: {problem}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except (
@@ -47,7 +95,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         zipfile.BadZipFile,
         ValueError,
         OSError,
-    ) as err:
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as err:  # the unpickler's errors on damaged data inside a valid archive
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is not a readable safe checkpoint: {first}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

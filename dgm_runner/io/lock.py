@@ -7,7 +7,9 @@ ends. The operating system drops it when the process dies (``kill -9`` included)
 stale lock never blocks a resume. A refused process names the holder's PID, read from the
 kernel's lock table, so taking or probing the lock writes nothing but the (empty) lock
 file itself. The file is never deleted (deleting a lock file races with a process that
-is about to lock it).
+is about to lock it). The lock file is never opened through a symbolic link, and what
+the directory held when it was locked is kept (:func:`found_when_locked`: what a run
+directory held before the launch that locked it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +29,8 @@ LOCK_NAME = ".lock"
 # belong to an open file description, so a second open+flock from this same process
 # would conflict with the first: acquire() is idempotent instead.
 _HELD: dict[str, int] = {}
+# ... and what each of those directories held (but the lock) when this process locked it.
+_FOUND: dict[str, tuple[str, ...]] = {}
 
 
 class RunDirLocked(RuntimeError):
@@ -60,20 +65,47 @@ def holder_pid(run_dir: str | os.PathLike) -> int | None:
     return None
 
 
-def acquire(run_dir: str | os.PathLike) -> None:
-    """Take the exclusive lock of ``run_dir`` (created if missing) for this process; a no-op
-    if this process holds it already.
+def _open_lock_file(path: Path) -> int:
+    """Open (create) the lock file ``path``, never through a symbolic link: a planted link
+    would create or lock a file outside the run directory.
 
     Raises:
-        RunDirLocked: another process holds it (one line naming its PID and what to do), or
-            the filesystem has no file locks.
+        RunDirLocked: ``path`` is a symbolic link or not a regular file (one line).
+        OSError: it cannot be opened otherwise (e.g. a read-only directory).
+    """
+    not_a_file = RunDirLocked(f"cannot lock {path}: not a regular file; remove it and retry")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise RunDirLocked(
+                f"cannot lock {path}: it is a symbolic link (to {os.readlink(path)}), not the "
+                "run's lock file; remove it and retry"
+            ) from None
+        if err.errno == errno.EISDIR:
+            raise not_a_file from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device...
+        os.close(fd)
+        raise not_a_file
+    return fd
+
+
+def acquire(run_dir: str | os.PathLike) -> None:
+    """Take the exclusive lock of ``run_dir`` (created if missing) for this process; a no-op
+    if this process holds it already. What the directory held when it was locked is kept
+    (:func:`found_when_locked`).
+
+    Raises:
+        RunDirLocked: another process holds it (one line naming its PID and what to do),
+            the filesystem has no file locks, or ``.lock`` is a symbolic link or no file.
         OSError: the directory cannot be created or the lock file opened (e.g. read-only).
     """
     key = _key(run_dir)
     if key in _HELD:
         return
     Path(key).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(key) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(Path(key) / LOCK_NAME)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -90,11 +122,38 @@ def acquire(run_dir: str | os.PathLike) -> None:
             f"or choose another hydra.run.dir"
         ) from None
     _HELD[key] = fd
+    _FOUND[key] = contents(key)
+
+
+def _holds_nothing(path: Path) -> bool:
+    """Whether ``path`` is an empty directory (not a link to one)."""
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def contents(directory: str | os.PathLike) -> tuple[str, ...]:
+    """The sorted names of what ``directory`` holds: its entries but the lock file and
+    empty directories (such as the empty ``.hydra/`` a refused launch may leave); ``()``
+    for a missing directory."""
+    directory = Path(directory)
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+    return tuple(sorted(n for n in names if n != LOCK_NAME and not _holds_nothing(directory / n)))
+
+
+def found_when_locked(run_dir: str | os.PathLike) -> tuple[str, ...] | None:
+    """What ``run_dir`` held (:func:`contents`) when this process locked it; None when
+    this process does not hold its lock. A launch locks its run directory before it
+    writes anything there, so this is what the directory held before the launch (not the
+    ``.hydra/`` or ``train.log`` that Hydra writes for it)."""
+    return _FOUND.get(_key(run_dir))
 
 
 def release(run_dir: str | os.PathLike) -> None:
     """Release this process's lock of ``run_dir`` (a no-op if it holds none)."""
     fd = _HELD.pop(_key(run_dir), None)
+    _FOUND.pop(_key(run_dir), None)
     if fd is not None:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)

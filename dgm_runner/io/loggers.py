@@ -1,7 +1,8 @@
 """Experiment loggers (see ``configs/logger``): TensorBoard, MLflow, Weights & Biases or nothing.
 
-The loop builds one per run as ``instantiate(cfg.logger, run_dir=run_dir, config=config)``
-(``config``: the run's resolved config as a plain dict) and calls :meth:`NullLogger.scalars`
+The loop builds one per run (process 0) with :func:`start_logger`, i.e.
+``instantiate(cfg.logger, run_dir=run_dir, config=config)`` (``config``: the run's resolved
+config as a plain dict) guarded by :class:`GuardedLogger`, and calls :meth:`NullLogger.scalars`
 after every ``trainer.log_every`` steps and evaluation, :meth:`NullLogger.image` with each
 evaluation's 8x8 grid, :meth:`NullLogger.hparams` once with the final test metrics of a
 completed run, and :meth:`NullLogger.close` at the end (also after a failure or a stop). A
@@ -18,11 +19,21 @@ The MLflow and W&B loggers keep their run id in ``<run_dir>/mlflow_run.json`` /
 ``<run_dir>/wandb_run.json``, so a resumed run appends to the same tracked run, and name
 runs after their directory (:func:`run_name`); the jobs of one sweep share a group
 (:func:`sweep_group`).
+
+A logger never ends a run: the loop starts it with :func:`start_logger`, which wraps it in
+a :class:`GuardedLogger`. Any exception of the logger, when it starts (a store that cannot
+be written or reached, W&B online without a login, a file where ``<run_dir>/wandb``
+should be) or later (a store that turns read-only, a full disk), is one warning line
+``logger <name> disabled after <call> failed: <error>; training goes on (...)``, and the
+rest of the run logs nothing there (its results are in the run directory as always). A
+failing ``close`` is one warning line too and never hides the error that ended the run.
+Stop signals are not logger failures: they pass through as the run's own stop.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,10 +44,14 @@ import torch
 from dgm_runner.config import ConfigError
 from dgm_runner.io.atomic import read_json
 
+log = logging.getLogger("dgm_runner")
+
 
 class NullLogger:
     """A logger that records nothing (``logger=none``)."""
 
+    #: The name warnings use (``logger=<name>``); other loggers: their class name.
+    name = "none"
     #: ``(module, extra)``: the package a logger needs and the extra that installs it.
     requires: tuple[str, str] | None = None
 
@@ -93,6 +108,8 @@ class TensorBoardLogger(NullLogger):
         run_dir, config: set by the runner.
         flush_secs: how often pending events are written.
     """
+
+    name = "tensorboard"
 
     def __init__(
         self,
@@ -169,3 +186,118 @@ def closing_outcome(completed: bool) -> str:
     if completed or err is None:
         return "completed"
     return "stopped" if isinstance(err, (StopRequested, KeyboardInterrupt)) else "failed"
+
+
+def _stop_in(err: BaseException) -> BaseException | None:
+    """The stop signal (:class:`~dgm_runner.io.signals.StopRequested`, KeyboardInterrupt)
+    that caused ``err``, or None: a library that catches every exception (MLflow turns one
+    raised inside its HTTP retries into an ``MlflowException``) must not swallow a stop."""
+    from dgm_runner.io.signals import StopRequested
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (StopRequested, KeyboardInterrupt)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def failure_line(name: str, call: str, err: BaseException) -> str:
+    """The one warning line for logger ``name`` whose ``call`` (``start``, ``scalars``,
+    ``image``, ``hparams``, ``close``) raised ``err``."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    first = first if len(first) <= 500 else f"{first[:500]}..."  # MLflow's are long
+    error = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    if call == "close":
+        return f"logger {name}: close failed: {error} (the run's results are in the run directory)"
+    return (
+        f"logger {name} disabled after {call} failed: {error}; training goes on "
+        "(results are in the run directory)"
+    )
+
+
+class GuardedLogger:
+    """The run's logger as the loop uses it: a logger failure never ends the run.
+
+    Every call (``scalars``, ``image``, ``hparams``, ``close``) goes to the wrapped logger;
+    when one raises an :class:`Exception`, one warning line (:func:`failure_line`) is
+    logged, the traceback at DEBUG level, and the logger is replaced by a
+    :class:`NullLogger` for the rest of the run (nothing more is sent to a broken store,
+    and the failed logger is not closed). A stop signal (also one that a library wrapped
+    in its own exception) is raised as itself; KeyboardInterrupt is no Exception and
+    passes through anyway. Other attributes are read from the wrapped logger.
+
+    Args:
+        logger: the logger to guard; name: how warnings name it (``mlflow``).
+    """
+
+    def __init__(self, logger: Any, name: str) -> None:
+        self.logger = logger
+        self.name = name
+        #: The call that failed and disabled the logger (``"scalars"``), or None.
+        self.failed: str | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.__dict__["logger"], attr)
+
+    def fail(self, call: str, err: Exception) -> None:
+        """Disable the logger after ``call`` raised ``err``, with one warning line.
+
+        Raises:
+            StopRequested, KeyboardInterrupt: ``err`` was caused by a stop signal.
+        """
+        stop = _stop_in(err)
+        if stop is not None:
+            raise stop from None
+        log.warning(failure_line(self.name, call, err))
+        log.debug("logger %s: %s failed", self.name, call, exc_info=err)
+        self.logger, self.failed = NullLogger(), call
+
+    def _call(self, call: str, *args: Any) -> None:
+        try:
+            getattr(self.logger, call)(*args)
+        except Exception as err:  # noqa: BLE001 - any logger failure: warn and go on
+            self.fail(call, err)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """:meth:`NullLogger.scalars` of the wrapped logger, guarded."""
+        self._call("scalars", values, step)
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        """:meth:`NullLogger.image` of the wrapped logger, guarded."""
+        self._call("image", tag, grid, step)
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """:meth:`NullLogger.hparams` of the wrapped logger, guarded."""
+        self._call("hparams", params, metrics)
+
+    def close(self) -> None:
+        """:meth:`NullLogger.close` of the wrapped logger, guarded: called in the loop's
+        ``finally``, a failure here is one warning line and the error that ended the run
+        (if any) goes on propagating."""
+        self._call("close")
+
+
+def start_logger(logger_cfg: Any, run_dir: str | Path, config: dict[str, Any]) -> GuardedLogger:
+    """Build the run's logger from its config node (``cfg.logger``) as a
+    :class:`GuardedLogger`; a logger that fails to start (an unwritable or unreachable
+    store, W&B online without a login, ...) gives one warning line and a disabled logger,
+    and the run goes on.
+
+    Raises:
+        StopRequested, KeyboardInterrupt: a stop signal arrived while it started.
+        hydra.errors.InstantiationException: the node names no loadable class (a config
+            error, found by :func:`dgm_runner.config.validate` before any work).
+    """
+    from hydra.utils import instantiate
+
+    factory = instantiate(logger_cfg, _partial_=True)
+    cls = getattr(factory, "func", factory)
+    name = getattr(cls, "name", None)
+    guarded = GuardedLogger(NullLogger(), name if isinstance(name, str) else cls.__name__)
+    try:
+        guarded.logger = factory(run_dir=run_dir, config=config)
+    except Exception as err:  # noqa: BLE001 - any start failure: warn and go on
+        guarded.fail("start", err)
+    return guarded

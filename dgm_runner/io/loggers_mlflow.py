@@ -22,20 +22,36 @@ ids: no global ``mlflow.start_run`` state):
 * status: ``FINISHED`` when the run completed (or the logger was closed without an error),
   ``KILLED`` after a stop signal, ``FAILED`` after any other error; a resumed run is
   ``RUNNING`` again until it ends.
+
+Every call to the store returns within ``logger.timeout_s`` seconds (:class:`BoundedClient`):
+MLflow's own HTTP retries (7, with a backoff of minutes, by default) are cut to a few short
+ones inside that window, and a store that has not answered by then (unreachable, hung) is
+a ``TimeoutError``. The loop's :class:`~dgm_runner.io.loggers.GuardedLogger` turns that, and
+any other failure of the store (read-only, full), into one warning line and a disabled
+logger: training goes on. A store that cannot be reached or written when the run starts is
+no error either (the run waits at most ``timeout_s``, warns once and trains without
+MLflow): an unreachable server is often a passing state, and telling it from a wrong URI
+before any work would cost the same wait. A stop signal during the wait stops the run as
+at any other point.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import math
 import os
 import re
+import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
+from dgm_runner.config import PositiveFloat
 from dgm_runner.io.atomic import write_json
 from dgm_runner.io.loggers import (
     NullLogger,
@@ -50,6 +66,100 @@ log = logging.getLogger("dgm_runner")
 RUN_FILE = "mlflow_run.json"
 _STATUS = {"completed": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
 _KEY_LEN = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
+_THREAD = "dgm-mlflow"  # the name of the threads that call the store
+
+#: MLflow's HTTP retry settings for the calls of this logger (each read by MLflow when a
+#: request starts), unless set in the environment: 2 retries, 0 s and 2 s apart.
+_HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+_env_lock = threading.Lock()
+_env_users = 0
+_env_set: list[str] = []  # the variables _http_limits set (and removes again)
+
+
+@contextlib.contextmanager
+def _http_limits(timeout_s: float) -> Iterator[None]:
+    """MLflow's HTTP settings for one call of this logger: :data:`_HTTP_RETRIES`, and each
+    request's timeout at ``timeout_s`` (``MLFLOW_HTTP_REQUEST_TIMEOUT``, default 120 s),
+    unless the environment sets them; restored when the last call that set them returns
+    (calls may overlap: one abandoned after its timeout still runs)."""
+    global _env_users
+    wanted = {**_HTTP_RETRIES, "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s)))}
+    with _env_lock:
+        if _env_users == 0:
+            _env_set[:] = [key for key in wanted if key not in os.environ]
+            os.environ.update({key: wanted[key] for key in _env_set})
+        _env_users += 1
+    try:
+        yield
+    finally:
+        with _env_lock:
+            _env_users -= 1
+            if _env_users == 0:
+                for key in _env_set:
+                    os.environ.pop(key, None)
+
+
+class _NoRetryNoise(logging.Filter):
+    """Drop urllib3's "Retrying (...)" warnings of this logger's calls: a store that does
+    not answer is reported once, by the loop's guard."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.threadName.startswith(_THREAD)
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_NoRetryNoise())
+
+
+class BoundedClient:
+    """An :class:`mlflow.tracking.MlflowClient` whose every method call returns within
+    ``timeout_s`` seconds: the call runs in a daemon thread (with MLflow's HTTP retries
+    bounded, :func:`_http_limits`) and the caller waits at most ``timeout_s`` for it. The
+    wait is interruptible: a stop signal raises in the caller at once, never inside MLflow
+    (which would turn it into an ``MlflowException``). A call still running at the deadline
+    is abandoned (its thread ends when MLflow gives up; a daemon thread never holds up the
+    exit of the process).
+
+    Args:
+        client: the MLflow client; timeout_s: the most seconds one call may take;
+        uri: the tracking URI, for messages.
+    """
+
+    def __init__(self, client: Any, timeout_s: float, uri: str) -> None:
+        self.client, self.timeout_s, self.uri = client, timeout_s, uri
+
+    def __getattr__(self, attr: str) -> Any:
+        method = getattr(self.client, attr)
+        if not callable(method):
+            return method
+        return functools.partial(self.call, attr, method)
+
+    def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)``, waited for at most ``timeout_s`` seconds.
+
+        Raises:
+            TimeoutError: the store did not answer within ``timeout_s``.
+            Exception: what ``method`` raised.
+        """
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            with _http_limits(self.timeout_s):
+                try:
+                    outcome["value"] = method(*args, **kwargs)
+                except BaseException as err:  # noqa: BLE001 - handed to the caller
+                    outcome["error"] = err
+
+        thread = threading.Thread(target=run, name=f"{_THREAD}-{what}", daemon=True)
+        thread.start()
+        thread.join(self.timeout_s)
+        if thread.is_alive():
+            raise TimeoutError(
+                f"the MLflow store {self.uri} did not answer {what} within "
+                f"logger.timeout_s={self.timeout_s:g} s"
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
 
 def metric_key(tag: str) -> str:
@@ -85,13 +195,17 @@ class MLflowLogger(NullLogger):
             ``http://host:5000``, ...); None: the store a resumed run used, else
             ``$MLFLOW_TRACKING_URI``, else ``file:<cwd>/mlruns``.
         experiment: the MLflow experiment; None: ``config["experiment_name"]``.
+        timeout_s: the most seconds one call to the store may take, MLflow's HTTP retries
+            included (:class:`BoundedClient`).
 
     Raises:
         ConfigError: MLflow is not installed (``pip install 'dgm-runner[mlflow]'``).
         WriteError: ``mlflow_run.json`` could not be written.
+        TimeoutError: the store did not answer within ``timeout_s`` (also from any method).
         mlflow.exceptions.MlflowException: the store refused the experiment or run.
     """
 
+    name = "mlflow"
     requires = ("mlflow", "mlflow")
 
     def __init__(
@@ -100,6 +214,7 @@ class MLflowLogger(NullLogger):
         config: dict[str, Any] | None = None,
         tracking_uri: Optional[str] = None,
         experiment: Optional[str] = None,
+        timeout_s: PositiveFloat = 30.0,
     ) -> None:
         super().__init__(run_dir, config)  # ConfigError when mlflow is not installed
         from mlflow.tracking import MlflowClient
@@ -113,7 +228,7 @@ class MLflowLogger(NullLogger):
         )
         if self.tracking_uri.startswith("file:") or "://" not in self.tracking_uri:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow >= 3 needs it
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = BoundedClient(MlflowClient(self.tracking_uri), timeout_s, self.tracking_uri)
         self.run_id = self._reopen(stored) if stored else None
         if self.run_id is None:
             self.run_id = self._create(experiment or self.config.get("experiment_name"))

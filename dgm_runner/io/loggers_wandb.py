@@ -21,6 +21,10 @@ What is written where:
 * the run ends with exit code 0 when it completed (or the logger was closed without an
   error) and 1 after a stop or failure (W&B shows it as failed/crashed).
 
+A W&B run that cannot start (``logger.mode=online`` without ``wandb login``, a file where
+``<run_dir>/wandb`` should be) or fails later ends no training: the loop's
+:class:`~dgm_runner.io.loggers.GuardedLogger` logs one warning line and disables the logger.
+
 W&B's own console output and stdout capture are off (``silent``, ``console="off"``), so the
 training output stays as it is. For ``offline``/``disabled`` the logger also sets W&B's
 process-wide mode (``wandb.setup``), since W&B's error-report telemetry reads that one and
@@ -72,6 +76,7 @@ class WandbLogger(NullLogger):
         wandb.errors.Error: W&B refused the run (e.g. online without a login).
     """
 
+    name = "wandb"
     requires = ("wandb", "wandb")
 
     def __init__(

@@ -20,6 +20,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dgm_runner.io.atomic import write_text
+from dgm_runner.io.evaluations import evaluations, with_current_evaluation
+from dgm_runner.io.markdown import md_text
 from dgm_runner.io.plots import pyplot, save_figure
 
 log = logging.getLogger("dgm_runner")
@@ -39,11 +41,9 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             metrics = json.loads(metrics_file.read_text())
         except (OSError, json.JSONDecodeError):
             metrics = {"status": "failed", "error": _crash_note(sweep_dir, job_dir)}
-        try:  # metrics recomputed later by `dgm-eval <sweep root>` (e.g. FID) win
-            evaluated = json.loads((job_dir / "eval" / "metrics.json").read_text())
-            metrics.update({k: v for k, v in evaluated.items() if "/" in k})
-        except (OSError, json.JSONDecodeError):
-            pass
+        # metrics recomputed by `dgm-eval <sweep root>` (e.g. FID) win, when of the job's
+        # current checkpoint, on the full test split and finite
+        metrics = with_current_evaluation(metrics, evaluations(job_dir))
         pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
         rows.append({"job": job_dir.name, "overrides": pairs, "metrics": metrics})
     return rows
@@ -97,9 +97,9 @@ def summarize_sweep(sweep_dir: str | Path, plots: bool = True) -> list[dict[str,
     write_text(sweep_dir / "summary.csv", buf.getvalue())
 
     def fmt(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v).replace("|", "\\|")
+        return f"{v:.4f}" if isinstance(v, float) else md_text(v)
 
-    md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md = ["| " + " | ".join(map(md_text, columns)) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in table]
     write_text(sweep_dir / "summary.md", "\n".join(md) + "\n")
     if not plots:

@@ -16,7 +16,6 @@ prints the pins.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,13 @@ from torch import nn
 from dgm_runner.config import UnitInterval
 from dgm_runner.data.base import DataSplits
 from dgm_runner.data.vision import cache_dir
-from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dgm_runner.io.checkpoint import (
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dgm_runner.io.run_config import check_config
 from dgm_runner.models.classifier import FeatureCNN
 
 log = logging.getLogger("dgm_runner")
@@ -146,11 +151,6 @@ def export_feature_classifier(
     return path
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def shipped_path(dataset: str) -> Path:
     """The shipped classifier file of ``dataset``.
 
@@ -178,6 +178,7 @@ def _read_classifier(path: Path, dataset: str, device: torch.device | str) -> di
         raise CheckpointError(f"{path} is not a readable safe classifier file: {first}") from None
     if not isinstance(record, dict) or not {"model", "arch", "image_shape"} <= set(record):
         raise CheckpointError(f"{path} is not a feature classifier (keys missing)")
+    check_config(record.get("arch"), path)  # keyword arguments of FeatureCNN: data only
     if record.get("dataset") != dataset:
         raise CheckpointError(
             f"{path} is the feature classifier of {record.get('dataset')!r}, not of {dataset!r}"

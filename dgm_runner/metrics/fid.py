@@ -38,6 +38,23 @@ from dgm_runner.samplers.base import Sampler, draw_samples
 log = logging.getLogger("dgm_runner")
 
 
+def _process_local() -> bool:
+    """``distributed_available_fn`` of our torchmetrics metrics: never distributed."""
+    return False
+
+
+#: Keywords that keep a torchmetrics metric inside this process. Our sample metrics are
+#: computed by process 0 alone while the others wait in a broadcast
+#: (:func:`dgm_runner.distributed.on_main`); a metric that synced its states over the
+#: process group would wait in a collective the others never enter (issue 25: every
+#: default DDP run deadlocked in KID's ``compute``).
+PROCESS_LOCAL: dict[str, Any] = {
+    "sync_on_compute": False,
+    "dist_sync_on_step": False,
+    "distributed_available_fn": _process_local,
+}
+
+
 class _Precomputed(nn.Module):
     """Identity "extractor": lets torchmetrics' FID/KID consume features we computed."""
 
@@ -59,7 +76,7 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     Returns:
         The distance, in squared feature units.
     """
-    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
+    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), **PROCESS_LOCAL)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     return float(metric.compute())
@@ -84,7 +101,10 @@ def kernel_distance(
     with warnings.catch_warnings():  # "will save all extracted features": that is the point here
         warnings.simplefilter("ignore", UserWarning)
         metric = KernelInceptionDistance(
-            feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size
+            feature=_Precomputed(real.shape[1]),
+            subsets=subsets,
+            subset_size=size,
+            **PROCESS_LOCAL,
         )
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
@@ -213,7 +233,8 @@ def classifier_fid(
             (see the module docstring).
 
     Returns:
-        ``fid`` (squared feature units), ``kid`` and ``kid_std``, ``precision``,
+        ``fid`` (squared feature units; NaN, and nothing else, when a sample is not
+        finite: the caller refuses it), ``kid`` and ``kid_std``, ``precision``,
         ``recall``, and what they were computed from: ``fid_n_samples``, ``fid_n_real``
         (test images), ``fid_reference_binarized`` (1.0 when the reference images are
         binarized, 0.0 for grey ones), ``fid_classifier_shipped`` (1.0 for the shipped
@@ -237,6 +258,14 @@ def classifier_fid(
     binarized = reference == "data" and data.binarized
     real = real_features(extractor, info, images, batch_size)
     samples = draw_samples(model, sampler, n_samples, seed, device, batch_size)
+    finite = torch.isfinite(samples.reshape(samples.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):  # a diverged model: NaN features crash LAPACK's eigvals
+        log.warning(
+            "FID/KID not computed: %d of %d samples are not finite (test/fid is NaN)",
+            int((~finite).sum()),
+            n_samples,
+        )
+        return {"fid": float("nan"), "fid_n_samples": float(n_samples)}
     fake = extract_features(extractor, samples.float().clamp(0, 1), batch_size)
     kid, kid_std = kernel_distance(real, fake, kid_subsets, kid_subset_size, seed)
     precision, recall = precision_recall(real, fake, pr_k)
@@ -277,3 +306,22 @@ def classifier_fid(
         info["test_accuracy"],
     )
     return out
+
+
+def check_fid(model_config: dict[str, Any], **args: Any) -> None:
+    """``sample_metrics.fid``'s values that are valid one by one but not together, checked
+    before any work (:func:`dgm_runner.config.validate` calls it): the covariances of the
+    Frechet distance need 2 samples, precision/recall more than ``pr_k``.
+
+    Raises:
+        ValueError: ``n_samples`` too small for the estimators.
+    """
+    n, k = int(args.get("n_samples", 10000)), int(args.get("pr_k", 3))
+    if n < max(2, k + 1):
+        raise ValueError(
+            f"n_samples={n} is too few: FID needs 2 samples and precision/recall more than "
+            f"pr_k={k} (use n_samples>={max(2, k + 1)}; 10000 is the standard)"
+        )
+
+
+classifier_fid.check = check_fid  # type: ignore[attr-defined]

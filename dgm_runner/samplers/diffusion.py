@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from dgm_runner.config import PositiveFloat, PositiveInt, UnitInterval
+from dgm_runner.config import PositiveFloat, Steps, UnitInterval
 from dgm_runner.models.checks import require
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.samplers.base import Sampler
@@ -35,7 +35,7 @@ class _GridSampler(Sampler):
 
     name = "diffusion"
 
-    def __init__(self, steps: PositiveInt, eps: PositiveFloat, clip: bool) -> None:
+    def __init__(self, steps: Steps, eps: PositiveFloat, clip: bool) -> None:
         self.steps, self.eps, self.clip = steps, eps, clip
         self.nfe = 0
 
@@ -90,9 +90,7 @@ class DDPMAncestral(_GridSampler):
 
     name = "ddpm"
 
-    def __init__(
-        self, steps: PositiveInt = 1000, eps: PositiveFloat = 1e-3, clip: bool = False
-    ) -> None:
+    def __init__(self, steps: Steps = 1000, eps: PositiveFloat = 1e-3, clip: bool = False) -> None:
         super().__init__(steps, eps, clip)
 
     def update(self, model, x, eps, x0, t, s, generator):
@@ -119,7 +117,7 @@ class DDIM(_GridSampler):
 
     def __init__(
         self,
-        steps: PositiveInt = 50,
+        steps: Steps = 50,
         eta: UnitInterval = 0.0,
         eps: PositiveFloat = 1e-3,
         clip: bool = False,
@@ -174,7 +172,7 @@ class HeunODE(Sampler):
     """
 
     def __init__(
-        self, steps: PositiveInt = 18, rho: PositiveFloat = 7.0, eps: PositiveFloat = 1e-3
+        self, steps: Steps = 18, rho: PositiveFloat = 7.0, eps: PositiveFloat = 1e-3
     ) -> None:
         self.steps, self.rho, self.eps = steps, rho, eps
         self.nfe = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dgm_runner.config import PositiveInt
+from dgm_runner.config import Steps
 from dgm_runner.distributions import sample_bernoulli
 from dgm_runner.models.checks import require
 from dgm_runner.models.rbm import RBM
@@ -19,7 +19,7 @@ class GibbsSampler(Sampler):
         steps: number of Gibbs sweeps per chain.
     """
 
-    def __init__(self, steps: PositiveInt = 1000) -> None:
+    def __init__(self, steps: Steps = 1000) -> None:
         self.steps = steps
 
     def check_model(self, model: torch.nn.Module) -> None:

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt
+from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt, Steps
 from dgm_runner.models.checks import require, require_attrs
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.samplers.base import Sampler
@@ -101,7 +101,7 @@ class EulerMaruyama(Sampler):
     """
 
     def __init__(
-        self, steps: PositiveInt = 1000, eps: PositiveFloat = 1e-3, denoise: bool = True
+        self, steps: Steps = 1000, eps: PositiveFloat = 1e-3, denoise: bool = True
     ) -> None:
         self.steps, self.eps, self.denoise = steps, eps, denoise
         self.nfe = 0
@@ -148,7 +148,7 @@ class PredictorCorrector(EulerMaruyama):
 
     def __init__(
         self,
-        steps: PositiveInt = 1000,
+        steps: Steps = 1000,
         snr: PositiveFloat = 0.16,
         corrector_steps: NonNegativeInt = 1,
         eps: PositiveFloat = 1e-3,
