@@ -164,6 +164,23 @@ CASES = [
         "hydra.run.dir=",
         ("a_file",),
     ),
+    Case(
+        "config: dgm-eval fid.n_samples too few for the estimators",
+        "dgm-eval",
+        ["{run}", "fid.n_samples=1"],
+        "ConfigError",
+        "n_samples=1 is too few",
+        ("run",),
+    ),
+    Case(
+        "paths: dgm-eval of a read-only run directory",
+        "dgm-eval",
+        ["{run}"],
+        "WriteError",
+        "Permission denied",
+        ("run",),
+        lambda mp, paths: mp.setattr("dgm_runner.io.atomic.tempfile.mkstemp", _read_only),
+    ),
     # one error boundary per process: Ctrl-C and bugs are one line too
     Case(
         "boundary: Ctrl-C while dgm-sample draws",
@@ -184,6 +201,11 @@ CASES = [
         lambda mp, paths: mp.setattr(evaluate, "all_test_metrics", _bug),
     ),
 ]
+
+
+def _read_only(*args, **kwargs):
+    """``tempfile.mkstemp`` on a read-only directory (root writes anywhere, so simulated)."""
+    raise PermissionError(13, "Permission denied")
 
 
 def _interrupt(*args, **kwargs):
@@ -264,6 +286,7 @@ def test_a_run_directory_without_a_writable_job_log_is_still_sampled(
     'file'" traceback before issue 25); nothing in the run changes."""
     run = tmp_path / "run"
     shutil.copytree(paths["run"], run)
+    (run / "sample.log").unlink(missing_ok=True)  # earlier rows' job log
     (run / "sample.log").mkdir()
     before = snapshot(run)
     out = tmp_path / "grid.png"

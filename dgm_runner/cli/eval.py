@@ -28,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import restore_run
 from dgm_runner.cli.common import USER_ERRORS, main_with_run_dir, one_line_errors, sampler_overrides
-from dgm_runner.config import EvalConfig, validate_schema
+from dgm_runner.config import EvalConfig, validate, validate_schema
 from dgm_runner.evaluation import all_test_metrics, require_finite
-from dgm_runner.io.atomic import write_json
+from dgm_runner.io.atomic import check_writable, write_json
 from dgm_runner.io.checkpoint import CheckpointError, checkpoint_file, file_sha256
 from dgm_runner.io.evaluations import checkpoint_stamp
 from dgm_runner.io.layout import check_layout
@@ -105,12 +105,14 @@ def evaluate_run(run_dir: Path, cfg: DictConfig, fid_keys: Collection[str] = ())
             ``eval`` a file or a link out of the run; before any work) or a write failed.
     """
     check_layout(run_dir)  # before any work: eval/ a file, or a link out of the run
+    check_writable(run_dir / "eval")  # ... or a read-only run directory
     overrides = {"dataset.test_subset": cfg.test_subset} if cfg.test_subset else {}
     overrides.update(sampler_overrides(cfg))
     run_cfg, comps, ckpt = restore_run(run_dir, cfg.checkpoint, cfg.device, overrides)
     stamp = checkpoint_stamp(checkpoint_file(run_dir, cfg.checkpoint), ckpt)
     run_cfg.trainer.eval_batch_size = cfg.eval_batch_size
     _fid_config(run_cfg, cfg.get("fid"), fid_keys)
+    validate(run_cfg)  # the fid.<key>= values too (fid.n_samples=1), before the evaluation
     metrics = all_test_metrics(run_cfg, comps.model, comps, final=True)
     require_finite(metrics, f"{run_dir} evaluated but nothing written")
     record = {

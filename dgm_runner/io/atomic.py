@@ -51,14 +51,17 @@ def _is_write_failure(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(s in str(err) for s in _TORCH_WRITE_FAILURES)
 
 
-def _interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt (a second Ctrl-C, :class:`dgm_runner.io.signals.GracefulStop`)
-    that ``err`` is or was raised while handling, if any: ``torch.save`` turns one that
-    lands inside it into "PytorchStreamWriter failed writing file", which must not be
-    reported as a full disk."""
+def exception_in_chain(
+    err: BaseException | None, types: type | tuple[type, ...]
+) -> BaseException | None:
+    """The first exception of ``types`` among ``err`` and the exceptions it was raised from
+    or while handling (``__cause__`` / ``__context__``), or None. Libraries that catch
+    everything hide a stop this way: ``torch.save`` turns a KeyboardInterrupt (a second
+    Ctrl-C) into "PytorchStreamWriter failed writing file", MLflow wraps one raised in its
+    retries in an ``MlflowException``."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, KeyboardInterrupt):
+        if isinstance(err, types):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
@@ -151,7 +154,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        interrupt = _interrupt_behind(err)
+        interrupt = exception_in_chain(err, KeyboardInterrupt)
         if interrupt is not None:  # a second Ctrl-C broke the write: not the disk's fault
             raise interrupt from None
         own_step = not in_block and isinstance(err, OSError)  # flush, fsync, rename
@@ -159,6 +162,25 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             raise _write_error(path, err) from None
         raise
     fsync_dir(path.parent)
+
+
+def check_writable(directory: str | os.PathLike) -> None:
+    """Refuse, before any work, a place where files cannot be written: a temporary file is
+    created and removed in ``directory``, or in its nearest existing parent when it does
+    not exist yet (nothing is left behind, no directory created). For commands whose work
+    comes before their only write (``dgm-eval`` on a read-only run directory).
+
+    Raises:
+        WriteError: one line naming the directory and the reason.
+    """
+    directory = Path(directory)
+    probe = next((d for d in (directory, *directory.parents) if d.is_dir()), directory)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".probe.", suffix=_TMP_SUFFIX)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise _write_error(directory / "*", err) from None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from dgm_runner.config import ConfigError
-from dgm_runner.io.atomic import read_json
+from dgm_runner.io.atomic import exception_in_chain, read_json
 
 log = logging.getLogger("dgm_runner")
 
@@ -194,13 +194,7 @@ def _stop_in(err: BaseException) -> BaseException | None:
     raised inside its HTTP retries into an ``MlflowException``) must not swallow a stop."""
     from dgm_runner.io.signals import StopRequested
 
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, (StopRequested, KeyboardInterrupt)):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return exception_in_chain(err, (StopRequested, KeyboardInterrupt))
 
 
 def failure_line(name: str, call: str, err: BaseException) -> str:
