@@ -4,6 +4,7 @@ What test files import (paths, skip marks, shrink overrides, helpers) is in
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -28,6 +29,29 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 SESSION_ENV = "DGM_TEST_SESSION"
 #: How long processes may take to end after the last test before they count as left behind.
 GRACE_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Each test leaves the logging set-up as it found it. A command run in-process
+    (``main()`` of dgm-train / dgm-eval / dgm-sample) has Hydra configure logging with
+    handlers on the streams of that test's capture, which are closed afterwards: a later
+    test's warning would then print "--- Logging error ---" with a traceback. The handlers
+    a test added are removed (and closed), the ones it removed come back."""
+    loggers = [logging.getLogger(name) for name in (None, "dgm_runner", "hydra")]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, handlers, level, propagate in saved:
+        for handler in lg.handlers[:]:
+            if handler not in handlers:
+                lg.removeHandler(handler)
+                if not type(handler).__module__.startswith("_pytest"):
+                    handler.close()
+        for handler in handlers:
+            if handler not in lg.handlers:
+                lg.addHandler(handler)
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,7 +4,6 @@ noise prediction, score, density and entropy are known (``GaussianOracle``)."""
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -292,7 +291,7 @@ def test_edm_preconditioning_follows_karras_table1():
 @needs_mnist
 @pytest.mark.parametrize("experiment", ["ddpm_mnist_cpu", "edm_mnist_cpu"])
 def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(
-    compose_cfg, tmp_path, experiment
+    compose_cfg, tmp_path, experiment, monkeypatch, capsys
 ):
     discrete = experiment == "ddpm_mnist_cpu"
     cfg = compose_cfg(
@@ -322,55 +321,39 @@ def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(
     ):
         assert (tmp_path / rel).exists(), rel
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
-    # any fitting sampler samples the trained run; a wrong name is one line
+    # any fitting sampler samples the trained run; a wrong name is one line (in-process: a
+    # console script's main(), as a user's command line runs it, without 5 s of start-up)
     for sampler in ("ddim", "heun", "ddpm", "euler_maruyama"):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from dgm_runner.cli.sample import main; main()",
-                str(tmp_path),
-                f"sampler={sampler}",
-                "sampler.steps=3",
-                "n=4",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 0, proc.stderr
+        code, err = _main(
+            monkeypatch, capsys, "dgm-sample", str(tmp_path), f"sampler={sampler}",
+            "sampler.steps=3", "n=4",
+        )  # fmt: skip
+        assert code == 0, err
         assert (tmp_path / "samples" / f"sample_{sampler}_n4_seed0.png").is_file()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from dgm_runner.cli.eval import main; main()",
-            str(tmp_path),
-            "sampler=ddim",
-            "sampler.steps=2",
-        ],
-        capture_output=True,
-        text=True,
+    code, err = _main(
+        monkeypatch, capsys, "dgm-eval", str(tmp_path), "sampler=ddim", "sampler.steps=2"
     )
-    assert proc.returncode == 0, proc.stderr
+    assert code == 0, err
     record = json.loads((tmp_path / "eval" / "metrics_ddim_steps=2.json").read_text())
     assert record["sampler"]["steps"] == 2 and "test/bits_per_dim" in record
     _check_sampler_table(tmp_path)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from dgm_runner.cli.sample import main; main()",
-            str(tmp_path),
-            "sampler=nope",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert (
-        proc.returncode == 1
-        and "choose one of" in proc.stderr
-        and len(proc.stderr.strip().splitlines()) == 1
-    )
+    capsys.readouterr()  # the table's progress bar
+    code, err = _main(monkeypatch, capsys, "dgm-sample", str(tmp_path), "sampler=nope")
+    assert code == 1 and "choose one of" in err and len(err.strip().splitlines()) == 1
+
+
+def _main(monkeypatch, capsys, tool: str, *args: str) -> tuple[int, str]:
+    """``tool args`` run in-process through its console entry point: ``(exit status, stderr)``."""
+    from dgm_runner.cli import eval as evaluate
+    from dgm_runner.cli import sample
+
+    monkeypatch.setattr(sys, "argv", [tool, *args])
+    code = 0
+    try:
+        {"dgm-sample": sample.main, "dgm-eval": evaluate.main}[tool]()
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    return code, capsys.readouterr().err
 
 
 def _check_sampler_table(run_dir):

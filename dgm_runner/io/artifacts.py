@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 from dgm_runner.io.atomic import WriteError, atomic_open, write_bytes
 from dgm_runner.io.plots import pyplot
@@ -24,6 +23,10 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     """Write ``(n, C, H, W)`` images in [0, 1] as a grid PNG with ``nrow`` images per row
     (default: square, 8x8 for n = 64; 2-px white padding), atomically; returns the
     ``(C, H', W')`` grid tensor (for TensorBoard)."""
+    # imported here: torchvision's package import (models, ops, torch._dynamo) costs a
+    # command 2-4 s of start-up, which a refused or grid-less command need not pay
+    from torchvision.utils import make_grid, save_image
+
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
     images = images.detach().float().clamp(0, 1).cpu()
     grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
