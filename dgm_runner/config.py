@@ -370,6 +370,7 @@ class SampleConfig:
     n: Annotated[int, Range(ge=1, le=100_000)] = 64
     seed: NonNegativeInt = 0
     out: Optional[str] = None
+    overwrite: bool = False
     sampler_name: Optional[str] = None
     sampler: Any = None
     label: Any = None

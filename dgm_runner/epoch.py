@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from dgm_runner.distributed import (
     SINGLE,
@@ -26,6 +25,7 @@ from dgm_runner.evaluation import evaluate_split
 from dgm_runner.io.artifacts import append_jsonl
 from dgm_runner.io.signals import StopRequested
 from dgm_runner.objectives.base import Batch, Objective
+from dgm_runner.progress import Bar
 
 
 class DivergedError(RuntimeError):
@@ -198,16 +198,15 @@ def run_epoch(
     history: list[
         dict[str, float]
     ] = []  # train terms per log interval, val terms; flushed per epoch
-    bar = tqdm(
-        range(start, steps_per_epoch),
-        desc=f"epoch {epoch}/{trainer.epochs}",
-        leave=False,
-        disable=not trainer.progress or not world.is_main,
-        dynamic_ncols=True,
+    bar = Bar(
+        steps_per_epoch,
+        f"epoch {epoch}/{trainer.epochs}",
+        "batch",
+        every=25,
+        show=trainer.progress and world.is_main,
         initial=start,
-        total=steps_per_epoch,
     )
-    for i in bar:
+    for i in bar.wrap(range(start, steps_per_epoch)):
         idx = perm[i * bs : (i + 1) * bs]
         total = idx.numel()
         if total >= world.size:  # this process's rows of the global batch
@@ -244,7 +243,7 @@ def run_epoch(
                 )
             logger.scalars(means, progress.step)
             history.append({"step": progress.step, **means})
-            bar.set_postfix({k[6:]: f"{v:.4g}" for k, v in means.items()}, refresh=False)
+            bar.set_postfix({k[6:]: f"{v:.4g}" for k, v in means.items()})
             epoch_terms.merge(window)
             window, in_window = Averager(), 0
         if trainer.val_every_steps and progress.step % trainer.val_every_steps == 0:
@@ -280,7 +279,6 @@ def run_epoch(
                 f"{stop.requested or 'a stop on another process'} received: stopped at epoch "
                 f"{epoch}, step {progress.step}"
             )
-    bar.close()
     if history_file is not None:
         append_jsonl(history_file, *history)
     progress.epoch_times.append(time.perf_counter() - t0)

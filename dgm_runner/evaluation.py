@@ -3,6 +3,7 @@ shared by the loop and dgm-eval."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -11,6 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from dgm_runner.objectives.base import Batch, Objective
+from dgm_runner.progress import Bar
+
+log = logging.getLogger("dgm_runner")
 
 
 class NonFiniteError(ValueError):
@@ -61,11 +65,13 @@ def evaluate_split(
     model.eval()
     gen = torch.Generator(device=x.device).manual_seed(seed)
     sums: dict[str, torch.Tensor] = {}
-    for start in range(0, x.shape[0], batch_size):
-        batch = Batch(x[start : start + batch_size], y[start : start + batch_size])
-        out = objective.evaluate(model, batch, gen, final=final)
-        for key, value in out.items():
-            sums[key] = sums.get(key, 0.0) + value.sum()
+    with Bar(x.shape[0], f"{prefix} metrics", "image") as bar:
+        for start in range(0, x.shape[0], batch_size):
+            batch = Batch(x[start : start + batch_size], y[start : start + batch_size])
+            out = objective.evaluate(model, batch, gen, final=final)
+            for key, value in out.items():
+                sums[key] = sums.get(key, 0.0) + value.sum()
+            bar.update(batch.x.shape[0])
     model.train(was_training)
     return {f"{prefix}/{k}": float(v) / x.shape[0] for k, v in sums.items()}
 
@@ -81,6 +87,11 @@ def all_test_metrics(
         comps: the run's :class:`dgm_runner.build.Components`; final: last evaluation.
     """
     tcfg, data = cfg.trainer, comps.data
+    # _partial_: runtime objects are passed to the call, not through OmegaConf
+    nodes = (cfg.get("sample_metrics") or {}).values()
+    fns = [instantiate(node, _partial_=True) for node in nodes if node is not None]
+    if final:
+        log.info(evaluation_plan(model, comps, fns))
     metrics = evaluate_split(
         model,
         comps.objective,
@@ -90,11 +101,34 @@ def all_test_metrics(
         tcfg.seed + 1,
         final=final,
     )
-    for node in (cfg.get("sample_metrics") or {}).values():
-        if node is None:
-            continue
-        # _partial_: runtime objects are passed to the call, not through OmegaConf
-        fn = instantiate(node, _partial_=True)
+    for fn in fns:
         extra = fn(model=model, sampler=comps.sampler, data=data, seed=tcfg.seed + 4, final=final)
         metrics.update({f"test/{k}": v for k, v in extra.items()})
     return metrics
+
+
+def evaluation_plan(model: torch.nn.Module, comps: Any, fns: list[Any]) -> str:
+    """The line logged when a final evaluation starts: what will run, e.g. ``final evaluation:
+    test metrics (10000 images), FID (10000 samples, gibbs 1000 sweeps), AIS (100 runs x 14501
+    temperatures)``. A ``sample_metrics`` function says what it will do through its
+    ``describe(model=, sampler=, data=, **its keys)`` attribute (``None``: it will skip),
+    else by its name.
+
+    Args:
+        model: the weights to evaluate; comps: the run's components;
+        fns: the ``sample_metrics`` entries, instantiated as partials.
+    """
+    iwae_k = getattr(comps.objective, "iwae_k", 0)
+    iwae = f", IWAE k={iwae_k}" if iwae_k else ""
+    parts = [f"test metrics ({comps.data.test_x.shape[0]} images{iwae})"]
+    for fn in fns:
+        target = getattr(fn, "func", fn)
+        describe = getattr(target, "describe", None)
+        if describe is None:
+            parts.append(getattr(target, "__name__", type(target).__name__))
+            continue
+        keywords = getattr(fn, "keywords", {})
+        text = describe(model=model, sampler=comps.sampler, data=comps.data, **keywords)
+        if text:
+            parts.append(text)
+    return "final evaluation: " + ", ".join(parts)

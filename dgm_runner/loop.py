@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from dgm_runner.distributed import (
 )
 from dgm_runner.epoch import Averager, DivergedError, run_epoch
 from dgm_runner.evaluation import all_test_metrics
-from dgm_runner.io.artifacts import append_jsonl, save_samples, truncate_jsonl
+from dgm_runner.io.artifacts import append_jsonl, read_jsonl, save_samples, truncate_jsonl
 from dgm_runner.io.atomic import (
     WriteError,
     atomic_copy,
@@ -73,6 +74,7 @@ from dgm_runner.io.resume import RUN_IDENTITY, check_resume
 from dgm_runner.io.run_config import check_config, trust_targets_of
 from dgm_runner.io.run_dir import MARKER, check_run_dir, has_checkpoint, record_outcome
 from dgm_runner.io.signals import GracefulStop, StopRequested
+from dgm_runner.progress import enabled as progress_enabled
 from dgm_runner.samplers.base import draw_samples
 from dgm_runner.train_state import RESUME_PAYLOAD, Progress, TrainState
 
@@ -118,7 +120,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     try:
         with run_lock(run_dir) if world.is_main else contextlib.nullcontext():
-            final = _train(cfg, trainer, run_dir, world)
+            with progress_enabled(trainer.progress and world.is_main):  # bars, or log lines
+                final = _train(cfg, trainer, run_dir, world)
         return broadcast_object(final, world)  # process 0 read it from metrics.json
     finally:
         if world.parallel:
@@ -438,10 +441,20 @@ def _describe(cfg: DictConfig, comps: Any, device: torch.device) -> None:
         data.name,
         data.train_x.shape[0],
         data.test_x.shape[0],
-        "binarized" if data.binarized else "grey",
+        _kind_of(data),
         sum(p.numel() for p in model.parameters()),
         device,
     )
+
+
+def _kind_of(data: Any) -> str:
+    """``binarized`` / ``grey`` / ``3 channels`` images, or ``points`` (2-D data)."""
+    if not data.is_image:
+        return "points"
+    if data.binarized:
+        return "binarized"
+    channels = data.image_shape[0]
+    return "grey" if channels == 1 else f"{channels} channels"
 
 
 def _eval_due(epoch: int, trainer: TrainerConfig) -> bool:
@@ -472,6 +485,7 @@ def _evaluate_epoch(
         DivergedError: a test metric is not finite.
     """
     trainer, progress, model = cfg.trainer, state.progress, state.eval_model
+    started = time.perf_counter()
     metrics = all_test_metrics(cfg, model, comps, final=epoch == trainer.epochs)
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
@@ -493,6 +507,7 @@ def _evaluate_epoch(
         "epoch": epoch,
         "step": progress.step,
         "train/epoch_time_s": seconds,
+        "eval_time_s": time.perf_counter() - started,  # test metrics and the grid
         **progress.train_means,
         **metrics,
     }
@@ -540,6 +555,7 @@ def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> No
         with atomic_open(run_dir / trainer.export_name, "wb") as f:
             torch.save(state.model.state_dict(), f)
     times = progress.epoch_times
+    evals = [r["eval_time_s"] for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_time_s" in r]
     write_json(
         run_dir / "metrics.json",
         {
@@ -548,6 +564,8 @@ def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> No
             "monitor": f"test/{comps.objective.monitor}",
             "step": progress.step,
             "time_per_epoch_s": sum(times) / len(times) if times else None,
+            "train_time_s": sum(times) if times else None,  # wall time, all launches
+            "eval_time_s": sum(evals) if evals else None,
             **progress.train_means,
             **progress.metrics,
         },

@@ -34,7 +34,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dgm_runner import CONFIG_DIR
 from dgm_runner.build import build_model
+from dgm_runner.cli.checks import check_override_keys
 from dgm_runner.config import validate
+from dgm_runner.io.checkpoint import load_checkpoint
 from dgm_runner.loop import train
 from dgm_runner.testing import N_CLASSES, check_objective, check_sampler
 from tests.helpers import SMALL, needs_fashion, needs_mnist
@@ -70,8 +72,20 @@ TINY_CHANNEL_LIST = [8, 16, 16]
 # Sampler / objective / sample-metric values that only cost time, capped where set.
 TINY_SAMPLER = {"steps": 3, "steps_per_level": 2, "corrector_steps": 1}
 TINY_OBJECTIVE = {"iwae_k": 8}
-TINY_METRIC = {"n": 2, "n_runs": 4, "schedule_steps": 50, "n_projections": 16}
-LOOSE_METRIC = {"rtol": 1e-2, "atol": 1e-2}  # ODE tolerances: at least this loose
+# What ``+debug=smoke`` alone must bring every evaluation down to (issue 26, item 2: a smoke
+# run takes seconds), wherever a sampler, objective or sample metric has the key: at most
+# SMOKE_MAX (``schedule_steps: null`` is the full 14 501-temperature AIS), tolerances at
+# least SMOKE_LOOSE. Loose bounds on configs/debug/smoke.yaml's sizes, not copies of them.
+SMOKE_MAX = {
+    "steps": 20,  # sampler steps (Gibbs sweeps, DDIM, Heun, PC, ...)
+    "steps_per_level": 10,
+    "iwae_k": 100,
+    "n_runs": 20,  # AIS
+    "schedule_steps": 1000,  # AIS temperatures
+    "n": 100,  # bits/dim images, DDPM bound images, toy sample distances
+    "n_samples": 200,  # FID/KID
+}
+SMOKE_LOOSE = {"rtol": 1e-3, "atol": 1e-3}  # probability-flow ODE tolerances
 
 
 def _capped(key: str, value: Any, caps: dict[str, Any]) -> Any:
@@ -218,25 +232,31 @@ def _marks(name: str) -> list[pytest.MarkDecorator]:
 
 
 def _smoke_overrides(name: str) -> list[str]:
-    """``+debug=smoke`` and, read off the composed experiment, what else only costs time:
-    TINY_MODEL sizes, few sampler steps, small sample metrics and IWAE."""
+    """``+debug=smoke`` and, read off the composed experiment, TINY_MODEL sizes. Sampler
+    steps, sample metrics and IWAE are left to ``+debug=smoke`` itself: the smoke runs
+    check that it shrinks them (:func:`_assert_smoke_sized`)."""
     cfg = _compose(f"experiment={name}")
     out = [*SMALL]
     for key, value in cfg.model.items():
         tiny = _capped(key, value, TINY_MODEL)
         if tiny != value:
             out.append(f"model.{key}={tiny}".replace(" ", ""))
-    for group, caps in (("sampler", TINY_SAMPLER), ("objective", TINY_OBJECTIVE)):
-        out += [f"{group}.{k}={min(cfg[group][k], v)}" for k, v in caps.items() if k in cfg[group]]
-    for metric, node in (cfg.sample_metrics or {}).items():
-        for key, value in (node or {}).items():
-            where = f"sample_metrics.{metric}.{key}"
-            if key in TINY_METRIC and (value is None or isinstance(value, int)):
-                tiny = TINY_METRIC[key] if value is None else min(value, TINY_METRIC[key])
-                out.append(f"{where}={tiny}")
-            elif key in LOOSE_METRIC:
-                out.append(f"{where}={max(value, LOOSE_METRIC[key])}")
     return out
+
+
+def _smoke_oversized(config: dict[str, Any]) -> list[str]:
+    """The ``key=value`` of a resolved config's sampler, objective and sample metrics that
+    are larger than SMOKE_MAX or tighter than SMOKE_LOOSE."""
+    nodes = {"sampler": config["sampler"], "objective": config["objective"]}
+    nodes.update({f"sample_metrics.{k}": v for k, v in (config["sample_metrics"] or {}).items()})
+    bad = []
+    for where, node in nodes.items():
+        for key, value in (node or {}).items():
+            if key in SMOKE_MAX and (value is None or value > SMOKE_MAX[key]):
+                bad.append(f"{where}.{key}={value}")
+            elif key in SMOKE_LOOSE and value < SMOKE_LOOSE[key]:
+                bad.append(f"{where}.{key}={value}")
+    return bad
 
 
 @pytest.mark.parametrize("name", entries("experiment"))
@@ -256,13 +276,90 @@ def test_smoke_overrides_compose_for_users():
     assert (cfg.dataset.subset, cfg.dataset.test_subset) == (256, 200)
     assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.n_samples) == (1, 64, 16)
     assert cfg.trainer.progress is False and cfg.sample_metrics.fid.n_samples == 200
+    assert set(cfg.sample_metrics) == {"fid"}  # shrinking AIS, bits/dim, ... adds none of them
     later = _compose("experiment=vae_mlp", "+debug=smoke", "trainer.epochs=3")
     assert later.trainer.epochs == 3  # overrides after it still win
 
 
-def _run(name: str, run_dir: Path, *extra: str) -> dict[str, Any]:
+@pytest.mark.parametrize("name", entries("experiment"))
+def test_smoke_shrinks_every_evaluation(name):
+    """``+debug=smoke`` alone brings every sampler, objective and sample metric of every
+    experiment to smoke size (issue 26, item 2), and without it nothing changes."""
+    full = OmegaConf.to_container(_compose(f"experiment={name}"), resolve=True)
+    smoke = OmegaConf.to_container(_compose(f"experiment={name}", "+debug=smoke"), resolve=True)
+    assert not _smoke_oversized(smoke), _smoke_oversized(smoke)
+    assert "smoke" not in full
+    assert set(smoke["sample_metrics"]) == set(full["sample_metrics"])
+    assert {k: set(v or {}) for k, v in smoke["sample_metrics"].items()} == {
+        k: set(v or {}) for k, v in full["sample_metrics"].items()
+    }
+
+
+def test_full_runs_keep_their_evaluation_sizes():
+    """Without ``+debug=smoke`` the evaluations keep their full sizes."""
+    rbm = _compose("experiment=rbm_cdk")
+    assert (rbm.sampler.steps, rbm.sample_metrics.ais.n_runs) == (1000, 100)
+    assert rbm.sample_metrics.ais.schedule_steps is None
+    assert _compose("experiment=vae_bce").objective.iwae_k == 1000
+    bpd = _compose("experiment=ddpm_mnist_cpu").sample_metrics
+    assert (bpd.bpd.n, bpd.bpd.rtol, bpd.bpd.atol, bpd.bpd_vlb.n) == (100, 1e-5, 1e-5, 100)
+    assert _compose("experiment=ddpm_mnist_cpu").sampler.steps == 50
+    assert _compose("experiment=edm_mnist_cpu").sampler.steps == 18
+    assert _compose("experiment=score_sde_mnist").sampler.steps == 1000
+    assert _compose("experiment=dsm_toy2d").sample_metrics.distance.n == 2000
+    assert _compose("experiment=dsm_toy2d").sampler.steps_per_level == 100
+
+
+def test_values_given_after_smoke_win():
+    """``+debug=smoke sample_metrics.ais.n_runs=50``: what the user typed is what runs."""
+    rbm = _compose(
+        "experiment=rbm_cdk",
+        "+debug=smoke",
+        "sample_metrics.ais.n_runs=50",
+        "sample_metrics.ais.schedule_steps=null",
+        "sampler.steps=300",
+    )
+    assert (rbm.sample_metrics.ais.n_runs, rbm.sampler.steps) == (50, 300)
+    assert rbm.sample_metrics.ais.schedule_steps is None
+    vae = _compose("experiment=vae_bce", "+debug=smoke", "objective.iwae_k=1000")
+    assert vae.objective.iwae_k == 1000
+    edm = _compose("experiment=edm_mnist_cpu", "+debug=smoke", "sample_metrics.bpd.rtol=1e-5")
+    assert (edm.sample_metrics.bpd.rtol, edm.sample_metrics.bpd.atol) == (1e-5, 1e-3)
+    sized = _compose("experiment=rbm_cdk", "+debug=smoke", "smoke.ais_runs=3")
+    assert sized.sample_metrics.ais.n_runs == 3  # the smoke sizes themselves
+    check_override_keys(["experiment=rbm_cdk", "+debug=smoke", "smoke.ais_runs=3"], "train")
+
+
+def _assert_smoke_sized(run_dir: Path, final: dict[str, Any], ais_calls: list[tuple]) -> None:
+    """The final evaluation of a ``+debug=smoke`` run ran at smoke size: the run's own
+    (resolved) config, the sizes its metrics record and the AIS runs actually made."""
+    config = load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]
+    assert not _smoke_oversized(config), _smoke_oversized(config)
+    for key in ("test/bits_per_dim_n", "test/bits_per_dim_vlb_n", "test/fid_n_samples"):
+        assert final.get(key, 0) <= SMOKE_MAX["n_samples" if "fid" in key else "n"], key
+    for key in final:
+        if key.startswith("test/nll_iwae_k"):
+            assert int(key.removeprefix("test/nll_iwae_k")) <= SMOKE_MAX["iwae_k"], key
+    for n_runs, temperatures in ais_calls:
+        assert n_runs <= SMOKE_MAX["n_runs"] and temperatures <= SMOKE_MAX["schedule_steps"] + 1
+
+
+def _run(name: str, run_dir: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> dict[str, Any]:
+    from dgm_runner.metrics import ais
+
     cfg = _compose(f"experiment={name}", *_smoke_overrides(name), "logger=none", *extra)
+    ais_calls = []
+    log_partition = ais.ais_log_partition
+
+    def spy(model, bias, n_runs=100, betas=None, **kwargs):
+        ais_calls.append((n_runs, len(ais.default_betas() if betas is None else betas)))
+        return log_partition(model, bias, n_runs, betas=betas, **kwargs)
+
+    monkeypatch.setattr(ais, "ais_log_partition", spy)
     final = train(cfg, run_dir)
+    if cfg.sample_metrics.get("ais"):
+        assert ais_calls, "the AIS metric did not run"
+    _assert_smoke_sized(run_dir, final, ais_calls)
     assert final["status"] == "completed", final
     for key, value in final.items():
         if key.startswith("test/") and isinstance(value, float):
@@ -284,9 +381,9 @@ def test_experiment_smoke_run(name, tmp_path, monkeypatch):
         stage_one = isinstance(node, DictConfig) and node.get("_target_") == LOAD_RUN
         if stage_one and not node.get("run_dir"):
             assert name in STAGE_ONE, f"experiment={name} needs model.{key}.run_dir: see STAGE_ONE"
-            _run(STAGE_ONE[name], tmp_path / "stage1")
+            _run(STAGE_ONE[name], tmp_path / "stage1", monkeypatch)
             extra.append(f"model.{key}.run_dir={tmp_path / 'stage1'}")
-    _run(name, tmp_path / "run", *extra)
+    _run(name, tmp_path / "run", monkeypatch, *extra)
 
 
 def _targets() -> list[tuple[str, str]]:

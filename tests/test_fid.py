@@ -124,7 +124,10 @@ def test_fid_is_skipped_without_a_classifier_without_images_or_without_a_sampler
     monkeypatch.setenv("DGM_CACHE_DIR", str(tmp_path))
     data = _toy_images()
     model = torch.nn.Linear(1, 1)
-    with pytest.raises(FeatureClassifierMissing, match="experiment=classifier_<toyimg>"):
+    with pytest.raises(
+        FeatureClassifierMissing,
+        match=r"experiment=classifier_mnist dataset=<the config of toyimg>",
+    ):
         load_feature_classifier("toyimg")
     assert classifier_fid(model, _Noise(), data, 0, final=True) == {}
     assert "FID/KID skipped" in caplog.text

@@ -32,7 +32,9 @@ def test_resume_with_another_config_is_one_line_and_changes_nothing(cli_run):
     assert proc.returncode == 1
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith("dgm-train: error: CheckpointError")
-    assert "different model config" in errors[0]
+    assert errors[0].startswith(  # the key, both values, never the two configs (issue 26)
+        "dgm-train: error: CheckpointError: model.latent_dim: 20 in the run, 3 given"
+    )
     assert _snapshot(cli_run) == before  # not even .hydra/ or metrics.json
 
 

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple, Optional
 import pytest
 
 from dgm_runner.cli import eval as evaluate
-from dgm_runner.cli import report, sample, study
+from dgm_runner.cli import report, sample, sampler_table, study
 from dgm_runner.cli import train as train_cli
 from dgm_runner.data import vision
 from tests.helpers import VAE, needs_mnist, one_line_error, snapshot
@@ -31,6 +31,7 @@ MAINS: dict[str, Callable[[], None]] = {
     "dgm-sample": sample.main,
     "dgm-study": study.main,
     "dgm-report": report.main,
+    "dgm-sampler-table": sampler_table.main,
 }
 #: The apps' own job logs, which also get the error line (Hydra writes them into the run).
 LOGS = ("eval.log", "sample.log")
@@ -181,6 +182,23 @@ CASES = [
         ("run",),
         lambda mp, paths: mp.setattr("dgm_runner.io.atomic.tempfile.mkstemp", _read_only),
     ),
+    Case(
+        "data: an offline download names its cause (issue 26)",
+        "dgm-train",
+        [*VAE, "hydra.run.dir={new_run}"],
+        "DataError",
+        "download failed: Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -2]",
+        ("new_run",),
+        lambda mp, paths: _offline(mp, paths["root"] / "empty_cache"),
+    ),
+    Case(
+        "config: dgm-sampler-table (a console script since issue 26) with a bad row",
+        "dgm-sampler-table",
+        ["{run}", "--rows", "nope:10"],
+        "ConfigError",
+        "sampler=nope is not a sampler",
+        ("run",),
+    ),
     # one error boundary per process: Ctrl-C and bugs are one line too
     Case(
         "boundary: Ctrl-C while dgm-sample draws",
@@ -192,6 +210,15 @@ CASES = [
         lambda mp, paths: mp.setattr(sample, "draw_samples", _interrupt),
     ),
     Case(
+        "paths: dgm-sample never replaces an existing grid unasked (issue 26)",
+        "dgm-sample",
+        ["{run}", "n=5"],
+        "ConfigError",
+        "sample_n5_seed0.png exists: pass overwrite=true",
+        ("run",),
+        lambda mp, paths: _touch(paths["run"] / "samples" / "sample_n5_seed0.png"),
+    ),
+    Case(
         "boundary: a bug inside a metric of dgm-eval",
         "dgm-eval",
         ["{run}", "~fid"],
@@ -201,6 +228,26 @@ CASES = [
         lambda mp, paths: mp.setattr(evaluate, "all_test_metrics", _bug),
     ),
 ]
+
+
+def _offline(monkeypatch, cache: Path) -> None:
+    """No offline copy and no network: torchvision's download fails as it does offline."""
+    import torchvision.datasets
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://x/, got:\n"
+            "<urlopen error [Errno -2] Name or service not known>\n"
+        )
+
+    monkeypatch.delenv("DGM_DATA_DIR", raising=False)
+    monkeypatch.setenv("DGM_CACHE_DIR", str(cache))
+    monkeypatch.setattr(torchvision.datasets, "MNIST", no_network)
+
+
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"an earlier grid")
 
 
 def _read_only(*args, **kwargs):
@@ -309,3 +356,23 @@ def test_an_edited_hydra_config_falls_back_to_the_checkpoints(paths, tmp_path, m
     assert cfg.model._target_.startswith("dgm_runner.models.")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "is not a readable config" in warnings[0], warnings
+
+
+def test_a_grid_is_named_after_every_option_that_changes_it():
+    """dgm-sample's default file name encodes the sampler, each sampler.<key>, the labels and
+    a checkpoint other than last (issue 26: ``sample_ddim_n64_seed0.png`` for any step count
+    replaced earlier grids)."""
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(Path(sample.CONFIG_DIR) / "sample.yaml")
+    base.run_dir = "R"
+    named = OmegaConf.merge(
+        base,
+        {"sampler_name": "ddim", "sampler": {"steps": 20, "eta": 0.5}, "label": [3, 5]},
+        {"checkpoint": "best"},
+    )
+    assert sample.grid_path(named) == Path(
+        "R/samples/sample_ddim_eta0.5_steps20_label3-5_best_n64_seed0.png"
+    )
+    assert sample.grid_path(base) == Path("R/samples/sample_n64_seed0.png")
+    assert sample.grid_path(OmegaConf.merge(base, {"out": "x.png"})) == Path("x.png")

@@ -50,13 +50,19 @@ def _run(run_dir: Path, *extra: str) -> dict:
 
 
 def _interrupt(run_dir: Path, sig: int) -> subprocess.CompletedProcess:
-    """Start a run, wait for the first epoch's checkpoint, then send ``sig`` mid-run."""
+    """Start a run, wait for the first epoch's evaluation record (its checkpoint is written
+    before the evaluation, which may take a while: the first grid imports torchvision), then
+    send ``sig`` in epoch 2's training."""
     proc = _launch(run_dir)
-    last = run_dir / "checkpoints" / "last.pt"
+    record = run_dir / "metrics.jsonl"
     deadline = time.time() + 240
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
+    while (
+        not (record.exists() and record.read_text().strip())
+        and proc.poll() is None
+        and time.time() < deadline
+    ):
         time.sleep(0.05)
-    time.sleep(0.1)  # into epoch 2
+    time.sleep(0.2)  # into epoch 2
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)

@@ -118,8 +118,11 @@ def test_a_stop_during_the_final_evaluation_keeps_the_trained_epoch(tmp_path, si
     else:
         assert proc.returncode == -signal.SIGKILL
     history = (run_dir / "train_history.jsonl").read_text()
+    # a resume continues the run's own config (its slow metric too): this one, given again
+    # with 0 s, replaces it (and names tests.components, trusted for the run's config)
+    again = slow(tmp_path / "again", 0)
     resumed = subprocess.run(
-        [sys.executable, "-m", "dgm_runner", *VAE, f"trainer.resume={run_dir}"],
+        [sys.executable, "-m", "dgm_runner", *VAE, f"trainer.resume={run_dir}", again],
         cwd=REPO,
         capture_output=True,
         text=True,

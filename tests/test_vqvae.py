@@ -3,7 +3,6 @@ the straight-through estimator, codebook and commitment losses, nearest-code
 quantization, perplexity, EMA codebook, masked convolutions, the autoregressive sampler,
 and smoke runs of both stages."""
 
-import importlib.util
 import json
 import math
 
@@ -19,7 +18,7 @@ from dgm_runner.objectives.code_prior import CodePriorNLL
 from dgm_runner.objectives.vq import VQObjective
 from dgm_runner.samplers.autoregressive import AutoregressiveSampler
 from dgm_runner.samplers.vq_uniform import UniformCodeSampler
-from tests.helpers import REPO, SMALL, needs_fashion
+from tests.helpers import SMALL, needs_fashion
 
 
 def _vqvae(seed: int = 0, **kwargs) -> VQVAE:
@@ -258,11 +257,8 @@ def test_autoregressive_sampler_follows_the_prior(monkeypatch):
 
 
 def test_two_stage_script_commands(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "vqvae_two_stage", REPO / "scripts" / "vqvae_two_stage.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from dgm_runner.cli import vqvae as script  # the dgm-vqvae console script
+
     s1, s2 = script.stage_commands(
         tmp_path / "r", ["trainer.epochs=2"], ["model.ema=true"], ["model.gated=true"]
     )

@@ -116,8 +116,9 @@ def _all_keys(node: Any, prefix: str = "") -> list[str]:
 def check_override_keys(argv: list[str], config_name: str, config_dir: str | None = None) -> None:
     """Reject ``key=value`` overrides of keys that do not exist (``trainr.epochs=2``) in one
     line naming the closest key, before Hydra (whose own message is six lines) creates
-    anything. Group overrides (``model=vae_mlp``, the first value of a sweep) are composed
-    first, so keys of the chosen entries count; ``+key``, ``~key`` and ``hydra.*`` pass.
+    anything. Group overrides (``model=vae_mlp``, the first value of a sweep, an added
+    group such as ``+debug=smoke``) are composed first, so keys of the chosen entries
+    count; ``+key``, ``~key`` and ``hydra.*`` pass.
 
     Args:
         argv: the command-line overrides; config_name: ``train``, ``eval`` or ``sample``.
@@ -139,20 +140,19 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
     groups, keys = [], []
     for arg, override in _parsed_overrides(argv):
         key = override.key_or_group
-        if (
-            key.startswith("hydra")
-            or override.is_delete()
-            or override.is_add()
-            or override.is_force_add()
-        ):
+        if key.startswith("hydra") or override.is_delete():
             continue
         group = key.split("@")[0]
-        if "." not in group and any((Path(d) / group).is_dir() for d in dirs):
+        is_group = "." not in group and any((Path(d) / group).is_dir() for d in dirs)
+        if (override.is_add() or override.is_force_add()) and not is_group:
+            continue  # a new key; but +debug=smoke is composed: its keys (smoke.*) count
+        if is_group:
             if override.is_sweep_override():
                 if isinstance(override.value(), Glob):
                     return  # the entries are Hydra's to match
                 first = next(iter(override.sweep_iterator()), None)
-                groups.append(f"{key}={first}")
+                add = "++" if override.is_force_add() else "+" if override.is_add() else ""
+                groups.append(f"{add}{key}={first}")
             else:
                 groups.append(arg)
         else:

@@ -36,6 +36,7 @@ from dgm_runner.io.evaluations import checkpoint_stamp
 from dgm_runner.io.layout import check_layout
 from dgm_runner.io.sweep_summary import summarize_sweep
 from dgm_runner.metrics.features import shipped_path
+from dgm_runner.progress import track
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -158,7 +159,8 @@ def _app(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     root = Path(cfg.run_dir)
     runs = find_runs(root)
     results, failures = {}, {}
-    for run_dir in runs:
+    # a sweep: one bar (or a log line per 10 %) over its runs; each run's own steps inside
+    for run_dir in track(runs, f"dgm-eval {root}", unit="run", show=len(runs) > 1):
         try:
             name = run_dir.name if len(runs) > 1 else str(run_dir)
             results[name] = evaluate_run(run_dir, cfg, fid_keys)

@@ -29,11 +29,14 @@ def _app(cfg: DictConfig) -> str:
     if cfg.out and Path(cfg.out).is_dir():  # checked before the (possibly long) sampling
         raise ConfigError(f"out={cfg.out} is a directory: name the image file to write (.png)")
     check_layout(cfg.run_dir)  # before any work: samples/ a file, or a link out of the run
+    out = grid_path(cfg)
+    if out.exists() and not cfg.overwrite:
+        raise ConfigError(f"{out} exists: pass overwrite=true to replace it, or out=<another file>")
     overrides = sampler_overrides(cfg)
     # The grid needs the model and the sampler only: load one test image, not the split.
     overrides["dataset.test_subset"] = 1
     _, comps, _ = restore_run(cfg.run_dir, cfg.checkpoint, cfg.device, overrides)
-    labels = _labels(cfg.label, comps)
+    _labels(cfg.label, comps)  # checked against the model and set on the sampler
     device = next(comps.model.parameters()).device
     start = time.perf_counter()
     images = draw_samples(comps.model, comps.sampler, cfg.n, cfg.seed, device)
@@ -44,19 +47,31 @@ def _app(cfg: DictConfig) -> str:
             f"{cfg.n} samples hold NaN or infinite values (sampler settings: fewer or smaller "
             "steps diverge): no grid written"
         )
-    tag = f"_{cfg.sampler_name}" if cfg.sampler_name else ""
-    tag += f"_label{'-'.join(map(str, labels))}" if labels else ""
-    out = (
-        Path(cfg.out)
-        if cfg.out
-        else Path(cfg.run_dir) / "samples" / f"sample{tag}_n{cfg.n}_seed{cfg.seed}.png"
-    )
     save_grid(images, out)
     nfe = getattr(comps.sampler, "nfe", None)
     print(
         f"wrote {out} ({cfg.n} samples, {seconds:.1f} s{f', {nfe} NFE per sample' if nfe else ''})"
     )
     return str(out)
+
+
+def grid_path(cfg: DictConfig) -> Path:
+    """Where the grid goes: ``out=`` when given, else ``RUN/samples/sample<tag>_n<n>_seed<s>.png``
+    whose tag names every option that changes the picture: the sampler entry, each
+    ``sampler.<key>=<value>``, the labels and a checkpoint other than ``last`` (e.g.
+    ``sample_ddim_steps20_label3_n64_seed0.png``), so one call never replaces the grid of
+    another (issue 26)."""
+    if cfg.out:
+        return Path(cfg.out)
+    parts = [cfg.sampler_name] if cfg.sampler_name else []
+    parts += [f"{k}{v}" for k, v in sorted((cfg.get("sampler") or {}).items())]
+    if cfg.label is not None:
+        labels = [cfg.label] if isinstance(cfg.label, int) else list(cfg.label)
+        parts.append(f"label{'-'.join(map(str, labels))}")
+    if cfg.checkpoint != "last":
+        parts.append(Path(str(cfg.checkpoint)).stem)
+    tag = "".join(f"_{p}" for p in parts)
+    return Path(cfg.run_dir) / "samples" / f"sample{tag}_n{cfg.n}_seed{cfg.seed}.png"
 
 
 def _labels(label: Any, comps: Any) -> list[int] | None:

@@ -4,18 +4,19 @@ each row, the table of the README's diffusion section (``scripts/sampler_table.p
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
 from dgm_runner.build import restore_run
-from dgm_runner.cli.common import sampler_entry
+from dgm_runner.cli.common import USER_ERRORS, sampler_entry
 from dgm_runner.config import ConfigError
-from dgm_runner.metrics.features import load_feature_classifier
+from dgm_runner.metrics.features import FeatureClassifierMissing, load_feature_classifier
 from dgm_runner.metrics.fid import (
     extract_features,
     frechet_distance,
@@ -23,6 +24,7 @@ from dgm_runner.metrics.fid import (
     precision_recall,
     real_features,
 )
+from dgm_runner.progress import track
 from dgm_runner.samplers.base import draw_samples
 
 log = logging.getLogger("dgm_runner")
@@ -80,7 +82,7 @@ def sampler_table(
     rows = parse_rows(specs)
     out = []
     classifier = real = None
-    for name, steps, extra in tqdm(rows, desc="sampler table"):
+    for name, steps, extra in track(rows, "sampler table", unit="row"):
         node = sampler_entry(name)
         node.steps = steps
         for key, value in extra.items():
@@ -184,3 +186,32 @@ def write(rows: list[dict[str, Any]], out: Path) -> None:
     with atomic_open(out.with_suffix(".md"), "w") as f:
         f.write(format_markdown(rows) + "\n")
     plot(rows, out.with_suffix(".png"))
+
+
+def main() -> None:
+    """Console entry point of ``dgm-sampler-table RUN_DIR --rows ddim:10,20 heun:5,10``: the
+    samplers x NFE table of a trained diffusion run into ``RUN_DIR/eval/sampler_table.*``."""
+    parser = argparse.ArgumentParser(
+        prog="dgm-sampler-table", description="Samplers x NFE table of a trained diffusion run."
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        required=True,
+        help="entry:steps[,steps...][+key=value], e.g. ddim:10,20 ddim:20+eta=1",
+    )
+    parser.add_argument("--n", type=int, default=1000, help="samples per row")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output stem (default RUN_DIR/eval/sampler_table)"
+    )
+    args = parser.parse_args()
+    try:
+        rows = sampler_table(args.run_dir, args.rows, args.n, args.seed, args.batch_size)
+    except (*USER_ERRORS, FeatureClassifierMissing) as err:
+        print(f"dgm-sampler-table: error: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(1)
+    write(rows, args.out or args.run_dir / "eval" / "sampler_table")
+    print(format_markdown(rows))

@@ -32,15 +32,22 @@ def _shown(path: Path) -> Path:
         return path
 
 
+def _duration(seconds: float) -> str:
+    """``42.0 s``, ``3.5 min`` or ``1.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def run_summary(run_dir: str | Path, final: dict[str, Any]) -> str:
-    """A run's end-of-run summary (2-5 lines): the run directory and status, the monitored
-    test metric, the headline test metrics it has (:data:`HEADLINE`) and the final sample
-    grid, if one was written.
+    """A run's end-of-run summary (2-6 lines): the run directory and status, the monitored
+    test metric, the headline test metrics it has (:data:`HEADLINE`), the training and
+    evaluation wall times and the final sample grid, if one was written.
 
     Args:
         run_dir: the run directory (shown relative to the working directory when inside
-            it); final: its ``metrics.json`` (``status``, ``epoch``, ``monitor`` and
-            ``test/...`` values).
+            it); final: its ``metrics.json`` (``status``, ``epoch``, ``monitor``,
+            ``train_time_s``, ``eval_time_s`` and ``test/...`` values).
 
     Returns:
         The lines, joined by newlines (no trailing newline).
@@ -68,6 +75,13 @@ def run_summary(run_dir: str | Path, final: dict[str, Any]) -> str:
             f"{final.get('test/fid_n_real', 0):.0f} {reference} test images, features of the "
             f"{classifier} classifier"
         )
+    times = [
+        f"{what} {_duration(final[key])}"
+        for what, key in (("training", "train_time_s"), ("evaluation", "eval_time_s"))
+        if isinstance(final.get(key), (int, float))
+    ]
+    if times:
+        lines.append("  wall time: " + ", ".join(times))
     grid = run_dir / "samples" / "final.png"
     if grid.is_file():
         lines.append(f"  samples: {_shown(grid)}")

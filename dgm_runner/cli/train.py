@@ -27,13 +27,14 @@ from dgm_runner import CONFIG_DIR
 from dgm_runner.build import resolve_device
 from dgm_runner.cli import common
 from dgm_runner.cli.checks import check_group_choices, check_override_keys
+from dgm_runner.cli.resume_config import resume_config, resumed_run
 from dgm_runner.cli.summary import run_summary
 from dgm_runner.config import ConfigError, trainer_config, validate
 from dgm_runner.distributed import SINGLE, World, broadcast_object, env_world, setup
 from dgm_runner.epoch import DivergedError
 from dgm_runner.io.lock import LOCK_NAME, RunDirLocked, acquire, found_when_locked, release
 from dgm_runner.io.resume import find_unfinished_run
-from dgm_runner.io.run_config import trust_config_sources
+from dgm_runner.io.run_config import trust_config_sources, trust_targets_of
 from dgm_runner.io.run_dir import (
     check_no_other_files,
     check_run_paths,
@@ -132,6 +133,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
     fresh = world.is_main and found_when_locked(run_dir) == ()  # it held nothing before
     refused = False
     try:
+        cfg = _own_config_if_resumed(cfg, run_dir, hc)
         final = train(cfg, run_dir)
         if world.is_main:
             print(run_summary(run_dir, final), flush=True)
@@ -166,6 +168,16 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
         elif own_dir.name.startswith(SCRATCH_PREFIX):  # a torchrun process's scratch dir
             logging.shutdown()
             shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _own_config_if_resumed(cfg: DictConfig, run_dir: Path, hc: Any) -> DictConfig:
+    """A resume's config: the run's own, with this command line's overrides on top
+    (:func:`dgm_runner.cli.resume_config.resume_config`); ``cfg`` for a new run."""
+    run = resumed_run(cfg, run_dir)
+    if run is None:
+        return cfg
+    trust_targets_of(cfg)  # the components this command names, before the run's config is read
+    return resume_config(cfg, run, list(hc.overrides.task), hc.runtime.choices)
 
 
 def _refused_before_any_work(err: BaseException, run_dir: Path) -> bool:

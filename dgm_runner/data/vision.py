@@ -173,7 +173,12 @@ def _locate(
     try:
         getattr(tvd, spec.tv_class)(str(cache_dir()), train=True, download=True)
     except Exception as err:  # network errors come in many types
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        # torchvision's first line ends in a colon; the cause is on the last line
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = (
+            f"{lines[0].rstrip(':')}: {lines[-1]}" if len(lines) > 1
+            else lines[0] if lines else type(err).__name__
+        )  # fmt: skip
         raise DataError(
             _missing_message(name, spec, looked, f"download failed: {reason}")
         ) from None

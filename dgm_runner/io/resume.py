@@ -91,23 +91,46 @@ def _same_target(a: Any, b: Any) -> bool:
         return False
 
 
+#: A key one config has and the other lacks: :func:`first_difference`'s value for it.
+_MISSING = object()
+
+
+def _shown(value: Any) -> str:
+    """A value of a one-line difference: short (a whole section is never printed)."""
+    if value is _MISSING:
+        return "absent"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def first_difference(saved: Any, current: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key (sorted order) at which ``saved`` and ``current`` differ, with
+    both values (:data:`_MISSING` where one lacks it), or None when they are the same run's
+    config: options the saved config predates, at their defaults, and ``_target_``
+    spellings of the same object do not count."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(saved.keys() | current.keys(), key=str):
+            path = f"{where}.{key}" if where else str(key)
+            if key not in saved:
+                if not _new_option_at_default(current, key):
+                    return path, _MISSING, current[key]
+            elif key not in current:
+                return path, saved[key], _MISSING
+            elif key == "_target_":
+                if not _same_target(saved[key], current[key]):
+                    return path, saved[key], current[key]
+            else:
+                found = first_difference(saved[key], current[key], path)
+                if found is not None:
+                    return found
+        return None
+    return None if saved == current else (where, saved, current)
+
+
 def _same_config(saved: Any, current: Any) -> bool:
     """``saved == current`` except for options the saved config predates (at their
     defaults) and ``_target_`` spellings of the same object."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in saved.keys() | current.keys():
-            if key not in saved:
-                if not _new_option_at_default(current, key):
-                    return False
-            elif key not in current:
-                return False
-            elif key == "_target_":
-                if not _same_target(saved[key], current[key]):
-                    return False
-            elif not _same_config(saved[key], current[key]):
-                return False
-        return True
-    return saved == current
+    return first_difference(saved, current) is None
 
 
 def check_same_run(
@@ -124,12 +147,24 @@ def check_same_run(
     Raises:
         CheckpointError: one line naming the first section that differs.
     """
+    found = _identity_difference(saved, current)
+    if found is not None:
+        key, before, now = found
+        section = key.split(".")[0]
+        raise CheckpointError(
+            f"{path} was trained with a different {section} config ({key}: "
+            f"{_shown(before)} in the checkpoint, {_shown(now)} in the run); "
+            f"refusing to {action} it"
+        )
+
+
+def _identity_difference(saved: dict[str, Any], current: dict[str, Any]) -> tuple | None:
+    """The first difference of the :data:`RUN_IDENTITY` sections (:func:`first_difference`)."""
     for key in RUN_IDENTITY:
-        if not _same_config(saved.get(key), current.get(key)):
-            raise CheckpointError(
-                f"{path} was trained with a different {key} config ({saved.get(key)}); "
-                f"refusing to {action} it as {current.get(key)}"
-            )
+        found = first_difference(saved.get(key, _MISSING), current.get(key, _MISSING), key)
+        if found is not None:
+            return found
+    return None
 
 
 def check_resume(cfg: Any, ckpt: dict[str, Any], path: str | Path) -> None:
@@ -138,12 +173,19 @@ def check_resume(cfg: Any, ckpt: dict[str, Any], path: str | Path) -> None:
     optimiser's state cannot continue as another optimiser).
 
     Raises:
-        CheckpointError: one line naming what differs.
+        CheckpointError: one line naming what differs: the first differing key of those
+            sections with both values (``model.latent_dim: 10 in the run, 20 given ...``).
     """
     from omegaconf import OmegaConf
 
     saved = ckpt["config"]
-    check_same_run(saved, OmegaConf.to_container(cfg, resolve=True), path, "resume")
+    found = _identity_difference(saved, OmegaConf.to_container(cfg, resolve=True))
+    if found is not None:  # one key, both values: never the two sections (issue 26)
+        key, before, now = found
+        raise CheckpointError(
+            f"{key}: {_shown(before)} in the run, {_shown(now)} given (a resume continues the "
+            "run as it was; train a new run to change it)"
+        )
     before, now = (saved.get("trainer") or {}).get("optimizer", "adam"), cfg.trainer.optimizer
     if before != now:
         raise CheckpointError(

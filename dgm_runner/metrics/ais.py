@@ -5,7 +5,7 @@ analysis of deep belief networks", sec. 3-4)."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import DataSplits
 from dgm_runner.models.rbm import RBM
+from dgm_runner.progress import track
 from dgm_runner.samplers.base import Sampler
 
 
@@ -82,7 +83,9 @@ def ais_log_partition(
     log_z_a = float(F.softplus(b_a).sum()) + rbm.hidden_dim * math.log(2.0)
     v = torch.bernoulli(torch.sigmoid(b_a).expand(n_runs, -1), generator=generator)
     log_w = torch.zeros(n_runs, dtype=torch.float64, device=dev)
-    for prev, beta in zip(betas[:-1].tolist(), betas[1:].tolist()):
+    steps = zip(betas[:-1].tolist(), betas[1:].tolist())
+    desc = f"AIS ({n_runs} runs x {len(betas)} temperatures)"
+    for prev, beta in track(steps, desc, len(betas) - 1, "temperature"):
         vw_c = v @ w + c  # one product per temperature serves the weight and the Gibbs step
         log_w += _log_ratio(vw_c, v @ b, v @ b_a, beta, prev)
         h = torch.bernoulli(torch.sigmoid(beta * vw_c), generator=generator)
@@ -138,3 +141,12 @@ def rbm_ais_log_likelihood(
     if math.isfinite(est["log_z_lo"]):  # absent when mean - 3 sd of the weights is <= 0
         out["log_z_ais_lo"] = est["log_z_lo"]
     return out
+
+
+def _describe_ais(n_runs: int = 100, schedule_steps: Optional[int] = None, **_: Any) -> str:
+    """The final-evaluation plan's entry of :func:`rbm_ais_log_likelihood`."""
+    temperatures = len(default_betas()) if schedule_steps is None else schedule_steps + 1
+    return f"AIS ({n_runs} runs x {temperatures} temperatures)"
+
+
+rbm_ais_log_likelihood.describe = _describe_ais  # type: ignore[attr-defined]

@@ -73,6 +73,13 @@ class FeatureClassifierMissing(CheckpointError):
     """No feature classifier has been trained for this dataset yet."""
 
 
+def classifier_experiment(dataset: str) -> str:
+    """The ``dgm-train`` arguments that train a feature classifier of ``dataset``: its own
+    experiment, or the MNIST recipe on the user's dataset (no ``classifier_<name>``
+    experiment exists for a dataset of one's own)."""
+    return EXPERIMENTS.get(dataset, f"classifier_mnist dataset=<the config of {dataset}>")
+
+
 def classifier_path(dataset: str) -> Path:
     """``<cache>/classifiers/<dataset>.pt`` (``dataset`` as in ``DataSplits.name``)."""
     return cache_dir() / "classifiers" / f"{dataset}.pt"
@@ -159,7 +166,7 @@ def shipped_path(dataset: str) -> Path:
             train one and pass it by name).
     """
     if dataset not in SHIPPED:
-        experiment = EXPERIMENTS.get(dataset, f"classifier_<{dataset}>")
+        experiment = classifier_experiment(dataset)
         raise FeatureClassifierMissing(
             f"no feature classifier is shipped for {dataset} (shipped: {', '.join(SHIPPED)}): "
             f"train one with `dgm-train experiment={experiment}` and pass "
@@ -210,7 +217,7 @@ def load_feature_classifier(
     shipped = classifier == "shipped"
     path = shipped_path(dataset) if shipped else Path(classifier).expanduser()
     if not path.is_file():
-        experiment = EXPERIMENTS.get(dataset, f"classifier_<{dataset}>")
+        experiment = classifier_experiment(dataset)
         where = "the shipped file" if shipped else "sample_metrics.fid.classifier"
         raise FeatureClassifierMissing(
             f"no feature classifier for {dataset} at {path} ({where}): "

@@ -257,7 +257,7 @@ def classifier_fid(
     images = data.grey_test if reference == "grey" else data.test_x
     binarized = reference == "data" and data.binarized
     real = real_features(extractor, info, images, batch_size)
-    samples = draw_samples(model, sampler, n_samples, seed, device, batch_size)
+    samples = draw_samples(model, sampler, n_samples, seed, device, batch_size, "FID samples")
     finite = torch.isfinite(samples.reshape(samples.shape[0], -1)).all(dim=1)
     if not bool(finite.all()):  # a diverged model: NaN features crash LAPACK's eigvals
         log.warning(
@@ -325,3 +325,15 @@ def check_fid(model_config: dict[str, Any], **args: Any) -> None:
 
 
 classifier_fid.check = check_fid  # type: ignore[attr-defined]
+
+
+def describe_fid(
+    sampler: Sampler, data: DataSplits, n_samples: int = 10000, **_: Any
+) -> str | None:
+    """The final-evaluation plan's entry of :func:`classifier_fid` (``None``: it will skip)."""
+    if not data.is_image or not sampler.draws:
+        return None
+    return f"FID ({n_samples} samples, {sampler.describe()})"
+
+
+classifier_fid.describe = describe_fid  # type: ignore[attr-defined]

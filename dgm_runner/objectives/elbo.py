@@ -19,6 +19,7 @@ from dgm_runner.distributions import (
 from dgm_runner.models.checks import require
 from dgm_runner.models.vae import GaussianVAE
 from dgm_runner.objectives.base import Batch, Objective
+from dgm_runner.progress import track
 
 Likelihood = Literal["mse", "bernoulli", "gaussian", "gaussian_learned"]
 
@@ -106,7 +107,7 @@ def iwae_log_likelihood(
     chunk = max(1, _IWAE_ROWS // b)
     total = torch.full((b,), -math.inf, device=x.device)
     zeros = torch.zeros_like(mu)
-    for start in range(0, k, chunk):
+    for start in track(range(0, k, chunk), f"IWAE k={k} ({b} images)", unit="chunk"):
         c = min(chunk, k - start)
         z = sample_normal_diag(mu.expand(c, *mu.shape), logvar.expand(c, *logvar.shape), generator)
         flat = z.reshape(c * b, -1)

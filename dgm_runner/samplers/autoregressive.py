@@ -9,6 +9,7 @@ from torch import nn
 from dgm_runner.config import PositiveFloat
 from dgm_runner.models.checks import require
 from dgm_runner.models.pixelcnn import PixelCNNPrior
+from dgm_runner.progress import Bar
 from dgm_runner.samplers.base import Sampler
 
 
@@ -43,11 +44,13 @@ class AutoregressiveSampler(Sampler):
         h, w = model.grid_shape
         device = next(model.parameters()).device
         codes = torch.zeros(n, h, w, dtype=torch.long, device=device)
-        for r in range(h):
-            for c in range(w):
-                logits = model(codes)[:, :, r, c] / self.temperature
-                probs = torch.softmax(logits.double(), dim=1)
-                codes[:, r, c] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        with Bar(h * w, f"code positions ({n} samples)", "position") as bar:
+            for r in range(h):
+                for c in range(w):
+                    logits = model(codes)[:, :, r, c] / self.temperature
+                    probs = torch.softmax(logits.double(), dim=1)
+                    codes[:, r, c] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                    bar.update()
         return codes
 
     @torch.no_grad()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dgm_runner.progress import Bar
+
 
 class Sampler:
     """Base class of samplers (``configs/sampler``).
@@ -27,6 +29,12 @@ class Sampler:
         """``(n, C, H, W)`` samples in [0, 1] (``(n, D)`` points for toy data)."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """What one call runs, for progress and log lines (e.g. ``ddim 50 steps``)."""
+        name = getattr(self, "name", type(self).__name__)
+        steps = getattr(self, "steps", None)
+        return f"{name} {steps} steps" if isinstance(steps, int) else name
+
 
 class NoSampler(Sampler):
     """For models that are not generative (the feature classifier): the loop writes no
@@ -47,15 +55,20 @@ def draw_samples(
     seed: int,
     device: torch.device,
     batch_size: int | None = None,
+    desc: str = "samples",
 ) -> torch.Tensor:
     """``(n, C, H, W)`` samples in [0, 1] from one generator seeded with ``seed``, model in
-    eval mode; drawn ``batch_size`` at a time when given (bounded memory for 10,000 samples)."""
+    eval mode; drawn ``batch_size`` at a time when given (bounded memory for 10,000 samples),
+    with a progress bar (:mod:`dgm_runner.progress`) over the batches, ``desc``."""
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     step = batch_size or n
-    images = torch.cat(
-        [sampler.sample(model, min(step, n - start), gen) for start in range(0, n, step)]
-    )
+    parts = []
+    # one batch: the sampler's own bar (its steps) is the progress
+    with Bar(n, f"{desc} ({sampler.describe()})", "sample", show=step < n) as bar:
+        for start in range(0, n, step):
+            parts.append(sampler.sample(model, min(step, n - start), gen))
+            bar.update(parts[-1].shape[0])
     model.train(was_training)
-    return images
+    return torch.cat(parts)

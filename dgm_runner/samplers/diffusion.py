@@ -18,6 +18,7 @@ import torch
 from dgm_runner.config import PositiveFloat, Steps, UnitInterval
 from dgm_runner.models.checks import require
 from dgm_runner.models.score import DiffusionModel
+from dgm_runner.progress import track
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.sdes import bcast, gaussian_posterior
 
@@ -64,7 +65,7 @@ class _GridSampler(Sampler):
         self.nfe = 0
         x = model.sde.prior_sample((n, *model.image_shape), generator, device)
         grid = model.sde.time_grid(self.steps, self.eps, device)
-        for i in range(len(grid)):
+        for i in track(range(len(grid)), f"{self.name} steps ({n} samples)", unit="step"):
             t = grid[i].expand(n)
             eps, x0 = self._predict(model, x, t)
             if i == len(grid) - 1:
@@ -171,6 +172,8 @@ class HeunODE(Sampler):
         eps: last time of a continuous process.
     """
 
+    name = "heun"
+
     def __init__(
         self, steps: Steps = 18, rho: PositiveFloat = 7.0, eps: PositiveFloat = 1e-3
     ) -> None:
@@ -203,7 +206,7 @@ class HeunODE(Sampler):
             self.steps, float(sde.sigma_hat(t_lo)), float(sde.sigma_hat(t_hi)), self.rho, device
         )
         x = sde.prior_sample((n, *model.image_shape), generator, device) / sde.alpha(t_hi)
-        for i in range(self.steps):
+        for i in track(range(self.steps), f"heun steps ({n} samples)", unit="step"):
             s_cur, s_next = sigmas[i], sigmas[i + 1]
             d = self._d(model, x, s_cur)
             x_next = x + (s_next - s_cur) * d

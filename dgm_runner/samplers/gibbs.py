@@ -8,7 +8,11 @@ from dgm_runner.config import Steps
 from dgm_runner.distributions import sample_bernoulli
 from dgm_runner.models.checks import require
 from dgm_runner.models.rbm import RBM
+from dgm_runner.progress import Bar
 from dgm_runner.samplers.base import Sampler
+
+#: Sweeps per :meth:`RBM.gibbs_chain` call between two updates of the progress bar.
+_CHUNK = 10
 
 
 class GibbsSampler(Sampler):
@@ -25,11 +29,19 @@ class GibbsSampler(Sampler):
     def check_model(self, model: torch.nn.Module) -> None:
         require(model, RBM, "sampler 'gibbs'")
 
+    def describe(self) -> str:
+        return f"gibbs {self.steps} sweeps"
+
     @torch.no_grad()
     def sample(self, model: RBM, n: int, generator: torch.Generator) -> torch.Tensor:
         """Returns ``(n, C, H, W)`` probabilities in [0, 1] (``p(v = 1 | h)`` of the last
         sweep; ``n * steps`` Bernoulli draws of each layer come from ``generator``)."""
         device = model.W.device
         v = sample_bernoulli(torch.full((n, model.visible_dim), 0.5, device=device), generator)
-        _, probs = model.gibbs_chain(v, self.steps, generator)
+        # the chain in pieces of _CHUNK sweeps (the same draws as one call): a progress bar
+        with Bar(self.steps, f"Gibbs sweeps ({n} chains)", "sweep") as bar:
+            for done in range(0, self.steps, _CHUNK):
+                k = min(_CHUNK, self.steps - done)
+                v, probs = model.gibbs_chain(v, k, generator)
+                bar.update(k)
         return probs.reshape(n, *model.image_shape)

@@ -12,6 +12,7 @@ import torch
 from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt, Steps
 from dgm_runner.models.checks import require, require_attrs
 from dgm_runner.models.score import DiffusionModel
+from dgm_runner.progress import Bar, track
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.samplers.diffusion import model_device
 from dgm_runner.sdes import bcast
@@ -56,6 +57,9 @@ class AnnealedLangevin(Sampler):
     def check_model(self, model: torch.nn.Module) -> None:
         require_attrs(model, ("sigmas", "score"), "sampler 'annealed_langevin'")
 
+    def describe(self) -> str:
+        return f"annealed Langevin {self.steps_per_level} steps per level"
+
     def step_sizes(self, sigmas: torch.Tensor) -> torch.Tensor:
         """``(L,)`` alpha_i = eps * sigma_i^2 / sigma_L^2 for levels ordered largest first."""
         return self.eps * sigmas**2 / sigmas[-1] ** 2
@@ -68,10 +72,13 @@ class AnnealedLangevin(Sampler):
             torch.randn((n, *model.image_shape), generator=generator, device=sigmas.device)
             * sigmas[0]
         )
-        for sigma, alpha in zip(sigmas, self.step_sizes(sigmas)):
-            s = sigma.expand(n)
-            for _ in range(self.steps_per_level):
-                x = langevin_step(x, model.score(x, s), float(alpha), generator)
+        levels = len(sigmas)
+        with Bar(levels * self.steps_per_level, f"Langevin steps ({n} samples)", "step") as bar:
+            for sigma, alpha in zip(sigmas, self.step_sizes(sigmas)):
+                s = sigma.expand(n)
+                for _ in range(self.steps_per_level):
+                    x = langevin_step(x, model.score(x, s), float(alpha), generator)
+                    bar.update()
         if self.denoise:
             x = x + sigmas[-1] ** 2 * model.score(x, sigmas[-1].expand(n))
         return x
@@ -100,6 +107,8 @@ class EulerMaruyama(Sampler):
         denoise: drop the noise of the last step.
     """
 
+    name = "euler_maruyama"
+
     def __init__(
         self, steps: Steps = 1000, eps: PositiveFloat = 1e-3, denoise: bool = True
     ) -> None:
@@ -124,7 +133,8 @@ class EulerMaruyama(Sampler):
         eps = max(self.eps, model.sde.t_min)
         dt = -(1.0 - eps) / self.steps
         mean = x
-        for t in torch.linspace(1.0, eps, self.steps, device=device):
+        times = torch.linspace(1.0, eps, self.steps, device=device)
+        for t in track(times, f"{self.name} steps ({n} samples)", self.steps, "step"):
             tt = t.expand(n)
             x = self.correct(model, x, tt, generator)
             x, mean = _reverse_em(model, x, tt, dt, generator)
@@ -145,6 +155,8 @@ class PredictorCorrector(EulerMaruyama):
         eps: final time.
         denoise: drop the noise of the last predictor step.
     """
+
+    name = "pc"
 
     def __init__(
         self,
