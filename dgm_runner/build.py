@@ -18,7 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner.config import ConfigError, validate
 from dgm_runner.data.base import DataError, DataSplits
-from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, require_keys
+from dgm_runner.io.checkpoint import (
+    CheckpointError,
+    checkpoint_file,
+    load_checkpoint,
+    require_keys,
+)
 from dgm_runner.io.resume import check_same_run
 from dgm_runner.io.run_config import UnsafeConfig, check_config, load_yaml_config
 from dgm_runner.io.run_dir import same_path
@@ -322,11 +327,7 @@ def restore_run(
         ConfigError: an override is invalid (validated as ``dgm-train`` validates).
     """
     run_dir = Path(run_dir)
-    path = (
-        Path(checkpoint)
-        if checkpoint not in ("last", "best")
-        else run_dir / "checkpoints" / f"{checkpoint}.pt"
-    )
+    path = checkpoint_file(run_dir, checkpoint)
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, map_location=dev)
     require_keys(ckpt, ("model", "config"), path, "evaluate")

@@ -35,7 +35,7 @@ from dgm_runner.io.checkpoint import CheckpointError, checkpoint_file, file_sha2
 from dgm_runner.io.evaluations import checkpoint_stamp
 from dgm_runner.io.layout import check_layout
 from dgm_runner.io.sweep_summary import summarize_sweep
-from dgm_runner.metrics.features import shipped_path
+from dgm_runner.metrics.features import classifier_file
 from dgm_runner.progress import track
 
 
@@ -81,8 +81,10 @@ def _fid_classifier(run_cfg: DictConfig, dataset: str) -> dict[str, str]:
     """``{"fid_classifier", "fid_classifier_sha256"}``: the classifier FID used (``shipped``
     or the file named) and the sha256 of its file."""
     classifier = str(run_cfg.sample_metrics.fid.get("classifier", "shipped"))
-    path = shipped_path(dataset) if classifier == "shipped" else Path(classifier).expanduser()
-    return {"fid_classifier": classifier, "fid_classifier_sha256": file_sha256(path)}
+    return {
+        "fid_classifier": classifier,
+        "fid_classifier_sha256": file_sha256(classifier_file(dataset, classifier)),
+    }
 
 
 def evaluate_run(run_dir: Path, cfg: DictConfig, fid_keys: Collection[str] = ()) -> dict[str, Any]:

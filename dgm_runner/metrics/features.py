@@ -175,6 +175,16 @@ def shipped_path(dataset: str) -> Path:
     return ASSETS / SHIPPED[dataset].file
 
 
+def classifier_file(dataset: str, classifier: str = "shipped") -> Path:
+    """The file of ``sample_metrics.fid.classifier``: the shipped one of ``dataset``
+    (:func:`shipped_path`) or the path given (``~`` expanded).
+
+    Raises:
+        FeatureClassifierMissing: ``shipped`` for a dataset with no shipped classifier.
+    """
+    return shipped_path(dataset) if classifier == "shipped" else Path(classifier).expanduser()
+
+
 def _read_classifier(path: Path, dataset: str, device: torch.device | str) -> dict[str, Any]:
     """The record of a classifier file, loaded without executing code; checks it is one
     and that it was trained on ``dataset``."""
@@ -215,7 +225,7 @@ def load_feature_classifier(
             architecture.
     """
     shipped = classifier == "shipped"
-    path = shipped_path(dataset) if shipped else Path(classifier).expanduser()
+    path = classifier_file(dataset, classifier)
     if not path.is_file():
         experiment = classifier_experiment(dataset)
         where = "the shipped file" if shipped else "sample_metrics.fid.classifier"
