@@ -97,7 +97,7 @@ class TrainerConfig:
     resume: Optional[str] = None
     export_name: Optional[str] = None
     compile: bool = False
-    num_threads: Optional[PositiveInt] = None
+    num_threads: Union[Literal["auto"], PositiveInt, None] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
     strategy: Literal["auto", "none", "ddp"] = "auto"
@@ -109,6 +109,45 @@ _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def type_text(hint: Any) -> str:
+    """A type annotation in words: ``int >= 1``, ``one of 'adam', 'sgd'``, ``float in (0,
+    1) or null``, ``list of 2 (float in [0, 1))``; ``any`` when unannotated."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *meta = typing.get_args(hint)
+        bounds = [m for m in meta if isinstance(m, Range)]
+        return type_text(base) + "".join(_range_text(b) for b in bounds)
+    if origin is Literal:
+        args = typing.get_args(hint)
+        return repr(args[0]) if len(args) == 1 else "one of " + ", ".join(map(repr, args))
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        named = [type_text(a) for a in args if a is not type(None)]
+        return " or ".join(named) + (" or null" if type(None) in args else "")
+    if origin in (tuple, list):
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(set(args)) == 1:
+                return f"list of {len(args)} ({type_text(args[0])})"
+            return "list of (" + ", ".join(type_text(a) for a in args) + ")"
+        return f"list of ({type_text(args[0])})" if args else "list"
+    if hint is inspect.Parameter.empty or hint is Any:
+        return "any"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _range_text(r: Range) -> str:
+    low = f"[{r.ge:g}" if r.ge is not None else f"({r.gt:g}" if r.gt is not None else None
+    high = f"{r.le:g}]" if r.le is not None else f"{r.lt:g})" if r.lt is not None else None
+    if low and high:
+        return f" in {low}, {high}"
+    if low:
+        return f" {'>=' if low[0] == '[' else '>'} {low[1:]}"
+    if high:
+        return f" {'<=' if high[-1] == ']' else '<'} {high[:-1]}"
+    return ""
 
 
 def _check_value(key: str, value: Any, hint: Any) -> None:
@@ -142,6 +181,8 @@ def _check_value(key: str, value: Any, hint: Any) -> None:
                 return
             except ConfigError as err:
                 errors.append(str(err))
+        if len(errors) > 1:  # Literal["auto"] | int: name every form it may take
+            raise ConfigError(f"{key}={_fmt(value)} is invalid: must be {type_text(hint)}")
         raise ConfigError(errors[0] if errors else f"{key}={_fmt(value)} is invalid")
     if hint is inspect.Parameter.empty or hint is Any:
         return

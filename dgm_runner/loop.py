@@ -76,6 +76,7 @@ from dgm_runner.io.run_dir import MARKER, check_run_dir, has_checkpoint, record_
 from dgm_runner.io.signals import GracefulStop, StopRequested
 from dgm_runner.progress import enabled as progress_enabled
 from dgm_runner.samplers.base import draw_samples
+from dgm_runner.threads import choose_threads
 from dgm_runner.train_state import RESUME_PAYLOAD, Progress, TrainState
 
 __all__ = ["DivergedError", "train"]
@@ -118,12 +119,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     trainer = _resume_if_requeued(trainer_config(cfg))
     world = _join(cfg, trainer)
     run_dir = Path(run_dir)
+    threads_before = torch.get_num_threads()
     try:
         with run_lock(run_dir) if world.is_main else contextlib.nullcontext():
             with progress_enabled(trainer.progress and world.is_main):  # bars, or log lines
                 final = _train(cfg, trainer, run_dir, world)
         return broadcast_object(final, world)  # process 0 read it from metrics.json
     finally:
+        torch.set_num_threads(threads_before)  # trainer.num_threads is this run's only
         if world.parallel:
             teardown()
 
@@ -192,6 +195,8 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
     barrier(world)  # every process has read the run directory before process 0 writes
     if world.is_main:
         _prepare_run_dir(run_dir, resumed=ckpt is not None)
+    threads, why = choose_threads(trainer.num_threads, (ckpt or {}).get("num_threads"))
+    torch.set_num_threads(threads)
     comps, state = _set_up(cfg, trainer, device, world)
     if ckpt is not None:
         state.load_state_dict(ckpt, resume / MARKER, trainer)
@@ -205,14 +210,18 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
             state.progress.epoch,
             state.progress.step,
         )
-    _describe(cfg, comps, device)
+    _describe(cfg, comps, device, f"{threads} CPU thread{'s' if threads > 1 else ''} ({why})")
     config = OmegaConf.to_container(cfg, resolve=True)
 
     def save_last(rng: dict[str, Any] | None = None) -> None:
         """``last.pt`` (process 0), with the RNG states ``rng`` when given (those before an
         evaluation: what the training after it continues from)."""
         if world.is_main:
-            payload = {**state.state_dict(config), "world_size": world.size}
+            payload = {
+                **state.state_dict(config),
+                "world_size": world.size,
+                "num_threads": torch.get_num_threads(),  # auto keeps it on resume
+            }
             save_checkpoint(run_dir / MARKER, payload if rng is None else {**payload, "rng": rng})
 
     autocast_dtype = torch.bfloat16 if trainer.precision == "bf16" else None
@@ -398,8 +407,6 @@ def _set_up(
     per parameter group, the EMA and (``trainer.compile``) the compiled loss. In a
     data-parallel run every process starts from process 0's weights (seeded alike, they are
     the same already) and CUDA batch norm becomes ``SyncBatchNorm``."""
-    if trainer.num_threads:  # e.g. 1 on a machine shared with other jobs (scripts/bench.py)
-        torch.set_num_threads(trainer.num_threads)
     seed_everything(trainer.seed)
     comps = build_components(cfg, device)
     model, objective = comps.model, comps.objective
@@ -430,12 +437,12 @@ def _set_up(
     return comps, state
 
 
-def _describe(cfg: DictConfig, comps: Any, device: torch.device) -> None:
-    """Log what is trained, on what, where (after a resume's checks, so a refused resume
-    writes no log line)."""
+def _describe(cfg: DictConfig, comps: Any, device: torch.device, threads: str) -> None:
+    """Log what is trained, on what, where, with how many threads (after a resume's checks,
+    so a refused resume writes no log line)."""
     model, data = comps.model, comps.data
     log.info(
-        "%s: %s on %s (%d train / %d test images, %s), %d parameters, device %s",
+        "%s: %s on %s (%d train / %d test images, %s), %d parameters, device %s, %s",
         cfg.get("experiment_name", "run"),
         type(model).__name__,
         data.name,
@@ -444,6 +451,7 @@ def _describe(cfg: DictConfig, comps: Any, device: torch.device) -> None:
         _kind_of(data),
         sum(p.numel() for p in model.parameters()),
         device,
+        threads,
     )
 
 
@@ -566,6 +574,7 @@ def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> No
             "time_per_epoch_s": sum(times) / len(times) if times else None,
             "train_time_s": sum(times) if times else None,  # wall time, all launches
             "eval_time_s": sum(evals) if evals else None,
+            "num_threads": torch.get_num_threads(),  # this launch's (trainer.num_threads)
             **progress.train_means,
             **progress.metrics,
         },

@@ -252,6 +252,8 @@ def _smoke_oversized(config: dict[str, Any]) -> list[str]:
     bad = []
     for where, node in nodes.items():
         for key, value in (node or {}).items():
+            if value == "test":  # FID's n_samples: as many as the test split has images
+                value = config["dataset"].get("test_subset")
             if key in SMOKE_MAX and (value is None or value > SMOKE_MAX[key]):
                 bad.append(f"{where}.{key}={value}")
             elif key in SMOKE_LOOSE and value < SMOKE_LOOSE[key]:
@@ -275,7 +277,7 @@ def test_smoke_overrides_compose_for_users():
     validate(cfg)
     assert (cfg.dataset.subset, cfg.dataset.test_subset) == (256, 200)
     assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.n_samples) == (1, 64, 16)
-    assert cfg.trainer.progress is False and cfg.sample_metrics.fid.n_samples == 200
+    assert cfg.trainer.progress is False and cfg.sample_metrics.fid.n_samples == "test"
     assert set(cfg.sample_metrics) == {"fid"}  # shrinking AIS, bits/dim, ... adds none of them
     later = _compose("experiment=vae_mlp", "+debug=smoke", "trainer.epochs=3")
     assert later.trainer.epochs == 3  # overrides after it still win

@@ -201,7 +201,7 @@ def test_binarized_runs_are_scored_against_the_grey_test_images_unless_asked(mon
     assert data.grey_test_x is not None and not torch.equal(data.grey_test_x, data.test_x)
     assert torch.equal((data.grey_test_x > 0.5).float(), data.test_x)
     model = torch.nn.Linear(1, 1)
-    args = dict(final=True, n_samples=500, batch_size=250)
+    args = dict(final=True, batch_size=250)  # n_samples "test": the 500 test images
     fid_module._REAL_FEATURES.clear()
     grey = classifier_fid(model, _Replay(data.grey_test_x), data, 0, **args)
     assert abs(grey["fid"]) < 1e-3 and grey["fid_reference_binarized"] == 0.0
@@ -213,6 +213,7 @@ def test_binarized_runs_are_scored_against_the_grey_test_images_unless_asked(mon
     assert grey["fid_vs_binarized"] == pytest.approx(against_data["fid"], rel=1e-6)
     assert abs(against_data["fid_vs_grey"]) < 1e-3
     assert grey["fid_classifier_shipped"] == 1.0
+    assert grey["fid_n_samples"] == 500 == grey["fid_n_real"]
 
 
 @needs_mnist
@@ -248,9 +249,7 @@ def test_classifier_run_exports_and_fid_separates_data_from_noise(
         lambda c, x, b: extracted.append(len(x)) or real_extract(c, x, b),
     )
     fid_module._REAL_FEATURES.clear()
-    replay = classifier_fid(
-        model, _Replay(data.test_x), data, 0, final=True, n_samples=1000, batch_size=250
-    )
+    replay = classifier_fid(model, _Replay(data.test_x), data, 0, final=True, batch_size=250)
     noise = classifier_fid(model, _Noise(), data, 0, final=True, n_samples=1000, batch_size=250)
     assert len(extracted) == 3  # the test split's features once, then reused; each sample set once
     assert abs(replay["fid"]) < 1e-3 and replay["precision"] == 1.0 and replay["recall"] == 1.0

@@ -174,3 +174,103 @@ def test_the_task_returns_the_metric_optuna_minimises(caplog):
         "optimize_metric=test/nll is not a final metric" in caplog.text
         and "test/loss" in caplog.text
     )
+
+
+def _fake_sweep(root: Path, jobs: list[tuple[list[str], dict | None]]) -> None:
+    for job, (overrides, metrics) in enumerate(jobs):
+        (root / str(job) / ".hydra").mkdir(parents=True)
+        (root / str(job) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if metrics is not None:
+            (root / str(job) / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_summary_md_shows_what_differs_and_names_what_every_job_shares(tmp_path):
+    """issue 26, item 5: constants (an override given to every job, a metric equal in every
+    row) go to one header line; the table keeps job, status and what differs; only a metric
+    that differs gets a plot. summary.csv keeps every column."""
+    common = {"status": "completed", "epoch": 2, "test/fid_n_samples": 10000.0}
+    _fake_sweep(
+        tmp_path,
+        [
+            (["experiment=vae_mlp", "model.latent_dim=2"], {**common, "test/loss": 1.5}),
+            (["experiment=vae_mlp", "model.latent_dim=5"], {**common, "test/loss": 1.25}),
+        ],
+    )
+    summarize_sweep(tmp_path)
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    assert lines[0] == (
+        "Same in all 2 jobs: experiment=vae_mlp, epoch=2, test/fid_n_samples=10000.0000"
+    )
+    assert lines[2] == "| job | model.latent_dim | status | test/loss |"
+    assert lines[4] == "| 0 | 2 | completed | 1.5000 |"
+    assert sorted(p.name for p in tmp_path.glob("summary_*.png")) == ["summary_test_loss.png"]
+    header = _rows(tmp_path)[0].keys()
+    assert {"test/fid_n_samples", "epoch", "error"} <= set(header)
+
+
+def test_a_metric_a_failed_job_lacks_stays_in_the_table(tmp_path):
+    _fake_sweep(
+        tmp_path,
+        [
+            (["model.latent_dim=2"], {"status": "completed", "test/loss": 1.5}),
+            (["model.latent_dim=0"], {"status": "failed", "error": "ConfigError: bad"}),
+        ],
+    )
+    summarize_sweep(tmp_path, plots=False)
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    assert lines[0].startswith("| job | model.latent_dim | status |") and "test/loss" in lines[0]
+
+
+def test_jobs_are_labelled_by_their_swept_values(tmp_path):
+    from dgm_runner.io.sweep_summary import job_labels
+
+    _fake_sweep(
+        tmp_path,
+        [
+            (["experiment=rbm_cdk", f"objective.k={k}", f"trainer.lr={lr}"], None)
+            for k, lr in ((1, 0.1), (5, 0.1), (5, 0.01))
+        ],
+    )
+    dirs = [tmp_path / str(i) for i in range(3)]
+    assert list(job_labels(dirs).values()) == [
+        "objective.k=1, trainer.lr=0.1",
+        "objective.k=5, trainer.lr=0.1",
+        "objective.k=5, trainer.lr=0.01",
+    ]
+    (tmp_path / "3").mkdir()  # no overrides.yaml: every key of job 0 tells them apart
+    assert list(job_labels([dirs[0], tmp_path / "3"]).values()) == [
+        "experiment=rbm_cdk, objective.k=1, trainer.lr=0.1",
+        "3",
+    ]
+    assert list(job_labels([dirs[0], dirs[0]]).values()) == ["0"]  # nothing differs
+
+
+def test_each_job_logs_how_many_of_the_planned_jobs_are_done(tmp_path):
+    from dgm_runner.io.sweep_summary import planned_jobs, sweep_progress
+
+    multirun = {
+        "hydra": {
+            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+            "overrides": {"task": ["objective.k=1,5,25", "trainer.lr=0.1,0.01", "+debug=smoke"]},
+        }
+    }
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    assert planned_jobs(tmp_path) == 6
+    _fake_sweep(
+        tmp_path,
+        [
+            (["objective.k=1"], {"status": "completed"}),
+            (["objective.k=5"], {"status": "failed", "error": "x"}),
+            (["objective.k=25"], None),  # still running (a parallel launcher)
+        ],
+    )
+    table = summarize_sweep(tmp_path, plots=False)
+    assert sweep_progress(tmp_path, table) == (
+        f"sweep: 2 of 6 jobs done (1 not completed) -> {tmp_path / 'summary.md'}"
+    )
+    multirun["hydra"]["sweeper"] = {"_target_": "x.OptunaSweeper", "n_trials": 20}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    assert planned_jobs(tmp_path) == 20
+    (tmp_path / "multirun.yaml").unlink()
+    assert planned_jobs(tmp_path) is None
+    assert sweep_progress(tmp_path, table).startswith("sweep: 2 jobs done")

@@ -208,7 +208,8 @@ def test_dgm_eval_of_a_sweep_root_evaluates_each_job_and_refreshes_the_summary(
     assert json.loads((root / "0" / "eval" / "metrics.json").read_text())[
         "test/elbo_loss"
     ] == pytest.approx(final["test/elbo_loss"], rel=1e-6)
-    assert "job 1 not evaluated: CheckpointError" in proc.stderr
+    assert "job 1 (model.latent_dim=5) not evaluated: CheckpointError" in proc.stderr
+    assert proc.stdout.splitlines()[0].split() == ["metric", "model.latent_dim=20"]
     summary = (root / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and "test/elbo_loss" in summary[0]
 

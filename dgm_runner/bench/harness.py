@@ -101,7 +101,12 @@ class Bench:
         self, experiment: str, *extra: str, subset: int | None = None
     ) -> list[str]:
         """The overrides of one runner epoch of ``experiment`` on this bench's device."""
-        out = [f"experiment={experiment}", *COMMON, f"trainer.device={self.device.type}"]
+        out = [
+            f"experiment={experiment}",
+            *COMMON,
+            f"trainer.device={self.device.type}",
+            f"trainer.num_threads={torch.get_num_threads()}",  # the bench's (--threads)
+        ]
         if experiment == "rbm_cdk":
             out += RBM_EXTRA
         if subset is not None:
@@ -114,7 +119,8 @@ class Bench:
         Returns:
             ``{"time": training seconds of the last epoch (the runner's own
             ``train/epoch_time_s``), "epochs": [seconds per epoch], "peak_mem_mb": peak
-            CUDA memory (MB) or None, "images": training images per epoch}``.
+            CUDA memory (MB) or None, "images": training images per epoch, "threads": the
+            run's CPU thread count}``.
         """
         cfg = compose_cfg(*overrides)
         if self.cuda:
@@ -125,7 +131,13 @@ class Bench:
         epochs = [r["train/epoch_time_s"] for r in records]
         t = final.get("train/epoch_time_s", epochs[-1] if epochs else final["time_per_epoch_s"])
         n = cfg.dataset.get("subset") or 60000
-        return {"time": t, "epochs": epochs, "peak_mem_mb": self.peak_mem(), "images": n}
+        return {
+            "time": t,
+            "epochs": epochs,
+            "peak_mem_mb": self.peak_mem(),
+            "images": n,
+            "threads": final.get("num_threads"),
+        }
 
     def peak_mem(self) -> float | None:
         """Peak CUDA memory since the last reset (MB), None on CPU."""

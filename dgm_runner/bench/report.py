@@ -10,6 +10,7 @@ from typing import Any
 
 from dgm_runner.bench.bound import MATMUL_OPS
 from dgm_runner.bench.harness import Bench
+from dgm_runner.bench.threads import threads_table
 from dgm_runner.bench.timing import fmt_s
 
 # The targets: (group, baseline, minimum ratio baseline / ours).
@@ -138,6 +139,7 @@ def markdown_report(results: dict[str, Any]) -> str:
             else ("met" if t["met"] else "missed: " + t.get("explanation", ""))
         )
         lines.append(f"| {t['target']} | {fmt_s(t['value'])} | {verdict} |")
+    lines += threads_table(results)
     return "\n".join(lines) + "\n"
 
 
@@ -159,6 +161,8 @@ def print_report(bench: Bench) -> None:
     _print_targets(res)
     _print_compile_and_scale(res)
     _print_rss_and_sampling(res)
+    for line in threads_table(res):
+        print(line)
 
 
 def _print_groups(res: dict[str, Any], cuda: bool) -> None:

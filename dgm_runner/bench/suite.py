@@ -21,10 +21,11 @@ from dgm_runner.bench.report import check_targets, markdown_report, print_report
 from dgm_runner.bench.rss import rss_study
 from dgm_runner.bench.sampling import sampling_study
 from dgm_runner.bench.scaling import scale_study
+from dgm_runner.bench.threads import threads_study
 from dgm_runner.bench.timing import cpu_name, load_avg
 
 #: The sections of ``--only``, in the order they run.
-SECTIONS = ("groups", "compile", "scale", "rss", "sampling", "ddp")
+SECTIONS = ("groups", "compile", "scale", "rss", "sampling", "ddp", "threads")
 
 
 def make_bench(args: Namespace) -> Bench:
@@ -127,6 +128,9 @@ def run(args: Namespace) -> None:
     if "ddp" in sections:
         print("\n[ddp: 1 vs 2 processes]", flush=True)
         ddp_study(bench)
+    if "threads" in sections:
+        print("\n[threads: trainer.num_threads=auto vs torch's default]", flush=True)
+        threads_study(bench)
     meta = bench.results["meta"]
     finish_meta(meta, t_start)
     print_report(bench)

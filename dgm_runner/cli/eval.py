@@ -34,7 +34,7 @@ from dgm_runner.io.atomic import check_writable, write_json
 from dgm_runner.io.checkpoint import CheckpointError, checkpoint_file, file_sha256
 from dgm_runner.io.evaluations import checkpoint_stamp
 from dgm_runner.io.layout import check_layout
-from dgm_runner.io.sweep_summary import summarize_sweep
+from dgm_runner.io.sweep_summary import job_labels, summarize_sweep
 from dgm_runner.metrics.features import classifier_file
 from dgm_runner.progress import track
 
@@ -161,15 +161,17 @@ def _app(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     root = Path(cfg.run_dir)
     runs = find_runs(root)
     results, failures = {}, {}
+    labels = job_labels(runs) if len(runs) > 1 else {runs[0]: str(runs[0])}
     # a sweep: one bar (or a log line per 10 %) over its runs; each run's own steps inside
     for run_dir in track(runs, f"dgm-eval {root}", unit="run", show=len(runs) > 1):
         try:
-            name = run_dir.name if len(runs) > 1 else str(run_dir)
+            name = labels[run_dir]
             results[name] = evaluate_run(run_dir, cfg, fid_keys)
         except USER_ERRORS as err:
             if len(runs) == 1:
                 raise
-            failures[run_dir.name] = f"{type(err).__name__}: {err}"
+            label = "" if labels[run_dir] == run_dir.name else f" ({labels[run_dir]})"
+            failures[run_dir.name + label] = f"{type(err).__name__}: {err}"
     if results:
         print(format_table(results))
     for name, line in failures.items():

@@ -321,6 +321,42 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("dgm_hydra_subdir", hydra_output_subdir)
 
 
+def _describe(argv: list[str]) -> int:
+    """``dgm-train --describe [GROUP ...] [overrides]``: print the keys of the components
+    (:mod:`dgm_runner.cli.describe`); ``GROUP`` words and ``group=entry`` overrides choose
+    which. Returns the exit status (2: a bad override, one line)."""
+    from hydra import compose, initialize_config_dir
+
+    from dgm_runner import CONFIG_DIR
+    from dgm_runner.cli import describe as described
+    from dgm_runner.cli.checks import user_config_dirs
+
+    args = [a for a in argv if a != "--describe"]
+    known = (*described.COMPONENTS, *described.COLLECTIONS)
+    flag_values = {i + 1 for i, a in enumerate(args) if a in ("--config-dir", "-cd")}
+    plain = [a for i, a in enumerate(args) if i not in flag_values and not a.startswith("-")]
+    words = [a for a in plain if "=" not in a]
+    overrides = [a for a in plain if "=" in a]
+    bad = [w for w in words if w not in known]
+    groups = words + [a.split("=", 1)[0] for a in overrides if a.split("=", 1)[0] in known]
+    dirs = user_config_dirs(args)
+    try:
+        if bad:
+            raise ConfigError(
+                f"--describe {bad[0]}: not a component; allowed values are {', '.join(known)}"
+            )
+        check_group_choices(args)
+        check_override_keys(args, "train")
+        extra = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]"] if dirs else []
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", [*extra, *overrides], return_hydra_config=True)
+        print(described.describe(cfg, groups, [*dirs, CONFIG_DIR]), end="")
+    except Exception as err:  # ConfigError, Hydra's composition errors: one line
+        print(f"dgm-train: error: {common.first_line(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main() -> None:
     """Console entry point of ``dgm-train`` / ``python -m dgm_runner``.
 
@@ -333,6 +369,8 @@ def main() -> None:
     _register_resolvers()
     common.add_user_import_path()
     argv = common.expand_user_args(sys.argv[1:])
+    if "--describe" in argv:
+        sys.exit(_describe(argv))
     try:
         check_group_choices(argv)
         check_override_keys(argv, "train")

@@ -1,8 +1,10 @@
 """Hydra callback: when a multirun ends, summarise its jobs in the sweep root.
 
-Writes ``summary.csv`` and ``summary.md`` (one row per job: the swept overrides, the
-status, wall time per epoch, error line and every final metric) and
-``summary_<metric>.png``, each metric against the swept value.
+Writes ``summary.csv`` (one row per job: the swept overrides, the status, wall time per
+epoch, error line and every final metric), ``summary.md`` (the same rows, with only the
+columns that differ between jobs: the values every job shares are one header line above
+the table) and ``summary_<metric>.png``, each metric that differs against the swept value.
+Each job's ``on_job_end`` logs how many of the sweep's jobs are done (:func:`sweep_progress`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dgm_runner.io.plots import pyplot, save_figure
 
 log = logging.getLogger("dgm_runner")
 
-_INFO = ("status", "epoch", "time_per_epoch_s", "error")
+_INFO = ("status", "epoch", "time_per_epoch_s", "num_threads", "error")
 
 
 def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -58,6 +60,38 @@ def _crash_note(sweep_dir: Path, job_dir: Path) -> str:
     elif log_file.is_file():
         note += f"; see {log_file}"
     return note
+
+
+def _varying(table: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """The ``columns`` whose value is not the same in every row (a missing value counts as
+    a value: a metric a failed job lacks varies). With one row, all of them."""
+    if len(table) < 2:
+        return list(columns)
+    return [c for c in columns if len({str(r.get(c, "")) for r in table}) > 1]
+
+
+def job_labels(job_dirs: list[Path]) -> dict[Path, str]:
+    """Each job directory's label by its swept values, e.g. ``model.latent_dim=10`` (the
+    overrides in ``.hydra/overrides.yaml`` that differ between the jobs, joined by ``, ``);
+    the directory's name when there is nothing to tell the jobs apart or the label would
+    repeat. Used for ``dgm-eval SWEEP_ROOT``'s table."""
+    overrides = {}
+    for job_dir in job_dirs:
+        file = job_dir / ".hydra" / "overrides.yaml"
+        try:
+            pairs = (yaml.safe_load(file.read_text()) or []) if file.is_file() else []
+        except (OSError, yaml.YAMLError):
+            pairs = []
+        overrides[job_dir] = dict(str(o).split("=", 1) for o in pairs if "=" in str(o))
+    keys = sorted({k for o in overrides.values() for k in o})
+    rows = [{k: o.get(k, "") for k in keys} for o in overrides.values()]
+    swept = _varying(rows, keys) if len(rows) > 1 else []
+    labels = {
+        d: ", ".join(f"{k}={o[k]}" for k in swept if k in o) or d.name for d, o in overrides.items()
+    }
+    if len(set(labels.values())) < len(labels):
+        return {d: d.name for d in job_dirs}
+    return labels
 
 
 def _number(value: str) -> float | str:
@@ -95,16 +129,10 @@ def summarize_sweep(sweep_dir: str | Path, plots: bool = True) -> list[dict[str,
     writer.writeheader()
     writer.writerows(table)
     write_text(sweep_dir / "summary.csv", buf.getvalue())
-
-    def fmt(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else md_text(v)
-
-    md = ["| " + " | ".join(map(md_text, columns)) + " |", "|" + "---|" * len(columns)]
-    md += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in table]
-    write_text(sweep_dir / "summary.md", "\n".join(md) + "\n")
+    write_text(sweep_dir / "summary.md", _markdown(jobs, table, columns))
     if not plots:
         return table
-    _plot(sweep_dir, table, swept, metric_keys)
+    _plot(sweep_dir, table, swept, _varying(table, metric_keys))
     n_failed = sum(r["status"] != "completed" for r in table)
     log.info(
         "sweep summary: %d jobs (%d not completed) -> %s",
@@ -113,6 +141,30 @@ def summarize_sweep(sweep_dir: str | Path, plots: bool = True) -> list[dict[str,
         sweep_dir / "summary.md",
     )
     return table
+
+
+def _markdown(jobs: list[dict[str, Any]], table: list[dict[str, Any]], columns: list[str]) -> str:
+    """``summary.md``: a line with what every job shares (overrides not swept, a status or
+    metric equal in every row), then the table of the columns that differ (``job`` and
+    ``status`` always)."""
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    shown = ["job", "status", *_varying(table, columns)]
+    shown = [c for c in columns if c in shown]
+    shared = [
+        f"{k}={v}"
+        for k, v in sorted({k: v for j in jobs for k, v in j["overrides"].items()}.items())
+        if all(j["overrides"].get(k) == v for j in jobs) and k not in shown
+    ]
+    shared += [f"{c}={fmt(table[0][c])}" for c in columns if c not in shown and table[0][c] != ""]
+    md = []
+    if len(table) > 1 and shared:
+        md += [f"Same in all {len(table)} jobs: " + ", ".join(md_text(v) for v in shared), ""]
+    md += ["| " + " | ".join(map(md_text, shown)) + " |", "|" + "---|" * len(shown)]
+    md += ["| " + " | ".join(md_text(fmt(r[c])) for c in shown) + " |" for r in table]
+    return "\n".join(md) + "\n"
 
 
 def _plot(
@@ -142,6 +194,47 @@ def _plot(
         save_figure(fig, sweep_dir / f"summary_{metric.replace('/', '_')}.png", bbox_inches=None)
 
 
+def planned_jobs(sweep_dir: Path) -> int | None:
+    """How many jobs the multirun in ``sweep_dir`` launches, from the ``multirun.yaml``
+    Hydra writes there first: the Optuna sweeper's ``n_trials``, else the product of the
+    sweep overrides' lengths (``a=1,2 b=x,y,z``: 6; what Hydra's basic sweeper runs).
+    ``None`` when unknown (no file, or a sweeper of another kind)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        config = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
+        hydra_cfg = config.get("hydra") or {}
+        sweeper = hydra_cfg.get("sweeper") or {}
+        if "n_trials" in sweeper:
+            return int(sweeper["n_trials"])
+        if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return None
+        total = 1
+        parsed = OverridesParser.create().parse_overrides(hydra_cfg["overrides"]["task"])
+        for override in parsed:
+            if override.is_sweep_override():
+                total *= len(list(override.sweep_string_iterator()))
+        return total
+    except Exception:  # progress is a courtesy: an unreadable plan is just unknown
+        return None
+
+
+def sweep_progress(sweep_dir: Path, table: list[dict[str, Any]]) -> str:
+    """The line each job of a multirun logs at its end, e.g. ``sweep: 3 of 8 jobs done
+    (1 not completed) -> <sweep_dir>/summary.md``; without a known plan, ``3 jobs done``.
+    A job counts as done once it has written its ``metrics.json`` (completed, failed,
+    diverged, interrupted): a parallel job still running is not done yet."""
+    ended = [r for r in table if (sweep_dir / str(r["job"]) / "metrics.json").is_file()]
+    done, bad = len(ended), sum(r["status"] != "completed" for r in ended)
+    total = planned_jobs(sweep_dir)
+    count = f"{done} of {total}" if total else str(done)
+    return (
+        f"sweep: {count} jobs done ({bad} not completed) -> {sweep_dir / 'summary.md'}"
+        if bad
+        else f"sweep: {count} jobs done -> {sweep_dir / 'summary.md'}"
+    )
+
+
 class SweepSummary(Callback):
     """Registered in ``configs/train.yaml`` under ``hydra.callbacks``.
 
@@ -151,11 +244,13 @@ class SweepSummary(Callback):
     """
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        """After each job of a multirun: rewrite ``summary.csv`` and ``summary.md``."""
+        """After each job of a multirun: rewrite ``summary.csv`` and ``summary.md`` and log
+        the sweep's progress (:func:`sweep_progress`)."""
         try:
             if str(config.hydra.mode) != str(RunMode.MULTIRUN):
                 return
-            summarize_sweep(config.hydra.sweep.dir, plots=False)
+            table = summarize_sweep(config.hydra.sweep.dir, plots=False)
+            log.info(sweep_progress(Path(config.hydra.sweep.dir), table))
         except Exception as err:  # a summary must never fail a job
             log.warning("sweep summary not updated: %s", err)
 
