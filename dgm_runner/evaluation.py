@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from dgm_runner import eval_times
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.progress import Bar
 
@@ -90,8 +92,11 @@ def all_test_metrics(
     # _partial_: runtime objects are passed to the call, not through OmegaConf
     nodes = (cfg.get("sample_metrics") or {}).values()
     fns = [instantiate(node, _partial_=True) for node in nodes if node is not None]
+    steps = plan_steps(model, comps, fns) if final else [None] * (len(fns) + 1)
+    where = eval_times.context(model, data.test_x.device)
     if final:
-        log.info(evaluation_plan(model, comps, fns))
+        log.info(evaluation_plan(model, comps, fns, where))
+    start = time.monotonic()
     metrics = evaluate_split(
         model,
         comps.objective,
@@ -101,34 +106,66 @@ def all_test_metrics(
         tcfg.seed + 1,
         final=final,
     )
-    for fn in fns:
+    if steps[0]:
+        eval_times.record(steps[0], where, time.monotonic() - start)
+    for fn, step in zip(fns, steps[1:]):
+        start = time.monotonic()
         extra = fn(model=model, sampler=comps.sampler, data=data, seed=tcfg.seed + 4, final=final)
         metrics.update({f"test/{k}": v for k, v in extra.items()})
+        if step and extra:
+            eval_times.record(step, where, time.monotonic() - start)
     return metrics
 
 
-def evaluation_plan(model: torch.nn.Module, comps: Any, fns: list[Any]) -> str:
-    """The line logged when a final evaluation starts: what will run, e.g. ``final evaluation:
-    test metrics (10000 images), FID (10000 samples, gibbs 1000 sweeps), AIS (100 runs x 14501
-    temperatures)``. A ``sample_metrics`` function says what it will do through its
-    ``describe(model=, sampler=, data=, **its keys)`` attribute (``None``: it will skip),
-    else by its name.
+def plan_steps(model: torch.nn.Module, comps: Any, fns: list[Any]) -> list[str | None]:
+    """What each step of a final evaluation will do: the test metrics first, then one entry
+    per ``sample_metrics`` function, said by its ``describe(model=, sampler=, data=, **its
+    keys)`` attribute (``None``: it will skip), else by its name.
 
     Args:
         model: the weights to evaluate; comps: the run's components;
         fns: the ``sample_metrics`` entries, instantiated as partials.
+
+    Returns:
+        ``len(fns) + 1`` entries, e.g. ``["test metrics (10000 images)", "FID (10000
+        samples, gibbs 1000 sweeps)", None]``.
     """
     iwae_k = getattr(comps.objective, "iwae_k", 0)
     iwae = f", IWAE k={iwae_k}" if iwae_k else ""
-    parts = [f"test metrics ({comps.data.test_x.shape[0]} images{iwae})"]
+    steps: list[str | None] = [f"test metrics ({comps.data.test_x.shape[0]} images{iwae})"]
     for fn in fns:
         target = getattr(fn, "func", fn)
         describe = getattr(target, "describe", None)
         if describe is None:
-            parts.append(getattr(target, "__name__", type(target).__name__))
+            steps.append(getattr(target, "__name__", type(target).__name__))
             continue
         keywords = getattr(fn, "keywords", {})
-        text = describe(model=model, sampler=comps.sampler, data=comps.data, **keywords)
-        if text:
-            parts.append(text)
-    return "final evaluation: " + ", ".join(parts)
+        steps.append(describe(model=model, sampler=comps.sampler, data=comps.data, **keywords))
+    return steps
+
+
+def evaluation_plan(
+    model: torch.nn.Module, comps: Any, fns: list[Any], where: str | None = None
+) -> str:
+    """The line logged when a final evaluation starts: what will run and, where an earlier
+    run on this machine timed the same kind of step (:mod:`dgm_runner.eval_times`), roughly
+    how long, e.g. ``final evaluation (~1.6 min): test metrics (10000 images) ~2 s, FID
+    (10000 samples, gibbs 1000 sweeps) ~67 s, AIS (100 runs x 14501 temperatures) ~25 s``.
+
+    Args:
+        model, comps, fns: as :func:`plan_steps`;
+        where: :func:`dgm_runner.eval_times.context` of the run (``None``: no estimates).
+    """
+    parts, known = [], []
+    for step in plan_steps(model, comps, fns):
+        if not step:
+            continue
+        seconds = eval_times.estimate(step, where) if where else None
+        parts.append(step if seconds is None else f"{step} {eval_times.duration(seconds)}")
+        known.append(seconds)
+    total = ""
+    if known and all(s is not None for s in known):
+        total = f" ({eval_times.duration(sum(known))})"
+    elif any(s is not None for s in known):
+        total = f" (at least {eval_times.duration(sum(s for s in known if s))})"
+    return f"final evaluation{total}: " + ", ".join(parts)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from typing import Any, Iterable, Iterator, Optional, TypeVar
@@ -68,6 +69,17 @@ def is_tty() -> bool:
         return False
 
 
+def _width() -> dict[str, Any]:
+    """tqdm's size arguments: follow the terminal's width, or 80 x 24 where the terminal
+    reports none (a pty without a size, e.g. ``script`` or ``docker -t`` without a
+    terminal on its input: tqdm would hide every bar behind a height of 0 rows)."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's fake stream)
+        return {"dynamic_ncols": True}
+    return {"dynamic_ncols": True} if min(size) > 0 else {"ncols": 80, "nrows": 24}
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -113,7 +125,7 @@ class Bar:
                 desc=desc,
                 unit=unit,
                 leave=False,
-                dynamic_ncols=True,
+                **_width(),
                 delay=DELAY_S,
                 initial=initial,
                 file=sys.stderr,

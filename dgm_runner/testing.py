@@ -15,8 +15,10 @@ passes when these return; each failure is an ``AssertionError`` saying what brok
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +32,8 @@ from dgm_runner.build import make_optimizer
 from dgm_runner.config import TrainerConfig, validate
 from dgm_runner.epoch import Averager, train_step
 from dgm_runner.objectives.base import Batch
+
+log = logging.getLogger("dgm_runner")
 
 N_CLASSES = 10
 
@@ -160,8 +164,13 @@ def check_experiment(
     """
     from dgm_runner.loop import train
 
-    cfg = compose_train([*overrides, "+debug=smoke", "logger=none"], config_dir)
+    # progress on: the run's epoch and evaluation steps show a bar (a terminal) or log lines
+    cfg = compose_train(
+        [*overrides, "+debug=smoke", "logger=none", "trainer.progress=true"], config_dir
+    )
     validate(cfg)
+    start = time.monotonic()
+    log.info("check_experiment %s: a smoke run (+debug=smoke)", " ".join(overrides))
     with tempfile.TemporaryDirectory(prefix="dgm_check_") as tmp:
         out = Path(run_dir) if run_dir is not None else Path(tmp) / "run"
         final = train(cfg, out)
@@ -174,4 +183,5 @@ def check_experiment(
         assert (out / "samples" / "final.png").is_file() == draws, "samples/final.png"
         for figure in cfg.figures or {}:
             assert (out / "figures" / f"{figure}.png").is_file(), f"figure {figure} missing"
+    log.info("check_experiment %s: passed in %.1f s", " ".join(overrides), time.monotonic() - start)
     return final

@@ -10,7 +10,8 @@ last measurement (at least :data:`MIN_WINDOW_S`), and leaves them out:
 
     threads = clamp(cores - floor(busy + 0.25), 1, cores)
 
-where ``cores`` is the cores this process may run on (its affinity) divided by the
+where ``cores`` is the cores this process may run on (its affinity, at most a limit already
+set on torch's threads: ``OMP_NUM_THREADS``, a joblib worker's cores / n_jobs) divided by the
 processes of a data-parallel run on this host (``LOCAL_WORLD_SIZE``; their own load is not
 subtracted then). ``make bench`` (section ``threads``) measures it against torch's default,
 on a quiet machine and beside two busy neighbours.
@@ -81,11 +82,14 @@ def others_busy_cores() -> Optional[float]:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity; ``os.cpu_count`` elsewhere)."""
+    """The cores this process may use: those it may run on (its CPU affinity;
+    ``os.cpu_count`` elsewhere), at most the limit already set on torch's threads
+    (``OMP_NUM_THREADS``, or cores / n_jobs in a joblib worker: ``auto`` never raises it)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, torch.get_num_threads()))
 
 
 def choose_threads(setting: Any, recorded: Optional[int] = None) -> tuple[int, str]:

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     add(
         "--only",
         default=",".join(suite.SECTIONS),
-        help=f"comma-separated sections: {sections} (default: all)",
+        help=f"comma-separated sections: {sections} (default: all of them), "
+        f"{', '.join(suite.EXTRA_SECTIONS)} (only when named)",
     )
     add("--groups", default="vae1,vae2,vae_bce,rbm_cd1,rbm_cd25", help="which groups to time")
     add("--rss", choices=("all", "core"), help="experiments for peak RSS (quick: core)")

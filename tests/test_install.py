@@ -6,6 +6,7 @@ package, pass ``dgm_runner.testing``'s contract checks, and get the usual one-li
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def test_a_broken_third_party_config_gets_one_line(project, args, message):
 
 
 @needs_mnist
-def test_the_contract_checks_run_on_third_party_components(project, monkeypatch, tmp_path):
+def test_the_contract_checks_run_on_third_party_components(project, monkeypatch, tmp_path, caplog):
     from dgm_runner.testing import check_experiment, check_objective, check_sampler
 
     monkeypatch.syspath_prepend(str(project))
@@ -204,8 +205,16 @@ def test_the_contract_checks_run_on_third_party_components(project, monkeypatch,
     shape = (1, 28, 28)
     check_sampler(TemperedSampler(), MyVAE(shape, latent_dim=4, hidden_dim=8), shape)
     check_objective(BetaELBO(), MyVAE(shape, latent_dim=4, hidden_dim=8), shape)
+    caplog.set_level("INFO", logger="dgm_runner")
     final = check_experiment(["experiment=my_beta_vae", "~sample_metrics.fid"], project / "configs")
     assert final["status"] == "completed"
+    # what it runs and its time (each step's progress shows once it has run 2 s)
+    said = [r.getMessage() for r in caplog.records]
+    assert (
+        said[0]
+        == "check_experiment experiment=my_beta_vae ~sample_metrics.fid: a smoke run (+debug=smoke)"
+    )
+    assert re.fullmatch(r"check_experiment .*: passed in \d+\.\d s", said[-1])
 
     class Frozen(BetaELBO):  # a broken objective: its loss never reaches the parameters
         def loss(self, model, batch):

@@ -72,3 +72,14 @@ def test_a_run_records_its_count_and_a_resume_with_auto_keeps_it(tmp_path, caplo
     train(compose_train(resumed), run_dir)
     assert json.loads((run_dir / "metrics.json").read_text())["num_threads"] == 1
     assert "1 CPU thread (auto: the count this run started with (resumed))" in caplog.text
+
+
+def test_auto_never_raises_a_limit_already_set_on_torchs_threads():
+    """A joblib worker (cores / n_jobs) or OMP_NUM_THREADS: auto stays within it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert threads.usable_cores() == 1
+        assert threads.choose_threads("auto")[0] == 1
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,7 @@ from typing import Any
 
 from dgm_runner.bench.bound import MATMUL_OPS
 from dgm_runner.bench.harness import Bench
+from dgm_runner.bench.smoke import smoke_table
 from dgm_runner.bench.threads import threads_table
 from dgm_runner.bench.timing import fmt_s
 
@@ -139,7 +140,7 @@ def markdown_report(results: dict[str, Any]) -> str:
             else ("met" if t["met"] else "missed: " + t.get("explanation", ""))
         )
         lines.append(f"| {t['target']} | {fmt_s(t['value'])} | {verdict} |")
-    lines += threads_table(results)
+    lines += threads_table(results) + smoke_table(results)
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +162,7 @@ def print_report(bench: Bench) -> None:
     _print_targets(res)
     _print_compile_and_scale(res)
     _print_rss_and_sampling(res)
-    for line in threads_table(res):
+    for line in threads_table(res) + smoke_table(res):
         print(line)
 
 

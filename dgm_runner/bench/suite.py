@@ -21,11 +21,14 @@ from dgm_runner.bench.report import check_targets, markdown_report, print_report
 from dgm_runner.bench.rss import rss_study
 from dgm_runner.bench.sampling import sampling_study
 from dgm_runner.bench.scaling import scale_study
+from dgm_runner.bench.smoke import smoke_study
 from dgm_runner.bench.threads import threads_study
 from dgm_runner.bench.timing import cpu_name, load_avg
 
 #: The sections of ``--only``, in the order they run.
 SECTIONS = ("groups", "compile", "scale", "rss", "sampling", "ddp", "threads")
+#: Sections run only when named in ``--only`` (long).
+EXTRA_SECTIONS = ("smoke",)
 
 
 def make_bench(args: Namespace) -> Bench:
@@ -131,6 +134,9 @@ def run(args: Namespace) -> None:
     if "threads" in sections:
         print("\n[threads: trainer.num_threads=auto vs torch's default]", flush=True)
         threads_study(bench)
+    if "smoke" in sections:
+        print("\n[smoke: every experiment's +debug=smoke run, a fresh process each]", flush=True)
+        smoke_study(bench)
     meta = bench.results["meta"]
     finish_meta(meta, t_start)
     print_report(bench)
