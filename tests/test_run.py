@@ -143,6 +143,9 @@ def test_sweep_writes_summary_and_marks_a_failed_job(tmp_path):
     assert rows[1].startswith("0,2,completed") and rows[2].startswith("1,0,failed")
     assert "model.latent_dim=0 is invalid" in rows[2]
     assert "| 0 | 2 | completed |" in (sweep_dir / "summary.md").read_text()
+    # after each job, how far the sweep is (the total read from Hydra's multirun.yaml)
+    assert f"sweep: 1 of 2 jobs done -> {sweep_dir / 'summary.md'}" in proc.stderr
+    assert "sweep: 2 of 2 jobs done (1 not completed)" in proc.stderr
     assert (sweep_dir / "summary_test_elbo_loss.png").is_file()
 
 
@@ -209,7 +212,8 @@ def test_dgm_eval_of_a_sweep_root_evaluates_each_job_and_refreshes_the_summary(
         "test/elbo_loss"
     ] == pytest.approx(final["test/elbo_loss"], rel=1e-6)
     assert "job 1 (model.latent_dim=5) not evaluated: CheckpointError" in proc.stderr
-    assert proc.stdout.splitlines()[0].split() == ["metric", "model.latent_dim=20"]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("metric"))
+    assert header.split() == ["metric", "model.latent_dim=20"]  # job 1 was not evaluated
     summary = (root / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and "test/elbo_loss" in summary[0]
 

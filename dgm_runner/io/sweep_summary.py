@@ -4,7 +4,7 @@ Writes ``summary.csv`` (one row per job: the swept overrides, the status, wall t
 epoch, error line and every final metric), ``summary.md`` (the same rows, with only the
 columns that differ between jobs: the values every job shares are one header line above
 the table) and ``summary_<metric>.png``, each metric that differs against the swept value.
-Each job's ``on_job_end`` logs how many of the sweep's jobs are done (:func:`sweep_progress`).
+Each job's ``on_job_end`` prints how many of the sweep's jobs are done (:func:`sweep_progress`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         if not overrides_file.is_file():
             continue
-        overrides = yaml.safe_load(overrides_file.read_text()) or []
         metrics_file = job_dir / "metrics.json"
         try:
             metrics = json.loads(metrics_file.read_text())
@@ -46,8 +46,7 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         # metrics recomputed by `dgm-eval <sweep root>` (e.g. FID) win, when of the job's
         # current checkpoint, on the full test split and finite
         metrics = with_current_evaluation(metrics, evaluations(job_dir))
-        pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
-        rows.append({"job": job_dir.name, "overrides": pairs, "metrics": metrics})
+        rows.append({"job": job_dir.name, "overrides": _overrides(job_dir), "metrics": metrics})
     return rows
 
 
@@ -60,6 +59,22 @@ def _crash_note(sweep_dir: Path, job_dir: Path) -> str:
     elif log_file.is_file():
         note += f"; see {log_file}"
     return note
+
+
+def _overrides(job_dir: Path) -> dict[str, str]:
+    """``{key: value}`` of a job's ``.hydra/overrides.yaml`` (empty when missing or torn)."""
+    file = job_dir / ".hydra" / "overrides.yaml"
+    try:
+        pairs = (yaml.safe_load(file.read_text()) or []) if file.is_file() else []
+    except (OSError, yaml.YAMLError):
+        pairs = []
+    return dict(str(o).split("=", 1) for o in pairs if "=" in str(o))
+
+
+def _swept(overrides: list[dict[str, str]]) -> list[str]:
+    """The override keys whose value differs between the jobs (a key a job lacks differs)."""
+    keys = sorted({k for o in overrides for k in o})
+    return _varying([{k: o.get(k, "") for k in keys} for o in overrides], keys)
 
 
 def _varying(table: list[dict[str, Any]], columns: list[str]) -> list[str]:
@@ -75,17 +90,8 @@ def job_labels(job_dirs: list[Path]) -> dict[Path, str]:
     overrides in ``.hydra/overrides.yaml`` that differ between the jobs, joined by ``, ``);
     the directory's name when there is nothing to tell the jobs apart or the label would
     repeat. Used for ``dgm-eval SWEEP_ROOT``'s table."""
-    overrides = {}
-    for job_dir in job_dirs:
-        file = job_dir / ".hydra" / "overrides.yaml"
-        try:
-            pairs = (yaml.safe_load(file.read_text()) or []) if file.is_file() else []
-        except (OSError, yaml.YAMLError):
-            pairs = []
-        overrides[job_dir] = dict(str(o).split("=", 1) for o in pairs if "=" in str(o))
-    keys = sorted({k for o in overrides.values() for k in o})
-    rows = [{k: o.get(k, "") for k in keys} for o in overrides.values()]
-    swept = _varying(rows, keys) if len(rows) > 1 else []
+    overrides = {job_dir: _overrides(job_dir) for job_dir in job_dirs}
+    swept = _swept(list(overrides.values())) if len(overrides) > 1 else []
     labels = {
         d: ", ".join(f"{k}={o[k]}" for k in swept if k in o) or d.name for d, o in overrides.items()
     }
@@ -114,8 +120,9 @@ def summarize_sweep(sweep_dir: str | Path, plots: bool = True) -> list[dict[str,
     jobs = _job_rows(sweep_dir)
     if not jobs:
         return []
-    all_keys = sorted({k for j in jobs for k in j["overrides"]})
-    swept = [k for k in all_keys if len({j["overrides"].get(k) for j in jobs}) > 1] or all_keys
+    swept = _swept([j["overrides"] for j in jobs]) or sorted(
+        {k for j in jobs for k in j["overrides"]}
+    )
     metric_keys = sorted({k for j in jobs for k in j["metrics"] if "/" in k})
     columns = ["job", *swept, *_INFO, *metric_keys]
     table = []
@@ -244,13 +251,15 @@ class SweepSummary(Callback):
     """
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        """After each job of a multirun: rewrite ``summary.csv`` and ``summary.md`` and log
-        the sweep's progress (:func:`sweep_progress`)."""
+        """After each job of a multirun: rewrite ``summary.csv`` and ``summary.md`` and print
+        the sweep's progress on stderr (:func:`sweep_progress`)."""
         try:
             if str(config.hydra.mode) != str(RunMode.MULTIRUN):
                 return
             table = summarize_sweep(config.hydra.sweep.dir, plots=False)
-            log.info(sweep_progress(Path(config.hydra.sweep.dir), table))
+            # on the console only: a log line would land in the job's train.log, which a
+            # no-op resume of a finished job must leave as it was
+            print(sweep_progress(Path(config.hydra.sweep.dir), table), file=sys.stderr)
         except Exception as err:  # a summary must never fail a job
             log.warning("sweep summary not updated: %s", err)
 
