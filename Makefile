@@ -16,12 +16,12 @@ export DGM_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: run test lint setup fashion-mnist clean bench
+.PHONY: run test lint docs setup fashion-mnist clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,docs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -37,12 +37,21 @@ run: $(STAMP)
 	$(VENV)/bin/dgm-train $(ARGS)
 
 test: $(STAMP) fashion-mnist lint
+	@echo "mkdocs build --strict (docs/ -> site/)"
+	@out=$$(NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict 2>&1) || { echo "$$out"; exit 1; }
 	$(PY) -m pytest $(ARGS)
 
 # ruff (configured in pyproject.toml): lint and formatting, checked before the tests.
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The docs site (mkdocs.yml, docs/) -> site/; --strict: a broken link or anchor, a missing page
+# or a page left out of the nav is an error. `make test` runs the same build, printing its
+# output only when it fails (not --quiet: mkdocs 1.6 then drops the warnings --strict counts,
+# mkdocs/mkdocs#4126).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # Our training epochs against DataLoader / scikit-learn / learnergy baselines,
 # the matmul bound, compile, scaling, peak RSS and sampling -> bench.json (< 10 min on
@@ -55,4 +64,4 @@ bench: $(STAMP)
 	$(PY) scripts/bench.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

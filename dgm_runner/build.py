@@ -24,6 +24,7 @@ from dgm_runner.io.checkpoint import (
     load_checkpoint,
     require_keys,
 )
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.resume import check_same_run
 from dgm_runner.io.run_config import UnsafeConfig, check_config, load_yaml_config
 from dgm_runner.io.run_dir import same_path
@@ -390,7 +391,8 @@ def _run_config(run_dir: Path, checkpoint: Path) -> dict[str, Any] | None:
     Raises:
         UnsafeConfig: either config names code this command does not trust.
     """
-    saved = run_dir / ".hydra" / "config.yaml"
+    paths = RunPaths(run_dir)
+    saved = paths.config_yaml
     if saved.is_file():
         try:
             return load_yaml_config(saved)
@@ -398,7 +400,7 @@ def _run_config(run_dir: Path, checkpoint: Path) -> dict[str, Any] | None:
             raise
         except CheckpointError as err:
             log.warning("%s; comparing with the config of checkpoints/last.pt instead", err)
-    last = run_dir / "checkpoints" / "last.pt"
+    last = paths.last
     if last.is_file() and not same_path(last, checkpoint):
         config = load_checkpoint(last).get("config")
         check_config(config, last)

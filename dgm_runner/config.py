@@ -7,7 +7,9 @@ pass, against the code that will consume the values:
 * a node with a ``_target_`` is checked against the target's constructor signature:
   unknown keys, wrong types, ``Literal`` choices and ``Annotated[..., Range(...)]``
   bounds (the bounds live in the annotations of the constructor itself, so the code
-  and its constraints cannot drift apart);
+  and its constraints cannot drift apart); a nested node with a ``_target_``
+  (``model.sde``) is checked against its own target the same way, and an argument marked
+  :class:`Component` must be such a node;
 * the ``trainer`` node is checked against :class:`TrainerConfig` the same way.
 
 The first violation raises :class:`ConfigError` whose message is one line naming the
@@ -26,6 +28,8 @@ from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, Optional, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from dgm_runner.io import layout  # the run directory's names only (stdlib, no torch)
 
 
 class ConfigError(ValueError):
@@ -56,6 +60,18 @@ class Range:
         if self.lt is not None and not value < self.lt:
             return f"< {self.lt:g}"
         return None
+
+
+@dataclass(frozen=True)
+class Component:
+    """Marks a constructor argument that a config gives as a nested node with its own
+    ``_target_``, built by Hydra before the component that takes it, selected by the config
+    group ``group``: ``Annotated[SDE, Component("model/sde")]`` (``model.sde``, issue 27).
+    A plain value there (``model.sde=edm``, which Hydra lets replace the node) is refused
+    by the validator in one line naming the group; the node itself is validated against
+    its own target's constructor."""
+
+    group: str
 
 
 PositiveInt = Annotated[int, Range(ge=1)]
@@ -117,6 +133,9 @@ def type_text(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin is Annotated:
         base, *meta = typing.get_args(hint)
+        nodes = [m for m in meta if isinstance(m, Component)]
+        if nodes:
+            return f"config node ({nodes[0].group}=NAME)"
         bounds = [m for m in meta if isinstance(m, Range)]
         return type_text(base) + "".join(_range_text(b) for b in bounds)
     if origin is Literal:
@@ -157,6 +176,11 @@ def _check_value(key: str, value: Any, hint: Any) -> None:
         base, *meta = typing.get_args(hint)
         _check_value(key, value, base)
         for m in meta:
+            if isinstance(m, Component) and not (isinstance(value, dict) and "_target_" in value):
+                raise ConfigError(
+                    f"{key}={_fmt(value)} is invalid: must be a config node with a _target_ "
+                    f"(select an entry of configs/{m.group}/ with {m.group}=NAME)"
+                )
             if isinstance(m, Range):
                 bad = m.check(value)
                 if bad is not None:
@@ -229,7 +253,14 @@ def _check_against(path: str, node: dict, hints: dict[str, Any]) -> None:
             continue
         if key not in allowed:
             choices = ", ".join(sorted(k for k in allowed if k not in _META_KEYS))
-            raise ConfigError(f"{prefix}{key} is not a valid key: allowed keys are {choices}")
+            # a key that moved into a nested component (model.sigma_min -> model.sde.sigma_min)
+            moved = [
+                f"{prefix}{k}.{key}" for k, v in node.items() if isinstance(v, dict) and key in v
+            ]
+            where = f" (did you mean {moved[0]}?)" if moved else ""
+            raise ConfigError(
+                f"{prefix}{key} is not a valid key: allowed keys are {choices}{where}"
+            )
         if key in hints:
             _check_value(f"{prefix}{key}", value, hints[key])
 
@@ -353,8 +384,9 @@ def validate_schema(path: str, node: Any, schema: type) -> None:
     _check_against(path, node, {f.name: hints[f.name] for f in fields(schema)})
 
 
-#: Files of the run directory that ``trainer.export_name`` must not replace.
-RUN_FILES = ("metrics.json", "metrics.jsonl", "train_history.jsonl", "train.log", ".lock")
+#: Files of the run directory that ``trainer.export_name`` must not replace
+#: (:data:`dgm_runner.io.layout.RUN_FILES`: the run's files and its lock).
+RUN_FILES = layout.RUN_FILES
 
 
 def check_file_name(key: str, name: str, reserved: tuple[str, ...] = RUN_FILES) -> None:

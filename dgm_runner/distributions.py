@@ -169,7 +169,7 @@ def sample_bernoulli(probs: torch.Tensor, generator: torch.Generator | None = No
     from 64-bit integer draws (two per draw: ``m = bits & (2^24 - 1)``, ``u = m 2^-24``,
     the same grid as ``torch.rand``) and compare ``m < p 2^24`` (exact: scaling by a power
     of two): the Mersenne twister's float path costs more per uniform than the integer one
-    (the measured ratio is in the README's Speed section).
+    (the measured ratio is in docs/speed.md).
 
     Args:
         probs: ``(...)`` probabilities in [0, 1] (float tensor, any device).

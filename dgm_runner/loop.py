@@ -1,4 +1,4 @@
-"""The one training loop (``../DESIGN.md``, "One loop"), as its phases.
+"""The one training loop (``docs/design.md``, "One loop"), as its phases.
 
 The loop never knows which model it runs: it builds the components named by the config,
 trains epochs over an in-memory random permutation (:func:`dgm_runner.epoch.run_epoch`,
@@ -67,12 +67,12 @@ from dgm_runner.io.checkpoint import (
     save_checkpoint,
     unchanged_rng,
 )
-from dgm_runner.io.layout import check_layout
+from dgm_runner.io.layout import RunPaths, check_layout
 from dgm_runner.io.lock import run_lock
 from dgm_runner.io.loggers import NullLogger, start_logger
 from dgm_runner.io.resume import RUN_IDENTITY, check_resume
 from dgm_runner.io.run_config import check_config, trust_targets_of
-from dgm_runner.io.run_dir import MARKER, check_run_dir, has_checkpoint, record_outcome
+from dgm_runner.io.run_dir import check_run_dir, has_checkpoint, record_outcome
 from dgm_runner.io.signals import GracefulStop, StopRequested
 from dgm_runner.progress import enabled as progress_enabled
 from dgm_runner.samplers.base import draw_samples
@@ -176,10 +176,11 @@ def _check_logger(cfg: DictConfig) -> None:
 
 def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World) -> dict[str, Any]:
     on_main(lambda: _check_run_dir(run_dir, trainer.resume), world, _RUN_DIR_ERRORS)
+    paths = RunPaths(run_dir)
     device = local_device(resolve_device(trainer.device), world)
     resume, ckpt = _checkpoint_to_resume(trainer, run_dir, device)
     if ckpt is not None:
-        check_resume(cfg, ckpt, resume / MARKER)
+        check_resume(cfg, ckpt, RunPaths(resume).last)
         done = _already_complete(
             resume, Progress.from_checkpoint(ckpt), ckpt.get("partial"), trainer.epochs
         )
@@ -199,14 +200,14 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
     torch.set_num_threads(threads)
     comps, state = _set_up(cfg, trainer, device, world)
     if ckpt is not None:
-        state.load_state_dict(ckpt, resume / MARKER, trainer)
+        state.load_state_dict(ckpt, RunPaths(resume).last, trainer)
         _drop_partial_of_another_world(state, ckpt, world)
         if world.is_main:  # lines a killed process wrote after its last.pt
-            truncate_jsonl(run_dir / "metrics.jsonl", "epoch", state.progress.evaluated)
-            truncate_jsonl(run_dir / "train_history.jsonl", "step", state.progress.step)
+            truncate_jsonl(paths.metrics_log, "epoch", state.progress.evaluated)
+            truncate_jsonl(paths.history, "step", state.progress.step)
         log.info(
             "resumed from %s after epoch %d (step %d)",
-            resume / MARKER,
+            RunPaths(resume).last,
             state.progress.epoch,
             state.progress.step,
         )
@@ -222,7 +223,7 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
                 "world_size": world.size,
                 "num_threads": torch.get_num_threads(),  # auto keeps it on resume
             }
-            save_checkpoint(run_dir / MARKER, payload if rng is None else {**payload, "rng": rng})
+            save_checkpoint(paths.last, payload if rng is None else {**payload, "rng": rng})
 
     autocast_dtype = torch.bfloat16 if trainer.precision == "bf16" else None
     logger: Any = NullLogger(run_dir, config)  # process 0's own starts in the try below
@@ -264,7 +265,7 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
                         epoch,
                         logger,
                         stop,
-                        run_dir / "train_history.jsonl" if world.is_main else None,
+                        paths.history if world.is_main else None,
                         save_last,
                         autocast_dtype,
                         world,
@@ -279,9 +280,9 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
         logger.hparams(_flat(config, ("model", "objective", "trainer")), state.progress.metrics)
     except (DivergedError, StopRequested) as err:
         status = "diverged" if isinstance(err, DivergedError) else "interrupted"
-        if isinstance(err, StopRequested) and (run_dir / MARKER).is_file():
+        if isinstance(err, StopRequested) and paths.last.is_file():
             err = StopRequested(
-                f"{err}; {run_dir / MARKER} holds {state.progress.epoch} trained epochs, continue "
+                f"{err}; {paths.last} holds {state.progress.epoch} trained epochs, continue "
                 f"with trainer.resume={run_dir} (redoes only what is missing)"
             )
         if world.is_main:
@@ -292,7 +293,7 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World)
         raise err from None
     finally:
         logger.close()
-    return read_json(run_dir / "metrics.json") if world.is_main else None
+    return read_json(paths.metrics) if world.is_main else None
 
 
 #: The errors of :func:`_check_run_dir`, raised as themselves on every process.
@@ -351,10 +352,11 @@ def _checkpoint_to_resume(
         resume = str(run_dir) if has_checkpoint(run_dir) else None
     if not resume:
         return None, None
-    last = Path(resume) / MARKER
+    last = RunPaths(resume).last
     if not last.is_file():
         raise CheckpointError(
-            f"trainer.resume={resume} holds no run (no {MARKER}): pass a run directory"
+            f"trainer.resume={resume} holds no run (no {RunPaths.relative().last}): pass a run "
+            "directory"
         )
     ckpt = load_checkpoint(last, map_location=device)
     require_keys(ckpt, RESUME_PAYLOAD, last, "resume")
@@ -375,7 +377,7 @@ def _already_complete(
 ) -> dict[str, Any] | None:
     """The recorded final metrics when the run has nothing left to do for ``epochs``
     (trained, evaluated and finished: ``metrics.json`` says completed at that epoch)."""
-    final = read_json(run_dir / "metrics.json")
+    final = read_json(RunPaths(run_dir).metrics)
     if (
         partial is None
         and progress.epoch == progress.evaluated == epochs
@@ -391,13 +393,14 @@ def _prepare_run_dir(run_dir: Path, resumed: bool) -> None:
     """Create the run's folders and clear what killed processes left: temp files of
     writers (the lock is held, so no writer is alive) and, for a new run, lines a launch
     killed before its first ``last.pt`` appended."""
-    for d in (run_dir / "checkpoints", run_dir / "samples"):
+    paths = RunPaths(run_dir)
+    for d in (paths.checkpoints, paths.samples):
         d.mkdir(parents=True, exist_ok=True)
-    for d in (run_dir, run_dir / "checkpoints", run_dir / "samples", run_dir / "eval"):
+    for d in (paths.root, paths.checkpoints, paths.samples, paths.eval_dir):
         remove_stale_temps(d)
     if not resumed:
-        truncate_jsonl(run_dir / "metrics.jsonl", "epoch", 0)
-        truncate_jsonl(run_dir / "train_history.jsonl", "step", 0)
+        truncate_jsonl(paths.metrics_log, "epoch", 0)
+        truncate_jsonl(paths.history, "step", 0)
 
 
 def _set_up(
@@ -493,6 +496,7 @@ def _evaluate_epoch(
         DivergedError: a test metric is not finite.
     """
     trainer, progress, model = cfg.trainer, state.progress, state.eval_model
+    paths = RunPaths(run_dir)
     started = time.perf_counter()
     metrics = all_test_metrics(cfg, model, comps, final=epoch == trainer.epochs)
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
@@ -506,9 +510,7 @@ def _evaluate_epoch(
             trainer.seed + 2,
             next(model.parameters()).device,
         )
-        grid = save_samples(
-            images, run_dir / "samples" / f"epoch_{epoch:04d}.png", reference=comps.data.test_x
-        )
+        grid = save_samples(images, paths.grid(epoch), reference=comps.data.test_x)
         logger.image("samples", grid, progress.step)
     seconds = progress.epoch_times[-1] if progress.epoch_times else None
     record = {
@@ -519,7 +521,7 @@ def _evaluate_epoch(
         **progress.train_means,
         **metrics,
     }
-    append_jsonl(run_dir / "metrics.jsonl", record)
+    append_jsonl(paths.metrics_log, record)
     logger.scalars(
         {**metrics, **({"train/epoch_time_s": seconds} if seconds is not None else {})},
         progress.step,
@@ -533,7 +535,7 @@ def _evaluate_epoch(
     )
     save_last()
     if improved:
-        atomic_copy(run_dir / MARKER, run_dir / "checkpoints" / "best.pt")
+        atomic_copy(paths.last, paths.best)
     log.info(
         "epoch %d/%d (%s): %s",
         epoch,
@@ -546,7 +548,7 @@ def _evaluate_epoch(
 def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> None:
     """Figures, exports, ``samples/final.png``, ``trainer.export_name`` and the final
     ``metrics.json`` (status completed) of a run whose last epoch is trained and evaluated."""
-    trainer, progress, sample_dir = cfg.trainer, state.progress, run_dir / "samples"
+    trainer, progress, paths = cfg.trainer, state.progress, RunPaths(run_dir)
     for name, node in (cfg.get("figures") or {}).items():
         path = instantiate(node, _partial_=True)(
             model=state.eval_model, data=comps.data, run_dir=run_dir, seed=trainer.seed + 3
@@ -557,15 +559,15 @@ def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> No
             model=state.eval_model, data=comps.data, run_dir=run_dir, metrics=progress.metrics
         )
         log.info("export %s -> %s", name, path)
-    if (sample_dir / f"epoch_{progress.epoch:04d}.png").exists():
-        atomic_copy(sample_dir / f"epoch_{progress.epoch:04d}.png", sample_dir / "final.png")
+    if paths.grid(progress.epoch).exists():
+        atomic_copy(paths.grid(progress.epoch), paths.final_grid)
     if trainer.export_name:
-        with atomic_open(run_dir / trainer.export_name, "wb") as f:
+        with atomic_open(paths.export(trainer.export_name), "wb") as f:
             torch.save(state.model.state_dict(), f)
     times = progress.epoch_times
-    evals = [r["eval_time_s"] for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_time_s" in r]
+    evals = [r["eval_time_s"] for r in read_jsonl(paths.metrics_log) if "eval_time_s" in r]
     write_json(
-        run_dir / "metrics.json",
+        paths.metrics,
         {
             "status": "completed",
             "epoch": progress.epoch,

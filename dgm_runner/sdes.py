@@ -16,14 +16,19 @@ models", Sec. 2). From ``alpha`` and ``sigma`` alone follow
 Shapes: ``x`` is ``(B, ...)``, ``t`` is ``(B,)``; broadcasting over the trailing dimensions
 is handled here. Processes: :class:`VESDE`, :class:`VPSDE` (Song et al. 2021),
 :class:`DiscreteDDPM` (Ho et al. 2020; linear and cosine schedules) and
-:class:`EDMProcess` (Karras et al. 2022).
+:class:`EDMProcess` (Karras et al. 2022). A model takes one as a config component of its
+own, ``configs/model/sde/{ve,vp,ddpm,edm}.yaml`` (``model/sde=edm``), which Hydra builds
+before the model; each constructor's annotations bound its values (:mod:`dgm_runner.config`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+
+from dgm_runner.config import PositiveFloat, PositiveInt
 
 
 def bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +146,16 @@ class VESDE(SDE):
     """Variance exploding: ``sigma(t) = sigma_min (sigma_max / sigma_min)^t``, ``alpha = 1``,
     ``g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min))`` (Song et al. 2021, Eq. 30);
     ``p_t(x_t|x_0) = N(x_0, sigma(t)^2 I)`` (the sigma_min^2 offset is dropped as there),
-    prior ``N(0, sigma_max^2 I)``. A uniform time grid is geometric in sigma."""
+    prior ``N(0, sigma_max^2 I)``. A uniform time grid is geometric in sigma.
 
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
+    Args:
+        sigma_min, sigma_max: the noise std range (configs/model/sde/ve.yaml: 0.01, 50).
+
+    Raises:
+        ValueError: unless ``0 < sigma_min < sigma_max``.
+    """
+
+    def __init__(self, sigma_min: PositiveFloat = 0.01, sigma_max: PositiveFloat = 50.0) -> None:
         if not 0 < sigma_min < sigma_max:
             raise ValueError(
                 f"VE SDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
@@ -175,9 +187,16 @@ class VPSDE(SDE):
     ``f = -beta(t) x / 2``, ``g = sqrt(beta(t))`` (Song et al. 2021, Eq. 32-33); the
     marginal has mean ``exp(c(t)) x_0`` and variance ``1 - exp(2 c(t))`` with
     ``c(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2``; prior ``N(0, I)``. The
-    continuous limit of DDPM's linear schedule (beta_min = 0.1, beta_max = 20 for T = 1000)."""
+    continuous limit of DDPM's linear schedule (beta_min = 0.1, beta_max = 20 for T = 1000).
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+    Args:
+        beta_min, beta_max: the ends of the linear ``beta(t)`` (Song et al.: 0.1, 20).
+
+    Raises:
+        ValueError: unless ``0 < beta_min < beta_max``.
+    """
+
+    def __init__(self, beta_min: PositiveFloat = 0.1, beta_max: PositiveFloat = 20.0) -> None:
         if not 0 < beta_min < beta_max:
             raise ValueError(f"VP SDE needs 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
         self.beta_min, self.beta_max = beta_min, beta_max
@@ -245,15 +264,20 @@ class DiscreteDDPM(SDE):
     (which need ``f`` and ``g`` between steps) apply too. Training draws ``n ~ U{1..N}``.
 
     Args:
-        steps: N (Ho et al.: 1000).
+        timesteps: N (Ho et al.: 1000).
         schedule: ``linear`` or ``cosine`` (:func:`ddpm_betas`).
+
+    Raises:
+        ValueError: unknown schedule or ``timesteps < 1`` (:func:`ddpm_betas`).
     """
 
-    def __init__(self, steps: int = 1000, schedule: str = "linear") -> None:
-        self.betas = ddpm_betas(steps, schedule)
-        self.discrete_steps = steps
+    def __init__(
+        self, timesteps: PositiveInt = 1000, schedule: Literal["linear", "cosine"] = "linear"
+    ) -> None:
+        self.betas = ddpm_betas(timesteps, schedule)
+        self.discrete_steps = timesteps
         self.schedule = schedule
-        self.t_min = 1.0 / steps
+        self.t_min = 1.0 / timesteps
         zero = torch.zeros(1, dtype=torch.float64)
         self._log_abar = torch.cat(
             [zero, torch.cumsum(torch.log1p(-self.betas), 0)]
@@ -325,9 +349,17 @@ class EDMProcess(SDE):
     Args:
         sigma_min, sigma_max: the noise range (their 0.002 and 80).
         rho: the schedule exponent (7).
+
+    Raises:
+        ValueError: unless ``0 < sigma_min < sigma_max`` and ``rho > 0``.
     """
 
-    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> None:
+    def __init__(
+        self,
+        sigma_min: PositiveFloat = 0.002,
+        sigma_max: PositiveFloat = 80.0,
+        rho: PositiveFloat = 7.0,
+    ) -> None:
         if not 0 < sigma_min < sigma_max or rho <= 0:
             raise ValueError(
                 "EDM needs 0 < sigma_min < sigma_max and rho > 0, "
@@ -354,27 +386,3 @@ class EDMProcess(SDE):
 
     def prior_std(self) -> float:
         return self.sigma_max
-
-
-def make_sde(
-    kind: str,
-    sigma_min: float = 0.01,
-    sigma_max: float = 50.0,
-    beta_min: float = 0.1,
-    beta_max: float = 20.0,
-    steps: int = 1000,
-    schedule: str = "linear",
-    rho: float = 7.0,
-) -> SDE:
-    """``ve`` -> :class:`VESDE`, ``vp`` -> :class:`VPSDE`, ``ddpm`` -> :class:`DiscreteDDPM`
-    (``steps``, ``schedule``), ``edm`` -> :class:`EDMProcess` (``sigma_min``, ``sigma_max``,
-    ``rho``). Raises ValueError otherwise."""
-    if kind == "ve":
-        return VESDE(sigma_min, sigma_max)
-    if kind == "vp":
-        return VPSDE(beta_min, beta_max)
-    if kind == "ddpm":
-        return DiscreteDDPM(steps, schedule)
-    if kind == "edm":
-        return EDMProcess(sigma_min, sigma_max, rho)
-    raise ValueError(f"unknown SDE {kind!r}: use ve, vp, ddpm or edm")

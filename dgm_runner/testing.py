@@ -31,6 +31,7 @@ from dgm_runner import CONFIG_DIR
 from dgm_runner.build import make_optimizer
 from dgm_runner.config import TrainerConfig, validate
 from dgm_runner.epoch import Averager, train_step
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.objectives.base import Batch
 
 log = logging.getLogger("dgm_runner")
@@ -178,10 +179,11 @@ def check_experiment(
         for key, value in final.items():
             if key.startswith("test/") and isinstance(value, float):
                 assert math.isfinite(value), f"{key} = {value}"
-        assert (out / "checkpoints" / "last.pt").is_file(), "no checkpoints/last.pt"
+        paths, named = RunPaths(out), RunPaths.relative()  # named: as messages name them
+        assert paths.last.is_file(), f"no {named.last}"
         draws = instantiate(cfg.sampler).draws
-        assert (out / "samples" / "final.png").is_file() == draws, "samples/final.png"
+        assert paths.final_grid.is_file() == draws, str(named.final_grid)
         for figure in cfg.figures or {}:
-            assert (out / "figures" / f"{figure}.png").is_file(), f"figure {figure} missing"
+            assert paths.figure(figure).is_file(), f"figure {figure} missing"
     log.info("check_experiment %s: passed in %.1f s", " ".join(overrides), time.monotonic() - start)
     return final

@@ -1,4 +1,4 @@
-"""Print a markdown table of final metrics from run directories (README results).
+"""Print a markdown table of final metrics from run directories (the results of docs/families/).
 
 Usage: python scripts/results_table.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] --keys test/elbo,test/kl
 """

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.lock import LOCK_NAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +79,30 @@ def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
 def lines(path: Path, key: str) -> list:
     """``key`` of every line of a JSON-lines file."""
     return [json.loads(line)[key] for line in path.read_text().splitlines()]
+
+
+def unnamed_files(run_dir: Path, epochs: int, figures=(), export: str | None = None) -> list[str]:
+    """The files of the finished run ``run_dir`` (trained ``epochs`` epochs, evaluated
+    after each, with the figures ``figures`` and the exported state_dict ``export``) that
+    :class:`RunPaths` does not name, relative to ``run_dir``: ``[]`` when the run holds
+    only the contract. TensorBoard's event files count as named by ``tb/``, dgm-eval's
+    records by ``eval/``, and the logs of dgm-eval / dgm-sample run on it by
+    :meth:`RunPaths.job_log`."""
+    paths = RunPaths(run_dir)
+    named = {
+        *(paths.last, paths.best, paths.metrics, paths.metrics_log, paths.history, paths.log),
+        *(paths.lock, paths.config_yaml, paths.overrides_yaml, paths.hydra_yaml),
+        *(paths.grid(epoch) for epoch in range(1, epochs + 1)),
+        paths.final_grid,
+        *(paths.figure(name) for name in figures),
+        *([paths.export(export)] if export else []),
+        *(paths.job_log(job) for job in ("eval", "sample")),
+    }
+    return sorted(
+        str(p.relative_to(run_dir))
+        for p in run_dir.rglob("*")
+        if p.is_file() and p not in named and p.parent not in (paths.tb, paths.eval_dir)
+    )
 
 
 def cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

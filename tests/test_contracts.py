@@ -237,10 +237,13 @@ def _smoke_overrides(name: str) -> list[str]:
     check that it shrinks them (:func:`_assert_smoke_sized`)."""
     cfg = _compose(f"experiment={name}")
     out = [*SMALL]
-    for key, value in cfg.model.items():
-        tiny = _capped(key, value, TINY_MODEL)
-        if tiny != value:
-            out.append(f"model.{key}={tiny}".replace(" ", ""))
+    nodes = {"model": cfg.model}  # and its nested components: model.sde.timesteps
+    nodes.update({f"model.{k}": v for k, v in cfg.model.items() if isinstance(v, DictConfig)})
+    for where, node in nodes.items():
+        for key, value in node.items():
+            tiny = _capped(key, value, TINY_MODEL)
+            if tiny != value:
+                out.append(f"{where}.{key}={tiny}".replace(" ", ""))
     return out
 
 
@@ -426,7 +429,7 @@ def test_every_target_is_the_full_module_path_of_its_object():
 
 def test_models_import_nothing_above_them():
     """Components never read files or configs: ``models/`` imports only itself and the
-    layers below it (README, "Layout")."""
+    layers below it (docs/development.md, "Layout")."""
     import ast
 
     allowed = (

@@ -74,3 +74,12 @@ def test_a_users_own_entry_is_described_from_their_config_dir(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "  latent_dim = 3  (int >= 1)  # my latent size" in out
     assert str(tmp_path / "model" / "my_vae.yaml") in out
+
+
+def test_a_nested_component_gets_its_own_block(capsys):
+    """``model.sde`` (the process, group ``model/sde``): its keys and its own file."""
+    assert _describe(["--describe", "model", "experiment=edm_mnist_cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "  sde = dgm_runner.sdes.EDMProcess  (its keys: model.sde below)" in out
+    assert "model.sde: dgm_runner.sdes.EDMProcess" in out and "model/sde/edm.yaml" in out
+    assert "  sigma_min = 0.002  (float > 0)  # smallest noise std" in out

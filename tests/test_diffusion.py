@@ -257,12 +257,10 @@ def test_ddpm_bound_is_above_the_entropy_and_tightens_with_more_steps():
 def test_edm_preconditioning_follows_karras_table1():
     unet = ScoreUNet(
         (1, 8, 8),
+        EDMProcess(sigma_min=0.002, sigma_max=80.0),
         channels=(4, 8, 8),
         groups=2,
         emb_dim=16,
-        sde="edm",
-        sigma_min=0.002,
-        sigma_max=80.0,
         preconditioning="edm",
         centered=True,
     )
@@ -299,7 +297,7 @@ def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(
         *SMALL,
         "model.channels=[8,16,16]",
         "model.groups=4",
-        "model.timesteps=20",
+        *(["model.sde.timesteps=20"] if discrete else []),
         "sampler.steps=3",
         "~sample_metrics.fid",
         "sample_metrics.bpd.n=2",

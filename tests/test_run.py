@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from dgm_runner.build import restore_run
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.loop import DivergedError, train
 from dgm_runner.objectives.elbo import ELBO
-from tests.helpers import SMALL, needs_mnist
+from tests.helpers import SMALL, needs_mnist, unnamed_files
 
 pytestmark = needs_mnist
 
@@ -44,20 +46,15 @@ def _script(name: str) -> str:
 
 
 def _assert_contract(run_dir: Path, epochs: int) -> dict:
-    for rel in (
-        "checkpoints/last.pt",
-        "checkpoints/best.pt",
-        "metrics.jsonl",
-        "metrics.json",
-        "samples/final.png",
-    ):
-        assert (run_dir / rel).is_file(), rel
+    paths = RunPaths(run_dir)
+    for path in (paths.last, paths.best, paths.metrics_log, paths.metrics, paths.final_grid):
+        assert path.is_file(), path
     for epoch in range(1, epochs + 1):
-        assert (run_dir / "samples" / f"epoch_{epoch:04d}.png").is_file()
-    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert paths.grid(epoch).is_file()
+    assert list(paths.tb.glob("events.out.tfevents.*"))
+    lines = [json.loads(line) for line in paths.metrics_log.read_text().splitlines()]
     assert [r["epoch"] for r in lines] == list(range(1, epochs + 1))
-    final = json.loads((run_dir / "metrics.json").read_text())
+    final = json.loads(paths.metrics.read_text())
     assert final["status"] == "completed" and final["epoch"] == epochs
     test_keys = {k for k in lines[-1] if k.startswith("test/")}
     assert test_keys and all(final[k] == lines[-1][k] for k in test_keys)
@@ -69,6 +66,8 @@ def test_smoke_run_writes_the_run_directory_contract(compose_cfg, tmp_path, expe
     cfg = compose_cfg(f"experiment={experiment}", *SMALL, "trainer.epochs=2", *FAST[experiment])
     final = train(cfg, tmp_path)
     _assert_contract(tmp_path, epochs=2)
+    paths = RunPaths(tmp_path)
+    assert unnamed_files(tmp_path, 2, list(cfg.figures or {}), EXPORTS[experiment]) == []
     expected = {
         "rbm_cdk": "test/free_energy",
         "vae_mlp": "test/recon_mse_sum",
@@ -80,17 +79,17 @@ def test_smoke_run_writes_the_run_directory_contract(compose_cfg, tmp_path, expe
             final["test/log_likelihood_ais"] < 0
             and final["test/log_z_ais"] <= final["test/log_z_ais_hi"]
         )
-        first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+        first = json.loads(paths.metrics_log.read_text().splitlines()[0])
         assert "test/log_likelihood_ais" not in first
     if experiment != "rbm_cdk":
         assert final["test/elbo_loss"] == pytest.approx(
             final["test/recon_mse_sum"] + final["test/kl"]
         )
-    state = torch.load(tmp_path / EXPORTS[experiment], weights_only=True)
+    state = torch.load(paths.export(EXPORTS[experiment]), weights_only=True)
     assert set(state) == set(restore_run(tmp_path, device="cpu")[1].model.state_dict())
-    grid = Image.open(tmp_path / "samples" / "final.png")
+    grid = Image.open(paths.final_grid)
     assert grid.size == (4 * 28 + 5 * 2,) * 2  # 16 samples -> 4x4 grid with 2-px padding
-    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(paths.last)
     assert ckpt["epoch"] == 2 and ckpt["config"]["experiment_name"] == experiment
 
 
@@ -103,7 +102,7 @@ def test_vae_training_reduces_the_test_loss(compose_cfg, tmp_path):
         "trainer.progress=false",
     )
     train(cfg, tmp_path)
-    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in RunPaths(tmp_path).metrics_log.read_text().splitlines()]
     assert lines[-1]["test/elbo_loss"] < lines[0]["test/elbo_loss"] < 784 * 0.25
 
 
@@ -117,14 +116,15 @@ def test_cli_default_run_has_hydra_files_and_log(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_contract(run_dir, epochs=1)
-    for rel in (
-        ".hydra/config.yaml",
-        ".hydra/overrides.yaml",
-        "train.log",
-        "model_rbm_seed2025.pt",
-    ):
-        assert (run_dir / rel).is_file(), rel
-    assert "epoch 1/1" in (run_dir / "train.log").read_text()
+    paths = RunPaths(run_dir)
+    export = "model_rbm_seed2025.pt"
+    for path in (paths.config_yaml, paths.overrides_yaml, paths.log, paths.export(export)):
+        assert path.is_file(), path
+    assert "epoch 1/1" in paths.log.read_text()
+    # a real run holds only what RunPaths names (and its exported state_dict)
+    figures = list(yaml.safe_load(paths.config_yaml.read_text()).get("figures") or {})
+    assert unnamed_files(run_dir, 1, figures, export) == []
+    assert {p.name for p in run_dir.iterdir()} - set(RunPaths.ENTRIES) == {export}
 
 
 def test_sweep_writes_summary_and_marks_a_failed_job(tmp_path):
@@ -186,7 +186,7 @@ def test_dgm_eval_recomputes_the_final_metrics(trained_vae):
         [_script("dgm-eval"), str(run_dir)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    recomputed = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    recomputed = json.loads(RunPaths(run_dir).evaluation().read_text())
     for key in ("test/recon_mse_sum", "test/kl", "test/elbo_loss"):
         assert recomputed[key] == pytest.approx(final[key], rel=1e-6)
         assert key in proc.stdout
@@ -199,16 +199,16 @@ def test_dgm_eval_of_a_sweep_root_evaluates_each_job_and_refreshes_the_summary(
     run_dir, final = trained_vae
     root = tmp_path / "sweep"
     for job, latent in (("0", 20), ("1", 5)):
-        shutil.copytree(run_dir, root / job, ignore=shutil.ignore_patterns("eval"))
-        (root / job / ".hydra").mkdir(exist_ok=True)
-        (root / job / ".hydra" / "overrides.yaml").write_text(f"- model.latent_dim={latent}\n")
-    last = root / "1" / "checkpoints" / "last.pt"
+        shutil.copytree(run_dir, root / job, ignore=shutil.ignore_patterns(RunPaths.EVAL))
+        RunPaths(root / job).hydra.mkdir(exist_ok=True)
+        RunPaths(root / job).overrides_yaml.write_text(f"- model.latent_dim={latent}\n")
+    last = RunPaths(root / "1").last
     last.write_bytes(last.read_bytes()[:1000])  # job 1: a torn checkpoint
     proc = subprocess.run(
         [_script("dgm-eval"), str(root)], capture_output=True, text=True, timeout=180
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((root / "0" / "eval" / "metrics.json").read_text())[
+    assert json.loads(RunPaths(root / "0").evaluation().read_text())[
         "test/elbo_loss"
     ] == pytest.approx(final["test/elbo_loss"], rel=1e-6)
     assert "job 1 (model.latent_dim=5) not evaluated: CheckpointError" in proc.stderr
@@ -245,7 +245,7 @@ def test_dgm_sample_writes_an_8x8_grid(trained_vae, tmp_path):
 
 def test_unsafe_truncated_and_foreign_checkpoints_are_refused(trained_vae, tmp_path):
     run_dir, _ = trained_vae
-    good = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    good = RunPaths(run_dir).last.read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good[: len(good) // 2])
 
@@ -287,7 +287,7 @@ def test_a_checkpoint_from_before_per_group_optimisers_still_resumes(compose_cfg
     common = ["experiment=vae_mlp", *SMALL, "logger=none", "~sample_metrics.fid"]
     straight = train(compose_cfg(*common, "trainer.epochs=2"), tmp_path / "a")
     train(compose_cfg(*common, "trainer.epochs=1"), tmp_path / "b")
-    last = tmp_path / "b" / "checkpoints" / "last.pt"
+    last = RunPaths(tmp_path / "b").last
     ckpt = {k: v for k, v in load_checkpoint(last).items() if k != "format"}
     ckpt["optimizer"] = ckpt.pop("optimizers")["model"]
     del ckpt["config"]["objective"][
@@ -340,9 +340,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     )
     with pytest.raises(DivergedError, match="non-finite"):
         train(cfg, tmp_path)
-    status = json.loads((tmp_path / "metrics.json").read_text())
+    status = json.loads(RunPaths(tmp_path).metrics.read_text())
     assert status["status"] == "diverged" and status["epoch"] == 2
-    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(RunPaths(tmp_path).last)
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 

@@ -19,6 +19,7 @@ from dgm_runner.cli import sample
 from dgm_runner.cli import train as train_cli
 from dgm_runner.config import ConfigError, validate
 from dgm_runner.io.checkpoint import CheckpointError
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.lock import LOCK_NAME
 from dgm_runner.io.run_dir import check_run_dir
 from dgm_runner.loop import train
@@ -96,8 +97,8 @@ def test_launches_in_the_same_second_get_two_directories(tmp_path):
     if all("on time" in err for err in stderr):  # (a machine too slow to import in 8 s: no claim)
         assert dirs[0].name[:19] == dirs[1].name[:19]  # the same second, told apart by microseconds
     for d in dirs:
-        assert (d / ".hydra" / "config.yaml").is_file()
-        assert json.loads((d / "metrics.json").read_text())["status"] == "completed"
+        assert RunPaths(d).config_yaml.is_file()
+        assert json.loads(RunPaths(d).metrics.read_text())["status"] == "completed"
 
 
 # --- issue 25, finding 3 and item 2: what marks a run is its run-directory contract -------
@@ -131,15 +132,15 @@ def _invoke(main, argv: list[str], capsys) -> tuple[int | None, list[str]]:
 def test_a_run_whose_checkpoints_were_deleted_is_not_written_over(run_copy, compose_cfg):
     """Finding 3: results without ``checkpoints/`` are still a run: a new launch into it is
     refused, and a resume (explicit or ``auto``) says the checkpoint is gone."""
-    shutil.rmtree(run_copy / "checkpoints")
+    shutil.rmtree(RunPaths(run_copy).checkpoints)
     before = _snapshot(run_copy)
     with pytest.raises(ConfigError) as err:
         train(compose_cfg(*CLI_RUN), run_copy)
-    assert "already holds a run" in str(err.value) and "metrics.jsonl" in str(err.value)
+    assert "already holds a run" in str(err.value) and RunPaths.METRICS_LOG in str(err.value)
     for resume in ("auto", str(run_copy)):
         with pytest.raises(CheckpointError) as err:
             train(compose_cfg(*CLI_RUN, f"trainer.resume={resume}"), run_copy)
-        assert "checkpoints/last.pt" in str(err.value) and "\n" not in str(err.value)
+        assert str(RunPaths.relative().last) in str(err.value) and "\n" not in str(err.value)
     assert _snapshot(run_copy) == before
 
 
@@ -151,7 +152,7 @@ def test_cli_refuses_results_without_checkpoints_and_any_non_empty_directory(
     (a run was written into ``configs/experiment/``) gets a new run; nothing is written
     there (not even Hydra's ``.hydra/``, nor a lock among the other files). Resuming the
     run without checkpoints is one CheckpointError line."""
-    shutil.rmtree(run_copy / "checkpoints")
+    shutil.rmtree(RunPaths(run_copy).checkpoints)
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "notes.yaml").write_text("mine: 1\n")
@@ -160,7 +161,7 @@ def test_cli_refuses_results_without_checkpoints_and_any_non_empty_directory(
     cases = (
         ([f"hydra.run.dir={run_copy}"], 2, "ConfigError", "already holds a run"),
         ([f"hydra.run.dir={notes}"], 2, "ConfigError", "holds no run"),
-        ([f"trainer.resume={run_copy}"], 1, "CheckpointError", "checkpoints/last.pt"),
+        ([f"trainer.resume={run_copy}"], 1, "CheckpointError", str(RunPaths.relative().last)),
     )
     for args, status, kind, says in cases:
         target = Path(args[0].split("=", 1)[1])
@@ -179,8 +180,8 @@ def test_leftovers_of_a_refused_launch_count_as_empty(tmp_path, compose_cfg):
     """A directory holding only a lock and an empty ``.hydra/`` (what a refused launch may
     leave) takes a new run."""
     run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / LOCK_NAME).touch()
+    RunPaths(run_dir).hydra.mkdir(parents=True)
+    RunPaths(run_dir).lock.touch()
     final = train(compose_cfg(*VAE), run_dir)
     assert final["status"] == "completed"
 

@@ -1,25 +1,28 @@
 """A run directory's entries are what the contract says (issue 25, finding 7 and item 8):
 ``checkpoints``, ``samples``, ``tb``, ``.hydra``, ``eval`` and ``figures`` are directories
 inside the run, and ``.lock`` is a plain file, or dgm-train, dgm-eval and dgm-sample refuse
-the run in one line before any work, writing nothing outside it."""
+the run in one line before any work, writing nothing outside it. The contract is one class,
+:class:`RunPaths` (issue 27, item 3): its entries are exactly the contract's, every one is
+checked, and a finished run holds nothing it does not name."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
-from dgm_runner import loop
+from dgm_runner import config, loop
 from dgm_runner.cli import eval as evaluate
 from dgm_runner.cli import sample
 from dgm_runner.cli import train as train_cli
 from dgm_runner.io.atomic import WriteError
-from dgm_runner.io.layout import DIRECTORIES, check_layout
+from dgm_runner.io.layout import DIRECTORIES, FILES, RUN_ENTRIES, RunPaths, check_layout
 from dgm_runner.io.lock import LOCK_NAME, RunDirLocked, acquire, release
 from dgm_runner.loop import train
-from tests.helpers import SMALL, needs_mnist, snapshot
+from tests.helpers import SMALL, needs_mnist, snapshot, unnamed_files
 
 CLI_RUN = ["experiment=vae_mlp", *SMALL, "logger=none"]  # how the cli_run fixture was trained
 
@@ -56,14 +59,15 @@ def test_a_dangling_lock_symlink_creates_nothing_outside(tmp_path):
     and no file appears at the link's target."""
     run_dir, target = tmp_path / "run", tmp_path / "victim"
     run_dir.mkdir()
-    (run_dir / LOCK_NAME).symlink_to(target)
+    lock = RunPaths(run_dir).lock
+    lock.symlink_to(target)
     with pytest.raises(RunDirLocked) as err:
         acquire(run_dir)
     release(run_dir)
     assert "symbolic link" in str(err.value) and "\n" not in str(err.value)
     assert not target.exists()
-    os.unlink(run_dir / LOCK_NAME)
-    (run_dir / LOCK_NAME).mkdir()  # a directory where the lock file should be
+    os.unlink(lock)
+    lock.mkdir()  # a directory where the lock file should be
     with pytest.raises(RunDirLocked, match="not a regular file"):
         acquire(run_dir)
 
@@ -92,12 +96,12 @@ def test_check_layout_names_the_entry(tmp_path, name, kind):
     "tool, name, kind",
     [
         *(("dgm-train", name, "file") for name in DIRECTORIES),
-        ("dgm-train", "checkpoints", "link"),
-        ("dgm-train", "samples", "link"),
-        ("dgm-eval", "eval", "file"),
-        ("dgm-eval", "eval", "link"),
-        ("dgm-sample", "samples", "file"),
-        ("dgm-sample", "samples", "link"),
+        ("dgm-train", RunPaths.CHECKPOINTS, "link"),
+        ("dgm-train", RunPaths.SAMPLES, "link"),
+        ("dgm-eval", RunPaths.EVAL, "file"),
+        ("dgm-eval", RunPaths.EVAL, "link"),
+        ("dgm-sample", RunPaths.SAMPLES, "file"),
+        ("dgm-sample", RunPaths.SAMPLES, "link"),
     ],
 )
 def test_a_run_with_a_planted_entry_is_refused_before_any_work(
@@ -136,7 +140,98 @@ def test_a_run_with_a_planted_entry_is_refused_before_any_work(
 
 @needs_mnist
 def test_train_in_process_checks_the_layout_too(run_copy, compose_cfg):
-    (run_copy / "samples").rename(run_copy / "kept")
-    (run_copy / "samples").write_text("a file\n")
-    with pytest.raises(WriteError, match="samples"):
+    samples = RunPaths(run_copy).samples
+    samples.rename(run_copy / "kept")
+    samples.write_text("a file\n")
+    with pytest.raises(WriteError, match=RunPaths.SAMPLES):
         train(compose_cfg(*CLI_RUN, "trainer.epochs=2", f"trainer.resume={run_copy}"), run_copy)
+
+
+# --- issue 27, item 3: the contract is RunPaths ----------------------------------------
+
+
+def test_run_paths_name_exactly_the_contract(tmp_path):
+    """One source: the contract's tuples, the lock's name and the names
+    ``trainer.export_name`` may not take are RunPaths' constants, and RunPaths has one
+    property per entry of the contract, every path it names lies in one of them."""
+    assert RunPaths.DIRECTORIES == ("checkpoints", "samples", "tb", ".hydra", "eval", "figures")
+    assert RunPaths.FILES == ("metrics.json", "metrics.jsonl", "train_history.jsonl", "train.log")
+    assert (DIRECTORIES, FILES) == (RunPaths.DIRECTORIES, RunPaths.FILES)
+    assert RUN_ENTRIES == (*RunPaths.DIRECTORIES, *RunPaths.FILES)
+    assert LOCK_NAME == RunPaths.LOCK == ".lock"
+    assert config.RUN_FILES == (*RunPaths.FILES, RunPaths.LOCK, *RunPaths.TRACKER_FILES)
+    assert RunPaths.ENTRIES == (*RUN_ENTRIES, ".lock", "mlflow_run.json", "wandb_run.json")
+
+    paths = RunPaths(str(tmp_path))
+    assert paths.root == tmp_path and paths == RunPaths(tmp_path)
+    named = {k: getattr(paths, k) for k, v in vars(RunPaths).items() if isinstance(v, property)}
+    assert len(named) == 20, sorted(named)
+    for name, path in named.items():
+        assert path.relative_to(tmp_path).parts[0] in RunPaths.ENTRIES, name
+    top = sorted(p.name for p in named.values() if p.parent == tmp_path)
+    assert top == sorted(RunPaths.ENTRIES)  # one property per entry of the contract
+
+    assert paths.last == tmp_path / "checkpoints" / "last.pt" == paths.checkpoint("last")
+    assert paths.best == tmp_path / "checkpoints" / "best.pt" == paths.checkpoint("best")
+    with pytest.raises(ValueError, match="'last' or 'best'"):
+        paths.checkpoint("other.pt")
+    assert paths.grid(7) == tmp_path / "samples" / "epoch_0007.png"
+    assert paths.final_grid == tmp_path / "samples" / "final.png"
+    assert paths.drawn_grid("_ddim", 64, 0) == tmp_path / "samples" / "sample_ddim_n64_seed0.png"
+    assert paths.figure("class_grid") == tmp_path / "figures" / "class_grid.png"
+    assert paths.evaluation() == tmp_path / "eval" / "metrics.json"
+    assert (
+        paths.evaluation(["ddim", "steps=20"]) == tmp_path / "eval" / "metrics_ddim_steps=20.json"
+    )
+    assert paths.sampler_table == tmp_path / "eval" / "sampler_table"
+    assert paths.config_yaml == tmp_path / ".hydra" / "config.yaml"
+    assert paths.job_log("train") == paths.log and paths.export("m.pt") == tmp_path / "m.pt"
+    assert RunPaths.relative().last == Path("checkpoints", "last.pt")  # as messages name it
+
+
+@pytest.mark.parametrize("kind", ["other kind", "link out"])
+@pytest.mark.parametrize("name", RunPaths.ENTRIES)
+def test_check_layout_covers_every_entry(tmp_path, name, kind):
+    """Every entry RunPaths names is checked: a file where the contract has a directory
+    (and the reverse), or a symbolic link out of the run, is one WriteError line."""
+    run_dir, outside = tmp_path / "run", tmp_path / "outside"
+    run_dir.mkdir()
+    outside.mkdir()
+    path = run_dir / name
+    directory = name in RunPaths.DIRECTORIES
+    if kind == "link out":
+        target = outside if directory else outside / name
+        if not directory:
+            target.write_text("{}\n")
+        path.symlink_to(target)
+    elif directory:
+        path.write_text("not a directory\n")
+    else:
+        path.mkdir()
+    with pytest.raises(WriteError) as err:
+        check_layout(run_dir)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@needs_mnist
+def test_a_finished_run_holds_only_what_run_paths_names(cli_run, compose_cfg):
+    """A real smoke run (with the .hydra/ files and train.log the CLI adds) holds the
+    contract's entries and its exported state_dict, and no file RunPaths does not name."""
+    cfg = compose_cfg(*CLI_RUN)
+    export = cfg.trainer.export_name
+    assert export  # the run exports its state_dict
+    top = {p.name for p in cli_run.iterdir()}
+    logs = {RunPaths(cli_run).job_log(job).name for job in ("eval", "sample")}  # other tests'
+    assert top - set(RunPaths.ENTRIES) - logs == {export}
+    paths = RunPaths(cli_run)
+    for path in (paths.last, paths.metrics, paths.metrics_log, paths.final_grid, paths.log):
+        assert path.is_file(), path
+    assert unnamed_files(cli_run, cfg.trainer.epochs, list(cfg.figures), export) == []
+
+
+@pytest.mark.parametrize("name", ["metrics.json", ".lock", "wandb_run.json", "mlflow_run.json"])
+def test_export_name_may_not_replace_a_run_file_or_a_trackers_run_id(name):
+    from dgm_runner.config import ConfigError, check_file_name
+
+    with pytest.raises(ConfigError, match="must be a plain file name inside the run directory"):
+        check_file_name("trainer.export_name", name)

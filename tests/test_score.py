@@ -134,10 +134,10 @@ def test_distances_separate_matching_and_mismatched_samples():
 def test_score_networks_shapes():
     mlp = NoiseConditionalScoreMLP((2,))
     assert mlp.score(torch.randn(7, 2), mlp.sigmas[:7]).shape == (7, 2)
-    unet = ScoreUNet((1, 28, 28), channels=(8, 16, 16), groups=4)
+    unet = ScoreUNet((1, 28, 28), VESDE(), channels=(8, 16, 16), groups=4)
     assert unet.score(torch.randn(3, 1, 28, 28), torch.rand(3)).shape == (3, 1, 28, 28)
     with pytest.raises(ValueError, match="divisible by 4"):
-        ScoreUNet((1, 30, 30))
+        ScoreUNet((1, 30, 30), VESDE())
     loss, _ = ContinuousDSM().loss(
         unet, Batch(torch.rand(3, 1, 28, 28), torch.zeros(3, dtype=torch.long))
     )

@@ -1,5 +1,5 @@
 """The seeds as written are the defaults (issue 19): each literal setting is pinned here;
-our variants stay options (README "Seeds as written")."""
+our variants stay options (docs/seeds-as-written.md)."""
 
 from __future__ import annotations
 

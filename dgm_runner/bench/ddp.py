@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dgm_runner.bench.harness import Bench
+from dgm_runner.io.layout import RunPaths
 
 #: experiment -> (overrides, images per epoch): the MLP VAE and the CPU score U-Net.
 RUNS = {
@@ -56,7 +57,7 @@ def launch(overrides: list[str], procs: int, threads: int, workdir: Path) -> flo
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
-    return float(json.loads((run_dir / "metrics.json").read_text())["time_per_epoch_s"])
+    return float(json.loads(RunPaths(run_dir).metrics.read_text())["time_per_epoch_s"])
 
 
 def ddp_study(bench: Bench, procs: tuple[int, ...] = (1, 2)) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +18,7 @@ from omegaconf import DictConfig
 
 import dgm_runner
 from dgm_runner.io.artifacts import read_jsonl
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.loop import train
 
 # Overrides of every runner epoch: no logging, a small test split; sample metrics (FID, AIS)
@@ -127,7 +127,7 @@ class Bench:
             torch.cuda.reset_peak_memory_stats(self.device)
         with tempfile.TemporaryDirectory(prefix="dgm_bench_") as run_dir:
             final = train(cfg, run_dir)
-            records = read_jsonl(Path(run_dir) / "metrics.jsonl")
+            records = read_jsonl(RunPaths(run_dir).metrics_log)
         epochs = [r["train/epoch_time_s"] for r in records]
         t = final.get("train/epoch_time_s", epochs[-1] if epochs else final["time_per_epoch_s"])
         n = cfg.dataset.get("subset") or 60000

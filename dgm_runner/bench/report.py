@@ -104,7 +104,7 @@ def check_targets(bench: Bench) -> list[dict[str, Any]]:
 
 
 def markdown_report(results: dict[str, Any]) -> str:
-    """The README's table: one row per contender of each group (median seconds per epoch,
+    """The table of docs/speed.md: one row per contender of each group (median seconds per epoch,
     ratio baseline / ours), the matmul bound, and the targets with their verdicts."""
     meta = results["meta"]
     lines = [

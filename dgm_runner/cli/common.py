@@ -19,6 +19,7 @@ from dgm_runner.data.base import DataError
 from dgm_runner.evaluation import NonFiniteError
 from dgm_runner.io.atomic import WriteError
 from dgm_runner.io.checkpoint import CheckpointError
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.lock import RunDirLocked
 from dgm_runner.io.run_config import trust_config_sources
 
@@ -233,7 +234,7 @@ def main_with_run_dir(app: Callable[[], Any], prog: str, config_name: str) -> No
         print(f"{prog}: error: ConfigError: {err}", file=sys.stderr)
         sys.exit(2)
     run_dirs = [a.split("=", 1)[1] for a in argv if a.startswith("run_dir=")]
-    if run_dirs and not _log_file_writable(Path(run_dirs[0]) / f"{config_name}.log"):
+    if run_dirs and not _log_file_writable(RunPaths(run_dirs[0]).job_log(config_name)):
         argv.append("hydra/job_logging=stdout")  # a read-only run: log to the console only
     sys.argv = [sys.argv[0], *argv]
     app()

@@ -95,6 +95,9 @@ def describe_node(
     for key, value in values.items():
         if key in _META_KEYS:
             continue
+        if isinstance(value, dict) and "_target_" in value:  # a nested component: its block
+            lines.append(f"  {key} = {value['_target_']}  (its keys: {path}.{key} below)")
+            continue
         try:  # ${oc.select:smoke.KEY,FULL} and the like: the value this config gives
             value = OmegaConf.to_container(node, resolve=True)[key]
         except Exception:  # an interpolation only a run resolves (hydra:...): as written
@@ -145,6 +148,10 @@ def describe(cfg: DictConfig, groups: list[str], config_dirs: list[str]) -> str:
         file = _entry_file(group, choices.get(group), config_dirs)
         hints = {f.name: trainer_hints[f.name] for f in fields(TrainerConfig)}
         blocks.append(describe_node(group, node, file, hints if group == "trainer" else None))
+        for key, sub in node.items():  # nested components, e.g. model.sde (group model/sde)
+            if isinstance(sub, DictConfig) and "_target_" in sub:
+                sub_file = _entry_file(f"{group}/{key}", choices.get(f"{group}/{key}"), config_dirs)
+                blocks.append(describe_node(f"{group}.{key}", sub, sub_file))
     experiment = choices.get("experiment")
     head = f"experiment={experiment}" if experiment else "the default experiment"
     text = [f"{head}: the keys of each component (dgm-train KEY=VALUE sets one)", ""]

@@ -33,7 +33,7 @@ from dgm_runner.evaluation import all_test_metrics, require_finite
 from dgm_runner.io.atomic import check_writable, write_json
 from dgm_runner.io.checkpoint import CheckpointError, checkpoint_file, file_sha256
 from dgm_runner.io.evaluations import checkpoint_stamp
-from dgm_runner.io.layout import check_layout
+from dgm_runner.io.layout import RunPaths, check_layout
 from dgm_runner.io.sweep_summary import job_labels, summarize_sweep
 from dgm_runner.metrics.features import classifier_file
 from dgm_runner.progress import track
@@ -49,12 +49,12 @@ def find_runs(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(f"{root} is not a directory")
-    if (root / "checkpoints").is_dir():
+    if RunPaths(root).checkpoints.is_dir():
         return [root]
     jobs = [
         p
         for p in root.iterdir()
-        if p.is_dir() and ((p / "checkpoints").is_dir() or (p / ".hydra").is_dir())
+        if p.is_dir() and (RunPaths(p).checkpoints.is_dir() or RunPaths(p).hydra.is_dir())
     ]
     if not jobs:
         raise CheckpointError(
@@ -107,8 +107,9 @@ def evaluate_run(run_dir: Path, cfg: DictConfig, fid_keys: Collection[str] = ())
         WriteError: an entry of the run directory is not what the contract says (e.g.
             ``eval`` a file or a link out of the run; before any work) or a write failed.
     """
+    paths = RunPaths(run_dir)
     check_layout(run_dir)  # before any work: eval/ a file, or a link out of the run
-    check_writable(run_dir / "eval")  # ... or a read-only run directory
+    check_writable(paths.eval_dir)  # ... or a read-only run directory
     overrides = {"dataset.test_subset": cfg.test_subset} if cfg.test_subset else {}
     overrides.update(sampler_overrides(cfg))
     run_cfg, comps, ckpt = restore_run(run_dir, cfg.checkpoint, cfg.device, overrides)
@@ -133,8 +134,7 @@ def evaluate_run(run_dir: Path, cfg: DictConfig, fid_keys: Collection[str] = ())
     if variant:  # another sampler than the run's: its own file beside metrics.json
         record["sampler"] = OmegaConf.to_container(run_cfg.sampler, resolve=True)
     variant += [f"test_subset={cfg.test_subset}"] if cfg.test_subset else []
-    name = f"metrics_{'_'.join(variant)}.json" if variant else "metrics.json"
-    write_json(run_dir / "eval" / name, record)
+    write_json(paths.evaluation(variant), record)
     return record
 
 
@@ -176,7 +176,7 @@ def _app(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         print(format_table(results))
     for name, line in failures.items():
         print(f"dgm-eval: job {name} not evaluated: {line}", file=sys.stderr)
-    if len(runs) > 1 or not (root / "checkpoints").is_dir():
+    if len(runs) > 1 or not RunPaths(root).checkpoints.is_dir():
         summarize_sweep(root)
         print(f"sweep summary refreshed: {root / 'summary.md'}")
     return results

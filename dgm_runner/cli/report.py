@@ -23,6 +23,7 @@ import yaml
 from dgm_runner.cli.common import one_line_errors
 from dgm_runner.io.atomic import read_json, write_text
 from dgm_runner.io.evaluations import evaluations, is_result, with_current_evaluation
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.markdown import md_link, md_text
 
 #: Published numbers to read ours against: (what, value, source). Keys: experiment_name.
@@ -96,9 +97,9 @@ def find_run_dirs(roots: list[Path]) -> list[Path]:
     (finished, diverged or interrupted runs), sorted by path."""
     found = set()
     for root in roots:
-        for metrics in Path(root).rglob("metrics.json"):
+        for metrics in Path(root).rglob(RunPaths.METRICS):
             run = metrics.parent
-            if run.name != "eval" and (run / "checkpoints").is_dir():
+            if run.name != RunPaths.EVAL and RunPaths(run).checkpoints.is_dir():
                 found.add(run)
     return sorted(found)
 
@@ -112,12 +113,13 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     status)`` (``stale (epoch 1)``, ``test_subset=N``, another sampler, ...), shown in
     columns of their own. An unreadable or torn ``metrics.json`` (a copy cut short, a hand
     edit) gives status ``unreadable``."""
-    metrics = read_json(run_dir / "metrics.json")
+    paths = RunPaths(run_dir)
+    metrics = read_json(paths.metrics)
     if not isinstance(metrics, dict):
         metrics = {"status": "unreadable metrics.json"}
     found = evaluations(run_dir)
-    config = _load_yaml(run_dir / ".hydra" / "config.yaml")
-    overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml")
+    config = _load_yaml(paths.config_yaml)
+    overrides = _load_yaml(paths.overrides_yaml)
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
     named = config.get("experiment_name") if isinstance(config, dict) else None
@@ -185,8 +187,8 @@ def _section(experiment: str, records: list[dict[str, Any]], out_dir: Path) -> l
             lines += [_NOTE[experiment], ""]
     for r in records:
         pictures = [
-            r["dir"] / "samples" / "final.png",
-            *sorted((r["dir"] / "figures").glob("*.png")),
+            RunPaths(r["dir"]).final_grid,
+            *sorted(RunPaths(r["dir"]).figures.glob("*.png")),
         ]
         pictures = [p for p in pictures if p.is_file()]
         if pictures:

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner.config import ConfigError
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.run_config import UnsafeConfig, check_config, load_yaml_config
 
 
@@ -43,7 +44,7 @@ def resumed_run(cfg: DictConfig, run_dir: Path) -> Path | None:
     if not resume:
         return None
     source = Path(run_dir) if resume == "auto" else Path(str(resume))
-    return source if (source / "checkpoints" / "last.pt").is_file() else None
+    return source if RunPaths(source).last.is_file() else None
 
 
 def saved_config(run: Path) -> dict[str, Any] | None:
@@ -54,7 +55,7 @@ def saved_config(run: Path) -> dict[str, Any] | None:
     Raises:
         UnsafeConfig: the config names code this command does not trust.
     """
-    last = run / "checkpoints" / "last.pt"
+    last = RunPaths(run).last
     try:
         config = load_checkpoint(last).get("config")
     except CheckpointError:
@@ -63,7 +64,7 @@ def saved_config(run: Path) -> dict[str, Any] | None:
         check_config(config, last)
         return config
     try:
-        return load_yaml_config(run / ".hydra" / "config.yaml")
+        return load_yaml_config(RunPaths(run).config_yaml)
     except UnsafeConfig:
         raise
     except CheckpointError:
@@ -74,7 +75,7 @@ def launch_choices(run: Path) -> dict[str, Any] | None:
     """The config-group choices run ``run`` was launched with (``.hydra/hydra.yaml``'s
     ``hydra.runtime.choices``), or None when it has no record (a run of the in-process API)."""
     try:
-        hydra = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())
+        hydra = yaml.safe_load(RunPaths(run).hydra_yaml.read_text())
         choices = hydra["hydra"]["runtime"]["choices"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None

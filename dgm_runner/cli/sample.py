@@ -18,7 +18,7 @@ from dgm_runner.cli.common import main_with_run_dir, one_line_errors, sampler_ov
 from dgm_runner.config import ConfigError, SampleConfig, validate_schema
 from dgm_runner.evaluation import NonFiniteError
 from dgm_runner.io.artifacts import save_grid
-from dgm_runner.io.layout import check_layout
+from dgm_runner.io.layout import RunPaths, check_layout
 from dgm_runner.samplers.base import draw_samples
 
 
@@ -71,7 +71,7 @@ def grid_path(cfg: DictConfig) -> Path:
     if cfg.checkpoint != "last":
         parts.append(Path(str(cfg.checkpoint)).stem)
     tag = "".join(f"_{p}" for p in parts)
-    return Path(cfg.run_dir) / "samples" / f"sample{tag}_n{cfg.n}_seed{cfg.seed}.png"
+    return RunPaths(cfg.run_dir).drawn_grid(tag, cfg.n, cfg.seed)
 
 
 def _labels(label: Any, comps: Any) -> list[int] | None:

@@ -1,6 +1,6 @@
 """Samplers x NFE for one trained diffusion run: sample quality (classifier-feature FID,
 KID, precision / recall against the test split) and sampling seconds per 1000 images for
-each row, the table of the README's diffusion section (``scripts/sampler_table.py``)."""
+each row, the table of docs/families/diffusion.md (``scripts/sampler_table.py``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import yaml
 from dgm_runner.build import restore_run
 from dgm_runner.cli.common import USER_ERRORS, sampler_entry
 from dgm_runner.config import ConfigError
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.metrics.features import FeatureClassifierMissing, load_feature_classifier
 from dgm_runner.metrics.fid import (
     extract_features,
@@ -138,7 +139,7 @@ _COLUMNS = {
 
 
 def format_markdown(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table (FID and KID in the units of the README's other tables)."""
+    """The rows as a Markdown table (FID and KID in the units of docs/evaluation.md's tables)."""
     lines = [
         "| sampler | steps | NFE | FID | KID | precision | recall | s / 1000 images |",
         "|---|---|---|---|---|---|---|---|",
@@ -213,5 +214,5 @@ def main() -> None:
     except (*USER_ERRORS, FeatureClassifierMissing) as err:
         print(f"dgm-sampler-table: error: {type(err).__name__}: {err}", file=sys.stderr)
         sys.exit(1)
-    write(rows, args.out or args.run_dir / "eval" / "sampler_table")
+    write(rows, args.out or RunPaths(args.run_dir).sampler_table)
     print(format_markdown(rows))

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dgm_runner.io.layout import RunPaths
+
 #: Test metrics worth a line when a run has them (regular expressions on the name after
 #: ``test/``), in this order; the monitored metric comes first anyway.
 HEADLINE = (
@@ -82,7 +84,7 @@ def run_summary(run_dir: str | Path, final: dict[str, Any]) -> str:
     ]
     if times:
         lines.append("  wall time: " + ", ".join(times))
-    grid = run_dir / "samples" / "final.png"
+    grid = RunPaths(run_dir).final_grid
     if grid.is_file():
         lines.append(f"  samples: {_shown(grid)}")
     return "\n".join(lines)

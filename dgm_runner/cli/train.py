@@ -32,7 +32,8 @@ from dgm_runner.cli.summary import run_summary
 from dgm_runner.config import ConfigError, trainer_config, validate
 from dgm_runner.distributed import SINGLE, World, broadcast_object, env_world, setup
 from dgm_runner.epoch import DivergedError
-from dgm_runner.io.lock import LOCK_NAME, RunDirLocked, acquire, found_when_locked, release
+from dgm_runner.io.layout import RunPaths
+from dgm_runner.io.lock import RunDirLocked, acquire, found_when_locked, release
 from dgm_runner.io.resume import find_unfinished_run
 from dgm_runner.io.run_config import trust_config_sources, trust_targets_of
 from dgm_runner.io.run_dir import (
@@ -190,9 +191,9 @@ def _refused_before_any_work(err: BaseException, run_dir: Path) -> bool:
         err, (DivergedError, StopRequested)
     ):
         return False
-    launch_files = {LOCK_NAME, "train.log"}  # and Hydra's .hydra/: the launch itself
+    launch_files = {RunPaths.LOCK, RunPaths.LOG}  # and Hydra's .hydra/: the launch itself
     return all(
-        p.is_dir() or p.name in launch_files or p.parent.name == ".hydra"
+        p.is_dir() or p.name in launch_files or p.parent.name == RunPaths.HYDRA
         for p in run_dir.rglob("*")
     )
 
@@ -290,8 +291,7 @@ def _report_failure(
         sys.exit(1)
     if not user:
         kept = (
-            f"{run_dir / 'checkpoints' / 'last.pt'} is kept (trainer.resume={run_dir} "
-            "continues from it)"
+            f"{RunPaths(run_dir).last} is kept (trainer.resume={run_dir} continues from it)"
             if run_dir is not None and has_checkpoint(run_dir)
             else "no checkpoint was written"
         )

@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST as in-memory tensors, found offline or downloaded.
 
-Sources (``../shared/DESIGN.md``, "Data"):
+Sources (``docs/design.md``, "Data"):
 
 * If ``dataset.root`` is set, it is the only source: its layouts
   ``<root>/<Folder>/raw``, ``<root>/<Folder>`` and ``<root>`` are tried in that order,

@@ -10,6 +10,7 @@ import torch
 from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import DataSplits
 from dgm_runner.io.artifacts import read_jsonl, save_grid
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.plots import figure_path, pyplot, save_figure
 from dgm_runner.models.vae import GaussianVAE
 
@@ -190,7 +191,7 @@ def elbo_curves(model: GaussianVAE, data: DataSplits, run_dir: Path, seed: int) 
         FileNotFoundError: the run has no ``train_history.jsonl``.
     """
     plt = pyplot()
-    lines = read_jsonl(Path(run_dir) / "train_history.jsonl")
+    lines = read_jsonl(RunPaths(run_dir).history)
     train = [r for r in lines if "train/recon" in r]
     val = [r for r in lines if "val/recon" in r]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -231,7 +232,7 @@ def training_curves(
         ValueError: a key never appears in the history.
     """
     plt = pyplot()
-    lines = read_jsonl(Path(run_dir) / "train_history.jsonl")
+    lines = read_jsonl(RunPaths(run_dir).history)
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
         pts = [(r["step"], r[key]) for r in lines if key in r]

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from dgm_runner.io.atomic import atomic_open
+from dgm_runner.io.layout import RunPaths
+from dgm_runner.io.legacy_config import upgrade_sde_config
 
 FORMAT = "dgm_runner/1"
 
@@ -31,9 +33,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 def checkpoint_file(run_dir: str | Path, checkpoint: str = "last") -> Path:
     """The file of ``checkpoint`` of a run: ``"last"`` / ``"best"`` name
-    ``<run_dir>/checkpoints/<name>.pt``; anything else is a path to a ``.pt`` file."""
+    ``<run_dir>/checkpoints/<name>.pt`` (:meth:`RunPaths.checkpoint`); anything else is a
+    path to a ``.pt`` file."""
     if checkpoint in ("last", "best"):
-        return Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+        return RunPaths(run_dir).checkpoint(checkpoint)
     return Path(checkpoint)
 
 
@@ -104,6 +107,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a readable safe checkpoint: {first}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dgm_runner checkpoint (format tag missing)")
+    if "config" in obj:  # a run from before issue 27: its process as today's model.sde node
+        try:
+            obj["config"] = upgrade_sde_config(obj["config"])
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
     return obj
 
 

@@ -19,9 +19,10 @@ from typing import Any, Callable
 
 from dgm_runner.io.atomic import read_json
 from dgm_runner.io.checkpoint import checkpoint_file, file_sha256
+from dgm_runner.io.layout import RunPaths
 
 #: The record of an evaluation with the run's own sampler on the full test split.
-MAIN = "metrics.json"
+MAIN = RunPaths.EVALUATION
 
 
 def checkpoint_stamp(path: str | Path, ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def evaluations(run_dir: str | Path) -> list[tuple[str, dict[str, Any], str]]:
     """``(file name, record, status)`` of every readable ``<run_dir>/eval/metrics*.json``,
     ``metrics.json`` first, then by name; status as :func:`evaluation_status`."""
     run_dir = Path(run_dir)
-    files = sorted((run_dir / "eval").glob("metrics*.json"), key=lambda p: (p.name != MAIN, p.name))
+    files = sorted(RunPaths(run_dir).evaluations(), key=lambda p: (p.name != MAIN, p.name))
     digest = _hasher(run_dir)
     out = []
     for path in files:

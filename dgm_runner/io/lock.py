@@ -22,8 +22,10 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
-#: Name of the lock file inside a run directory.
-LOCK_NAME = ".lock"
+from dgm_runner.io.layout import RunPaths
+
+#: Name of the lock file inside a run directory (:attr:`RunPaths.LOCK`).
+LOCK_NAME = RunPaths.LOCK
 
 # Locks this process holds: resolved run directory -> open file descriptor. flock locks
 # belong to an open file description, so a second open+flock from this same process
@@ -47,7 +49,7 @@ def holder_pid(run_dir: str | os.PathLike) -> int | None:
     (``/proc/locks``, Linux); None when nobody holds it or the table cannot be read.
     Nothing is written to find it, so a refused launch changes no file of the run."""
     try:
-        st = (Path(run_dir) / LOCK_NAME).stat()
+        st = RunPaths(run_dir).lock.stat()
         table = Path("/proc/locks").read_text()
     except OSError:
         return None
@@ -105,20 +107,21 @@ def acquire(run_dir: str | os.PathLike) -> None:
     if key in _HELD:
         return
     Path(key).mkdir(parents=True, exist_ok=True)
-    fd = _open_lock_file(Path(key) / LOCK_NAME)
+    lock = RunPaths(key).lock
+    fd = _open_lock_file(lock)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         os.close(fd)
         if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # e.g. ENOLCK
             raise RunDirLocked(
-                f"cannot lock {Path(key) / LOCK_NAME} ({err.strerror or err}): put the run on a "
+                f"cannot lock {lock} ({err.strerror or err}): put the run on a "
                 f"filesystem with file locks (local disk, NFS v4)"
             ) from None
         pid = holder_pid(key)
         who = f"process {pid}" if pid else "another process"
         raise RunDirLocked(
-            f"{key} is in use by {who} (lock {Path(key) / LOCK_NAME}): wait for it to finish "
+            f"{key} is in use by {who} (lock {lock}): wait for it to finish "
             f"or choose another hydra.run.dir"
         ) from None
     _HELD[key] = fd

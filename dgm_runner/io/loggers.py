@@ -43,6 +43,7 @@ import torch
 
 from dgm_runner.config import ConfigError
 from dgm_runner.io.atomic import exception_in_chain, read_json
+from dgm_runner.io.layout import RunPaths
 
 log = logging.getLogger("dgm_runner")
 
@@ -77,7 +78,8 @@ class NullLogger:
     def stored_run(self, run_file: str) -> dict[str, Any] | None:
         """For a logger that tracks the run elsewhere (MLflow, W&B): create the run
         directory and return what ``<run_dir>/<run_file>`` recorded of the tracked run (a
-        resumed run's id), or None when nothing usable is there.
+        resumed run's id), or None when nothing usable is there. ``run_file``: one of
+        :attr:`RunPaths.TRACKER_FILES` (``RunPaths.MLFLOW_RUN``, ``RunPaths.WANDB_RUN``).
 
         Raises:
             ConfigError: the logger was built without a run directory.
@@ -120,7 +122,7 @@ class TensorBoardLogger(NullLogger):
         from torch.utils.tensorboard import SummaryWriter
 
         super().__init__(run_dir, config)
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), flush_secs=flush_secs)
+        self.writer = SummaryWriter(log_dir=str(RunPaths(run_dir).tb), flush_secs=flush_secs)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():

@@ -53,6 +53,7 @@ import torch
 
 from dgm_runner.config import PositiveFloat
 from dgm_runner.io.atomic import write_json
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.loggers import (
     NullLogger,
     closing_outcome,
@@ -63,7 +64,6 @@ from dgm_runner.io.loggers import (
 
 log = logging.getLogger("dgm_runner")
 
-RUN_FILE = "mlflow_run.json"
 _STATUS = {"completed": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
 _KEY_LEN = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
 _THREAD = "dgm-mlflow"  # the name of the threads that call the store
@@ -219,7 +219,7 @@ class MLflowLogger(NullLogger):
         super().__init__(run_dir, config)  # ConfigError when mlflow is not installed
         from mlflow.tracking import MlflowClient
 
-        stored = self.stored_run(RUN_FILE)
+        stored = self.stored_run(RunPaths.MLFLOW_RUN)
         self.tracking_uri = (
             tracking_uri
             or (stored or {}).get("tracking_uri")
@@ -247,7 +247,7 @@ class MLflowLogger(NullLogger):
             log.warning(
                 "MLflow run %s of %s is not in %s: starting a new run",
                 stored["run_id"],
-                self.run_dir / RUN_FILE,
+                RunPaths(self.run_dir).mlflow_run,
                 self.tracking_uri,
             )
             return None
@@ -273,7 +273,7 @@ class MLflowLogger(NullLogger):
             tags["sweep"] = group
         run = self.client.create_run(experiment_id, run_name=run_name(self.run_dir), tags=tags)
         write_json(
-            self.run_dir / RUN_FILE,
+            RunPaths(self.run_dir).mlflow_run,
             {
                 "run_id": run.info.run_id,
                 "experiment_id": experiment_id,

@@ -42,6 +42,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from dgm_runner.io.atomic import write_json
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.loggers import (
     NullLogger,
     closing_outcome,
@@ -49,8 +50,6 @@ from dgm_runner.io.loggers import (
     run_name,
     sweep_group,
 )
-
-RUN_FILE = "wandb_run.json"
 
 
 def new_run_id() -> str:
@@ -91,11 +90,11 @@ class WandbLogger(NullLogger):
         super().__init__(run_dir, config)  # ConfigError when wandb is not installed
         import wandb
 
-        stored = self.stored_run(RUN_FILE)
+        stored = self.stored_run(RunPaths.WANDB_RUN)
         run_id = stored["run_id"] if stored else None
         if not run_id:
             run_id = new_run_id()
-            write_json(self.run_dir / RUN_FILE, {"run_id": run_id, "project": project})
+            write_json(RunPaths(self.run_dir).wandb_run, {"run_id": run_id, "project": project})
         if mode != "online":
             # The process-wide settings too: W&B builds its own error-report telemetry from
             # those, not from init's mode, and would otherwise probe its server at exit.

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dgm_runner.io.atomic import atomic_open
+from dgm_runner.io.layout import RunPaths
 
 
 def pyplot() -> Any:
@@ -30,7 +31,7 @@ def save_figure(
 
 
 def figure_path(run_dir: str | Path, name: str) -> Path:
-    """``<run_dir>/figures/<name>.png``, with the folder created."""
-    path = Path(run_dir) / "figures" / f"{name}.png"
+    """``<run_dir>/figures/<name>.png`` (:meth:`RunPaths.figure`), with the folder created."""
+    path = RunPaths(run_dir).figure(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

@@ -12,6 +12,7 @@ import yaml
 
 from dgm_runner.io.atomic import read_json
 from dgm_runner.io.checkpoint import CheckpointError
+from dgm_runner.io.layout import RunPaths
 
 #: Config sections whose change makes a checkpoint another run's.
 RUN_IDENTITY = ("model", "objective", "dataset")
@@ -26,7 +27,7 @@ def _comparable(overrides: list[str]) -> list[str]:
 
 def is_finished(run_dir: Path) -> bool:
     """Whether ``run_dir/metrics.json`` says the run completed."""
-    record = read_json(Path(run_dir) / "metrics.json")
+    record = read_json(RunPaths(run_dir).metrics)
     return isinstance(record, dict) and record.get("status") == "completed"
 
 
@@ -47,10 +48,11 @@ def find_unfinished_run(parent: str | Path, overrides: list[str]) -> Path | None
     for run_dir in sorted(
         (p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True
     ):
-        if not (run_dir / "checkpoints" / "last.pt").is_file() or is_finished(run_dir):
+        paths = RunPaths(run_dir)
+        if not paths.last.is_file() or is_finished(run_dir):
             continue
         try:
-            saved = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+            saved = yaml.safe_load(paths.overrides_yaml.read_text()) or []
         except (OSError, yaml.YAMLError):
             continue
         if _comparable([str(o) for o in saved]) == wanted:

@@ -11,10 +11,12 @@ of Hydra's other instantiation keys.
 
 **Allowed targets.** The component packages of the registry (``dgm_runner.models``,
 ``objectives``, ``samplers``, ``data``, ``metrics``, ``figures``, the loggers of
-``dgm_runner.io.loggers*``) and :func:`dgm_runner.build.load_run_model`, which is how one run
-names another's model. Not the rest of ``dgm_runner`` (its file writers, command-line
-entry points, studies): no config of a run names them. Plus the modules the user names
-for the current command (:func:`trust_modules`): the modules of every ``_target_`` in
+``dgm_runner.io.loggers*``), :func:`dgm_runner.build.load_run_model`, which is how one run
+names another's model, and the diffusion processes of ``model.sde`` (the four classes of
+:mod:`dgm_runner.sdes`, :data:`COMPONENT_OBJECTS`). Not the rest of ``dgm_runner`` (its
+file writers, command-line entry points, studies): no config of a run names them. Plus the
+modules the user names for the current command (:func:`trust_modules`): the modules of
+every ``_target_`` in
 
 * the user's own config directories of the command (``--config-dir`` / ``hydra.searchpath``,
   docs/extending.md): :func:`trust_config_sources`;
@@ -39,9 +41,10 @@ from typing import Any, Iterable, Iterator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dgm_runner.io.checkpoint import CheckpointError
+from dgm_runner.io.legacy_config import upgrade_sde_config
 
 #: ``dgm_runner`` modules whose objects a run's config may name (the config groups'
-#: packages, DESIGN.md "Config groups map 1:1 onto packages"), as prefixes.
+#: packages, docs/design.md "Config groups map 1:1 onto packages"), as prefixes.
 COMPONENT_PREFIXES = (
     "dgm_runner.models.",
     "dgm_runner.objectives.",
@@ -53,8 +56,17 @@ COMPONENT_PREFIXES = (
     "dgm_runner.io.loggers_mlflow.",
     "dgm_runner.io.loggers_wandb.",
 )
-#: Single ``dgm_runner`` objects a run's config may name outside those packages.
-COMPONENT_OBJECTS = frozenset({"dgm_runner.build.load_run_model"})
+#: Single ``dgm_runner`` objects a run's config may name outside those packages: how one run
+#: names another's model, and the diffusion processes of ``model.sde`` (configs/model/sde/).
+COMPONENT_OBJECTS = frozenset(
+    {
+        "dgm_runner.build.load_run_model",
+        "dgm_runner.sdes.VESDE",
+        "dgm_runner.sdes.VPSDE",
+        "dgm_runner.sdes.DiscreteDDPM",
+        "dgm_runner.sdes.EDMProcess",
+    }
+)
 #: Hydra's instantiation keys other than ``_target_``: refused in a config read from disk.
 REFUSED_KEYS = frozenset({"_args_", "_partial_", "_recursive_", "_convert_"})
 
@@ -198,11 +210,13 @@ def checked_container(config: Any, source: str | os.PathLike) -> Any:
 
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     """A checked ``.hydra/config.yaml`` as a plain dict (interpolations unresolved when this
-    process cannot resolve them).
+    process cannot resolve them), a run's from before issue 27 in today's form
+    (:func:`dgm_runner.io.legacy_config.upgrade_sde_config`).
 
     Raises:
         UnsafeConfig: see :func:`check_config`.
-        CheckpointError: the file is not valid YAML or not a mapping (one line).
+        CheckpointError: the file is not valid YAML or not a mapping, or an old run's config
+            that today's cannot express (one line).
     """
     try:
         node = OmegaConf.load(path)
@@ -213,6 +227,10 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a config (not a mapping)")
     check_config(node, path)
     try:
-        return OmegaConf.to_container(node, resolve=True)
+        config = OmegaConf.to_container(node, resolve=True)
     except Exception:  # an interpolation this process cannot resolve: compare as written
-        return OmegaConf.to_container(node, resolve=False)
+        config = OmegaConf.to_container(node, resolve=False)
+    try:
+        return upgrade_sde_config(config)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None

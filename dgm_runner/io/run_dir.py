@@ -34,15 +34,18 @@ from pathlib import Path
 from dgm_runner.config import ConfigError
 from dgm_runner.io.atomic import read_json, write_json
 from dgm_runner.io.checkpoint import CheckpointError
-from dgm_runner.io.layout import RUN_ENTRIES, check_layout
+from dgm_runner.io.layout import RUN_ENTRIES, RunPaths, check_layout
 from dgm_runner.io.lock import RunDirLocked, acquire, contents, found_when_locked
-
-#: The checkpoint a run is continued from.
-MARKER = Path("checkpoints") / "last.pt"
 
 #: Entries that hold a run's results: a directory with any of them is never started over,
 #: not even by ``trainer.resume=auto`` when its ``last.pt`` is gone.
-RESULTS = ("metrics.json", "metrics.jsonl", "samples", "eval", "figures")
+RESULTS = (
+    RunPaths.METRICS,
+    RunPaths.METRICS_LOG,
+    RunPaths.SAMPLES,
+    RunPaths.EVAL,
+    RunPaths.FIGURES,
+)
 
 
 def found(run_dir: str | os.PathLike) -> tuple[str, ...]:
@@ -67,7 +70,7 @@ def holds_run(run_dir: str | os.PathLike) -> bool:
 
 def has_checkpoint(run_dir: str | os.PathLike) -> bool:
     """Whether ``run_dir`` has the ``checkpoints/last.pt`` a resume continues from."""
-    return (Path(run_dir) / MARKER).is_file()
+    return RunPaths(run_dir).last.is_file()
 
 
 def _names(names: list[str] | tuple[str, ...], most: int = 4) -> str:
@@ -88,8 +91,9 @@ def no_checkpoint_error(run_dir: str | os.PathLike, key: str) -> CheckpointError
     """The one-line error for resuming a run whose ``checkpoints/last.pt`` is gone (its
     results are there); ``key``: how the user named it (e.g. ``trainer.resume=R``)."""
     return CheckpointError(
-        f"{key} holds a run ({_names(run_entries(run_dir))}) but not its {MARKER}, so it "
-        "cannot be continued; its results are kept: train a new run in another hydra.run.dir"
+        f"{key} holds a run ({_names(run_entries(run_dir))}) but not its "
+        f"{RunPaths.relative().last}, so it cannot be continued; its results are kept: train "
+        "a new run in another hydra.run.dir"
     )
 
 
@@ -140,7 +144,7 @@ def check_run_dir(run_dir: str | os.PathLike, resume: str | os.PathLike | None) 
     advice = (
         f"pass trainer.resume={run_dir} to continue it, or choose another hydra.run.dir"
         if has_checkpoint(run_dir)
-        else f"it has no {MARKER} to continue from: choose another hydra.run.dir"
+        else f"it has no {RunPaths.relative().last} to continue from: choose another hydra.run.dir"
     )
     raise ConfigError(
         f"{run_dir} already holds a run ({_names(run_entries(run_dir))}){other}: {advice}"
@@ -165,7 +169,7 @@ def hydra_output_subdir(output_dir: str) -> str | None:
         acquire(output_dir)
     except (RunDirLocked, OSError):  # train() reports it in one line
         return None
-    return None if found(output_dir) else ".hydra"
+    return None if found(output_dir) else RunPaths.HYDRA
 
 
 def record_outcome(run_dir: str | os.PathLike, record: dict) -> None:
@@ -177,7 +181,7 @@ def record_outcome(run_dir: str | os.PathLike, record: dict) -> None:
     Raises:
         WriteError: ``metrics.json`` cannot be written (e.g. a full disk).
     """
-    path = Path(run_dir) / "metrics.json"
+    path = RunPaths(run_dir).metrics
     previous = read_json(path)
     if (
         isinstance(previous, dict)
@@ -231,14 +235,16 @@ def check_run_paths(argv: list[str]) -> None:
             )
         if not path.is_dir():
             raise ConfigError(
-                f"trainer.resume={resume} is a file; pass the run directory that holds {MARKER}"
+                f"trainer.resume={resume} is a file; pass the run directory that holds "
+                f"{RunPaths.relative().last}"
             )
         check_layout(path)
         if not has_checkpoint(path):
             if holds_run(path):
                 raise no_checkpoint_error(path, f"trainer.resume={resume}")
             raise ConfigError(
-                f"trainer.resume={resume} holds no run (no {MARKER}); pass a run directory"
+                f"trainer.resume={resume} holds no run (no {RunPaths.relative().last}); pass a "
+                "run directory"
             )
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
         if key not in values:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from dgm_runner.io.atomic import write_text
 from dgm_runner.io.evaluations import evaluations, with_current_evaluation
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.markdown import md_text
 from dgm_runner.io.plots import pyplot, save_figure
 
@@ -35,10 +36,10 @@ _INFO = ("status", "epoch", "time_per_epoch_s", "num_threads", "error")
 def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for job_dir in sorted(sweep_dir.iterdir(), key=lambda p: (len(p.name), p.name)):
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        if not overrides_file.is_file():
+        job = RunPaths(job_dir)
+        if not job.overrides_yaml.is_file():
             continue
-        metrics_file = job_dir / "metrics.json"
+        metrics_file = job.metrics
         try:
             metrics = json.loads(metrics_file.read_text())
         except (OSError, json.JSONDecodeError):
@@ -53,7 +54,7 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 def _crash_note(sweep_dir: Path, job_dir: Path) -> str:
     """The error of a job that wrote no metrics.json (killed, out of memory, still running)."""
     note = "no metrics.json (job crashed, was killed or is still running)"
-    log_file = job_dir / "train.log"
+    log_file = RunPaths(job_dir).log
     if (sweep_dir / ".submitit").is_dir():
         note += f"; see {sweep_dir / '.submitit'} for the scheduler's logs"
     elif log_file.is_file():
@@ -63,7 +64,7 @@ def _crash_note(sweep_dir: Path, job_dir: Path) -> str:
 
 def _overrides(job_dir: Path) -> dict[str, str]:
     """``{key: value}`` of a job's ``.hydra/overrides.yaml`` (empty when missing or torn)."""
-    file = job_dir / ".hydra" / "overrides.yaml"
+    file = RunPaths(job_dir).overrides_yaml
     try:
         pairs = (yaml.safe_load(file.read_text()) or []) if file.is_file() else []
     except (OSError, yaml.YAMLError):
@@ -231,7 +232,7 @@ def sweep_progress(sweep_dir: Path, table: list[dict[str, Any]]) -> str:
     (1 not completed) -> <sweep_dir>/summary.md``; without a known plan, ``3 jobs done``.
     A job counts as done once it has written its ``metrics.json`` (completed, failed,
     diverged, interrupted): a parallel job still running is not done yet."""
-    ended = [r for r in table if (sweep_dir / str(r["job"]) / "metrics.json").is_file()]
+    ended = [r for r in table if RunPaths(sweep_dir / str(r["job"])).metrics.is_file()]
     done, bad = len(ended), sum(r["status"] != "completed" for r in ended)
     total = planned_jobs(sweep_dir)
     count = f"{done} of {total}" if total else str(done)

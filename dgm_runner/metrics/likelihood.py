@@ -240,7 +240,7 @@ def ddpm_bound(
     sde = model.sde
     if not isinstance(sde, DiscreteDDPM):
         raise TypeError(
-            f"the DDPM bound needs a discrete DDPM (model.sde=ddpm), got {type(sde).__name__}"
+            f"the DDPM bound needs a discrete DDPM (model/sde=ddpm), got {type(sde).__name__}"
         )
     big_n, b = sde.discrete_steps, x0.shape[0]
     device = x0.device

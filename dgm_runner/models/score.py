@@ -5,13 +5,13 @@ EDM; :mod:`dgm_runner.sdes`), with its parameterisation (:class:`DiffusionModel`
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
-from dgm_runner.config import PositiveFloat, PositiveInt
-from dgm_runner.sdes import SDE, bcast, make_sde
+from dgm_runner.config import Component, PositiveFloat, PositiveInt
+from dgm_runner.sdes import SDE, bcast
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int) -> torch.Tensor:
@@ -106,12 +106,16 @@ class DiffusionModel(nn.Module):
     when ``centered``, as Ho et al. 2020 scale to [-1, 1]; else the identity) and
     :meth:`decode` maps back. ``log_det_encode`` is ``log |d encode / dx|`` per dimension
     (``log 2`` or 0), used by the bits/dim of :mod:`dgm_runner.metrics.likelihood`.
+    ``sigma_data`` is EDM's data std (Karras et al. 2022), the one value that EDM
+    preconditioning and the EDM loss weighting of
+    :class:`~dgm_runner.objectives.dsm.DiffusionDSM` use (0.5 unless a subclass sets it).
     Subclasses set ``sde``, ``image_shape``, ``centered`` and implement :meth:`eps`.
     """
 
     sde: SDE
     image_shape: tuple[int, ...]
     centered: bool = False
+    sigma_data: float = 0.5
 
     def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` states at times ``(B,)`` -> ``(B, ...)`` predicted noise."""
@@ -154,7 +158,8 @@ class ScoreUNet(DiffusionModel):
 
     - ``none``: the network ``F`` predicts the noise, ``eps = F(x, 1000 t)``; equivalently the
       sigma-scaled score ``s = -F / sigma`` (Song & Ermon 2020; NCSN++'s ``scale_by_sigma``
-      for VE) and, under ``sde=ddpm``, Ho et al.'s epsilon-prediction (2020, Eq. 14).
+      for VE) and, under a :class:`~dgm_runner.sdes.DiscreteDDPM` (``model/sde=ddpm``), Ho
+      et al.'s epsilon-prediction (2020, Eq. 14).
     - ``edm``: Karras et al. (2022, Table 1) preconditioning of the rescaled state
       ``x_hat = x / alpha`` at noise level ``s = sigma / alpha``:
       ``D(x_hat; s) = c_skip x_hat + c_out F(c_in x_hat, c_noise)`` with
@@ -164,33 +169,32 @@ class ScoreUNet(DiffusionModel):
 
     Args:
         image_shape: ``(C, H, W)`` (set by the runner).
+        sde: the diffusion process, a built :class:`~dgm_runner.sdes.SDE`: in a config the
+            nested node ``model.sde`` of the group ``model/sde`` (``configs/model/sde/``:
+            ``ve``, ``vp`` (Song et al. 2021), ``ddpm`` (Ho et al. 2020), ``edm`` (Karras et
+            al. 2022)), each with its own numbers, which Hydra builds first.
         channels: widths at the three resolutions.
         emb_dim: time-embedding width.
         groups: GroupNorm groups.
-        sde: ``ve`` | ``vp`` (Song et al. 2021) | ``ddpm`` (discrete, ``timesteps``,
-            ``schedule``) | ``edm`` (``sigma_min``, ``sigma_max``, ``rho``).
         preconditioning: ``none`` or ``edm`` (above).
-        sigma_data: EDM's data std (0.5 for images in [-1, 1]).
+        sigma_data: EDM's data std (0.5 for images in [-1, 1]); the one value of it in a
+            run: EDM preconditioning here and the EDM loss weighting of
+            :class:`~dgm_runner.objectives.dsm.DiffusionDSM` read it from the model.
         centered: run on ``2 x - 1`` (data in [-1, 1]) instead of [0, 1].
 
     Raises:
         ValueError: images not ``(C, H, W)`` with H, W divisible by 4, or not 3 widths.
+        TypeError: ``sde`` is not an :class:`~dgm_runner.sdes.SDE` (e.g. the name ``"edm"``
+            of the form before issue 27: select it with ``model/sde=edm``).
     """
 
     def __init__(
         self,
         image_shape: tuple[int, ...],
+        sde: Annotated[SDE, Component("model/sde")],
         channels: tuple[int, int, int] = (32, 64, 128),
         emb_dim: PositiveInt = 128,
         groups: PositiveInt = 8,
-        sde: Literal["ve", "vp", "ddpm", "edm"] = "ve",
-        sigma_min: PositiveFloat = 0.01,
-        sigma_max: PositiveFloat = 50.0,
-        beta_min: PositiveFloat = 0.1,
-        beta_max: PositiveFloat = 20.0,
-        timesteps: PositiveInt = 1000,
-        schedule: Literal["linear", "cosine"] = "linear",
-        rho: PositiveFloat = 7.0,
         preconditioning: Literal["none", "edm"] = "none",
         sigma_data: PositiveFloat = 0.5,
         centered: bool = False,
@@ -203,8 +207,13 @@ class ScoreUNet(DiffusionModel):
             )
         if len(channels) != 3:
             raise ValueError(f"ScoreUNet needs 3 channel widths, got {list(channels)}")
+        if not isinstance(sde, SDE):
+            raise TypeError(
+                f"ScoreUNet's sde must be a diffusion process (dgm_runner.sdes.SDE), got "
+                f"{sde!r}: select one with model/sde=ve|vp|ddpm|edm"
+            )
         self.image_shape = tuple(image_shape)
-        self.sde = make_sde(sde, sigma_min, sigma_max, beta_min, beta_max, timesteps, schedule, rho)
+        self.sde = sde
         self.preconditioning, self.sigma_data, self.centered = preconditioning, sigma_data, centered
         c0, c1, c2 = channels
         cin = image_shape[0]

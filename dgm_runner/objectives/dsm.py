@@ -93,8 +93,10 @@ class DiffusionDSM(Objective):
       loss (2020, Eq. 14; up to the factor 0.5, which Adam does not see).
     - ``edm``: Karras et al. (2022, Table 1) ``lambda(s) = (s^2 + sd^2) / (s sd)^2`` on
       ``|| D - x_0 ||^2 = s^2 || eps_theta - eps ||^2`` (``s = sigma / alpha``,
-      ``sd = sigma_data``), i.e. ``w = (s^2 + sd^2) / sd^2``; with EDM preconditioning this
-      is unit weight on the network's own output.
+      ``sd = model.sigma_data``: the model's own value, the one its EDM preconditioning
+      uses, so the two cannot disagree; :class:`DiffusionModel`), i.e.
+      ``w = (s^2 + sd^2) / sd^2``; with EDM preconditioning this is unit weight on the
+      network's own output.
 
     ``time_sampling``: ``process`` draws from ``model.sde.sample_t`` (``U(eps, 1)`` for
     continuous processes, ``n ~ U{1..N}`` for a discrete DDPM, Ho et al. Alg. 1);
@@ -106,7 +108,6 @@ class DiffusionDSM(Objective):
         weighting: ``sigma2`` or ``edm``.
         time_sampling: ``process`` or ``lognormal``.
         p_mean, p_std: the log-normal's parameters (-1.2, 1.2).
-        sigma_data: EDM's data std (0.5 for images in [-1, 1]).
     """
 
     monitor = "dsm_loss"
@@ -118,10 +119,9 @@ class DiffusionDSM(Objective):
         time_sampling: Literal["process", "lognormal"] = "process",
         p_mean: float = -1.2,
         p_std: PositiveFloat = 1.2,
-        sigma_data: PositiveFloat = 0.5,
     ) -> None:
         self.eps, self.weighting, self.time_sampling = eps, weighting, time_sampling
-        self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
+        self.p_mean, self.p_std = p_mean, p_std
 
     def check_model(self, model: nn.Module) -> None:
         require(model, DiffusionModel, "objective 'dsm' for diffusion models")
@@ -141,8 +141,8 @@ class DiffusionDSM(Objective):
         x_t = mean + std.reshape(-1, *([1] * (x0.ndim - 1))) * noise
         err = 0.5 * (model.eps(x_t, t) - noise).pow(2).flatten(1).sum(1)
         if self.weighting == "edm":
-            s2 = model.sde.sigma_hat(t) ** 2
-            err = err * (s2 + self.sigma_data**2) / self.sigma_data**2
+            s2, sd2 = model.sde.sigma_hat(t) ** 2, model.sigma_data**2
+            err = err * (s2 + sd2) / sd2
         return err
 
     def _per_example(self, model: DiffusionModel, x: torch.Tensor, generator=None) -> torch.Tensor:
