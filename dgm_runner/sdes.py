@@ -45,7 +45,7 @@ class SDE:
     Attributes:
         T: the final time (1).
         t_min: the smallest time a model is trained at and samplers stop at (0 for
-            continuous processes, whose samplers stop at their own ``eps``; ``1/N`` for
+            continuous processes, whose samplers stop at their own ``t_min`` option; ``1/N`` for
             N discrete steps).
         discrete_steps: the number of steps of a discrete process, else None.
     """
@@ -109,18 +109,21 @@ class SDE:
         return torch.randn(shape, generator=generator, device=device) * self.prior_std()
 
     def sample_t(
-        self, n: int, generator: torch.Generator | None, device: torch.device, eps: float
+        self, n: int, generator: torch.Generator | None, device: torch.device, t_min: float
     ) -> torch.Tensor:
-        """``(n,)`` training times: ``U(max(eps, t_min), T)`` (discrete processes override)."""
-        lo = max(eps, self.t_min)
+        """``(n,)`` training times: ``U(max(t_min, self.t_min), T)`` (discrete processes
+        override)."""
+        lo = max(t_min, self.t_min)
         return lo + (self.T - lo) * torch.rand(n, generator=generator, device=device)
 
-    def time_grid(self, steps: int, eps: float, device: torch.device | None = None) -> torch.Tensor:
-        """``(steps,)`` decreasing times from ``T`` to ``max(eps, t_min)``, uniform in t;
+    def time_grid(
+        self, steps: int, t_min: float, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """``(steps,)`` decreasing times from ``T`` to ``max(t_min, self.t_min)``, uniform in t;
         samplers then take a final step to the data. Raises ValueError when ``steps < 1``."""
         if steps < 1:
             raise ValueError(f"a time grid needs at least 1 step, got {steps}")
-        lo = max(eps, self.t_min)
+        lo = max(t_min, self.t_min)
         if steps == 1:
             return torch.full((1,), self.T, device=device)
         return torch.linspace(self.T, lo, steps, device=device)
@@ -323,12 +326,12 @@ class DiscreteDDPM(SDE):
     def prior_std(self) -> float:
         return 1.0
 
-    def sample_t(self, n, generator, device, eps):
+    def sample_t(self, n, generator, device, t_min):
         """``(n,)`` times ``k / N`` with ``k ~ U{1, ..., N}`` (Ho et al. 2020, Alg. 1)."""
         k = torch.randint(1, self.discrete_steps + 1, (n,), generator=generator, device=device)
         return k.float() / self.discrete_steps
 
-    def time_grid(self, steps, eps, device=None):
+    def time_grid(self, steps, t_min, device=None):
         """``(steps,)`` integer steps ``N, ..., 1`` spaced evenly, as ``n / N`` (DDIM's
         uniform skip, Song, Meng & Ermon 2021, Sec. 4.2). Raises ValueError when steps > N."""
         if not 1 <= steps <= self.discrete_steps:

@@ -111,10 +111,7 @@ class TrainState:
             name: [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
             for name, opt in self.optimizers.items()
         }
-        # checkpoints written before per-group optimisers (the GAN) hold one "optimizer"
-        saved_opts = (
-            ckpt["optimizers"] if "optimizers" in ckpt else {"model": ckpt.get("optimizer")}
-        )
+        saved_opts = ckpt.get("optimizers") or {}
         missing = [name for name in self.optimizers if saved_opts.get(name) is None]
         if missing:
             raise CheckpointError(

@@ -8,6 +8,14 @@ import logging
 import os
 import uuid
 
+# Under pytest-xdist (``make test`` runs 2 workers), every worker and every process it starts
+# runs torch with one thread, set before torch is imported: 2 workers x 1 thread fill the 2
+# cores without oversubscribing them, and ``trainer.num_threads=auto`` (never above a limit
+# already set) then picks 1 in every run, so two runs a test compares share their float
+# rounding whatever the other worker is doing.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from dgm_runner.data import DataError, load_vision_dataset, vision
+from dgm_runner.data.cache import _copy_idx, _fill, _source_key
+from dgm_runner.data.idx import _read_idx
 from tests.helpers import needs_mnist
 from tests.idx_files import idx_images, idx_labels, write_mnist
 
@@ -269,7 +271,7 @@ def test_a_cache_whose_provenance_does_not_match_is_not_read(cache, tmp_path, ta
         assert torch.equal(g, w)
     vision._load_uint8.cache_clear()  # and the cache was rebuilt from a
     assert torch.equal(
-        vision._read_idx(images, json.loads(prov.read_text())["files"][images.name]), want[0]
+        _read_idx(images, json.loads(prov.read_text())["files"][images.name]), want[0]
     )
 
 
@@ -278,12 +280,11 @@ def test_a_killed_fill_leaves_nothing_that_is_read_and_stale_temp_dirs_are_clean
 ):
     src = _write_source(tmp_path / "src", n=20)
     by_source = cache / "MNIST" / "by-source"
-    copy_idx = vision._copy_idx
 
     def interrupted(src_path, dst, name, downloaded):
         if name.startswith("t10k-images"):
             raise KeyboardInterrupt
-        return copy_idx(src_path, dst, name, downloaded)
+        return _copy_idx(src_path, dst, name, downloaded)
 
     monkeypatch.setattr("dgm_runner.data.cache._copy_idx", interrupted)  # what _fill calls
     with pytest.raises(KeyboardInterrupt):
@@ -292,7 +293,7 @@ def test_a_killed_fill_leaves_nothing_that_is_read_and_stale_temp_dirs_are_clean
     monkeypatch.undo()
     monkeypatch.setenv("DGM_CACHE_DIR", str(cache))
     # what a kill -9 mid-fill leaves: a temp dir holding other pixels and a plausible provenance
-    key = vision._source_key(vision.source_stamps(vision._find_idx(src)))
+    key = _source_key(vision.source_stamps(vision._find_idx(src)))
     old, young = by_source / f".tmp-{key}-old", by_source / f".tmp-{key}-young"
     for d in (old, young):
         shutil.copytree(_write_source(tmp_path / "other", seed=7), d / "MNIST" / "raw")
@@ -313,7 +314,7 @@ def test_runs_filling_the_same_key_at_once_all_use_one_checked_copy(cache, tmp_p
 
     def fill():
         barrier.wait()
-        results.append(vision._fill(spec, stamps, False))
+        results.append(_fill(spec, stamps, False))
 
     threads = [threading.Thread(target=fill) for _ in range(4)]
     for t in threads:
@@ -324,7 +325,7 @@ def test_runs_filling_the_same_key_at_once_all_use_one_checked_copy(cache, tmp_p
     assert all(prov["sources"] == stamps for _, prov in results)
     assert len(_keyed_dirs(cache)) == 1 and not list((cache / "MNIST" / "by-source").glob(".tmp-*"))
     # a later run whose rename loses to an existing valid copy uses it too
-    again, prov = vision._fill(spec, stamps, False)
+    again, prov = _fill(spec, stamps, False)
     assert again == results[0][0] and prov == results[0][1]
     got = _as_uint8(load_vision_dataset("mnist", root=str(src), download=False))
     assert torch.equal(got[0], _direct(src)[0])
@@ -338,19 +339,6 @@ def test_changed_source_files_are_read_again_by_the_same_process(cache, tmp_path
     assert first.train_x.shape[0] == 20 and second.train_x.shape[0] == 30
     assert torch.equal(_as_uint8(second)[0], _direct(src)[0])
     assert len(_keyed_dirs(cache)) == 1  # the first copy's source changed: it was deleted
-
-
-def test_legacy_cache_copies_are_not_read(cache, monkeypatch):
-    """Earlier versions decompressed into <cache>/MNIST/raw with a .sources.json that a
-    failed load could leave wrong: those copies are deleted, never read."""
-    monkeypatch.delenv("DGM_DATA_DIR", raising=False)
-    legacy = _write_source(cache, gz=False)
-    (legacy / ".sources.json").write_text("{}")
-    with pytest.raises(DataError, match="not found"):
-        load_vision_dataset("mnist", download=False)
-    assert not [
-        p for p in legacy.iterdir() if p.name.endswith("ubyte") or p.name == ".sources.json"
-    ]
 
 
 def test_torchvision_reads_the_checked_copy(cache, tmp_path):

@@ -126,13 +126,13 @@ def test_ddim_and_heun_are_deterministic_given_the_initial_noise(sampler):
 def test_samplers_count_their_network_evaluations():
     model = GaussianOracle(EDMProcess(), MU, STD)
     calls = {"n": 0}
-    original = model.eps
+    original = model.predict_noise
 
     def counted(x, t):
         calls["n"] += 1
         return original(x, t)
 
-    model.eps = counted
+    model.predict_noise = counted
     for sampler, expected in [
         (DDIM(steps=7), 7),
         (DDPMAncestral(steps=9), 9),

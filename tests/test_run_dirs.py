@@ -94,11 +94,15 @@ def test_launches_in_the_same_second_get_two_directories(tmp_path):
         assert p.returncode == 0, err[-2000:]
     dirs = sorted((tmp_path / "outputs" / "vae_mlp").iterdir())
     assert len(dirs) == 2, dirs
-    if all("on time" in err for err in stderr):  # (a machine too slow to import in 8 s: no claim)
-        assert dirs[0].name[:19] == dirs[1].name[:19]  # the same second, told apart by microseconds
     for d in dirs:
         assert RunPaths(d).config_yaml.is_file()
         assert json.loads(RunPaths(d).metrics.read_text())["status"] == "completed"
+    # the claim needs both to have named their directories in the same second: a machine too
+    # slow to import in 8 s, or so busy (another test worker) that composing the config took
+    # them into the next second, did not test it
+    if not all("on time" in err for err in stderr) or dirs[0].name[:19] != dirs[1].name[:19]:
+        pytest.skip("the two launches did not name their directories in the same second")
+    assert dirs[0].name != dirs[1].name  # the same second, told apart by microseconds
 
 
 # --- issue 25, finding 3 and item 2: what marks a run is its run-directory contract -------

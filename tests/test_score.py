@@ -14,7 +14,7 @@ from dgm_runner.metrics.sample_distance import mmd_rbf, sliced_wasserstein
 from dgm_runner.models.oracle import GaussianOracle
 from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet, geometric_sigmas
 from dgm_runner.objectives import Batch
-from dgm_runner.objectives.dsm import ContinuousDSM, DenoisingScoreMatching, dsm_per_example
+from dgm_runner.objectives.dsm import DenoisingScoreMatching, DiffusionDSM, dsm_per_example
 from dgm_runner.samplers import AnnealedLangevin, EulerMaruyama, PredictorCorrector
 from dgm_runner.samplers.score import langevin_step
 from dgm_runner.sdes import VESDE, VPSDE
@@ -70,8 +70,8 @@ def test_dsm_weightings():
 def test_annealed_langevin_step_size_convention():
     sigmas = geometric_sigmas(5.0, 0.01, 10)
     assert sigmas[0] == pytest.approx(5.0) and sigmas[-1] == pytest.approx(0.01)  # largest first
-    alphas = AnnealedLangevin(eps=2e-5).step_sizes(sigmas)
-    assert alphas[-1] == pytest.approx(2e-5)  # alpha_L = eps at the smallest level
+    alphas = AnnealedLangevin(step_size=2e-5).step_sizes(sigmas)
+    assert alphas[-1] == pytest.approx(2e-5)  # alpha_L = step_size at the smallest level
     torch.testing.assert_close(alphas, 2e-5 * sigmas**2 / 0.01**2)
 
 
@@ -83,7 +83,7 @@ def _check_moments(samples: torch.Tensor, var_tol: float = 0.05) -> None:
 
 
 def test_annealed_langevin_samples_a_gaussian_given_its_exact_score():
-    sampler = AnnealedLangevin(eps=5e-5, steps_per_level=100)
+    sampler = AnnealedLangevin(step_size=5e-5, steps_per_level=100)
     _check_moments(sampler.sample(GaussianNCSN(), 20_000, torch.Generator().manual_seed(2)))
 
 
@@ -138,7 +138,7 @@ def test_score_networks_shapes():
     assert unet.score(torch.randn(3, 1, 28, 28), torch.rand(3)).shape == (3, 1, 28, 28)
     with pytest.raises(ValueError, match="divisible by 4"):
         ScoreUNet((1, 30, 30), VESDE())
-    loss, _ = ContinuousDSM().loss(
+    loss, _ = DiffusionDSM().loss(
         unet, Batch(torch.rand(3, 1, 28, 28), torch.zeros(3, dtype=torch.long))
     )
     assert loss.ndim == 0 and torch.isfinite(loss)

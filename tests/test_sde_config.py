@@ -131,7 +131,7 @@ def test_edm_weighting_uses_the_models_sigma_data():
     objective.check_model(model)
     got = objective.per_example(model, x0, t, noise)
     x_t = x0 + model.sde.sigma(t)[:, None, None, None] * noise
-    plain = 0.5 * (model.eps(x_t, t) - noise).pow(2).flatten(1).sum(1)
+    plain = 0.5 * (model.predict_noise(x_t, t) - noise).pow(2).flatten(1).sum(1)
     s2 = model.sde.sigma_hat(t) ** 2
     torch.testing.assert_close(got, plain * (s2 + 0.09) / 0.09)
     # with the old default 0.5 instead, the loss would differ: the model's value is used
@@ -166,7 +166,7 @@ def _old_model(**changes) -> dict:
 
 OLD_OBJECTIVE = {
     "_target_": "dgm_runner.objectives.dsm.DiffusionDSM",
-    "eps": 1e-5,
+    "t_min": 1e-5,
     "weighting": "edm",
     "time_sampling": "lognormal",
     "p_mean": -1.2,
@@ -272,3 +272,28 @@ def test_an_old_run_directory_still_loads(compose_cfg, tmp_path):
     assert (model.preconditioning, model.sigma_data, model.centered) == ("edm", 0.5, True)
     for name, tensor in trained.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_old_eps_keys_get_todays_names():
+    """Run configs from before issue 27, item 5: ``eps`` of a diffusion sampler, objective or
+    bits/dim is the time floor ``t_min``, annealed Langevin's is ``step_size``; the alias
+    ``ContinuousDSM`` is ``DiffusionDSM``."""
+    from dgm_runner.io.legacy_config import upgrade_sde_config
+
+    old = {
+        "sampler": {"_target_": "dgm_runner.samplers.diffusion.HeunODE", "steps": 18, "eps": 1e-3},
+        "objective": {"_target_": "dgm_runner.objectives.dsm.ContinuousDSM", "eps": 1e-5},
+        "sample_metrics": {
+            "bpd": {"_target_": "dgm_runner.metrics.likelihood.pf_ode_bits_per_dim", "eps": 1e-5},
+            "fid": None,
+        },
+    }
+    new = upgrade_sde_config(old)
+    assert new["sampler"] == {"_target_": old["sampler"]["_target_"], "steps": 18, "t_min": 1e-3}
+    assert new["objective"] == {"_target_": "dgm_runner.objectives.dsm.DiffusionDSM", "t_min": 1e-5}
+    assert new["sample_metrics"]["bpd"]["t_min"] == 1e-5 and new["sample_metrics"]["fid"] is None
+    assert "eps" in old["sampler"]  # the input is left as it was
+    langevin = {"sampler": {"_target_": "dgm_runner.samplers.score.AnnealedLangevin", "eps": 2e-5}}
+    assert upgrade_sde_config(langevin)["sampler"]["step_size"] == 2e-5
+    today = {"sampler": {"_target_": "dgm_runner.samplers.diffusion.DDIM", "t_min": 1e-3}}
+    assert upgrade_sde_config(today) is today

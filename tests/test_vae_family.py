@@ -254,7 +254,9 @@ def test_gaussian_reconstruction_gradient_scales_as_one_over_sigma_squared():
         )
         grads.append(g)
         torch.testing.assert_close(g, (0.5 - x) * 0.25 / sigma**2)  # chain rule: sigmoid'(0) = 1/4
-    assert grads[0].abs().sum() > 100 * grads[1].abs().sum() > 100**2 * grads[2].abs().sum() / 2
+    # sigma 0.1 -> 1 -> 10: the gradient shrinks 100-fold at each step (exactly, up to rounding)
+    torch.testing.assert_close(grads[0], 100 * grads[1])
+    torch.testing.assert_close(grads[1], 100 * grads[2])
 
 
 @needs_mnist

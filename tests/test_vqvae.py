@@ -230,13 +230,13 @@ def test_prior_keeps_the_vqvae_frozen(monkeypatch):
     assert all(k.startswith("vqvae.") for k in prior.state_dict() if "codebook" in k)
 
 
-def test_prior_nll_is_in_bits_per_code(monkeypatch):
+def test_prior_bits_per_code_is_the_code_nll_in_bits(monkeypatch):
     prior = _prior(monkeypatch).eval()
     with torch.no_grad():  # a prior with all-zero logits is uniform: log2 K bits per code
         prior.head[-1].weight.zero_()
         prior.head[-1].bias.zero_()
     out = CodePriorNLL().evaluate(prior, Batch(_images(3), torch.zeros(3, dtype=torch.long)))
-    torch.testing.assert_close(out["prior_nll"], torch.full((3,), math.log2(16)))
+    torch.testing.assert_close(out["prior_bits_per_code"], torch.full((3,), math.log2(16)))
 
 
 def test_autoregressive_sampler_follows_the_prior(monkeypatch):
@@ -306,7 +306,9 @@ def test_both_stages_train_and_the_prior_loads_stage_one(compose_cfg, tmp_path):
         compose_cfg("experiment=vqvae_fashion_prior", *small, f"model.vqvae.run_dir={stage1}"),
         stage2,
     )
-    assert final2["status"] == "completed" and 0 < final2["test/prior_nll"] < 2 * math.log2(32)
+    assert final2["status"] == "completed" and 0 < final2[
+        "test/prior_bits_per_code"
+    ] < 2 * math.log2(32)
     assert (stage2 / "samples" / "final.png").is_file()
     # the prior's checkpoint carries the unchanged stage-1 weights and restores on its own
     _, comps1, _ = restore_run(stage1, device="cpu")

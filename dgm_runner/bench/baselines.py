@@ -238,12 +238,12 @@ def plain_predictor_corrector(
 ) -> torch.Tensor:
     """Song et al.'s tutorial notebook written out: ``steps`` predictor-corrector steps
     (one Langevin corrector step at ``pc.snr``, then reverse-time Euler-Maruyama) from the
-    SDE's prior to ``t = pc.eps`` for ``n`` images of the score model ``net``. Returns the
+    SDE's prior to ``t = pc.t_min`` for ``n`` images of the score model ``net``. Returns the
     final denoised mean ``(n, *image_shape)``."""
     with torch.no_grad():
         x = net.sde.prior_sample((n, *net.image_shape), None, device)
-        ts = torch.linspace(1.0, pc.eps, steps, device=device)
-        dt = (1.0 - pc.eps) / steps
+        ts = torch.linspace(1.0, pc.t_min, steps, device=device)
+        dt = (1.0 - pc.t_min) / steps
         for t in ts:
             tt = torch.ones(n, device=device) * t
             grad = net.score(x, tt)

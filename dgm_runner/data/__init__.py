@@ -1,13 +1,12 @@
 """Data sources: in-memory tensor datasets (see ``configs/dataset``)."""
 
-from dgm_runner.data.base import DataError, DataSplits, ImageData
+from dgm_runner.data.base import DataError, DataSplits
 from dgm_runner.data.toy2d import load_toy2d, sample_toy2d
 from dgm_runner.data.vision import load_vision_dataset
 
 __all__ = [
     "DataError",
     "DataSplits",
-    "ImageData",
     "load_toy2d",
     "load_vision_dataset",
     "sample_toy2d",

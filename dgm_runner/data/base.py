@@ -72,7 +72,3 @@ class DataSplits:
                 )
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
                 raise DataError(f"{self.name}/{split}: labels outside [0, {self.n_classes})")
-
-
-#: The container's former name (it holds toy points too, not only images).
-ImageData = DataSplits

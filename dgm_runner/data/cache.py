@@ -18,10 +18,6 @@ processes fill the same key, the second one's rename fails and it uses the first
 one's directory after checking its provenance. Temporary directories older than an
 hour (left by a killed run) are deleted, and so are keyed directories whose recorded
 sources have changed or vanished (they can never be read again).
-
-Caches written by earlier versions (decompressed files and ``.sources.json`` directly
-in ``<cache>/<Folder>/raw/``) are not trusted: those files are deleted before the
-download folder is looked at.
 """
 
 from __future__ import annotations
@@ -52,7 +48,6 @@ if TYPE_CHECKING:
 
 _BY_SOURCE = "by-source"  # <cache>/<Folder>/by-source/<key>/
 _PROVENANCE = "sources.json"  # inside each keyed directory
-_LEGACY_PROVENANCE = ".sources.json"  # earlier versions, in <cache>/<Folder>/raw/
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
 _STALE_TMP_S = 3600.0  # a fill takes seconds; an older temp dir was left by a killed run
@@ -80,22 +75,6 @@ def cache_dir() -> Path:
         return Path(os.environ["DGM_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "dgm_runner"
-
-
-def _retire_legacy_copies(raw: Path) -> bool:
-    """Delete the decompressed copies an earlier version kept in ``raw`` (marked by
-    ``.sources.json``; their provenance cannot be trusted). Return whether ``raw`` may
-    be used as a source (False when they could not be deleted)."""
-    marker = raw / _LEGACY_PROVENANCE
-    if not marker.exists():
-        return True
-    try:
-        for name in IDX_FILES:
-            (raw / name).unlink(missing_ok=True)
-        marker.unlink(missing_ok=True)
-    except OSError:
-        return False
-    return True
 
 
 def source_stamps(files: dict[str, Path]) -> dict[str, dict[str, Any]]:

@@ -31,26 +31,8 @@ import torch
 
 from dgm_runner.config import PositiveInt, Range, UnitInterval
 from dgm_runner.data.base import DataError, DataSplits
-from dgm_runner.data.cache import (  # noqa: F401  (private names re-exported for the old layout)
-    _cached,
-    _copy_idx,
-    _discard,
-    _fill,
-    _provenance,
-    _retire_legacy_copies,
-    _source_key,
-    _sweep,
-    cache_dir,
-    source_stamps,
-)
-from dgm_runner.data.idx import (  # noqa: F401  (private names re-exported for the old layout)
-    IDX_FILES,
-    _CacheDamaged,
-    _check_payload,
-    _idx_dims,
-    _read_idx,
-    check_idx_file,
-)
+from dgm_runner.data.cache import _cached, _discard, _fill, cache_dir, source_stamps
+from dgm_runner.data.idx import IDX_FILES, _CacheDamaged, _read_idx, check_idx_file
 
 __all__ = [
     "IDX_FILES",
@@ -156,8 +138,7 @@ def _locate(
     if os.environ.get("DGM_DATA_DIR"):
         dirs += _layouts(spec, Path(os.environ["DGM_DATA_DIR"]).expanduser())
     dirs += [Path(d) for d in spec.system_dirs]
-    if _retire_legacy_copies(downloads):
-        dirs.append(downloads)
+    dirs.append(downloads)
     looked = []
     for directory in dirs:
         files = _find_idx(directory)

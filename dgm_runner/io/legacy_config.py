@@ -51,6 +51,53 @@ def _named(node: Any, *names: str) -> bool:
     )
 
 
+#: Old ``eps`` keys by component class name -> today's name (issue 27, item 5: ``eps`` had
+#: three meanings): a continuous process's time floor is ``t_min``, annealed Langevin's step
+#: (seed 001's epsilon) ``step_size``.
+OLD_EPS: dict[str, str] = {
+    "DDPMAncestral": "t_min",
+    "DDIM": "t_min",
+    "HeunODE": "t_min",
+    "EulerMaruyama": "t_min",
+    "PredictorCorrector": "t_min",
+    "DiffusionDSM": "t_min",
+    "ContinuousDSM": "t_min",
+    "pf_ode_bits_per_dim": "t_min",
+    "AnnealedLangevin": "step_size",
+}
+
+
+# remove after 2027-03-01 (issue 27: old run directories)
+def upgrade_eps_names(config: Any) -> Any:
+    """A run config with today's names: the ``eps`` of a sampler, objective or sample
+    metric (:data:`OLD_EPS`) renamed, and the objective ``ContinuousDSM`` (an alias until
+    issue 27) named ``DiffusionDSM``. Plain data in, plain data out; the input is never
+    modified; anything else is returned as it is."""
+    if not isinstance(config, dict):
+        return config
+
+    def renamed(node: Any) -> Any:
+        if not isinstance(node, dict) or "eps" not in node and not _named(node, "ContinuousDSM"):
+            return node
+        target = str(node.get("_target_", ""))
+        name = target.rsplit(".", 1)[-1]
+        node = dict(node)
+        if _named(node, "ContinuousDSM"):
+            node["_target_"] = target.rsplit(".", 1)[0] + ".DiffusionDSM"
+        if "eps" in node and target.startswith("dgm_runner.") and name in OLD_EPS:
+            node[OLD_EPS[name]] = node.pop("eps")
+        return node
+
+    out = dict(config)
+    for key in ("sampler", "objective"):
+        out[key] = renamed(config.get(key))
+    metrics = config.get("sample_metrics")
+    if isinstance(metrics, dict):
+        out["sample_metrics"] = {k: renamed(v) for k, v in metrics.items()}
+    out = {k: v for k, v in out.items() if k in config}
+    return out if out != config else config
+
+
 # remove after 2027-03-01 (issue 27: old run directories)
 def upgrade_sde_config(config: Any) -> Any:
     """A run config in the form of issue 27: an old ``ScoreUNet`` node (``model.sde`` a
@@ -74,6 +121,7 @@ def upgrade_sde_config(config: Any) -> Any:
     """
     if not isinstance(config, dict):
         return config
+    config = upgrade_eps_names(config)  # the names of issue 27, item 5 too
     model, objective = config.get("model"), config.get("objective")
     old_model = _named(model, "ScoreUNet") and not isinstance(model.get("sde"), dict)
     old_objective = _named(objective, "DiffusionDSM", "ContinuousDSM") and (

@@ -83,7 +83,7 @@ def pf_ode_log_likelihood(
     trace: Literal["hutchinson", "exact"] = "hutchinson",
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    eps: float = 1e-5,
+    t_min: float = 1e-5,
 ) -> tuple[torch.Tensor, int]:
     """Log-likelihood of model-space points under the probability-flow ODE (module docstring).
 
@@ -93,7 +93,7 @@ def pf_ode_log_likelihood(
         generator: draws the Rademacher probes (``trace=hutchinson``).
         trace: ``hutchinson`` or ``exact``.
         rtol, atol: RK45 tolerances.
-        eps: the start time (``max(eps, sde.t_min)``).
+        t_min: the start time (``max(t_min, sde.t_min)``; Song et al.'s ``eps``).
 
     Returns:
         ``((B,) log p(x0) in nats per example (a density in model space), number of ODE
@@ -119,7 +119,7 @@ def pf_ode_log_likelihood(
         v, div = _divergence(lambda z: velocity(z, tt), x, probe)
         return np.concatenate([v.cpu().double().numpy().ravel(), div.cpu().double().numpy()])
 
-    t0 = max(eps, sde.t_min)
+    t0 = max(t_min, sde.t_min)
     y0 = np.concatenate([x0.detach().cpu().double().numpy().ravel(), np.zeros(shape[0])])
     with torch.inference_mode(False):
         sol = solve_ivp(rhs, (t0, sde.T), y0, rtol=rtol, atol=atol, method="RK45")
@@ -157,7 +157,7 @@ def pf_ode_bits_per_dim(
     trace: Literal["hutchinson", "exact"] = "hutchinson",
     rtol: PositiveFloat = 1e-5,
     atol: PositiveFloat = 1e-5,
-    eps: PositiveFloat = 1e-5,
+    t_min: PositiveFloat = 1e-5,
 ) -> dict[str, float]:
     """``sample_metrics`` entry: probability-flow ODE bits/dim of the first ``n`` test images
     with uniform dequantization (units in the module docstring). Runs at the final evaluation.
@@ -179,7 +179,7 @@ def pf_ode_bits_per_dim(
     for start in track(batches, f"bits/dim (PF ODE, {k.shape[0]} images)", unit="batch"):
         kb = k[start : start + batch_size]
         y = (kb + torch.rand(kb.shape, generator=gen, device=kb.device)) / 256.0
-        logp_z, nfe = pf_ode_log_likelihood(model, model.encode(y), gen, trace, rtol, atol, eps)
+        logp_z, nfe = pf_ode_log_likelihood(model, model.encode(y), gen, trace, rtol, atol, t_min)
         logp_y = logp_z + d * model.log_det_encode
         bpd.append((-logp_y / d + math.log(256.0)) / math.log(2.0))
         nfes.append(nfe)
@@ -254,13 +254,13 @@ def ddpm_bound(
         s = torch.full((b,), (k - 1) / big_n, device=device)
         mean, std = sde.marginal(x0, t)
         x_t = mean + bcast(std, x0) * torch.randn(x0.shape, generator=generator, device=device)
-        _, x0_hat = model.eps_and_x0(x_t, t)
+        _, x0_hat = model.predict_noise_and_x0(x_t, t)
         _, coef_x0, var = gaussian_posterior(sde, t, s)
         total = total + (bcast(coef_x0**2 / (2 * var), x0) * (x0 - x0_hat) ** 2).flatten(1).sum(1)
     t1 = torch.full((b,), 1.0 / big_n, device=device)
     mean, std = sde.marginal(x0, t1)
     x1 = mean + bcast(std, x0) * torch.randn(x0.shape, generator=generator, device=device)
-    _, x0_hat = model.eps_and_x0(x1, t1)
+    _, x0_hat = model.predict_noise_and_x0(x1, t1)
     dec_std = float(sde.betas[0].sqrt())
     if decoder == "gaussian":
         l0 = (

@@ -18,7 +18,7 @@ class GaussianOracle(DiffusionModel):
     Args:
         sde: the diffusion process.
         mu: ``(d,)`` data mean (model space); std: data std ``s``.
-        perturb: added to the exact eps (tests that losses rise off the optimum).
+        perturb: added to the exact noise prediction (tests that losses rise off the optimum).
     """
 
     def __init__(self, sde: SDE, mu: torch.Tensor, std: float, perturb: float = 0.0) -> None:
@@ -28,7 +28,7 @@ class GaussianOracle(DiffusionModel):
         self.std, self.perturb = float(std), float(perturb)
         self.image_shape = tuple(mu.shape)
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, d)`` states at ``(B,)`` times -> exact ``E[eps | x_t]`` (+ ``perturb``)."""
         alpha, sigma = bcast(self.sde.alpha(t), x), bcast(self.sde.sigma(t), x)
         var = alpha**2 * self.std**2 + sigma**2

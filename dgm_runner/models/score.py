@@ -96,11 +96,12 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class DiffusionModel(nn.Module):
     """What every diffusion sampler, objective and likelihood uses: a process ``sde``
     (:class:`dgm_runner.sdes.SDE`), the example shape, the data scaling, and a noise
-    prediction :meth:`eps`, from which the score and the denoiser follow:
+    prediction :meth:`predict_noise`, from which the score and the denoiser follow:
 
-    - ``score(x, t) = -eps(x, t) / sigma(t)`` (Song et al. 2021, Eq. 7 with the
+    - ``score(x, t) = -predict_noise(x, t) / sigma(t)`` (Song et al. 2021, Eq. 7 with the
       sigma-scaling of Song & Ermon 2020, Sec. 3.3: ``s = net / sigma``),
-    - ``denoise(x, t) = (x - sigma(t) eps(x, t)) / alpha(t)``, the estimate of ``E[x_0 | x_t]``.
+    - ``denoise(x, t) = (x - sigma(t) predict_noise(x, t)) / alpha(t)``, the estimate of
+      ``E[x_0 | x_t]``.
 
     Models run in *model space*: :meth:`encode` maps data in [0, 1] there (``2 x - 1``
     when ``centered``, as Ho et al. 2020 scale to [-1, 1]; else the identity) and
@@ -109,7 +110,7 @@ class DiffusionModel(nn.Module):
     ``sigma_data`` is EDM's data std (Karras et al. 2022), the one value that EDM
     preconditioning and the EDM loss weighting of
     :class:`~dgm_runner.objectives.dsm.DiffusionDSM` use (0.5 unless a subclass sets it).
-    Subclasses set ``sde``, ``image_shape``, ``centered`` and implement :meth:`eps`.
+    Subclasses set ``sde``, ``image_shape``, ``centered`` and implement :meth:`predict_noise`.
     """
 
     sde: SDE
@@ -117,22 +118,24 @@ class DiffusionModel(nn.Module):
     centered: bool = False
     sigma_data: float = 0.5
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` states at times ``(B,)`` -> ``(B, ...)`` predicted noise."""
         raise NotImplementedError
 
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` estimate of ``grad_x log p_t(x)``."""
-        return -self.eps(x, t) / bcast(self.sde.sigma(t), x)
+        return -self.predict_noise(x, t) / bcast(self.sde.sigma(t), x)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` estimate of ``x_0`` (model space) from ``x_t``."""
-        return self.eps_and_x0(x, t)[1]
+        return self.predict_noise_and_x0(x, t)[1]
 
-    def eps_and_x0(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One network evaluation -> ``(eps, x0)`` estimates, both ``(B, ...)``."""
-        eps = self.eps(x, t)
-        return eps, (x - bcast(self.sde.sigma(t), x) * eps) / bcast(self.sde.alpha(t), x)
+    def predict_noise_and_x0(
+        self, x: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One network evaluation -> ``(eps_hat, x0_hat)`` estimates, both ``(B, ...)``."""
+        eps_hat = self.predict_noise(x, t)
+        return eps_hat, (x - bcast(self.sde.sigma(t), x) * eps_hat) / bcast(self.sde.alpha(t), x)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Data in [0, 1] -> model space."""
@@ -156,7 +159,7 @@ class ScoreUNet(DiffusionModel):
 
     Parameterisations (``preconditioning``):
 
-    - ``none``: the network ``F`` predicts the noise, ``eps = F(x, 1000 t)``; equivalently the
+    - ``none``: the network ``F`` predicts the noise, ``eps_hat = F(x, 1000 t)``; equivalently the
       sigma-scaled score ``s = -F / sigma`` (Song & Ermon 2020; NCSN++'s ``scale_by_sigma``
       for VE) and, under a :class:`~dgm_runner.sdes.DiscreteDDPM` (``model/sde=ddpm``), Ho
       et al.'s epsilon-prediction (2020, Eq. 14).
@@ -165,7 +168,7 @@ class ScoreUNet(DiffusionModel):
       ``D(x_hat; s) = c_skip x_hat + c_out F(c_in x_hat, c_noise)`` with
       ``c_skip = sd^2 / (s^2 + sd^2)``, ``c_out = s sd / sqrt(s^2 + sd^2)``,
       ``c_in = 1 / sqrt(s^2 + sd^2)``, ``c_noise = log(s) / 4`` (``sd = sigma_data``);
-      ``eps = (x_hat - D) / s``.
+      ``eps_hat = (x_hat - D) / s``.
 
     Args:
         image_shape: ``(C, H, W)`` (set by the runner).
@@ -247,7 +250,7 @@ class ScoreUNet(DiffusionModel):
         h = self.dec0(torch.cat([self.up0(h), h0], dim=1), emb)
         return self.conv_out(h)
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` noisy images (model space) at times ``(B,)`` -> predicted noise."""
         if self.preconditioning == "none":
             return self.network(x, t)
@@ -259,5 +262,5 @@ class ScoreUNet(DiffusionModel):
         c_out = s * self.sigma_data / torch.sqrt(s**2 + sd2)
         c_in = 1.0 / torch.sqrt(s**2 + sd2)
         f = self.network(bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
-        # eps = (x_hat - D) / s with D = c_skip x_hat + c_out F
+        # eps_hat = (x_hat - D) / s with D = c_skip x_hat + c_out F
         return (bcast((1.0 - c_skip) / s, x) * x_hat) - bcast(c_out / s, x) * f

@@ -2,7 +2,7 @@
 
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.objectives.cd import ContrastiveDivergence
-from dgm_runner.objectives.dsm import ContinuousDSM, DenoisingScoreMatching, DiffusionDSM
+from dgm_runner.objectives.dsm import DenoisingScoreMatching, DiffusionDSM
 from dgm_runner.objectives.elbo import ELBO
 from dgm_runner.objectives.gan import GANObjective
 
@@ -10,7 +10,6 @@ __all__ = [
     "Batch",
     "Objective",
     "ContrastiveDivergence",
-    "ContinuousDSM",
     "DiffusionDSM",
     "DenoisingScoreMatching",
     "ELBO",

@@ -25,13 +25,13 @@ class CodePriorNLL(Objective):
     Logged training terms: ``loss`` (nats per code) and ``nll_bits_per_code`` (the same
     divided by ln 2).
 
-    Evaluation, per image ``(B,)``: ``prior_nll``, the negative log-likelihood of its code
-    grid in **bits per code**, ``-(1/(h w)) sum_i log2 p(c_i | c_<i)``. A uniform prior
+    Evaluation, per image ``(B,)``: ``prior_bits_per_code``, the negative log-likelihood of
+    its code grid in **bits per code**, ``-(1/(h w)) sum_i log2 p(c_i | c_<i)``. A uniform prior
     scores ``log2 K`` (7 for K = 128); the entropy of the codes bounds it from below.
-    ``monitor`` = ``prior_nll``.
+    ``monitor`` = ``prior_bits_per_code``.
     """
 
-    monitor = "prior_nll"
+    monitor = "prior_bits_per_code"
 
     def check_model(self, model: nn.Module) -> None:
         require(model, PixelCNNPrior, "objective 'code_prior'")
@@ -60,4 +60,4 @@ class CodePriorNLL(Objective):
         generator: torch.Generator | None = None,
         final: bool = False,
     ) -> dict[str, torch.Tensor]:
-        return {"prior_nll": self.nll_nats(model, batch) / math.log(2.0)}
+        return {"prior_bits_per_code": self.nll_nats(model, batch) / math.log(2.0)}

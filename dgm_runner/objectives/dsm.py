@@ -84,7 +84,7 @@ class DiffusionDSM(Objective):
     """Denoising score matching for diffusion models (any :class:`DiffusionModel`), written
     as a weighted noise-prediction error: ``t`` from ``time_sampling``,
     ``x_t = alpha(t) x_0 + sigma(t) eps`` (``x_0`` in model space), per-example loss
-    ``0.5 w(t) || eps_theta(x_t, t) - eps ||^2`` summed over pixels. Metric ``dsm_loss``.
+    ``0.5 w(t) || eps_hat(x_t, t) - eps ||^2`` summed over pixels. Metric ``dsm_loss``.
 
     ``weighting``:
 
@@ -92,19 +92,19 @@ class DiffusionDSM(Objective):
       ``0.5 || sigma s + eps ||^2`` (Song et al. 2021, Eq. 7) and Ho et al.'s "simple"
       loss (2020, Eq. 14; up to the factor 0.5, which Adam does not see).
     - ``edm``: Karras et al. (2022, Table 1) ``lambda(s) = (s^2 + sd^2) / (s sd)^2`` on
-      ``|| D - x_0 ||^2 = s^2 || eps_theta - eps ||^2`` (``s = sigma / alpha``,
+      ``|| D - x_0 ||^2 = s^2 || eps_hat - eps ||^2`` (``s = sigma / alpha``,
       ``sd = model.sigma_data``: the model's own value, the one its EDM preconditioning
       uses, so the two cannot disagree; :class:`DiffusionModel`), i.e.
       ``w = (s^2 + sd^2) / sd^2``; with EDM preconditioning this is unit weight on the
       network's own output.
 
-    ``time_sampling``: ``process`` draws from ``model.sde.sample_t`` (``U(eps, 1)`` for
+    ``time_sampling``: ``process`` draws from ``model.sde.sample_t`` (``U(t_min, 1)`` for
     continuous processes, ``n ~ U{1..N}`` for a discrete DDPM, Ho et al. Alg. 1);
     ``lognormal`` draws ``log s ~ N(p_mean, p_std^2)`` (Karras et al. 2022, Table 1) and
     trains at ``t = sde.t_of_sigma_hat(s)``.
 
     Args:
-        eps: smallest time of ``process`` sampling (Song et al.: 1e-5).
+        t_min: smallest time of ``process`` sampling (Song et al.'s ``eps``: 1e-5).
         weighting: ``sigma2`` or ``edm``.
         time_sampling: ``process`` or ``lognormal``.
         p_mean, p_std: the log-normal's parameters (-1.2, 1.2).
@@ -114,13 +114,13 @@ class DiffusionDSM(Objective):
 
     def __init__(
         self,
-        eps: PositiveFloat = 1e-5,
+        t_min: PositiveFloat = 1e-5,
         weighting: Literal["sigma2", "edm"] = "sigma2",
         time_sampling: Literal["process", "lognormal"] = "process",
         p_mean: float = -1.2,
         p_std: PositiveFloat = 1.2,
     ) -> None:
-        self.eps, self.weighting, self.time_sampling = eps, weighting, time_sampling
+        self.t_min, self.weighting, self.time_sampling = t_min, weighting, time_sampling
         self.p_mean, self.p_std = p_mean, p_std
 
     def check_model(self, model: nn.Module) -> None:
@@ -129,7 +129,7 @@ class DiffusionDSM(Objective):
     def sample_t(self, model: DiffusionModel, n: int, generator, device) -> torch.Tensor:
         """``(n,)`` training times (see ``time_sampling``)."""
         if self.time_sampling == "process":
-            return model.sde.sample_t(n, generator, device, self.eps)
+            return model.sde.sample_t(n, generator, device, self.t_min)
         log_s = self.p_mean + self.p_std * torch.randn(n, generator=generator, device=device)
         return model.sde.t_of_sigma_hat(torch.exp(log_s))
 
@@ -139,7 +139,7 @@ class DiffusionDSM(Objective):
         """``(B,)`` loss of model-space ``x0`` ``(B, ...)`` at times ``t`` with noise ``noise``."""
         mean, std = model.sde.marginal(x0, t)
         x_t = mean + std.reshape(-1, *([1] * (x0.ndim - 1))) * noise
-        err = 0.5 * (model.eps(x_t, t) - noise).pow(2).flatten(1).sum(1)
+        err = 0.5 * (model.predict_noise(x_t, t) - noise).pow(2).flatten(1).sum(1)
         if self.weighting == "edm":
             s2, sd2 = model.sde.sigma_hat(t) ** 2, model.sigma_data**2
             err = err * (s2 + sd2) / sd2
@@ -160,7 +160,3 @@ class DiffusionDSM(Objective):
 
     def evaluate(self, model, batch: Batch, generator=None, final: bool = False):
         return {"dsm_loss": self._per_example(model, batch.x, generator)}
-
-
-#: The name of configs written before discrete / EDM processes (``objective/continuous_dsm``).
-ContinuousDSM = DiffusionDSM

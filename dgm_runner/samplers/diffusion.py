@@ -5,7 +5,7 @@ EDM), since each is written through ``alpha(t)`` and ``sigma(t)`` only, take a
 ``torch.Generator``, return images in data space (``model.decode``) and count their
 network evaluations in ``nfe``.
 
-Time grids: DDPM and DDIM step through ``model.sde.time_grid(steps, eps)`` (uniform in t;
+Time grids: DDPM and DDIM step through ``model.sde.time_grid(steps, t_min)`` (uniform in t;
 a discrete DDPM's evenly spaced integer steps) and end with a last step to the data (the
 denoised estimate), so ``NFE = steps``. Heun uses the EDM grid (Karras et al. 2022, Eq. 5)
 in the noise level ``sigma_hat = sigma / alpha``: ``NFE = 2 steps - 1``.
@@ -31,30 +31,30 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 class _GridSampler(Sampler):
-    """Shared by DDPM and DDIM: steps through ``sde.time_grid(steps, eps)``; ``clip``
+    """Shared by DDPM and DDIM: steps through ``sde.time_grid(steps, t_min)``; ``clip``
     clamps the denoised estimate to the data range of model space (Ho et al.'s code)."""
 
     name = "diffusion"
 
-    def __init__(self, steps: Steps, eps: PositiveFloat, clip: bool) -> None:
-        self.steps, self.eps, self.clip = steps, eps, clip
+    def __init__(self, steps: Steps, t_min: PositiveFloat, clip: bool) -> None:
+        self.steps, self.t_min, self.clip = steps, t_min, clip
         self.nfe = 0
 
     def check_model(self, model: torch.nn.Module) -> None:
         require(model, DiffusionModel, f"sampler '{self.name}'")
-        model.sde.time_grid(self.steps, self.eps)  # ValueError: steps outside a discrete DDPM
+        model.sde.time_grid(self.steps, self.t_min)  # ValueError: steps outside a discrete DDPM
 
     def _predict(
         self, model: DiffusionModel, x: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.nfe += 1
-        eps, x0 = model.eps_and_x0(x, t)
+        eps_hat, x0 = model.predict_noise_and_x0(x, t)
         if self.clip:
             x0 = x0.clamp(-1.0, 1.0) if model.centered else x0.clamp(0.0, 1.0)
-            eps = (x - bcast(model.sde.alpha(t), x) * x0) / bcast(model.sde.sigma(t), x)
-        return eps, x0
+            eps_hat = (x - bcast(model.sde.alpha(t), x) * x0) / bcast(model.sde.sigma(t), x)
+        return eps_hat, x0
 
-    def update(self, model, x, eps, x0, t, s, generator) -> torch.Tensor:
+    def update(self, model, x, eps_hat, x0, t, s, generator) -> torch.Tensor:
         """``x_s`` from ``x_t`` and the predictions at t (per sampler)."""
         raise NotImplementedError
 
@@ -64,14 +64,14 @@ class _GridSampler(Sampler):
         device = model_device(model)
         self.nfe = 0
         x = model.sde.prior_sample((n, *model.image_shape), generator, device)
-        grid = model.sde.time_grid(self.steps, self.eps, device)
+        grid = model.sde.time_grid(self.steps, self.t_min, device)
         for i in track(range(len(grid)), f"{self.name} steps ({n} samples)", unit="step"):
             t = grid[i].expand(n)
-            eps, x0 = self._predict(model, x, t)
+            eps_hat, x0 = self._predict(model, x, t)
             if i == len(grid) - 1:
                 x = x0  # the last step goes to the data: the denoised estimate
             else:
-                x = self.update(model, x, eps, x0, t, grid[i + 1].expand(n), generator)
+                x = self.update(model, x, eps_hat, x0, t, grid[i + 1].expand(n), generator)
         return model.decode(x)
 
 
@@ -85,16 +85,18 @@ class DDPMAncestral(_GridSampler):
 
     Args:
         steps: number of network evaluations (= time steps).
-        eps: last time of a continuous process (discrete: step 1).
+        t_min: last time of a continuous process (discrete: step 1).
         clip: clamp predicted ``x_0`` to the data range.
     """
 
     name = "ddpm"
 
-    def __init__(self, steps: Steps = 1000, eps: PositiveFloat = 1e-3, clip: bool = False) -> None:
-        super().__init__(steps, eps, clip)
+    def __init__(
+        self, steps: Steps = 1000, t_min: PositiveFloat = 1e-3, clip: bool = False
+    ) -> None:
+        super().__init__(steps, t_min, clip)
 
-    def update(self, model, x, eps, x0, t, s, generator):
+    def update(self, model, x, eps_hat, x0, t, s, generator):
         a, b, v = gaussian_posterior(model.sde, t, s)
         z = torch.randn(x.shape, generator=generator, device=x.device)
         return bcast(a, x) * x + bcast(b, x) * x0 + bcast(v.sqrt(), x) * z
@@ -110,7 +112,7 @@ class DDIM(_GridSampler):
     Args:
         steps: number of network evaluations (= time steps).
         eta: stochasticity in [0, 1].
-        eps: last time of a continuous process.
+        t_min: last time of a continuous process.
         clip: clamp predicted ``x_0`` to the data range.
     """
 
@@ -120,18 +122,18 @@ class DDIM(_GridSampler):
         self,
         steps: Steps = 50,
         eta: UnitInterval = 0.0,
-        eps: PositiveFloat = 1e-3,
+        t_min: PositiveFloat = 1e-3,
         clip: bool = False,
     ) -> None:
-        super().__init__(steps, eps, clip)
+        super().__init__(steps, t_min, clip)
         self.eta = eta
 
-    def update(self, model, x, eps, x0, t, s, generator):
+    def update(self, model, x, eps_hat, x0, t, s, generator):
         _, _, v = gaussian_posterior(model.sde, t, s)
         c = self.eta * v.sqrt()
         out = (
             bcast(model.sde.alpha(s), x) * x0
-            + bcast((model.sde.sigma(s) ** 2 - c**2).clamp_min(0).sqrt(), x) * eps
+            + bcast((model.sde.sigma(s) ** 2 - c**2).clamp_min(0).sqrt(), x) * eps_hat
         )
         if self.eta > 0:
             out = out + bcast(c, x) * torch.randn(x.shape, generator=generator, device=x.device)
@@ -161,7 +163,7 @@ class HeunODE(Sampler):
     ``d x_hat / d sigma_hat = (x_hat - D(x_hat; sigma_hat)) / sigma_hat``
     in the rescaled state ``x_hat = x / alpha`` (Karras et al. 2022, Eq. 3-4) solved with
     Heun's 2nd-order method on their rho-grid (Alg. 1, deterministic: S_churn = 0), from
-    ``sigma_hat(T)`` down to ``sigma_hat(max(eps, t_min))`` and a last Euler step to 0.
+    ``sigma_hat(T)`` down to ``sigma_hat(max(t_min, sde.t_min))`` and a last Euler step to 0.
     ``D`` is the model's denoiser at ``t = sde.t_of_sigma_hat(sigma_hat)`` (a discrete DDPM
     is evaluated between its integer steps). Deterministic given the initial noise.
     ``NFE = 2 steps - 1``.
@@ -169,15 +171,15 @@ class HeunODE(Sampler):
     Args:
         steps: number of noise levels N (Karras et al.: 18 -> 35 NFE).
         rho: grid exponent (7).
-        eps: last time of a continuous process.
+        t_min: last time of a continuous process.
     """
 
     name = "heun"
 
     def __init__(
-        self, steps: Steps = 18, rho: PositiveFloat = 7.0, eps: PositiveFloat = 1e-3
+        self, steps: Steps = 18, rho: PositiveFloat = 7.0, t_min: PositiveFloat = 1e-3
     ) -> None:
-        self.steps, self.rho, self.eps = steps, rho, eps
+        self.steps, self.rho, self.t_min = steps, rho, t_min
         self.nfe = 0
 
     def check_model(self, model: torch.nn.Module) -> None:
@@ -201,7 +203,7 @@ class HeunODE(Sampler):
         self.nfe = 0
         sde = model.sde
         t_hi = torch.full((1,), sde.T, device=device)
-        t_lo = torch.full((1,), max(self.eps, sde.t_min), device=device)
+        t_lo = torch.full((1,), max(self.t_min, sde.t_min), device=device)
         sigmas = edm_sigma_grid(
             self.steps, float(sde.sigma_hat(t_lo)), float(sde.sigma_hat(t_hi)), self.rho, device
         )

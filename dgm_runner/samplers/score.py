@@ -35,22 +35,25 @@ class AnnealedLangevin(Sampler):
 
     Levels are ``model.sigmas`` in the algorithm's order, largest first (sigma_1 > ... >
     sigma_L); at level i, ``T`` steps of :func:`langevin_step` with step size
-    ``alpha_i = eps * sigma_i^2 / sigma_L^2`` where sigma_L is the *smallest* level.
+    ``alpha_i = step_size * sigma_i^2 / sigma_L^2`` where sigma_L is the *smallest* level.
     Starts from ``N(0, sigma_1^2 I)``: ``L x T`` network evaluations, as printed. With
     ``denoise`` (an option, off by default: Algorithm 1 has no such step), a final
     Tweedie step ``x + sigma_L^2 s(x, sigma_L)`` removes the last level's noise
     (Jolicoeur-Martineau et al. 2021): one more evaluation.
 
     Args:
-        eps: base step size epsilon.
+        step_size: base step size (Algorithm 1's epsilon; seed 001 Q4).
         steps_per_level: T.
         denoise: apply the final denoising step (default False, as Algorithm 1).
     """
 
     def __init__(
-        self, eps: PositiveFloat = 5e-5, steps_per_level: PositiveInt = 100, denoise: bool = False
+        self,
+        step_size: PositiveFloat = 5e-5,
+        steps_per_level: PositiveInt = 100,
+        denoise: bool = False,
     ) -> None:
-        self.eps = eps
+        self.step_size = step_size
         self.steps_per_level = steps_per_level
         self.denoise = denoise
 
@@ -61,8 +64,8 @@ class AnnealedLangevin(Sampler):
         return f"annealed Langevin {self.steps_per_level} steps per level"
 
     def step_sizes(self, sigmas: torch.Tensor) -> torch.Tensor:
-        """``(L,)`` alpha_i = eps * sigma_i^2 / sigma_L^2 for levels ordered largest first."""
-        return self.eps * sigmas**2 / sigmas[-1] ** 2
+        """``(L,)`` alpha_i = step_size * sigma_i^2 / sigma_L^2 for levels ordered largest first."""
+        return self.step_size * sigmas**2 / sigmas[-1] ** 2
 
     @torch.no_grad()
     def sample(self, model, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -95,7 +98,7 @@ def _reverse_em(model, x, t, dt, generator):
 
 
 class EulerMaruyama(Sampler):
-    """Reverse-SDE Euler-Maruyama from the prior at t = 1 down to t = ``eps`` in ``steps``
+    """Reverse-SDE Euler-Maruyama from the prior at t = 1 down to t = ``t_min`` in ``steps``
     uniform steps (Song et al. 2021, Eq. 6; NFE = ``steps``); with ``denoise`` the last step
     returns the noise-free mean. On a VP process few steps are unstable near t = 0 (the
     step ratio ``beta(t) |dt| / sigma(t)^2`` grows like ``|dt| / t``): use ``ddim`` or
@@ -103,16 +106,16 @@ class EulerMaruyama(Sampler):
 
     Args:
         steps: number of time steps.
-        eps: final time (Song et al. use 1e-3; at least the process's ``t_min``).
+        t_min: final time (Song et al.'s ``eps``: 1e-3; at least the process's ``t_min``).
         denoise: drop the noise of the last step.
     """
 
     name = "euler_maruyama"
 
     def __init__(
-        self, steps: Steps = 1000, eps: PositiveFloat = 1e-3, denoise: bool = True
+        self, steps: Steps = 1000, t_min: PositiveFloat = 1e-3, denoise: bool = True
     ) -> None:
-        self.steps, self.eps, self.denoise = steps, eps, denoise
+        self.steps, self.t_min, self.denoise = steps, t_min, denoise
         self.nfe = 0
 
     def check_model(self, model: torch.nn.Module) -> None:
@@ -130,10 +133,10 @@ class EulerMaruyama(Sampler):
         device = model_device(model)
         self.nfe = 0
         x = model.sde.prior_sample((n, *model.image_shape), generator, device)
-        eps = max(self.eps, model.sde.t_min)
-        dt = -(1.0 - eps) / self.steps
+        t_end = max(self.t_min, model.sde.t_min)
+        dt = -(1.0 - t_end) / self.steps
         mean = x
-        times = torch.linspace(1.0, eps, self.steps, device=device)
+        times = torch.linspace(1.0, t_end, self.steps, device=device)
         for t in track(times, f"{self.name} steps ({n} samples)", self.steps, "step"):
             tt = t.expand(n)
             x = self.correct(model, x, tt, generator)
@@ -152,7 +155,7 @@ class PredictorCorrector(EulerMaruyama):
         steps: number of predictor steps.
         snr: corrector signal-to-noise ratio (0.16 for VE on images in their paper).
         corrector_steps: Langevin steps per time step (0: plain Euler-Maruyama).
-        eps: final time.
+        t_min: final time.
         denoise: drop the noise of the last predictor step.
     """
 
@@ -163,10 +166,10 @@ class PredictorCorrector(EulerMaruyama):
         steps: Steps = 1000,
         snr: PositiveFloat = 0.16,
         corrector_steps: NonNegativeInt = 1,
-        eps: PositiveFloat = 1e-3,
+        t_min: PositiveFloat = 1e-3,
         denoise: bool = True,
     ) -> None:
-        super().__init__(steps, eps, denoise)
+        super().__init__(steps, t_min, denoise)
         self.snr, self.corrector_steps = snr, corrector_steps
 
     def check_model(self, model: torch.nn.Module) -> None:
