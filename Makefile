@@ -8,7 +8,9 @@ STAMP := $(VENV)/.dgm-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 # pytest-xdist workers of `make test` (0: one process). Each worker runs torch with one
-# thread (tests/conftest.py), so 2 workers fill 2 cores: 5.2 min instead of 8.4 (2026-12-07).
+# thread (tests/conftest.py), so 2 workers fill 2 cores; the tests marked `serial` (process
+# deaths, wall-clock seconds, machine load) run alone afterwards. `make test ARGS=...` runs
+# one pytest process with those arguments instead.
 PYTEST_WORKERS ?= 2
 
 # Offline copy of MNIST beside the checkout (CI, course machines); users who are
@@ -42,7 +44,12 @@ run: $(STAMP)
 test: $(STAMP) fashion-mnist lint
 	@echo "mkdocs build --strict (docs/ -> site/)"
 	@out=$$(NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict 2>&1) || { echo "$$out"; exit 1; }
-	$(PY) -m pytest -n $(PYTEST_WORKERS) $(ARGS)
+ifeq ($(strip $(ARGS)),)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not serial"
+	$(PY) -m pytest -m "serial and not slow"
+else
+	$(PY) -m pytest $(ARGS)
+endif
 
 # ruff (configured in pyproject.toml): lint and formatting, checked before the tests.
 lint: $(STAMP)

@@ -31,6 +31,9 @@ from dgm_runner.loop import train
 from dgm_runner.testing import compose_train
 from tests.helpers import SMALL, needs_mnist
 
+#: Process deaths and collectives with deadlines: run alone (make test runs `serial` last).
+pytestmark = pytest.mark.serial
+
 # The experiments' default sample metrics stay on (FID, AIS, bits/dim) at small sizes: process
 # 0 computes them alone, and a library metric that entered a collective there would wait for
 # the others forever (issue 25: torchmetrics' KID did). dist_timeout_s turns such a deadlock

@@ -15,7 +15,8 @@ import pytest
 from dgm_runner.io.checkpoint import load_checkpoint
 from tests.helpers import needs_mnist
 
-pytestmark = needs_mnist
+# signals sent at moments of a run: alone, not beside another test worker (make test)
+pytestmark = [needs_mnist, pytest.mark.serial]
 
 RUN = [
     "experiment=vae_mlp",

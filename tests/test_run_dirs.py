@@ -76,6 +76,7 @@ _AT = textwrap.dedent(
 )
 
 
+@pytest.mark.serial  # wall-clock seconds: alone, not beside another test worker
 def test_launches_in_the_same_second_get_two_directories(tmp_path):
     """Two CLI launches that compose their config in the same second (both wait, after
     their imports, for the same instant just past a second boundary) get two run dirs."""

@@ -19,7 +19,8 @@ from dgm_runner.io.checkpoint import load_checkpoint
 from tests import processes
 from tests.helpers import REPO, VAE, lines, needs_mnist, snapshot
 
-pytestmark = needs_mnist
+# signals, kills and locks at moments of a run: alone, not beside another test worker
+pytestmark = [needs_mnist, pytest.mark.serial]
 
 
 def slow(marker: Path, seconds: float = 60.0) -> str:

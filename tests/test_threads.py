@@ -31,6 +31,7 @@ def test_other_work_is_the_machines_cpu_time_less_our_own(monkeypatch):
     assert threads._LAST[0] == _Sample(10.5, 101.5, 3.5)  # the next window starts here
 
 
+@pytest.mark.serial  # the machine's load: alone, not beside another test worker
 @pytest.mark.skipif(threads._machine_busy_s() is None, reason="no /proc/stat")
 def test_the_load_of_another_process_is_counted_and_our_own_is_not():
     """On the real /proc/stat: a spinning neighbour counts about one core, this process's
