@@ -39,6 +39,12 @@ def _payloads(run: Path, victim: Path) -> dict[str, dict]:
         "open": {"_target_": "builtins.open", "file": str(victim), "mode": "w"},
         "os.system": {"_target_": "os.system", "command": f"echo pwned > {victim}"},
         "subprocess": {"_target_": "subprocess.run", "args": ["sh", "-c", f": > {victim}"]},
+        # os.system reached through a component module that imports os (allowed by prefix
+        # before: Hydra's get_object walks the attributes)
+        "through a module": {
+            "_target_": "dgm_runner.data.cache.os.system",
+            "command": f"echo pwned > {victim}",
+        },
         "_args_": {
             "_target_": "dgm_runner.samplers.ancestral.AncestralSampler",
             "_args_": [str(victim)],
@@ -156,6 +162,26 @@ def test_the_users_own_modules_are_trusted_when_named(monkeypatch):
     monkeypatch.delenv("DGM_TRUSTED_MODULES")
     trust_modules(["zz_trusted_by_call"])
     check_config([{"_target_": "zz_trusted_by_call.X"}], "f")
+
+
+def test_a_component_prefix_admits_only_names_its_modules_define():
+    """``dgm_runner.models.score.ScoreUNet`` and a package's re-export pass; an attribute
+    reached through a module (``...score.torch.save``, ``...cache.os.system``, an imported
+    module ``...score.math``) does not; read from the sources, nothing imported."""
+    for ok in (
+        "dgm_runner.models.score.ScoreUNet",
+        "dgm_runner.models.ScoreUNet",
+        "dgm_runner.metrics.fid.classifier_fid",
+    ):
+        check_config({"model": {"_target_": ok}}, "run/last.pt")
+    for bad in (
+        "dgm_runner.models.score.torch.save",
+        "dgm_runner.data.cache.os.system",
+        "dgm_runner.models.score.math",
+        "dgm_runner.models.no_such_module.Thing",
+    ):
+        with pytest.raises(UnsafeConfig, match="may only name dgm_runner components"):
+            check_config({"sampler": {"_target_": bad}}, "run/last.pt")
 
 
 def test_every_target_of_the_package_tree_is_allowed():

@@ -33,6 +33,8 @@ a ``_target_`` that is not a dotted Python name, and a resolver other than Omega
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 import re
 from pathlib import Path
@@ -156,9 +158,48 @@ def trust_config_sources() -> None:
 
 
 def _allowed(target: str, user: frozenset[str]) -> bool:
-    if target in COMPONENT_OBJECTS or target.startswith(COMPONENT_PREFIXES):
+    if target in COMPONENT_OBJECTS:
         return True
+    if target.startswith(COMPONENT_PREFIXES):
+        return _defined_in_package(target)
     return any(target == m or target.startswith(m + ".") for m in user)
+
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../dgm_runner
+
+
+@functools.lru_cache(maxsize=None)
+def _top_level_names(source: Path) -> frozenset[str]:
+    """The names a ``dgm_runner`` module defines itself, read from its source with ``ast``
+    (nothing imported): classes, functions, assignments, and names imported from another
+    ``dgm_runner`` module (a package's re-exports); not ``import os`` / ``from torch ...``."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom) and (
+            node.level > 0 or (node.module or "").split(".")[0] == "dgm_runner"
+        ):
+            names.update(alias.asname or alias.name for alias in node.names)
+    return frozenset(names)
+
+
+def _defined_in_package(target: str) -> bool:
+    """Whether ``target`` (``dgm_runner.a.b.Name``) is one name that a ``dgm_runner`` module
+    defines, not an attribute reached through it: ``dgm_runner.models.score.torch.save``
+    (``torch.save`` through a module that imports torch) and ``dgm_runner.models.score.math``
+    are not. Read from the source files, nothing imported."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 1, -1):  # the longest module path that is a file
+        module_dir = _PACKAGE_DIR.joinpath(*parts[1:cut])
+        for source in (module_dir.with_suffix(".py"), module_dir / "__init__.py"):
+            if source.is_file():
+                return cut == len(parts) - 1 and parts[-1] in _top_level_names(source)
+    return False
 
 
 def check_config(config: Any, source: str | os.PathLike) -> None:
