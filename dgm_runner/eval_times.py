@@ -45,7 +45,8 @@ def _key_and_size(text: str, where: str) -> tuple[str, float]:
 KEEP = 16
 
 
-def _load() -> dict[str, dict[str, float]]:
+def load() -> dict[str, dict[str, float]]:
+    """The stored timings, ``{kind of step: {size: seconds}}`` (empty when unreadable)."""
     try:
         data = json.loads((cache_dir() / FILE).read_text())
     except (OSError, ValueError):
@@ -55,12 +56,15 @@ def _load() -> dict[str, dict[str, float]]:
     return {k: v for k, v in data.items() if isinstance(v, dict)}
 
 
-def estimate(text: str, where: str) -> Optional[float]:
+def estimate(
+    text: str, where: str, store: Optional[dict[str, dict[str, float]]] = None
+) -> Optional[float]:
     """Seconds the step ``text`` (a plan entry) should take in context ``where``, or
-    ``None`` when no earlier run here timed a step of its kind at a size within a factor 2."""
+    ``None`` when no earlier run here timed a step of its kind at a size within a factor 2.
+    ``store``: the timings already read (:func:`load`; default: read the file)."""
     key, size = _key_and_size(text, where)
     near = []
-    for recorded, seconds in _load().get(key, {}).items():
+    for recorded, seconds in (load() if store is None else store).get(key, {}).items():
         try:
             ratio = size / float(recorded)
         except (ValueError, ZeroDivisionError):
@@ -74,7 +78,7 @@ def record(text: str, where: str, seconds: float) -> None:
     """Remember that the step ``text`` took ``seconds`` in context ``where`` (a failed write
     is ignored: an estimate is a courtesy)."""
     key, size = _key_and_size(text, where)
-    times = _load()
+    times = load()
     sizes = times.setdefault(key, {})
     sizes.pop(f"{size:g}", None)
     sizes[f"{size:g}"] = seconds  # the newest last

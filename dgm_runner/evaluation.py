@@ -157,10 +157,11 @@ def evaluation_plan(
         where: :func:`dgm_runner.eval_times.context` of the run (``None``: no estimates).
     """
     parts, known = [], []
+    store = eval_times.load() if where else {}  # read once for every step of the plan
     for step in plan_steps(model, comps, fns):
         if not step:
             continue
-        seconds = eval_times.estimate(step, where) if where else None
+        seconds = eval_times.estimate(step, where, store) if where else None
         parts.append(step if seconds is None else f"{step} {eval_times.duration(seconds)}")
         known.append(seconds)
     total = ""

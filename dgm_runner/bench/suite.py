@@ -101,6 +101,30 @@ def write_results(bench: Bench, out: str, merge: bool) -> dict[str, Any]:
     return results
 
 
+#: The sections after ``groups``, in the order they run: (name, printed header, study).
+_STUDIES = (
+    ("compile", "compile", lambda bench, args: compile_study(bench)),
+    ("scale", "scale", lambda bench, args: scale_study(bench)),
+    (
+        "rss",
+        "peak RSS",
+        lambda bench, args: rss_study(bench, args.rss or ("core" if args.quick else "all")),
+    ),
+    ("sampling", "sampling", lambda bench, args: sampling_study(bench)),
+    ("ddp", "ddp: 1 vs 2 processes", lambda bench, args: ddp_study(bench)),
+    (
+        "threads",
+        "threads: trainer.num_threads=auto vs torch's default",
+        lambda bench, args: threads_study(bench),
+    ),
+    (
+        "smoke",
+        "smoke: every experiment's +debug=smoke run, a fresh process each",
+        lambda bench, args: smoke_study(bench),
+    ),
+)
+
+
 def run(args: Namespace) -> None:
     """Run the sections of ``args.only`` (see ``scripts/bench.py --help`` for every flag),
     print the report and write ``args.out`` (seconds throughout; ratios baseline / ours
@@ -116,27 +140,10 @@ def run(args: Namespace) -> None:
     if "groups" in sections:
         groups_section(bench, args.groups.split(","))
         check_targets(bench)
-    if "compile" in sections:
-        print("\n[compile]", flush=True)
-        compile_study(bench)
-    if "scale" in sections:
-        print("\n[scale]", flush=True)
-        scale_study(bench)
-    if "rss" in sections:
-        print("\n[peak RSS]", flush=True)
-        rss_study(bench, args.rss or ("core" if args.quick else "all"))
-    if "sampling" in sections:
-        print("\n[sampling]", flush=True)
-        sampling_study(bench)
-    if "ddp" in sections:
-        print("\n[ddp: 1 vs 2 processes]", flush=True)
-        ddp_study(bench)
-    if "threads" in sections:
-        print("\n[threads: trainer.num_threads=auto vs torch's default]", flush=True)
-        threads_study(bench)
-    if "smoke" in sections:
-        print("\n[smoke: every experiment's +debug=smoke run, a fresh process each]", flush=True)
-        smoke_study(bench)
+    for name, header, study in _STUDIES:
+        if name in sections:
+            print(f"\n[{header}]", flush=True)
+            study(bench, args)
     meta = bench.results["meta"]
     finish_meta(meta, t_start)
     print_report(bench)

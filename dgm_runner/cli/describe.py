@@ -92,16 +92,24 @@ def describe_node(
     if doc:
         lines.append(f"  {doc}")
     comments = yaml_comments(source) if source is not None else {}
+    try:  # ${oc.select:smoke.KEY,FULL} and the like: the values this config gives
+        resolved = OmegaConf.to_container(node, resolve=True)
+    except Exception:  # an interpolation only a run resolves (hydra:...): key by key below
+        resolved = None
     for key, value in values.items():
         if key in _META_KEYS:
             continue
         if isinstance(value, dict) and "_target_" in value:  # a nested component: its block
             lines.append(f"  {key} = {value['_target_']}  (its keys: {path}.{key} below)")
             continue
-        try:  # ${oc.select:smoke.KEY,FULL} and the like: the value this config gives
-            value = OmegaConf.to_container(node, resolve=True)[key]
-        except Exception:  # an interpolation only a run resolves (hydra:...): as written
-            pass
+        if resolved is not None:
+            value = resolved[key]
+        else:
+            try:
+                value = OmegaConf.select(node, key, throw_on_resolution_failure=True)
+                value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            except Exception:  # this key is such an interpolation: as written
+                pass
         shown = _short(value)
         line = f"  {key} = {shown}  ({type_text(hints.get(key, inspect.Parameter.empty))})"
         if comments.get(key):

@@ -88,14 +88,12 @@ def upgrade_eps_names(config: Any) -> Any:
             node[OLD_EPS[name]] = node.pop("eps")
         return node
 
-    out = dict(config)
-    for key in ("sampler", "objective"):
-        out[key] = renamed(config.get(key))
+    out = {key: renamed(config[key]) for key in ("sampler", "objective") if key in config}
     metrics = config.get("sample_metrics")
     if isinstance(metrics, dict):
         out["sample_metrics"] = {k: renamed(v) for k, v in metrics.items()}
-    out = {k: v for k, v in out.items() if k in config}
-    return out if out != config else config
+    changed = {k: v for k, v in out.items() if v != config[k]}
+    return {**config, **changed} if changed else config
 
 
 # remove after 2027-03-01 (issue 27: old run directories)
