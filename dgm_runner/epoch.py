@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,15 +18,16 @@ from dgm_runner.distributed import (
     any_process,
     average_gradients,
     broadcast_buffers,
-    on_main,
     shard_of,
 )
 from dgm_runner.distributions import shard_rows
 from dgm_runner.evaluation import evaluate_split
-from dgm_runner.io.artifacts import append_jsonl
 from dgm_runner.io.signals import StopRequested
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.progress import Bar
+
+if TYPE_CHECKING:  # run.py imports this module
+    from dgm_runner.run import Run
 
 
 class DivergedError(RuntimeError):
@@ -144,143 +146,179 @@ def train_step(
         broadcast_buffers(model, world)  # e.g. batch-norm running statistics
 
 
-def run_epoch(
-    state: Any,
-    data: Any,
-    trainer: Any,
-    epoch: int,
-    logger: Any,
-    stop: Any,
-    history_file: Any,
-    save_last: Any,
-    autocast_dtype: torch.dtype | None,
-    world: World = SINGLE,
-) -> None:
-    """Train epoch ``epoch`` of ``state`` (a :class:`dgm_runner.train_state.TrainState`):
-    its permutation (drawn from ``state.data_gen``, or the one of the interrupted epoch in
-    ``state.partial``, continued from the next batch), logging the train terms every
-    ``trainer.log_every`` steps (TensorBoard, ``train_history.jsonl``), validation terms
-    every ``trainer.val_every_steps``; then ``state.progress`` records the epoch.
+@dataclass
+class EpochCursor:
+    """Where an epoch stands: its permutation, the next batch, the logged terms of the
+    current log window and of the epoch so far, and the records not yet written to
+    ``train_history.jsonl`` (flushed at the end of the epoch or at a stop).
 
-    Args:
-        data: the run's :class:`dgm_runner.data.base.DataSplits`; trainer: the validated
-            :class:`dgm_runner.config.TrainerConfig`; logger: the run's logger; stop: the
-            :class:`dgm_runner.io.signals.GracefulStop` polled after each step;
-        history_file: ``train_history.jsonl`` (None: write none, as data-parallel processes
-            other than 0 do); save_last: writes ``last.pt`` from ``state`` (process 0);
-        autocast_dtype: bf16 or None;
-        world: a data-parallel run's processes: each trains on its rows of every global
-            batch (:func:`dgm_runner.distributed.shard_of`), the logged terms are reduced
-            over them, and a stop signal received by any process stops all of them after
-            the same step.
+    :meth:`state_dict` is ``TrainState.partial``: what ``last.pt`` holds of an epoch a stop
+    signal interrupted, continued by :meth:`resume`.
+    """
+
+    epoch: int
+    perm: torch.Tensor
+    batch: int = 0
+    in_window: int = 0
+    window: Averager = field(default_factory=Averager)
+    epoch_terms: Averager = field(default_factory=Averager)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, state: Any, epoch: int, n: int, device: torch.device, world: World
+    ) -> "EpochCursor":
+        """Epoch ``epoch`` of ``n`` training examples: a new permutation drawn from
+        ``state.data_gen``, or the interrupted epoch of ``state.partial`` (consumed)."""
+        if state.partial is None:
+            return cls(epoch, torch.randperm(n, generator=state.data_gen).to(device))
+        part, state.partial = state.partial, None
+        cursor = cls(
+            epoch,
+            part["perm"].to(device),
+            part["batch"],
+            part["in_window"],
+            Averager.from_state(part["window"]),
+            Averager.from_state(part["epoch_terms"]),
+        )
+        if not world.is_main:  # saved reduced by process 0: its sums count once
+            cursor.window.zero_sums()
+        return cursor
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position to continue from (``TrainState.partial``; weights_only-safe)."""
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "perm": self.perm.cpu(),
+            "in_window": self.in_window,
+            "window": self.window.state_dict(),
+            "epoch_terms": self.epoch_terms.state_dict(),
+        }
+
+
+def run_epoch(run: "Run", epoch: int) -> None:
+    """Train epoch ``epoch`` of ``run`` (a :class:`dgm_runner.run.Run`): the batches of its
+    permutation (drawn from ``run.state.data_gen``, or the interrupted epoch's of
+    ``run.state.partial``, from its next batch), each one :func:`train_step`; the train terms
+    logged every ``trainer.log_every`` steps (logger, ``train_history.jsonl``), validation
+    terms every ``trainer.val_every_steps``; then ``run.state.progress`` records the epoch.
+
+    In a data-parallel run each process trains on its rows of every global batch
+    (:func:`dgm_runner.distributed.shard_of`), the logged terms are reduced over them, and
+    a stop signal any process received stops all of them after the same step.
 
     Raises:
         DivergedError: a logged training term is not finite.
         StopRequested: a stop signal arrived; the step was finished and ``last.pt`` holds
             the exact position.
     """
-    progress, n, bs = state.progress, data.train_x.shape[0], trainer.batch_size
-    steps_per_epoch = math.ceil(n / bs)
-    device = data.train_x.device
-    t0 = time.perf_counter()
-    if state.partial is None:
-        perm, start = torch.randperm(n, generator=state.data_gen).to(device), 0
-        window, epoch_terms, in_window = Averager(), Averager(), 0
-    else:  # continue the epoch a signal stopped, from the next batch
-        part, state.partial = state.partial, None
-        perm, start, in_window = part["perm"].to(device), part["batch"], part["in_window"]
-        window, epoch_terms = (
-            Averager.from_state(part["window"]),
-            Averager.from_state(part["epoch_terms"]),
-        )
-        if not world.is_main:  # saved reduced by process 0: its sums count once
-            window.zero_sums()
-    history: list[
-        dict[str, float]
-    ] = []  # train terms per log interval, val terms; flushed per epoch
+    state, data, trainer, world = run.state, run.comps.data, run.trainer, run.world
+    run.epoch, started = epoch, time.perf_counter()
+    steps = math.ceil(data.train_x.shape[0] / trainer.batch_size)
+    cursor = EpochCursor.start(state, epoch, data.train_x.shape[0], data.train_x.device, world)
+    show = trainer.progress and world.is_main
     bar = Bar(
-        steps_per_epoch,
-        f"epoch {epoch}/{trainer.epochs}",
-        "batch",
-        every=25,
-        show=trainer.progress and world.is_main,
-        initial=start,
+        steps, f"epoch {epoch}/{trainer.epochs}", "batch", every=25, show=show, initial=cursor.batch
     )
-    for i in bar.wrap(range(start, steps_per_epoch)):
-        idx = perm[i * bs : (i + 1) * bs]
-        total = idx.numel()
-        if total >= world.size:  # this process's rows of the global batch
-            start, stop_row = shard_of(total, world)
-            weight = (stop_row - start) / total
-        else:  # fewer examples than processes: each trains on all of them, weight 1/N
-            start, stop_row, weight = 0, total, 1.0 / world.size
-        idx = idx[start:stop_row]
-        # index_select: a plain row gather, ~5x cheaper on CPU than x[idx]'s advanced indexing
-        batch = Batch(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
-        with shard_rows(start, stop_row - start, total):  # no-op when it is all rows
-            train_step(
-                state.model,
-                state.objective,
-                state.optimizers,
-                batch,
-                progress.step,
-                window,
-                autocast_dtype,
-                world,
-                weight,
-            )
-        if state.ema is not None:
-            state.ema.update_parameters(state.model)
-        progress.step += 1
-        in_window += 1
-        if in_window == trainer.log_every or i == steps_per_epoch - 1:
-            window.reduce(world)
-            means = {f"train/{k}": v for k, v in window.means().items()}
-            bad = {k: v for k, v in means.items() if not math.isfinite(v)}
-            if bad:
-                raise DivergedError(
-                    f"non-finite training loss at epoch {epoch}, step {progress.step}: {bad}"
-                )
-            logger.scalars(means, progress.step)
-            history.append({"step": progress.step, **means})
-            bar.set_postfix({k[6:]: f"{v:.4g}" for k, v in means.items()})
-            epoch_terms.merge(window)
-            window, in_window = Averager(), 0
-        if trainer.val_every_steps and progress.step % trainer.val_every_steps == 0:
-            val = on_main(
-                lambda: evaluate_split(
-                    state.eval_model,
-                    state.objective,
-                    data.test_x[: trainer.val_size],
-                    data.test_y[: trainer.val_size],
-                    trainer.eval_batch_size,
-                    trainer.seed + 1,
-                    prefix="val",
-                ),
-                world,
-            )
-            if world.is_main:
-                logger.scalars(val, progress.step)
-                history.append({"step": progress.step, **val})
-        if any_process(stop.requested is not None, world):  # finish the step, save, exit
-            window.reduce(world)  # process 0 saves the global sums
-            if history_file is not None:
-                append_jsonl(history_file, *history)
-            state.partial = {
-                "epoch": epoch,
-                "batch": i + 1,
-                "perm": perm.cpu(),
-                "in_window": in_window,
-                "window": window.state_dict(),
-                "epoch_terms": epoch_terms.state_dict(),
-            }
-            save_last()
-            raise StopRequested(
-                f"{stop.requested or 'a stop on another process'} received: stopped at epoch "
-                f"{epoch}, step {progress.step}"
-            )
-    if history_file is not None:
-        append_jsonl(history_file, *history)
-    progress.epoch_times.append(time.perf_counter() - t0)
-    progress.train_means = {f"train/{k}": v for k, v in epoch_terms.means().items()}
-    progress.epoch = epoch
+    for i in bar.wrap(range(cursor.batch, steps)):
+        _train_batch(run, cursor, i)
+        state.progress.step += 1
+        cursor.batch, cursor.in_window = i + 1, cursor.in_window + 1
+        if cursor.in_window == trainer.log_every or i == steps - 1:
+            _log_window(run, cursor, bar)
+        if trainer.val_every_steps and state.progress.step % trainer.val_every_steps == 0:
+            _validate(run, cursor)
+        if any_process(run.stop is not None and run.stop.requested is not None, world):
+            _stop_inside(run, cursor)
+    run.append_history(cursor.history)
+    state.progress.epoch_times.append(time.perf_counter() - started)
+    state.progress.train_means = {f"train/{k}": v for k, v in cursor.epoch_terms.means().items()}
+    state.progress.epoch = epoch
+
+
+def _train_batch(run: "Run", cursor: EpochCursor, i: int) -> None:
+    """The updates of batch ``i`` of the cursor's permutation on this process's rows of it
+    (all rows when there are fewer than processes, each then weighing ``1 / N``)."""
+    state, data, bs, world = run.state, run.comps.data, run.trainer.batch_size, run.world
+    idx = cursor.perm[i * bs : (i + 1) * bs]
+    total = idx.numel()
+    if total >= world.size:  # this process's rows of the global batch
+        start, stop = shard_of(total, world)
+        weight = (stop - start) / total
+    else:  # fewer examples than processes: each trains on all of them, weight 1/N
+        start, stop, weight = 0, total, 1.0 / world.size
+    idx = idx[start:stop]
+    # index_select: a plain row gather, ~5x cheaper on CPU than x[idx]'s advanced indexing
+    batch = Batch(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
+    with shard_rows(start, stop - start, total):  # no-op when it is all rows
+        train_step(
+            state.model,
+            state.objective,
+            state.optimizers,
+            batch,
+            state.progress.step,
+            averager=cursor.window,
+            autocast_dtype=run.autocast_dtype,
+            world=world,
+            weight=weight,
+        )
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)
+
+
+def _log_window(run: "Run", cursor: EpochCursor, bar: Bar) -> None:
+    """Reduce the log window over the processes and log its means (logger, history record,
+    progress bar); it joins the epoch's terms and a new window starts.
+
+    Raises:
+        DivergedError: a mean is not finite.
+    """
+    step = run.state.progress.step
+    cursor.window.reduce(run.world)
+    means = {f"train/{k}": v for k, v in cursor.window.means().items()}
+    bad = {k: v for k, v in means.items() if not math.isfinite(v)}
+    if bad:
+        raise DivergedError(f"non-finite training loss at epoch {cursor.epoch}, step {step}: {bad}")
+    run.logger.scalars(means, step)
+    cursor.history.append({"step": step, **means})
+    bar.set_postfix({k[6:]: f"{v:.4g}" for k, v in means.items()})
+    cursor.epoch_terms.merge(cursor.window)
+    cursor.window, cursor.in_window = Averager(), 0
+
+
+def _validate(run: "Run", cursor: EpochCursor) -> None:
+    """The objective's terms on the first ``trainer.val_size`` test examples (process 0),
+    logged as ``val/...``."""
+    trainer, data, state = run.trainer, run.comps.data, run.state
+    val = run.on_main(
+        lambda: evaluate_split(
+            state.eval_model,
+            state.objective,
+            data.test_x[: trainer.val_size],
+            data.test_y[: trainer.val_size],
+            trainer.eval_batch_size,
+            run.seeds.test_metrics,
+            prefix="val",
+        )
+    )
+    if val is not None:  # process 0
+        run.logger.scalars(val, state.progress.step)
+        cursor.history.append({"step": state.progress.step, **val})
+
+
+def _stop_inside(run: "Run", cursor: EpochCursor) -> None:
+    """A stop signal arrived (on some process): the step is finished; write the history so
+    far and ``last.pt`` with the exact position, then stop.
+
+    Raises:
+        StopRequested: always.
+    """
+    cursor.window.reduce(run.world)  # process 0 saves the global sums
+    run.append_history(cursor.history)
+    run.state.partial = cursor.state_dict()
+    run.save_last()
+    raise StopRequested(
+        f"{run.stop.requested or 'a stop on another process'} received: stopped at epoch "
+        f"{cursor.epoch}, step {run.state.progress.step}"
+    )

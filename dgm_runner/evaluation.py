@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from dgm_runner import eval_times
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.progress import Bar
+from dgm_runner.seeds import Seeds
 
 log = logging.getLogger("dgm_runner")
 
@@ -103,14 +104,20 @@ def all_test_metrics(
         data.test_x,
         data.test_y,
         tcfg.eval_batch_size,
-        tcfg.seed + 1,
+        Seeds(tcfg.seed).test_metrics,
         final=final,
     )
     if steps[0]:
         eval_times.record(steps[0], where, time.monotonic() - start)
     for fn, step in zip(fns, steps[1:]):
         start = time.monotonic()
-        extra = fn(model=model, sampler=comps.sampler, data=data, seed=tcfg.seed + 4, final=final)
+        extra = fn(
+            model=model,
+            sampler=comps.sampler,
+            data=data,
+            seed=Seeds(tcfg.seed).sample_metrics,
+            final=final,
+        )
         metrics.update({f"test/{k}": v for k, v in extra.items()})
         if step and extra:
             eval_times.record(step, where, time.monotonic() - start)

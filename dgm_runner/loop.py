@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,33 +47,24 @@ from dgm_runner.distributed import (
     teardown,
 )
 from dgm_runner.epoch import Averager, DivergedError, run_epoch
-from dgm_runner.evaluation import all_test_metrics
-from dgm_runner.io.artifacts import append_jsonl, read_jsonl, save_samples, truncate_jsonl
+from dgm_runner.io.artifacts import truncate_jsonl
 from dgm_runner.io.atomic import (
     WriteError,
-    atomic_copy,
-    atomic_open,
     read_json,
     remove_stale_temps,
-    write_json,
 )
 from dgm_runner.io.checkpoint import (
     CheckpointError,
-    capture_rng,
     load_checkpoint,
     require_keys,
-    save_checkpoint,
-    unchanged_rng,
 )
 from dgm_runner.io.layout import RunPaths, check_layout
 from dgm_runner.io.lock import run_lock
-from dgm_runner.io.loggers import NullLogger, start_logger
 from dgm_runner.io.resume import RUN_IDENTITY, check_resume
 from dgm_runner.io.run_config import check_config, trust_targets_of
-from dgm_runner.io.run_dir import check_run_dir, has_checkpoint, record_outcome
-from dgm_runner.io.signals import GracefulStop, StopRequested
+from dgm_runner.io.run_dir import check_run_dir, has_checkpoint, holds_run
 from dgm_runner.progress import enabled as progress_enabled
-from dgm_runner.samplers.base import draw_samples
+from dgm_runner.run import Outcome, Run
 from dgm_runner.threads import choose_threads
 from dgm_runner.train_state import RESUME_PAYLOAD, Progress, TrainState
 
@@ -113,21 +102,23 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             figures they were abandoned (``last.pt`` already holds the trained epoch), so
             ``trainer.resume`` continues exactly there.
     """
-    validate(cfg)
-    trust_targets_of(cfg)  # the user's own components may appear in a run this one reads
-    _check_logger(cfg)
-    trainer = _resume_if_requeued(trainer_config(cfg))
-    world = _join(cfg, trainer)
     run_dir = Path(run_dir)
+    outcome = Outcome(RunPaths(run_dir), held_a_run=holds_run(run_dir))
     threads_before = torch.get_num_threads()
     try:
-        with run_lock(run_dir) if world.is_main else contextlib.nullcontext():
+        with outcome:  # recorded when dgm-train holds the lock already
+            validate(cfg)
+            trust_targets_of(cfg)  # the user's own components may appear in a run it reads
+            _check_logger(cfg)
+            trainer = _resume_if_requeued(trainer_config(cfg))
+            world = outcome.world = _join(cfg, trainer)
+        with run_lock(run_dir) if world.is_main else contextlib.nullcontext(), outcome:
             with progress_enabled(trainer.progress and world.is_main):  # bars, or log lines
-                final = _train(cfg, trainer, run_dir, world)
+                final = _train(cfg, trainer, outcome)
         return broadcast_object(final, world)  # process 0 read it from metrics.json
     finally:
         torch.set_num_threads(threads_before)  # trainer.num_threads is this run's only
-        if world.parallel:
+        if outcome.world.parallel:
             teardown()
 
 
@@ -174,126 +165,95 @@ def _check_logger(cfg: DictConfig) -> None:
             check()
 
 
-def _train(cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World) -> dict[str, Any]:
+def _train(cfg: DictConfig, trainer: TrainerConfig, outcome: Outcome) -> dict[str, Any]:
+    """Checks -> open the run -> train and evaluate each epoch -> finish (how it ended
+    other than completed is recorded by ``outcome``: :func:`dgm_runner.run.record_outcome`)."""
+    run_dir, world = outcome.paths.root, outcome.world
+    resume, ckpt = _checks(cfg, trainer, run_dir, world)
+    if ckpt is not None:
+        done = _already_complete(resume, ckpt, trainer.epochs, world)
+        if done is not None:  # nothing to do: nothing written (not even a log line)
+            return done
+    run = outcome.run = _open(cfg, trainer, run_dir, world, resume, ckpt, outcome.held_a_run)
+    try:
+        with run.stoppable():
+            run.start_logger()
+            for epoch in run.epochs_to_run():
+                if epoch > run.state.progress.epoch:
+                    run_epoch(run, epoch)
+                    run.save_last()  # the trained epoch is safe before its (long) evaluation
+                if run.eval_due(epoch) and run.state.progress.evaluated < epoch:
+                    run.evaluate(epoch)
+            run.finish()
+    finally:
+        run.close()
+    return run.final_metrics()
+
+
+def _checks(
+    cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World
+) -> tuple[Path | None, Any]:
+    """Everything checked before anything is written: the run directory's entries and
+    what it holds (process 0), the checkpoint to resume and that it is this run's.
+
+    Returns:
+        ``(run directory, loaded last.pt)`` to continue from, or ``(None, None)``.
+
+    Raises:
+        WriteError, ConfigError, CheckpointError: one line; nothing written.
+    """
     on_main(lambda: _check_run_dir(run_dir, trainer.resume), world, _RUN_DIR_ERRORS)
-    paths = RunPaths(run_dir)
     device = local_device(resolve_device(trainer.device), world)
     resume, ckpt = _checkpoint_to_resume(trainer, run_dir, device)
     if ckpt is not None:
         check_resume(cfg, ckpt, RunPaths(resume).last)
-        done = _already_complete(
-            resume, Progress.from_checkpoint(ckpt), ckpt.get("partial"), trainer.epochs
-        )
-        if done is not None:  # nothing to do: nothing written (not even a log line)
-            if not world.is_main:
-                return done
-            print(
-                f"{resume} already completed {trainer.epochs} epochs: nothing to do "
-                f"(trainer.epochs>{trainer.epochs} trains on)",
-                file=sys.stderr,
-            )
-            return done
+    return resume, ckpt
+
+
+def _open(
+    cfg: DictConfig,
+    trainer: TrainerConfig,
+    run_dir: Path,
+    world: World,
+    resume: Path | None,
+    ckpt: Any,
+    held_a_run: bool,
+) -> Run:
+    """Prepare the run directory (process 0), choose the threads, build the components
+    and the training state, continue from ``ckpt`` if given, and say what runs."""
     barrier(world)  # every process has read the run directory before process 0 writes
+    paths = RunPaths(run_dir)
     if world.is_main:
-        _prepare_run_dir(run_dir, resumed=ckpt is not None)
+        _prepare_run_dir(paths, resumed=ckpt is not None)
     threads, why = choose_threads(trainer.num_threads, (ckpt or {}).get("num_threads"))
     torch.set_num_threads(threads)
+    device = local_device(resolve_device(trainer.device), world)
     comps, state = _set_up(cfg, trainer, device, world)
     if ckpt is not None:
-        state.load_state_dict(ckpt, RunPaths(resume).last, trainer)
-        _drop_partial_of_another_world(state, ckpt, world)
-        if world.is_main:  # lines a killed process wrote after its last.pt
-            truncate_jsonl(paths.metrics_log, "epoch", state.progress.evaluated)
-            truncate_jsonl(paths.history, "step", state.progress.step)
-        log.info(
-            "resumed from %s after epoch %d (step %d)",
-            RunPaths(resume).last,
-            state.progress.epoch,
-            state.progress.step,
-        )
+        _continue(state, ckpt, RunPaths(resume).last, trainer, world, paths)
     _describe(cfg, comps, device, f"{threads} CPU thread{'s' if threads > 1 else ''} ({why})")
     config = OmegaConf.to_container(cfg, resolve=True)
+    return Run(cfg, trainer, world, paths, comps, state, config, held_a_run)
 
-    def save_last(rng: dict[str, Any] | None = None) -> None:
-        """``last.pt`` (process 0), with the RNG states ``rng`` when given (those before an
-        evaluation: what the training after it continues from)."""
-        if world.is_main:
-            payload = {
-                **state.state_dict(config),
-                "world_size": world.size,
-                "num_threads": torch.get_num_threads(),  # auto keeps it on resume
-            }
-            save_checkpoint(paths.last, payload if rng is None else {**payload, "rng": rng})
 
-    autocast_dtype = torch.bfloat16 if trainer.precision == "bf16" else None
-    logger: Any = NullLogger(run_dir, config)  # process 0's own starts in the try below
-    errors = {"DivergedError": DivergedError, "StopRequested": StopRequested}
-
-    def evaluate(epoch: int) -> None:
-        """``epoch``'s evaluation on process 0; then every process holds its progress. The
-        global RNGs are left as they were (a run's training does not depend on which of its
-        evaluations computed sample metrics, so an extended run follows a longer one)."""
-        before = capture_rng(state.data_gen)  # what last.pt must hold after the evaluation
-        with unchanged_rng():
-            on_main(
-                lambda: _evaluate_epoch(
-                    cfg, comps, state, epoch, logger, run_dir, lambda: save_last(before)
-                ),
-                world,
-                errors,
-            )
-        state.progress = broadcast_object(state.progress, world)
-
-    epoch = state.progress.epoch
-    try:
-        with GracefulStop() as stop:
-            # a signal ends process 0's evaluation at once; the others wait in a collective
-            # meanwhile and keep the signal for their next step or the end of the run
-            # (dgm_runner.distributed.on_main raises process 0's stop there too)
-            interruptible = (
-                stop.interruptible if world.is_main else lambda what: contextlib.nullcontext()
-            )
-            with interruptible("the start of the logger"), unchanged_rng():  # fails: a warning
-                logger = on_main(lambda: start_logger(cfg.logger, run_dir, config), world, errors)
-                logger = logger or NullLogger(run_dir, config)  # processes other than 0
-            for epoch in _epochs_to_run(state, trainer):
-                if epoch > state.progress.epoch:
-                    run_epoch(
-                        state,
-                        comps.data,
-                        trainer,
-                        epoch,
-                        logger,
-                        stop,
-                        paths.history if world.is_main else None,
-                        save_last,
-                        autocast_dtype,
-                        world,
-                    )
-                    save_last()  # the trained epoch is safe before its (possibly long) evaluation
-                if _eval_due(epoch, trainer) and state.progress.evaluated < epoch:
-                    with interruptible(f"the evaluation of epoch {epoch}"):
-                        evaluate(epoch)
-            with interruptible("the figures and exports"):
-                with unchanged_rng():
-                    on_main(lambda: _finish(cfg, comps, state, run_dir), world, errors)
-        logger.hparams(_flat(config, ("model", "objective", "trainer")), state.progress.metrics)
-    except (DivergedError, StopRequested) as err:
-        status = "diverged" if isinstance(err, DivergedError) else "interrupted"
-        if isinstance(err, StopRequested) and paths.last.is_file():
-            err = StopRequested(
-                f"{err}; {paths.last} holds {state.progress.epoch} trained epochs, continue "
-                f"with trainer.resume={run_dir} (redoes only what is missing)"
-            )
-        if world.is_main:
-            record_outcome(
-                run_dir,
-                {"status": status, "epoch": epoch, "step": state.progress.step, "error": str(err)},
-            )
-        raise err from None
-    finally:
-        logger.close()
-    return read_json(paths.metrics) if world.is_main else None
+def _continue(
+    state: TrainState,
+    ckpt: dict[str, Any],
+    last: Path,
+    trainer: TrainerConfig,
+    world: World,
+    paths: RunPaths,
+) -> None:
+    """Load ``ckpt`` (read from ``last``) into ``state``; process 0 drops the lines a killed
+    process wrote after it."""
+    state.load_state_dict(ckpt, last, trainer)
+    _drop_partial_of_another_world(state, ckpt, world)
+    if world.is_main:  # lines a killed process wrote after its last.pt
+        truncate_jsonl(paths.metrics_log, "epoch", state.progress.evaluated)
+        truncate_jsonl(paths.history, "step", state.progress.step)
+    log.info(
+        "resumed from %s after epoch %d (step %d)", last, state.progress.epoch, state.progress.step
+    )
 
 
 #: The errors of :func:`_check_run_dir`, raised as themselves on every process.
@@ -373,27 +333,34 @@ def _checkpoint_to_resume(
 
 
 def _already_complete(
-    run_dir: Path, progress: Progress, partial: Any, epochs: int
+    run_dir: Path, ckpt: dict[str, Any], epochs: int, world: World
 ) -> dict[str, Any] | None:
     """The recorded final metrics when the run has nothing left to do for ``epochs``
-    (trained, evaluated and finished: ``metrics.json`` says completed at that epoch)."""
+    (trained, evaluated and finished: ``metrics.json`` says completed at that epoch);
+    process 0 says so on stderr."""
+    progress = Progress.from_checkpoint(ckpt)
     final = read_json(RunPaths(run_dir).metrics)
-    if (
-        partial is None
+    if not (
+        ckpt.get("partial") is None
         and progress.epoch == progress.evaluated == epochs
         and isinstance(final, dict)
         and final.get("status") == "completed"
         and final.get("epoch") == epochs
     ):
-        return final
-    return None
+        return None
+    if world.is_main:
+        print(
+            f"{run_dir} already completed {epochs} epochs: nothing to do "
+            f"(trainer.epochs>{epochs} trains on)",
+            file=sys.stderr,
+        )
+    return final
 
 
-def _prepare_run_dir(run_dir: Path, resumed: bool) -> None:
+def _prepare_run_dir(paths: RunPaths, resumed: bool) -> None:
     """Create the run's folders and clear what killed processes left: temp files of
     writers (the lock is held, so no writer is alive) and, for a new run, lines a launch
     killed before its first ``last.pt`` appended."""
-    paths = RunPaths(run_dir)
     for d in (paths.checkpoints, paths.samples):
         d.mkdir(parents=True, exist_ok=True)
     for d in (paths.root, paths.checkpoints, paths.samples, paths.eval_dir):
@@ -466,128 +433,3 @@ def _kind_of(data: Any) -> str:
         return "binarized"
     channels = data.image_shape[0]
     return "grey" if channels == 1 else f"{channels} channels"
-
-
-def _eval_due(epoch: int, trainer: TrainerConfig) -> bool:
-    return epoch % trainer.eval_every == 0 or epoch == trainer.epochs
-
-
-def _epochs_to_run(state: TrainState, trainer: TrainerConfig) -> range:
-    """The epochs this launch visits: from the next one to train, or from the last trained
-    one when its evaluation is still owed (a stop cut it short)."""
-    p = state.progress
-    owed = state.partial is None and p.evaluated < p.epoch and _eval_due(p.epoch, trainer)
-    return range(p.epoch if owed else p.epoch + 1, trainer.epochs + 1)
-
-
-def _evaluate_epoch(
-    cfg: DictConfig,
-    comps: Any,
-    state: TrainState,
-    epoch: int,
-    logger: Any,
-    run_dir: Path,
-    save_last: Any,
-) -> None:
-    """Test metrics, the 8x8 grid and the ``metrics.jsonl`` record of ``epoch``; then
-    ``last.pt`` (and ``best.pt`` when the monitored metric improved).
-
-    Raises:
-        DivergedError: a test metric is not finite.
-    """
-    trainer, progress, model = cfg.trainer, state.progress, state.eval_model
-    paths = RunPaths(run_dir)
-    started = time.perf_counter()
-    metrics = all_test_metrics(cfg, model, comps, final=epoch == trainer.epochs)
-    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-    if bad:
-        raise DivergedError(f"non-finite test metrics at epoch {epoch}: {bad}")
-    if comps.sampler.draws:  # the 8x8 grid of this epoch
-        images = draw_samples(
-            model,
-            comps.sampler,
-            trainer.n_samples,
-            trainer.seed + 2,
-            next(model.parameters()).device,
-        )
-        grid = save_samples(images, paths.grid(epoch), reference=comps.data.test_x)
-        logger.image("samples", grid, progress.step)
-    seconds = progress.epoch_times[-1] if progress.epoch_times else None
-    record = {
-        "epoch": epoch,
-        "step": progress.step,
-        "train/epoch_time_s": seconds,
-        "eval_time_s": time.perf_counter() - started,  # test metrics and the grid
-        **progress.train_means,
-        **metrics,
-    }
-    append_jsonl(paths.metrics_log, record)
-    logger.scalars(
-        {**metrics, **({"train/epoch_time_s": seconds} if seconds is not None else {})},
-        progress.step,
-    )
-    monitored = metrics[f"test/{comps.objective.monitor}"]
-    improved = monitored < progress.best
-    progress.metrics, progress.evaluated, progress.best = (
-        metrics,
-        epoch,
-        min(progress.best, monitored),
-    )
-    save_last()
-    if improved:
-        atomic_copy(paths.last, paths.best)
-    log.info(
-        "epoch %d/%d (%s): %s",
-        epoch,
-        trainer.epochs,
-        f"{seconds:.1f}s" if seconds is not None else "resumed",
-        ", ".join(f"{k}={v:.4f}" for k, v in {**progress.train_means, **metrics}.items()),
-    )
-
-
-def _finish(cfg: DictConfig, comps: Any, state: TrainState, run_dir: Path) -> None:
-    """Figures, exports, ``samples/final.png``, ``trainer.export_name`` and the final
-    ``metrics.json`` (status completed) of a run whose last epoch is trained and evaluated."""
-    trainer, progress, paths = cfg.trainer, state.progress, RunPaths(run_dir)
-    for name, node in (cfg.get("figures") or {}).items():
-        path = instantiate(node, _partial_=True)(
-            model=state.eval_model, data=comps.data, run_dir=run_dir, seed=trainer.seed + 3
-        )
-        log.info("figure %s -> %s", name, path)
-    for name, node in (cfg.get("exports") or {}).items():
-        path = instantiate(node, _partial_=True)(
-            model=state.eval_model, data=comps.data, run_dir=run_dir, metrics=progress.metrics
-        )
-        log.info("export %s -> %s", name, path)
-    if paths.grid(progress.epoch).exists():
-        atomic_copy(paths.grid(progress.epoch), paths.final_grid)
-    if trainer.export_name:
-        with atomic_open(paths.export(trainer.export_name), "wb") as f:
-            torch.save(state.model.state_dict(), f)
-    times = progress.epoch_times
-    evals = [r["eval_time_s"] for r in read_jsonl(paths.metrics_log) if "eval_time_s" in r]
-    write_json(
-        paths.metrics,
-        {
-            "status": "completed",
-            "epoch": progress.epoch,
-            "monitor": f"test/{comps.objective.monitor}",
-            "step": progress.step,
-            "time_per_epoch_s": sum(times) / len(times) if times else None,
-            "train_time_s": sum(times) if times else None,  # wall time, all launches
-            "eval_time_s": sum(evals) if evals else None,
-            "num_threads": torch.get_num_threads(),  # this launch's (trainer.num_threads)
-            **progress.train_means,
-            **progress.metrics,
-        },
-    )
-
-
-def _flat(config: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
-    """``{"model.latent_dim": 20, ...}`` for the given top-level sections."""
-    out = {}
-    for section in sections:
-        for key, value in (config.get(section) or {}).items():
-            if not isinstance(value, (dict, list)):
-                out[f"{section}.{key}"] = value
-    return out

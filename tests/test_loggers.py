@@ -28,6 +28,7 @@ import yaml
 
 from dgm_runner.config import ConfigError, validate
 from dgm_runner.epoch import DivergedError
+from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.loggers import grid_to_uint8, run_name, sweep_group
 from dgm_runner.io.signals import StopRequested
 from tests.helpers import SMALL, lines
@@ -636,11 +637,17 @@ def test_a_failing_close_never_hides_the_error_that_ended_the_run(
     def no_space(self):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    def cannot_write(path, record):
+    from dgm_runner import run as run_module
+
+    real_append = run_module.append_jsonl
+
+    def cannot_write(path, *records):  # the first evaluation's record: the disk is full
+        if path.name != RunPaths.METRICS_LOG:
+            return real_append(path, *records)
         raise WriteError(f"cannot write {path}: no space left on device")
 
     monkeypatch.setattr(SummaryWriter, "close", no_space)
-    monkeypatch.setattr("dgm_runner.loop.append_jsonl", cannot_write)
+    monkeypatch.setattr("dgm_runner.run.append_jsonl", cannot_write)
     caplog.set_level(logging.WARNING)
     with pytest.raises(WriteError, match="metrics.jsonl"):
         _train(compose_cfg, tmp_path / "run", "logger=tensorboard")

@@ -15,23 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from dgm_runner import CONFIG_DIR
 from dgm_runner.cli.checks import check_override_keys
 from dgm_runner.config import ConfigError, expand_user
-from dgm_runner.data.base import DataError
-from dgm_runner.evaluation import NonFiniteError
-from dgm_runner.io.atomic import WriteError
-from dgm_runner.io.checkpoint import CheckpointError
+from dgm_runner.errors import USER_ERRORS
 from dgm_runner.io.layout import RunPaths
-from dgm_runner.io.lock import RunDirLocked
 from dgm_runner.io.run_config import trust_config_sources
-
-#: Errors that are the user's to fix: reported as one line, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    DataError,
-    CheckpointError,
-    WriteError,
-    RunDirLocked,
-    NonFiniteError,
-)
 
 
 def add_user_import_path() -> None:

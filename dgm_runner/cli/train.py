@@ -32,6 +32,8 @@ from dgm_runner.cli.summary import run_summary
 from dgm_runner.config import ConfigError, trainer_config, validate
 from dgm_runner.distributed import SINGLE, World, broadcast_object, env_world, setup
 from dgm_runner.epoch import DivergedError
+from dgm_runner.io.atomic import WriteError
+from dgm_runner.io.checkpoint import CheckpointError
 from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.lock import RunDirLocked, acquire, found_when_locked, release
 from dgm_runner.io.resume import find_unfinished_run
@@ -40,9 +42,7 @@ from dgm_runner.io.run_dir import (
     check_no_other_files,
     check_run_paths,
     has_checkpoint,
-    holds_run,
     hydra_output_subdir,
-    record_outcome,
 )
 from dgm_runner.io.signals import StopRequested, watch_parent
 from dgm_runner.loop import train
@@ -114,7 +114,8 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
     A stop signal in a basic-launcher multirun raises :class:`SweepStopped` (the sweep ends).
 
     Nothing is written into a directory another process holds, and a completed run's
-    results are never replaced by a failure (:func:`dgm_runner.io.run_dir.record_outcome`).
+    results are never replaced by a failure (:func:`dgm_runner.run.record_outcome`, called by
+    :func:`dgm_runner.loop.train`: the one place a run's outcome is recorded).
     """
     common.add_user_import_path()  # also in launcher workers: the user's own _target_s
     trust_config_sources()  # ... which may also appear in a run this one reads (model.vqvae)
@@ -130,7 +131,6 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
             acquire(run_dir)
     except (RunDirLocked, OSError, ConfigError) as err:
         return _report_failure(err, multirun, hc)
-    held_a_run = holds_run(run_dir)  # before this launch (a resume, a refusal): keep its files
     fresh = world.is_main and found_when_locked(run_dir) == ()  # it held nothing before
     refused = False
     try:
@@ -144,16 +144,6 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float | None:
         line = f"{type(err).__name__}: {err}"
         # a multirun keeps the directory: its summary lists the refused job as failed
         refused = fresh and not multirun and _refused_before_any_work(err, run_dir)
-        if (
-            world.is_main
-            and not refused
-            and not isinstance(err, (DivergedError, StopRequested, common.WriteError))
-            and not (held_a_run and isinstance(err, USER_ERRORS))
-        ):
-            try:
-                record_outcome(run_dir, {"status": "failed", "error": line})
-            except common.WriteError:
-                pass
         if not isinstance(err, USER_ERRORS):
             common.to_log_files(traceback.format_exc())  # the console gets one line
         if multirun and isinstance(err, StopRequested) and not in_worker:
@@ -184,16 +174,17 @@ def _own_config_if_resumed(cfg: DictConfig, run_dir: Path, hc: Any) -> DictConfi
 def _refused_before_any_work(err: BaseException, run_dir: Path) -> bool:
     """Whether ``err`` refused a launch into a directory that held nothing before it
     (checked by the caller) before it did any work: a user error (an invalid value,
-    missing data, an unusable run to read) and no file in the directory but Hydra's and
-    the lock. Such a launch leaves nothing on disk (issue 25, item 6):
-    :func:`_remove_launch_dir` removes what Hydra made for it."""
+    missing data, an unusable run to read) and no file in the directory but Hydra's, the
+    lock and the ``metrics.json`` that records the refusal. Such a launch leaves nothing on
+    disk (issue 25, item 6): :func:`_remove_launch_dir` removes what Hydra made for it."""
     if not isinstance(err, (*common.USER_ERRORS, RunDirLocked)) or isinstance(
         err, (DivergedError, StopRequested)
     ):
         return False
     launch_files = {RunPaths.LOCK, RunPaths.LOG}  # and Hydra's .hydra/: the launch itself
+    refusal = RunPaths(run_dir).metrics  # the record of the refusal (dgm_runner.run)
     return all(
-        p.is_dir() or p.name in launch_files or p.parent.name == RunPaths.HYDRA
+        p.is_dir() or p.name in launch_files or p.parent.name == RunPaths.HYDRA or p == refusal
         for p in run_dir.rglob("*")
     )
 
@@ -376,7 +367,7 @@ def main() -> None:
         check_override_keys(argv, "train")
         check_run_paths(argv)
         sys.argv = [sys.argv[0], *_data_parallel_argv(argv)]
-    except (ConfigError, common.CheckpointError, common.WriteError) as err:
+    except (ConfigError, CheckpointError, WriteError) as err:
         print(f"dgm-train: error: {type(err).__name__}: {err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ConfigError) else 1)
     os.environ[DRIVER_ENV] = str(os.getpid())
