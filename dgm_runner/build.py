@@ -111,6 +111,18 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
+def _size_settings(node: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key=value`` of the integer and list settings of a model node, nested components'
+    under their dotted names (``net.channels=[16, 32, 64]``)."""
+    out = []
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out += _size_settings(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, list)) and not isinstance(value, bool):
+            out.append(f"{prefix}{key}={value}")
+    return out
+
+
 def check_model_fits(
     cfg: DictConfig, image_shape: tuple[int, ...], n_classes: int, device: torch.device
 ) -> None:
@@ -138,11 +150,7 @@ def check_model_fits(
     count = sum(t.numel() for t in (*probe.parameters(), *probe.buffers()))
     need = count * TRAINING_BYTES_PER_PARAMETER
     if need > free:
-        sizes = ", ".join(
-            f"{k}={v}"
-            for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-            if isinstance(v, (int, list)) and not isinstance(v, bool)
-        )
+        sizes = ", ".join(_size_settings(OmegaConf.to_container(cfg.model, resolve=True)))
         raise ConfigError(
             f"model ({sizes}) would have {count:.3g} parameters, {need / 2**30:.4g} GiB with "
             f"gradients and optimiser state, but {free / 2**30:.3g} GiB of {device.type} memory "
@@ -170,54 +178,64 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
     return Components(data, model, objective, sampler)
 
 
-# trainer.optimizer_impl -> the implementations to try, in order (torch.optim keywords).
+# trainer.optimizer_impl -> the implementations to try, in order (torch.optim keywords); auto
+# ends with no keyword: an optimiser of the user's own that takes neither flag.
 _OPTIMIZER_IMPLS: dict[str, tuple[dict[str, bool], ...]] = {
-    "auto": ({"fused": True}, {"foreach": True}, {"foreach": False}),
+    "auto": ({"fused": True}, {"foreach": True}, {"foreach": False}, {}),
     "fused": ({"fused": True},),
     "foreach": ({"foreach": True},),
     "for_loop": ({"foreach": False},),
 }
 
 
-def make_optimizer(params, tcfg: Any) -> torch.optim.Optimizer:
-    """The optimiser of one parameter group: ``trainer.optimizer`` (adam | sgd | adagrad)
-    with ``trainer.lr``, ``betas`` (adam) / ``momentum`` (sgd) and ``weight_decay``.
+def optimizer_config(name: str = "adam") -> DictConfig:
+    """The ``optimizer`` node of entry ``name`` of the package's ``configs/optimizer/``
+    (``adam``, ``adamw``, ``sgd``, ``adagrad``), as ``optimizer=NAME`` composes it: for code
+    that builds optimisers outside a composed run (:mod:`dgm_runner.testing`, tests).
 
-    ``trainer.optimizer_impl`` picks PyTorch's implementation: ``auto`` (default) takes
-    the fused kernel where this torch build supports it for these parameters (CPU and
-    CUDA float tensors in torch >= 2.4: one kernel per parameter instead of about ten
-    elementwise ops; measured in ``scripts/bench.py``), else the multi-tensor ``foreach``
-    one, else the per-parameter loop. They compute the same update up to float rounding.
+    Raises:
+        FileNotFoundError: no such entry.
+    """
+    from dgm_runner import CONFIG_DIR
+
+    return OmegaConf.load(Path(CONFIG_DIR) / "optimizer" / f"{name}.yaml")
+
+
+def make_optimizer(params, node: Any, impl: str = "auto") -> torch.optim.Optimizer:
+    """The optimiser of one parameter group: the ``optimizer`` node (``configs/optimizer/``,
+    a ``_partial_`` ``torch.optim`` class with its keywords, validated by
+    :func:`dgm_runner.config.validate_optimizer`) called with ``params``. A list value is
+    passed as a tuple (``betas``), as torch's signatures have it.
+
+    ``impl`` (``trainer.optimizer_impl``) picks PyTorch's implementation: ``auto``
+    (default) takes the fused kernel where this torch build supports it for this optimiser
+    and these parameters (CPU and CUDA float tensors in torch >= 2.4: one kernel per
+    parameter instead of about ten elementwise ops; measured in ``scripts/bench.py``), else
+    the multi-tensor ``foreach`` one, else the per-parameter loop (else, for an optimiser
+    class of the user's own that takes neither flag, its one implementation). They compute
+    the same update up to float rounding.
 
     Args:
         params: the parameters (an iterable of tensors).
-        tcfg: the validated ``trainer`` settings (:class:`dgm_runner.config.TrainerConfig`).
+        node: the ``optimizer`` config node (a DictConfig or a plain dict).
+        impl: ``auto | fused | foreach | for_loop``.
 
     Returns:
         The optimiser; its ``param_groups[0]["fused"]`` / ``["foreach"]`` say which
         implementation was taken.
 
     Raises:
-        ConfigError: ``optimizer_impl`` names an implementation that cannot be used here.
+        ConfigError: ``impl`` names an implementation that cannot be used here.
     """
     params = list(params)
-    if tcfg.optimizer == "sgd":
-        cls, kwargs = (
-            torch.optim.SGD,
-            {"lr": tcfg.lr, "momentum": tcfg.momentum, "weight_decay": tcfg.weight_decay},
-        )
-    elif tcfg.optimizer == "adagrad":  # Kingma & Welling (2014), Sec. 5: seed 002's setup
-        cls, kwargs = torch.optim.Adagrad, {"lr": tcfg.lr, "weight_decay": tcfg.weight_decay}
-    else:
-        cls, kwargs = (
-            torch.optim.Adam,
-            {"lr": tcfg.lr, "betas": tuple(tcfg.betas), "weight_decay": tcfg.weight_decay},
-        )
-    impl = tcfg.optimizer_impl
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    partial = instantiate(node, _convert_="all")  # functools.partial(cls, **keywords)
+    keywords = {k: tuple(v) if isinstance(v, list) else v for k, v in partial.keywords.items()}
     error: Exception | None = None
     for extra in _OPTIMIZER_IMPLS[impl]:
         try:
-            return cls(params, **kwargs, **extra)
+            return partial.func(params, *partial.args, **keywords, **extra)
         except (RuntimeError, ValueError, TypeError) as err:  # unsupported device / dtype / torch
             error = err
     if impl == "auto" or not params:

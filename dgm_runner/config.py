@@ -10,7 +10,9 @@ pass, against the code that will consume the values:
   and its constraints cannot drift apart); a nested node with a ``_target_``
   (``model.sde``) is checked against its own target the same way, and an argument marked
   :class:`Component` must be such a node;
-* the ``trainer`` node is checked against :class:`TrainerConfig` the same way.
+* the ``trainer`` node is checked against :class:`TrainerConfig` the same way;
+* the ``optimizer`` node (``configs/optimizer/``, a ``_partial_`` ``torch.optim`` class) is
+  checked against its class's signature with the bounds of :data:`OPTIMIZER_BOUNDS`.
 
 The first violation raises :class:`ConfigError` whose message is one line naming the
 full key, the offending value and what is allowed.
@@ -18,6 +20,7 @@ full key, the offending value and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import math
@@ -69,9 +72,20 @@ class Component:
     group ``group``: ``Annotated[SDE, Component("model/sde")]`` (``model.sde``, issue 27).
     A plain value there (``model.sde=edm``, which Hydra lets replace the node) is refused
     by the validator in one line naming the group; the node itself is validated against
-    its own target's constructor."""
+    its own target's constructor. ``supplied``: the arguments the taking component passes
+    itself when the node is a partial (``_partial_: true``), which the node must not set:
+    ``Component("model/net", supplied=("in_channels",))`` (``model.net``, completed by the
+    model, which alone knows the image channels)."""
 
     group: str
+    supplied: tuple[str, ...] = ()
+
+
+def component_of(hint: Any) -> Component | None:
+    """The :class:`Component` marker of an ``Annotated`` hint, or None."""
+    if typing.get_origin(hint) is not Annotated:
+        return None
+    return next((m for m in typing.get_args(hint)[1:] if isinstance(m, Component)), None)
 
 
 PositiveInt = Annotated[int, Range(ge=1)]
@@ -92,12 +106,7 @@ class TrainerConfig:
 
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
-    lr: PositiveFloat = 1e-3
-    optimizer: Literal["adam", "sgd", "adagrad"] = "adam"
     optimizer_impl: Literal["auto", "fused", "foreach", "for_loop"] = "auto"
-    momentum: UnitInterval = 0.0
-    betas: tuple[Beta, Beta] = (0.9, 0.999)
-    weight_decay: NonNegativeFloat = 0.0
     seed: NonNegativeInt = 2025
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_every: PositiveInt = 1
@@ -121,6 +130,28 @@ class TrainerConfig:
 
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+#: Keys that moved to another place (issue 27, item 4: the optimiser's settings left
+#: ``trainer`` for the ``optimizer`` node) -> where they are now; a name without a dot is a
+#: config group (``trainer.optimizer=sgd`` is ``optimizer=sgd``). A stale key fails in one
+#: line that names its new place (:func:`moved_key_hint`).
+MOVED_KEYS: dict[str, str] = {
+    "trainer.optimizer": "optimizer",
+    "trainer.lr": "optimizer.lr",
+    "trainer.betas": "optimizer.betas",
+    "trainer.momentum": "optimizer.momentum",
+    "trainer.weight_decay": "optimizer.weight_decay",
+}
+
+
+def moved_key_hint(key: str, value: Any = None) -> str | None:
+    """Where a key of :data:`MOVED_KEYS` is now, as the user would write it: ``optimizer.lr``,
+    or ``optimizer=sgd`` for the group (``value`` given, else ``optimizer=NAME``); None for
+    any other key."""
+    new = MOVED_KEYS.get(key)
+    if new is None or "." in new:
+        return new
+    return f"{new}={value if isinstance(value, str) else 'NAME'}"
 
 
 def _fmt(value: Any) -> str:
@@ -257,6 +288,8 @@ def _check_against(path: str, node: dict, hints: dict[str, Any]) -> None:
             moved = [
                 f"{prefix}{k}.{key}" for k, v in node.items() if isinstance(v, dict) and key in v
             ]
+            elsewhere = moved_key_hint(f"{prefix}{key}", value)  # trainer.lr -> optimizer.lr
+            moved = [elsewhere] if elsewhere else moved
             where = f" (did you mean {moved[0]}?)" if moved else ""
             raise ConfigError(
                 f"{prefix}{key} is not a valid key: allowed keys are {choices}{where}"
@@ -321,14 +354,19 @@ def expand_user_paths(cfg: DictConfig | ListConfig) -> None:
             cfg[key] = expand_user(value)
 
 
-def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) -> None:
-    """Validate one ``_target_`` node against its target's signature.
+def validate_node(
+    path: str, node: Any, runtime_args: set[str] = frozenset(), set_by: str = "the runner"
+) -> None:
+    """Validate one ``_target_`` node against its target's signature, and each nested
+    ``_target_`` node against its own (a :class:`Component`'s ``supplied`` arguments are
+    ``runtime_args`` of its node).
 
     Args:
         path: dotted name of the node, used in messages (e.g. ``"model"``).
         node: a ``DictConfig`` or plain dict with a ``_target_`` entry.
         runtime_args: constructor arguments the loop supplies at build time (such as
             ``image_shape``); they must not appear in the config.
+        set_by: who supplies ``runtime_args``, for the message.
 
     Raises:
         ConfigError: unknown key, wrong type, value outside its ``Literal`` or ``Range``.
@@ -340,12 +378,21 @@ def validate_node(path: str, node: Any, runtime_args: set[str] = frozenset()) ->
     hints = _target_hints(path, node["_target_"])
     for name in runtime_args:
         if name in node:
-            raise ConfigError(f"{path}.{name} is set by the runner and must not be configured")
+            raise ConfigError(f"{path}.{name} is set by {set_by} and must not be configured")
         hints.pop(name, None)
     _check_against(path, node, hints)
     for key, value in node.items():  # a component built from another config node (model.vqvae)
         if isinstance(value, dict) and "_target_" in value:
-            validate_node(f"{path}.{key}", value)
+            marker = component_of(hints.get(key))
+            supplied = set(marker.supplied) if marker else set()
+            flag = value.get("_partial_")
+            if supplied and flag is not True:
+                shown = "false" if flag is False else "null" if flag is None else _fmt(flag)
+                raise ConfigError(
+                    f"{path}.{key}._partial_={shown} is invalid: must be true ({path} "
+                    f"completes it with {', '.join(sorted(supplied))})"
+                )
+            validate_node(f"{path}.{key}", value, supplied, f"{path} ({node['_target_']})")
 
 
 def _check_component(path: str, node: dict, model: dict) -> None:
@@ -411,6 +458,91 @@ def validate_trainer(node: Any) -> None:
     validate_schema("trainer", node, TrainerConfig)
     if node.get("export_name") is not None:
         check_file_name("trainer.export_name", node["export_name"])
+
+
+#: Bounds of the ``torch.optim`` keywords an ``optimizer`` node sets, where torch's own
+#: annotations say only ``float``: the ranges torch checks when it builds the optimiser
+#: (``lr`` > 0 here: a zero step trains nothing; ``momentum`` <= 1 as ``trainer.momentum``
+#: was), so a bad value fails before any work, its key named.
+OPTIMIZER_BOUNDS: dict[str, Any] = {
+    "lr": PositiveFloat,
+    "betas": tuple[Beta, Beta],
+    "eps": NonNegativeFloat,
+    "momentum": UnitInterval,
+    "dampening": UnitInterval,
+    "weight_decay": NonNegativeFloat,
+    "lr_decay": NonNegativeFloat,
+    "initial_accumulator_value": NonNegativeFloat,
+}
+#: Arguments of an optimiser that the runner passes, never the config: each parameter
+#: group's parameters, and the implementation flags ``trainer.optimizer_impl`` picks.
+OPTIMIZER_ARGS = frozenset({"params", "foreach", "fused"})
+
+
+def optimizer_hints(target: str, path: str = "optimizer") -> dict[str, Any]:
+    """The configurable keywords of optimiser class ``target`` with their annotations: the
+    constructor's signature without :data:`OPTIMIZER_ARGS`, with :data:`OPTIMIZER_BOUNDS` in
+    place of torch's ``float``.
+
+    Raises:
+        ConfigError: (one line naming ``path``) ``target`` cannot be imported, is not a
+            ``torch.optim.Optimizer`` subclass, or its ``step()`` needs a closure (LBFGS:
+            the loop calls ``step()`` without one).
+    """
+    from hydra.utils import get_object
+
+    hints = _target_hints(path, target)  # the import error, in one line
+    import torch
+
+    cls = get_object(target)
+    if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(
+            f"{path}._target_={target} is invalid: must be a torch.optim.Optimizer subclass "
+            "(an entry of configs/optimizer/: optimizer=NAME)"
+        )
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise ConfigError(
+            f"{path}._target_={target} is invalid: its step() needs a closure, which the "
+            "training loop does not pass"
+        )
+    return {n: OPTIMIZER_BOUNDS.get(n, h) for n, h in hints.items() if n not in OPTIMIZER_ARGS}
+
+
+def validate_optimizer(node: Any, path: str = "optimizer") -> None:
+    """Validate the ``optimizer`` node: a ``_partial_: true`` node whose ``_target_`` is a
+    ``torch.optim.Optimizer`` subclass, with keywords of that class in their bounds
+    (:func:`optimizer_hints`) and none that the runner passes (:data:`OPTIMIZER_ARGS`).
+
+    Raises:
+        ConfigError: one line naming the key (``optimizer.lr=0 is invalid: must be > 0``,
+            ``optimizer.lrr is not a valid key: allowed keys are ...``).
+    """
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(
+            f"{path}={_fmt(node)} is invalid: must be a config node with a _target_ "
+            "(select an entry of configs/optimizer/ with optimizer=NAME)"
+        )
+    if node.get("_partial_") is not True:
+        raise ConfigError(
+            f"{path}._partial_={_fmt(node.get('_partial_'))} is invalid: must be true (the "
+            "runner calls the optimiser with each parameter group's parameters)"
+        )
+    for name in sorted(OPTIMIZER_ARGS & set(node)):
+        why = "the parameters" if name == "params" else "trainer.optimizer_impl picks it"
+        raise ConfigError(f"{path}.{name} is set by the runner and must not be configured ({why})")
+    hints = optimizer_hints(node["_target_"], path)
+    for key in node:  # a misspelling, or an experiment's setting of another optimiser
+        if key not in hints and key not in _META_KEYS:  # (experiment=gan_mnist optimizer=sgd)
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            hint = f"did you mean {path}.{close[0]}?" if close else f"remove it: ~{path}.{key}"
+            raise ConfigError(
+                f"{path}.{key} is not a valid key of {node['_target_']}: allowed keys are "
+                f"{', '.join(sorted(hints))} ({hint})"
+            )
+    _check_against(path, node, hints)
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:
@@ -493,3 +625,8 @@ def validate(cfg: DictConfig) -> None:
     for name, node in (container.get("exports") or {}).items():
         validate_node(f"exports.{name}", node, EXPORT_ARGS)
     validate_trainer(container["trainer"])
+    if "optimizer" not in container:
+        raise ConfigError(
+            "optimizer is missing from the config (optimizer=NAME: configs/optimizer/)"
+        )
+    validate_optimizer(container["optimizer"])

@@ -230,23 +230,18 @@ def _open(
     device = local_device(resolve_device(trainer.device), world)
     comps, state = _set_up(cfg, trainer, device, world)
     if ckpt is not None:
-        _continue(state, ckpt, RunPaths(resume).last, trainer, world, paths)
+        _continue(state, ckpt, RunPaths(resume).last, world, paths)
     _describe(cfg, comps, device, f"{threads} CPU thread{'s' if threads > 1 else ''} ({why})")
     config = OmegaConf.to_container(cfg, resolve=True)
     return Run(cfg, trainer, world, paths, comps, state, config, held_a_run)
 
 
 def _continue(
-    state: TrainState,
-    ckpt: dict[str, Any],
-    last: Path,
-    trainer: TrainerConfig,
-    world: World,
-    paths: RunPaths,
+    state: TrainState, ckpt: dict[str, Any], last: Path, world: World, paths: RunPaths
 ) -> None:
     """Load ``ckpt`` (read from ``last``) into ``state``; process 0 drops the lines a killed
     process wrote after it."""
-    state.load_state_dict(ckpt, last, trainer)
+    state.load_state_dict(ckpt, last)
     _drop_partial_of_another_world(state, ckpt, world)
     if world.is_main:  # lines a killed process wrote after its last.pt
         truncate_jsonl(paths.metrics_log, "epoch", state.progress.evaluated)
@@ -392,7 +387,7 @@ def _set_up(
     if trainer.channels_last:  # NHWC conv kernels (CUDA tensor cores); 4-D weights only
         model.to(memory_format=torch.channels_last)
     optimizers = {
-        name: make_optimizer(params, trainer)
+        name: make_optimizer(params, cfg.optimizer, trainer.optimizer_impl)
         for name, params in objective.param_groups(model).items()
     }
     if trainer.compile:

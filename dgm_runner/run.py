@@ -167,7 +167,8 @@ class Run:
         with self.interruptible("the figures and exports"), unchanged_rng():
             self.on_main(self._finish)
         self.logger.hparams(
-            _flat(self.config, ("model", "objective", "trainer")), self.state.progress.metrics
+            _flat(self.config, ("model", "objective", "optimizer", "trainer")),
+            self.state.progress.metrics,
         )
 
     def final_metrics(self) -> dict[str, Any] | None:
@@ -283,7 +284,12 @@ class Run:
 
 
 def record_outcome(
-    err: Exception, paths: RunPaths, world: World, held_a_run: bool, run: Run | None = None
+    err: Exception,
+    paths: RunPaths,
+    world: World,
+    held_a_run: bool,
+    run: Run | None = None,
+    job: bool = True,
 ) -> Exception:
     """The one place a run's end other than completion is written (process 0):
     ``metrics.json`` says ``diverged``, ``interrupted`` (with the epoch and step where it
@@ -293,13 +299,15 @@ def record_outcome(
     Nothing is recorded for a full disk (it cannot be), nor for a user error (an invalid
     value, missing data, an unusable checkpoint: :data:`dgm_runner.errors.USER_ERRORS`)
     in a directory that held a run before this launch (a refused resume: the run is as it
-    was). A new run refused before any work is recorded (a sweep's summary lists it as
-    failed); a single ``dgm-train`` then removes its directory.
+    was). A new run refused before it was open is recorded only for a ``dgm-train`` job
+    (a sweep's summary lists it as failed; a single ``dgm-train`` then removes its
+    directory); a direct :func:`dgm_runner.loop.train` call refused so writes nothing.
 
     Args:
         err: what ended the run; paths: the run directory; world: the processes;
         held_a_run: the directory held a run before this launch; run: the open run, or None
-            when ``err`` came before it was open (checks, building, loading).
+            when ``err`` came before it was open (checks, building, loading);
+        job: the caller owns the directory (``dgm-train`` locked it before ``train()``).
 
     Returns:
         The error to raise: a stop's message says what ``last.pt`` holds and how to go on.
@@ -311,7 +319,7 @@ def record_outcome(
             f"trainer.resume={paths.root} (redoes only what is missing)"
         )
     status = {DivergedError: "diverged", StopRequested: "interrupted"}.get(type(err), "failed")
-    refused = isinstance(err, USER_ERRORS) and held_a_run
+    refused = isinstance(err, USER_ERRORS) and (held_a_run or (run is None and not job))
     if not world.is_main or isinstance(err, WriteError) or (status == "failed" and refused):
         return err
     record: dict[str, Any] = {"status": status}
@@ -333,12 +341,14 @@ class Outcome:
 
     Attributes:
         paths: the run directory; held_a_run: it held a run before this launch;
+        job: the caller held the directory's lock already (a ``dgm-train`` job);
         world: the processes (set once joined; before, the launch's environment says);
         run: the open run, once it is open.
     """
 
     def __init__(self, paths: RunPaths, held_a_run: bool) -> None:
         self.paths, self.held_a_run = paths, held_a_run
+        self.job = holds_lock(paths.root)
         self.world: World = env_world()
         self.run: Run | None = None
 
@@ -347,7 +357,9 @@ class Outcome:
 
     def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
         if isinstance(err, Exception) and holds_lock(self.paths.root):
-            raised = record_outcome(err, self.paths, self.world, self.held_a_run, self.run)
+            raised = record_outcome(
+                err, self.paths, self.world, self.held_a_run, self.run, self.job
+            )
             if raised is not err:
                 raise raised from None
         return False

@@ -28,8 +28,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from dgm_runner import CONFIG_DIR
-from dgm_runner.build import make_optimizer
-from dgm_runner.config import TrainerConfig, validate
+from dgm_runner.build import make_optimizer, optimizer_config
+from dgm_runner.config import validate
 from dgm_runner.epoch import Averager, train_step
 from dgm_runner.io.layout import RunPaths
 from dgm_runner.objectives.base import Batch
@@ -99,7 +99,7 @@ def check_objective(
     every = [names[id(p)] for ps in groups.values() for p in ps]
     assert all(own.values()), "an empty parameter group"
     assert len(every) == len(set(every)), "parameter groups overlap"
-    optimizers = {g: make_optimizer(ps, TrainerConfig()) for g, ps in groups.items()}
+    optimizers = {g: make_optimizer(ps, optimizer_config()) for g, ps in groups.items()}
     model.train()
     done = []
     for step in range(steps):  # the protocol of dgm_runner.epoch.train_step, update by update

@@ -18,9 +18,11 @@ log = logging.getLogger("dgm_runner")
 
 #: Keys ``last.pt`` must hold to be resumed.
 RESUME_PAYLOAD = ("model", "objective", "epoch", "step", "best", "metrics", "rng", "config")
-#: Optimiser settings a resumed run applies to the loaded optimiser state (instead of the
-#: saved ones), logging each change; ``trainer.optimizer`` itself cannot change.
-OPTIMIZER_SETTINGS = ("lr", "betas", "momentum", "weight_decay")
+#: Entries of an optimiser's ``param_groups`` that say how it runs, not what it computes
+#: (``trainer.optimizer_impl`` and torch's own flags): a resume applies them as configured
+#: without logging them. Every other entry that changed (``optimizer.lr``, ``betas``, ...)
+#: is logged; the optimiser class itself cannot change (:func:`dgm_runner.io.resume.check_resume`).
+IMPLEMENTATION_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
 
 
 @dataclass
@@ -97,12 +99,15 @@ class TrainState:
             **asdict(self.progress),
         }
 
-    def load_state_dict(self, ckpt: dict[str, Any], path: Path, trainer: Any) -> None:
+    def load_state_dict(self, ckpt: dict[str, Any], path: Path) -> None:
         """Continue from checkpoint ``ckpt`` (read from ``path``): the inverse of
-        :meth:`state_dict`. The optimisers keep this run's ``trainer.lr`` / ``betas`` /
-        ``momentum`` / ``weight_decay`` (and implementation flags), which
+        :meth:`state_dict`. The optimisers keep this run's settings (``optimizer.lr``,
+        ``betas``, ``momentum``, ``weight_decay``, ... and the implementation flags), which
         ``Optimizer.load_state_dict`` would replace by the saved ones; each setting that
-        changed is logged.
+        changed is logged once (``optimizer.lr changed on resume: 0.001 -> 0.0005``).
+
+        Args:
+            ckpt: the loaded ``last.pt``; path: where it was read (messages).
 
         Raises:
             CheckpointError: the weights or optimiser states do not fit (one line).
@@ -129,19 +134,21 @@ class TrainState:
             raise CheckpointError(
                 f"{path}: its state does not fit the model in its config ({first})"
             ) from None
+        changes: dict[str, tuple[Any, Any]] = {}  # one line per setting, not per group
         for name, opt in self.optimizers.items():
             for group, settings in zip(opt.param_groups, fresh[name]):
+                for key, now in settings.items():
+                    before = group.get(key, now)  # a key the saved torch lacked: not a change
+                    if key not in IMPLEMENTATION_FLAGS and _plain(before) != _plain(now):
+                        changes.setdefault(key, (before, now))
                 group.update(settings)
-        saved_trainer = ckpt["config"].get("trainer") or {}
-        for key in OPTIMIZER_SETTINGS:
-            before, now = saved_trainer.get(key), getattr(trainer, key)
-            if before is not None and _plain(before) != _plain(now):
-                log.info(
-                    "trainer.%s changed on resume: %s -> %s (applied to the loaded optimiser)",
-                    key,
-                    before,
-                    now,
-                )
+        for key, (before, now) in changes.items():
+            log.info(
+                "optimizer.%s changed on resume: %s -> %s (applied to the loaded optimiser)",
+                key,
+                _plain(before),
+                _plain(now),
+            )
         restore_rng(ckpt["rng"], self.data_gen)
         self.progress, self.partial = Progress.from_checkpoint(ckpt), ckpt.get("partial")
 

@@ -1,33 +1,18 @@
-"""Print a markdown table of final metrics from run directories (the results of docs/families/).
+"""The results tables of the docs, from run directories (dgm_runner/cli/results_table.py).
 
-Usage: python scripts/results_table.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] --keys test/elbo,test/kl
+Usage:
+    python scripts/results_table.py [TABLE ...]            # print docs/results/tables.yaml's tables
+    python scripts/results_table.py --update [TABLE ...]   # rewrite the marked blocks of docs/
+    python scripts/results_table.py --check [TABLE ...]    # exit 1 if a block is stale
+    python scripts/results_table.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] --keys test/elbo,test/kl
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import sys
 from pathlib import Path
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR pairs")
-    parser.add_argument("--keys", required=True, help="comma-separated metric keys")
-    args = parser.parse_args()
-    keys = args.keys.split(",")
-    print("| run | epochs | s/epoch | " + " | ".join(keys) + " |")
-    print("|---|---|---|" + "---|" * len(keys))
-    for item in args.runs:
-        label, run_dir = item.rsplit("=", 1)
-        m = json.loads((Path(run_dir) / "metrics.json").read_text())
-        cells = [f"{m[k]:.4g}" if isinstance(m.get(k), float) else str(m.get(k, "")) for k in keys]
-        print(
-            f"| {label} | {m.get('epoch')} | {m.get('time_per_epoch_s', 0):.1f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-
+from dgm_runner.cli.results_table import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(default_root=Path(__file__).resolve().parents[1]))

@@ -147,3 +147,14 @@ def one_line_error(main, argv: list[str], kind: str, says: str, monkeypatch, cap
     assert len(found) == 1 and "Traceback" not in err, err
     assert found[0].startswith(f"{argv[0]}: error: {kind}: ") and says in found[0], found[0]
     return exit_.value.code
+
+
+def config_error_line(cfg) -> str:
+    """The message of the ConfigError that ``validate(cfg)`` raises, asserted to be one line."""
+    from dgm_runner.config import ConfigError, validate
+
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message

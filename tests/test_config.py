@@ -50,9 +50,12 @@ def test_seed_000_settings(compose_cfg):
         (["experiment=vae_mlp", "objective.kl=exact"], "objective.kl"),
         (["experiment=vae_mlp", "+model.depth=3"], "model.depth"),
         (["trainer.device=gpu"], "trainer.device"),
-        (["trainer.lr=-1"], "trainer.lr"),
+        (["optimizer.lr=-1"], "optimizer.lr"),
+        (["experiment=vae_mlp", "optimizer.betas=[0.9,1.0]"], "optimizer.betas[1]"),
+        (["+optimizer.lrr=0.1"], "optimizer.lrr"),
         (["trainer.epochs=1.5"], "trainer.epochs"),
-        (["trainer.optimizer=rmsprop"], "trainer.optimizer"),
+        (["optimizer._target_=torch.nn.Linear"], "optimizer._target_"),
+        (["+trainer.lr=0.1"], "optimizer.lr"),  # moved (issue 27): the hint names its place
         (["+trainer.foo=1"], "trainer.foo"),
         (["dataset.threshold=2"], "dataset.threshold"),
         (["dataset.subset=0"], "dataset.subset"),
@@ -92,7 +95,7 @@ def test_unknown_group_entry_is_one_line_naming_the_choices():
     ):
         check_group_choices(["experiment=vae_mlp", "model=foo"])
     check_group_choices(
-        ["model=rbm,vae_mlp", "trainer.lr=1", "hydra/launcher=basic"]
+        ["model=rbm,vae_mlp", "optimizer.lr=1", "hydra/launcher=basic"]
     )  # valid: no error
 
 

@@ -23,6 +23,7 @@ from dgm_runner.config import (
     Range,
     TrainerConfig,
     _target_hints,
+    optimizer_hints,
     validate,
 )
 
@@ -79,6 +80,10 @@ def _fields(cfg) -> list[tuple[str, dict]]:
             spec = _spec(hint)
             if spec and name not in RUNTIME_ARGS[group]:
                 out.append((f"{group}.{name}", spec))
+    for name, hint in sorted(optimizer_hints(container["optimizer"]["_target_"]).items()):
+        spec = _spec(hint)
+        if spec:
+            out.append((f"optimizer.{name}", spec))
     trainer_hints = typing.get_type_hints(TrainerConfig, include_extras=True)
     for f in fields(TrainerConfig):
         spec = _spec(trainer_hints[f.name])
@@ -176,11 +181,12 @@ def test_the_property_tests_see_the_annotated_fields(composed):
     for key in (
         "trainer.epochs",
         "trainer.batch_size",
-        "trainer.lr",
+        "optimizer.lr",
+        "optimizer.momentum",
         "trainer.eval_every",
         "trainer.log_every",
         "trainer.ema_decay",
-        "trainer.optimizer",
+        "trainer.optimizer_impl",
         "model.latent_dim",
         "objective.k",
         "sampler.steps",
@@ -219,16 +225,16 @@ def test_no_valid_value_is_rejected(composed, data):
 
 def test_betas_are_checked_element_by_element(composed):
     cfg = composed["vae_mlp"]
-    validate(_with(cfg, "trainer.betas", [0.0, 0.99]))
+    validate(_with(cfg, "optimizer.betas", [0.0, 0.99]))
     for bad, says in (
         ([0.9], "list of 2 values"),
-        ([0.9, 1.0], "trainer.betas[1]=1.0 is invalid: must be < 1"),
-        ([-0.1, 0.9], "trainer.betas[0]"),
+        ([0.9, 1.0], "optimizer.betas[1]=1.0 is invalid: must be < 1"),
+        ([-0.1, 0.9], "optimizer.betas[0]"),
         (["a", 0.9], "must be a number"),
         (0.9, "must be a list"),
     ):
         with pytest.raises(ConfigError, match=re.escape(says)):
-            validate(_with(cfg, "trainer.betas", bad))
+            validate(_with(cfg, "optimizer.betas", bad))
 
 
 def _entries(group: str) -> list[str]:
@@ -256,7 +262,7 @@ def test_group_choices_reject_unknown_entries_and_accept_known_ones(group, data)
     bad = data.draw(_NAME.filter(lambda s: s not in known), label="bad")
     where = data.draw(st.integers(0, len(good)), label="where")
     for check in _checkers():
-        check([f"{group}={','.join(good)}", "trainer.lr=1e-3"])  # no error
+        check([f"{group}={','.join(good)}", "optimizer.lr=1e-3"])  # no error
         with pytest.raises(ConfigError) as err:
             check([f"{group}={','.join(good[:where] + [bad] + good[where:])}"])
         assert (

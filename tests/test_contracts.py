@@ -106,10 +106,13 @@ def _compose(*overrides: str) -> DictConfig:
 
 @functools.lru_cache(maxsize=None)
 def _model_cfg(name: str) -> DictConfig:
-    """``model=<name>`` composed and shrunk by TINY_MODEL (read-only)."""
+    """``model=<name>`` composed and shrunk by TINY_MODEL, nested components (``model.net``)
+    too (read-only)."""
     cfg = _compose(f"model={name}")
-    for key, value in list(cfg.model.items()):
-        cfg.model[key] = _capped(key, value, TINY_MODEL)
+    nodes = [cfg.model, *(v for v in cfg.model.values() if isinstance(v, DictConfig))]
+    for node in nodes:
+        for key, value in list(node.items()):
+            node[key] = _capped(key, value, TINY_MODEL)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 

@@ -51,16 +51,16 @@ QUIET = [
 # the processes and fails after this many seconds.
 DEADLINE_S = 420
 # 203 training images in global batches of 64: the last batch (11) splits 6 / 5.
-UNEVEN = ["dataset.subset=203", "trainer.batch_size=64", "trainer.optimizer=sgd"]
+UNEVEN = ["dataset.subset=203", "trainer.batch_size=64", "optimizer=sgd"]
 RUNS = {
-    "vae_mlp": ["experiment=vae_mlp", "model.hidden_dim=32", "trainer.lr=0.01"],
+    "vae_mlp": ["experiment=vae_mlp", "model.hidden_dim=32", "optimizer.lr=0.01"],
     "score_unet": [
         "experiment=edm_mnist_cpu",
-        "model.channels=[8,16,16]",
-        "model.emb_dim=16",
-        "model.groups=4",
+        "model.net.channels=[8,16,16]",
+        "model.net.emb_dim=16",
+        "model.net.groups=4",
         "sampler.steps=2",
-        "trainer.lr=1e-4",
+        "optimizer.lr=1e-4",
         "trainer.ema_decay=null",
         "sample_metrics.bpd.n=4",
         "sample_metrics.bpd.batch_size=4",
@@ -77,7 +77,8 @@ RUNS = {
         "model.g_channels=8",
         "model.d_channels=8",
         "model.g_batchnorm=false",
-        "trainer.lr=0.01",
+        "optimizer.lr=0.01",
+        "~optimizer.betas",  # Adam's (the experiment's): UNEVEN trains with SGD
     ],
 }
 

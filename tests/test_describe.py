@@ -41,9 +41,23 @@ def test_describe_a_model_names_its_keys_types_values_and_comments(capsys):
 def test_describe_the_trainer_gives_comments_and_the_whole_default_experiment(capsys):
     assert _describe(["--describe", "trainer", "sampler"]) == 0
     out = capsys.readouterr().out
-    assert "  optimizer = 'sgd'  (one of 'adam', 'sgd', 'adagrad')  # adam | sgd | adagrad" in out
+    assert "  optimizer_impl = 'auto'  (one of 'auto', 'fused', 'foreach', 'for_loop')" in out
+    assert "  lr = " not in out  # the optimiser's own block (below)
     assert "  steps = 1000  (int in [1, 1e+06])  # sweeps" in out
     assert "  progress = true  (bool)" in out
+
+
+def test_describe_the_optimizer_shows_its_class_keywords_bounds_and_comments(capsys):
+    """The ``optimizer`` node (configs/optimizer/): the experiment's values, the bounds the
+    validator applies (not torch's bare ``float``) and the entry file's comments."""
+    assert _describe(["--describe", "optimizer", "experiment=gan_mnist"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("optimizer: torch.optim.Adam") and "optimizer/adam.yaml" in out[2]
+    assert any(line.startswith("  lr = 0.0002  (float > 0)  # step size") for line in out)
+    assert "  betas = [0.5, 0.999]  (list of 2 (float in [0, 1)))" in "\n".join(out)
+    assert not any(line.startswith(("model:", "trainer:")) for line in out)
+    assert _describe(["--describe", "optimizer", "experiment=rbm_cdk"]) == 0
+    assert "  momentum = 0.0  (float in [0, 1])" in capsys.readouterr().out
 
 
 def test_smoke_values_are_shown_resolved(capsys):
@@ -83,3 +97,7 @@ def test_a_nested_component_gets_its_own_block(capsys):
     assert "  sde = dgm_runner.sdes.EDMProcess  (its keys: model.sde below)" in out
     assert "model.sde: dgm_runner.sdes.EDMProcess" in out and "model/sde/edm.yaml" in out
     assert "  sigma_min = 0.002  (float > 0)  # smallest noise std" in out
+    # model.net (the network, group model/net) the same way
+    assert "  net = dgm_runner.models.unet.UNet  (its keys: model.net below)" in out
+    assert "model.net: dgm_runner.models.unet.UNet" in out and "model/net/unet.yaml" in out
+    assert "  channels = [16, 32, 64]  (list of 3 (int >= 1))  # widths at full" in out

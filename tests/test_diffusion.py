@@ -255,22 +255,22 @@ def test_ddpm_bound_is_above_the_entropy_and_tightens_with_more_steps():
 
 
 def test_edm_preconditioning_follows_karras_table1():
+    captured = {}
+
+    class FakeNetwork(torch.nn.Module):  # F = 1, recording its input
+        in_channels = out_channels = 1
+
+        def forward(self, x, cond):
+            captured["x"], captured["cond"] = x, cond
+            return torch.ones_like(x)
+
     unet = ScoreUNet(
         (1, 8, 8),
         EDMProcess(sigma_min=0.002, sigma_max=80.0),
-        channels=(4, 8, 8),
-        groups=2,
-        emb_dim=16,
+        FakeNetwork(),
         preconditioning="edm",
         centered=True,
     )
-    captured = {}
-
-    def fake_network(x, cond):
-        captured["x"], captured["cond"] = x, cond
-        return torch.ones_like(x)
-
-    unet.network = fake_network
     x = torch.randn(3, 1, 8, 8)
     t = torch.tensor([0.1, 0.5, 0.9])
     s = unet.sde.sigma(t)
@@ -295,8 +295,8 @@ def test_diffusion_experiment_smoke_run_writes_the_contract_and_bits_per_dim(
     cfg = compose_cfg(
         f"experiment={experiment}",
         *SMALL,
-        "model.channels=[8,16,16]",
-        "model.groups=4",
+        "model.net.channels=[8,16,16]",
+        "model.net.groups=4",
         *(["model.sde.timesteps=20"] if discrete else []),
         "sampler.steps=3",
         "~sample_metrics.fid",

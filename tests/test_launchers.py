@@ -74,14 +74,14 @@ def test_optuna_sweep_minimises_the_preset_metric(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert result["name"] == "optuna" and set(result["best_params"]) == {
-        "trainer.lr",
+        "optimizer.lr",
         "model.latent_dim",
     }
     rows = _rows(sweep_dir)
     assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
     assert result["best_value"] == pytest.approx(min(float(r["test/loss"]) for r in rows))
     for r in rows:  # the search space of the preset
-        assert 1e-4 <= float(r["trainer.lr"]) <= 1e-2 and 2 <= int(r["model.latent_dim"]) <= 64
+        assert 1e-4 <= float(r["optimizer.lr"]) <= 1e-2 and 2 <= int(r["model.latent_dim"]) <= 64
 
 
 @pytest.mark.slow
@@ -227,19 +227,19 @@ def test_jobs_are_labelled_by_their_swept_values(tmp_path):
     _fake_sweep(
         tmp_path,
         [
-            (["experiment=rbm_cdk", f"objective.k={k}", f"trainer.lr={lr}"], None)
+            (["experiment=rbm_cdk", f"objective.k={k}", f"optimizer.lr={lr}"], None)
             for k, lr in ((1, 0.1), (5, 0.1), (5, 0.01))
         ],
     )
     dirs = [tmp_path / str(i) for i in range(3)]
     assert list(job_labels(dirs).values()) == [
-        "objective.k=1, trainer.lr=0.1",
-        "objective.k=5, trainer.lr=0.1",
-        "objective.k=5, trainer.lr=0.01",
+        "objective.k=1, optimizer.lr=0.1",
+        "objective.k=5, optimizer.lr=0.1",
+        "objective.k=5, optimizer.lr=0.01",
     ]
     (tmp_path / "3").mkdir()  # no overrides.yaml: every key of job 0 tells them apart
     assert list(job_labels([dirs[0], tmp_path / "3"]).values()) == [
-        "experiment=rbm_cdk, objective.k=1, trainer.lr=0.1",
+        "experiment=rbm_cdk, objective.k=1, optimizer.lr=0.1",
         "3",
     ]
     assert list(job_labels([dirs[0], dirs[0]]).values()) == ["0"]  # nothing differs
@@ -251,7 +251,7 @@ def test_each_job_logs_how_many_of_the_planned_jobs_are_done(tmp_path):
     multirun = {
         "hydra": {
             "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
-            "overrides": {"task": ["objective.k=1,5,25", "trainer.lr=0.1,0.01", "+debug=smoke"]},
+            "overrides": {"task": ["objective.k=1,5,25", "optimizer.lr=0.1,0.01", "+debug=smoke"]},
         }
     }
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(multirun))

@@ -115,9 +115,9 @@ def test_new_optimiser_settings_are_applied_on_resume_and_logged(completed, comp
         compose_cfg(
             *VAE,
             "trainer.epochs=2",
-            "trainer.lr=5e-4",
-            "trainer.betas=[0.5,0.9]",
-            "trainer.weight_decay=0.01",
+            "optimizer.lr=5e-4",
+            "optimizer.betas=[0.5,0.9]",
+            "optimizer.weight_decay=0.01",
             f"trainer.resume={run_dir}",
         ),
         run_dir,
@@ -129,16 +129,28 @@ def test_new_optimiser_settings_are_applied_on_resume_and_logged(completed, comp
         and tuple(group["betas"]) == (0.5, 0.9)
         and group["weight_decay"] == 0.01
     )
-    assert ckpt["config"]["trainer"]["lr"] == 5e-4  # the config saved is the one used
-    assert "trainer.lr changed on resume: 0.001 -> 0.0005" in caplog.text
-    assert "trainer.betas changed on resume" in caplog.text
-    with pytest.raises(CheckpointError, match="trainer.optimizer=adam"):
+    assert ckpt["config"]["optimizer"]["lr"] == 5e-4  # the config saved is the one used
+    assert caplog.text.count("optimizer.lr changed on resume: 0.001 -> 0.0005") == 1
+    assert "optimizer.betas changed on resume: [0.9, 0.999] -> [0.5, 0.9]" in caplog.text
+    assert "optimizer.weight_decay changed on resume: 0.0 -> 0.01" in caplog.text
+    assert "optimizer.eps changed" not in caplog.text  # unchanged settings are not logged
+    with pytest.raises(CheckpointError, match="resume with optimizer=adam$") as err:
         train(
+            compose_cfg(*VAE, "trainer.epochs=3", "optimizer=sgd", f"trainer.resume={run_dir}"),
+            run_dir,
+        )
+    assert "trained with optimizer=adam (torch.optim.Adam)" in str(err.value)
+    assert "continue as optimizer=sgd (torch.optim.SGD)" in str(err.value)
+    assert "\n" not in str(err.value)
+    before = snapshot(run_dir)
+    with pytest.raises(CheckpointError, match=r"^optimizer.amsgrad: False in the run, True given"):
+        train(  # Adam's amsgrad state (a running maximum) is not in the saved state
             compose_cfg(
-                *VAE, "trainer.epochs=3", "trainer.optimizer=sgd", f"trainer.resume={run_dir}"
+                *VAE, "trainer.epochs=3", "+optimizer.amsgrad=true", f"trainer.resume={run_dir}"
             ),
             run_dir,
         )
+    assert snapshot(run_dir) == before  # refused before any work
 
 
 def test_a_stop_during_the_final_evaluation_keeps_the_epoch_and_resume_only_evaluates(

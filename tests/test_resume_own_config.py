@@ -119,11 +119,9 @@ def test_check_resume_message_is_one_line_without_the_sections():
         "model": {"_target_": "dgm_runner.models.VAEMLP", "latent_dim": 10, "hidden": 400},
         "objective": {},
         "dataset": {},
-        "trainer": {"optimizer": "adam"},
+        "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True},
     }
-    current = OmegaConf.create(
-        {**saved, "model": {**saved["model"], "latent_dim": 20}, "trainer": {"optimizer": "adam"}}
-    )
+    current = OmegaConf.create({**saved, "model": {**saved["model"], "latent_dim": 20}})
     with pytest.raises(CheckpointError) as err:
         check_resume(current, {"config": saved}, Path("run/checkpoints/last.pt"))
     assert str(err.value) == (

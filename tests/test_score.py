@@ -3,6 +3,7 @@ noise-conditional / time-conditional score, so objectives and samplers can be ch
 
 import json
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from dgm_runner.loop import train
 from dgm_runner.metrics.sample_distance import mmd_rbf, sliced_wasserstein
 from dgm_runner.models.oracle import GaussianOracle
 from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet, geometric_sigmas
+from dgm_runner.models.unet import UNet
 from dgm_runner.objectives import Batch
 from dgm_runner.objectives.dsm import DenoisingScoreMatching, DiffusionDSM, dsm_per_example
 from dgm_runner.samplers import AnnealedLangevin, EulerMaruyama, PredictorCorrector
@@ -134,7 +136,7 @@ def test_distances_separate_matching_and_mismatched_samples():
 def test_score_networks_shapes():
     mlp = NoiseConditionalScoreMLP((2,))
     assert mlp.score(torch.randn(7, 2), mlp.sigmas[:7]).shape == (7, 2)
-    unet = ScoreUNet((1, 28, 28), VESDE(), channels=(8, 16, 16), groups=4)
+    unet = ScoreUNet((1, 28, 28), VESDE(), partial(UNet, channels=(8, 16, 16), groups=4))
     assert unet.score(torch.randn(3, 1, 28, 28), torch.rand(3)).shape == (3, 1, 28, 28)
     with pytest.raises(ValueError, match="divisible by 4"):
         ScoreUNet((1, 30, 30), VESDE())
@@ -172,8 +174,8 @@ def test_score_sde_mnist_smoke_run_with_ema(compose_cfg, tmp_path):
     cfg = compose_cfg(
         "experiment=score_sde_mnist",
         *SMALL,
-        "model.channels=[8,16,16]",
-        "model.groups=4",
+        "model.net.channels=[8,16,16]",
+        "model.net.groups=4",
         "sampler.steps=5",
         "trainer.ema_decay=0.9",
     )

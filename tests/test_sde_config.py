@@ -5,6 +5,7 @@ be configured, and runs written before keep working (their config is upgraded on
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -12,25 +13,19 @@ import yaml
 from omegaconf import OmegaConf
 
 from dgm_runner.build import build_model, load_run_model
-from dgm_runner.config import ConfigError, validate, validate_node
+from dgm_runner.config import validate, validate_node
 from dgm_runner.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dgm_runner.io.legacy_config import upgrade_sde_config
 from dgm_runner.io.run_config import check_config, load_yaml_config
 from dgm_runner.models.score import ScoreUNet
+from dgm_runner.models.unet import UNet
 from dgm_runner.objectives.dsm import DiffusionDSM
 from dgm_runner.sdes import VESDE, VPSDE, DiscreteDDPM, EDMProcess
-from tests.helpers import needs_mnist
+from tests.helpers import config_error_line, needs_mnist
 
-TINY = ["model.channels=[8,16,16]", "model.emb_dim=16", "model.groups=4"]
+TINY = ["model.net.channels=[8,16,16]", "model.net.emb_dim=16", "model.net.groups=4"]
 UNET = "dgm_runner.models.score.ScoreUNet"
-
-
-def _one_line_error(cfg) -> str:
-    with pytest.raises(ConfigError) as info:
-        validate(cfg)
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
+NET = {"_target_": "dgm_runner.models.unet.UNet", "_partial_": True}  # configs/model/net/unet.yaml
 
 
 # --------------------------------------------------------------------------- selection
@@ -87,14 +82,14 @@ def test_experiments_select_their_process_through_the_group(compose_cfg):
 
 
 def test_a_stale_flat_key_is_refused_in_one_line(compose_cfg):
-    message = _one_line_error(compose_cfg("experiment=edm_mnist_cpu", "+model.sigma_min=0.01"))
+    message = config_error_line(compose_cfg("experiment=edm_mnist_cpu", "+model.sigma_min=0.01"))
     assert message.startswith("model.sigma_min is not a valid key")
     assert "model.sde.sigma_min" in message  # where the key is now
 
 
 def test_a_process_name_in_place_of_the_node_is_refused_in_one_line(compose_cfg):
     """``model.sde=edm`` (the old form; Hydra lets it replace the node) names the group."""
-    message = _one_line_error(compose_cfg("experiment=score_sde_mnist", "model.sde=edm"))
+    message = config_error_line(compose_cfg("experiment=score_sde_mnist", "model.sde=edm"))
     assert message.startswith("model.sde='edm' is invalid") and "model/sde=NAME" in message
 
 
@@ -107,24 +102,25 @@ def test_a_process_name_in_place_of_the_node_is_refused_in_one_line(compose_cfg)
     ],
 )
 def test_process_values_are_checked_against_its_constructor(compose_cfg, override, key):
-    message = _one_line_error(compose_cfg("experiment=edm_mnist_cpu", override))
+    message = config_error_line(compose_cfg("experiment=edm_mnist_cpu", override))
     assert message.startswith(key), message
 
 
 def test_ddpm_schedule_is_checked(compose_cfg):
     cfg = compose_cfg("experiment=ddpm_mnist_cpu", "model.sde.schedule=quadratic")
-    assert _one_line_error(cfg).startswith("model.sde.schedule='quadratic' is invalid")
+    assert config_error_line(cfg).startswith("model.sde.schedule='quadratic' is invalid")
 
 
 def test_objective_and_model_cannot_disagree_on_sigma_data(compose_cfg):
     """The EDM weighting reads the model's sigma_data: the objective has no key for it."""
     cfg = compose_cfg("experiment=edm_mnist_cpu", "+objective.sigma_data=0.3")
-    assert _one_line_error(cfg).startswith("objective.sigma_data is not a valid key")
+    assert config_error_line(cfg).startswith("objective.sigma_data is not a valid key")
 
 
 def test_edm_weighting_uses_the_models_sigma_data():
     torch.manual_seed(0)
-    model = ScoreUNet((1, 8, 8), EDMProcess(), (4, 8, 8), 16, 2, "edm", sigma_data=0.3)
+    net = partial(UNet, channels=(4, 8, 8), emb_dim=16, groups=2)
+    model = ScoreUNet((1, 8, 8), EDMProcess(), net, "edm", sigma_data=0.3)
     x0, noise = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
     t = torch.tensor([0.2, 0.5, 0.8])
     objective = DiffusionDSM(weighting="edm")
@@ -188,12 +184,10 @@ def test_old_edm_config_becomes_the_nested_node_with_the_runs_numbers():
             "rho": 7.0,
         },
         "_target_": UNET,
-        "channels": [8, 16, 16],
-        "emb_dim": 16,
-        "groups": 4,
         "preconditioning": "edm",
         "sigma_data": 0.5,
         "centered": True,
+        "net": {**NET, "channels": [8, 16, 16], "emb_dim": 16, "groups": 4},
     }
     assert new["objective"] == {k: v for k, v in OLD_OBJECTIVE.items() if k != "sigma_data"}
     assert new["x"] == 1
@@ -222,7 +216,7 @@ def test_old_edm_config_becomes_the_nested_node_with_the_runs_numbers():
 def test_old_configs_of_every_process(changes, cls, values):
     new = upgrade_sde_config({"model": _old_model(**changes)})
     assert new["model"]["sde"] == {"_target_": f"dgm_runner.sdes.{cls}", **values}
-    kept = {"sde", "_target_", "channels", "emb_dim", "groups", "preconditioning"}
+    kept = {"sde", "net", "_target_", "preconditioning"}
     assert set(new["model"]) == kept | {"sigma_data", "centered"}
     validate_node("model", new["model"], {"image_shape", "n_classes"})  # today's form
 

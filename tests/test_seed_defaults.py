@@ -54,7 +54,8 @@ def test_seed_002_kingma_welling_setup():
     cfg = _node("experiment=vae_kingma_14x14")
     assert cfg.dataset.threshold_uint8 == 128  # "greater than 128" (boundary: test_data.py)
     assert cfg.dataset.per_class == 1000 and cfg.dataset.image_size == 14
-    assert cfg.trainer.optimizer == "adagrad" and cfg.trainer.lr == pytest.approx(0.02)
+    assert cfg.optimizer._target_ == "torch.optim.Adagrad"
+    assert cfg.optimizer.lr == pytest.approx(0.02)
     assert cfg.trainer.val_every_steps == 100 and cfg.trainer.val_size == 100
     assert cfg.objective.n_samples == 2
 
@@ -84,6 +85,6 @@ def test_seed_001_q2_interpolates_three_random_pairs_of_different_classes():
 
 def test_seed_000_rbm_recipe_uses_the_better_measured_momentum():
     cfg = _node("experiment=rbm_cdk")
-    assert cfg.trainer.optimizer == "sgd" and cfg.trainer.lr == pytest.approx(0.05)
-    assert cfg.trainer.batch_size == 64 and cfg.trainer.momentum == 0.0
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == pytest.approx(0.05)
+    assert cfg.trainer.batch_size == 64 and cfg.optimizer.momentum == 0.0
     assert cfg.model.hidden_dim == 128  # "the dimensionality d of the latent variables is 128"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from dgm_runner.build import make_optimizer
+from dgm_runner.build import make_optimizer, optimizer_config
 from dgm_runner.config import ConfigError
 from dgm_runner.distributions import sample_bernoulli
 from dgm_runner.loop import train
@@ -15,22 +14,19 @@ from dgm_runner.objectives import Batch, ContrastiveDivergence
 from tests.helpers import SMALL, needs_mnist
 
 
-def _tcfg(**kw):
-    base = {
-        "optimizer": "adam",
-        "lr": 1e-2,
-        "betas": [0.9, 0.999],
-        "momentum": 0.5,
-        "weight_decay": 0.0,
-        "optimizer_impl": "auto",
-    }
-    return OmegaConf.create({**base, **kw})
+def _node(name: str = "adam"):
+    """configs/optimizer/NAME.yaml with lr 1e-2 (and momentum 0.5 where it has one)."""
+    node = optimizer_config(name)
+    node.lr = 1e-2
+    if "momentum" in node:
+        node.momentum = 0.5
+    return node
 
 
-def _fit(tcfg, steps: int = 20) -> list[torch.Tensor]:
+def _fit(name: str, impl: str, steps: int = 20) -> list[torch.Tensor]:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
-    opt = make_optimizer(net.parameters(), tcfg)
+    opt = make_optimizer(net.parameters(), _node(name), impl)
     x, y = torch.randn(32, 7), torch.randn(32, 3)
     for _ in range(steps):
         opt.zero_grad()
@@ -39,11 +35,11 @@ def _fit(tcfg, steps: int = 20) -> list[torch.Tensor]:
     return [p.detach().clone() for p in net.parameters()]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adagrad", "adamw"])
 def test_fused_foreach_and_for_loop_optimizers_agree(optimizer):
-    ref = _fit(_tcfg(optimizer=optimizer, optimizer_impl="for_loop"))
+    ref = _fit(optimizer, "for_loop")
     for impl in ("auto", "foreach"):
-        for a, b in zip(_fit(_tcfg(optimizer=optimizer, optimizer_impl=impl)), ref):
+        for a, b in zip(_fit(optimizer, impl), ref):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -53,7 +49,7 @@ def test_auto_takes_the_fused_kernel_where_supported_and_falls_back(monkeypatch)
         fused_ok = True
     except RuntimeError:
         fused_ok = False
-    opt = make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg())
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(3))], _node())
     assert bool(opt.param_groups[0]["fused"]) == fused_ok
 
     class NoFusedAdam(torch.optim.Adam):  # a torch build / device without the fused kernel
@@ -66,10 +62,10 @@ def test_auto_takes_the_fused_kernel_where_supported_and_falls_back(monkeypatch)
             super().__init__(params, **kw)
 
     monkeypatch.setattr(torch.optim, "Adam", NoFusedAdam)
-    opt = make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg())
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(3))], _node())
     assert not opt.param_groups[0]["fused"] and opt.param_groups[0]["foreach"]
     with pytest.raises(ConfigError, match="optimizer_impl=fused"):
-        make_optimizer([torch.nn.Parameter(torch.zeros(3))], _tcfg(optimizer_impl="fused"))
+        make_optimizer([torch.nn.Parameter(torch.zeros(3))], _node(), "fused")
 
 
 def test_sample_bernoulli_is_exact_at_the_edges_and_deterministic():
@@ -251,7 +247,7 @@ def test_compiled_training_with_inductor(compose_cfg, tmp_path):
         ),
         (
             "score_sde_mnist",
-            ("model.channels=[8,16,16]", "model.groups=4", "sampler.steps=5"),
+            ("model.net.channels=[8,16,16]", "model.net.groups=4", "sampler.steps=5"),
             "test/dsm_loss",
         ),
         (

@@ -54,7 +54,7 @@ def dataloader_vae_epoch(
         ds = Subset(ds, range(subset))
     torch.manual_seed(seed)
     model = build_model(cfg, (1, 28, 28), 10).to(bench.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.trainer.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     loader = DataLoader(ds, batch_size=cfg.trainer.batch_size, shuffle=True, num_workers=0)
     mse = cfg.objective.likelihood == "mse"
     if bench.cuda:
@@ -98,7 +98,7 @@ def sklearn_rbm_epoch(bench: Bench, cfg: DictConfig, subset: int | None) -> dict
     )
     rbm = BernoulliRBM(
         n_components=cfg.model.hidden_dim,
-        learning_rate=cfg.trainer.lr,
+        learning_rate=cfg.optimizer.lr,
         batch_size=cfg.trainer.batch_size,
         n_iter=1,
         random_state=0,
@@ -147,8 +147,8 @@ def learnergy_rbm_epoch(
         n_visible=x.shape[1],
         n_hidden=cfg.model.hidden_dim,
         steps=k,
-        learning_rate=cfg.trainer.lr,
-        momentum=cfg.trainer.momentum,
+        learning_rate=cfg.optimizer.lr,
+        momentum=cfg.optimizer.momentum,
         use_gpu=bench.cuda,
     )
     rbm.dump = lambda **kw: None  # its per-epoch history; irrelevant here
@@ -175,7 +175,7 @@ def plain_cd_epoch(bench: Bench, cfg: DictConfig, k: int, subset: int | None) ->
     x = bench.binary_x(float(cfg.dataset.threshold), subset).to(dev)
     n, d = x.shape
     h_dim, bs = cfg.model.hidden_dim, cfg.trainer.batch_size
-    lr, mom = cfg.trainer.lr, cfg.trainer.momentum
+    lr, mom = cfg.optimizer.lr, cfg.optimizer.momentum
     g = torch.Generator(device=dev).manual_seed(0)
     W = torch.randn(d, h_dim, device=dev, generator=g) * 0.01
     b, c = torch.zeros(d, device=dev), torch.zeros(h_dim, device=dev)

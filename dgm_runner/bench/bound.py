@@ -45,8 +45,10 @@ def _step_setup(bench: Bench, overrides: list[str]):
     torch.manual_seed(0)
     comps = build_components(cfg, bench.device)
     model, objective, data = comps.model, comps.objective, comps.data
-    trainer = trainer_config(cfg)
-    optimizers = {g: make_optimizer(p, trainer) for g, p in objective.param_groups(model).items()}
+    impl = trainer_config(cfg).optimizer_impl
+    optimizers = {
+        g: make_optimizer(p, cfg.optimizer, impl) for g, p in objective.param_groups(model).items()
+    }
     bs = cfg.trainer.batch_size
     n_train = data.train_x.shape[0]
     perm = torch.randperm(n_train, device=bench.device)

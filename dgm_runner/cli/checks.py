@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from dgm_runner.config import ConfigError
+from dgm_runner.config import MOVED_KEYS, ConfigError
 
 
 def _parsed_overrides(argv: list[str]) -> Iterator[tuple[str, Any]]:
@@ -125,7 +125,9 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
         config_dir: the primary config directory (default: the package's ``configs/``).
 
     Raises:
-        ConfigError: ``"trainr.epochs=2: no such key (did you mean trainer.epochs?) ..."``.
+        ConfigError: ``"trainr.epochs=2: no such key (did you mean trainer.epochs?) ..."``;
+            a key that moved (:data:`dgm_runner.config.MOVED_KEYS`) names its new place:
+            ``"trainer.optimizer=sgd: no such key (did you mean optimizer=sgd?)"``.
     """
     import difflib
     from pathlib import Path
@@ -176,6 +178,10 @@ def check_override_keys(argv: list[str], config_name: str, config_dir: str | Non
         if (
             not isinstance(node, DictConfig) or leaf not in node.keys()
         ):  # keys(): "???" values count
+            if key in MOVED_KEYS:  # trainer.lr=0.01 -> optimizer.lr=0.01 (issue 27, item 4)
+                raise ConfigError(
+                    f"{arg}: no such key (did you mean {arg.replace(key, MOVED_KEYS[key], 1)}?)"
+                )
             close = difflib.get_close_matches(key, _all_keys(container), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{arg}: no such key{hint}; add a new key with +{arg}")

@@ -2,11 +2,12 @@
 from an installed package (issue 26, item 6).
 
 For each component of the composed config (``model``, ``objective``, ``sampler``,
-``dataset``, ``trainer``, every ``sample_metrics`` and ``figures`` entry; only the groups
-named on the command line when some are): the class or function it builds and the first
-line of its docstring, then one line per key with the value this config gives it, the type
-and range the code accepts (the same annotations :mod:`dgm_runner.config` validates against:
-``Literal`` choices, ``Range`` bounds) and the comment of the key in the entry's YAML file.
+``dataset``, ``trainer``, ``optimizer``, every ``sample_metrics`` and ``figures`` entry;
+only the groups named on the command line when some are): the class or function it builds
+and the first line of its docstring, then one line per key with the value this config gives
+it, the type and range the code accepts (the same annotations :mod:`dgm_runner.config`
+validates against: ``Literal`` choices, ``Range`` bounds) and the comment of the key in the
+entry's YAML file.
 Nothing is trained and no directory is created.
 """
 
@@ -21,11 +22,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dgm_runner.config import _META_KEYS, TrainerConfig, _target_hints, type_text
+from dgm_runner.config import (
+    _META_KEYS,
+    TrainerConfig,
+    _target_hints,
+    optimizer_hints,
+    type_text,
+)
 
 #: The top-level nodes described, in this order; ``sample_metrics`` and ``figures`` hold
 #: one component per entry.
-COMPONENTS = ("model", "objective", "sampler", "dataset", "trainer")
+COMPONENTS = ("model", "objective", "sampler", "dataset", "trainer", "optimizer")
 COLLECTIONS = ("sample_metrics", "figures")
 
 
@@ -74,7 +81,9 @@ def describe_node(
     Args:
         path: the dotted name (``model``, ``sample_metrics.fid``); node: its config;
         source: the YAML file of the entry (comments), if known;
-        defaults: hints of a node without ``_target_`` (``trainer``: :class:`TrainerConfig`).
+        defaults: hints of a node without ``_target_`` (``trainer``: :class:`TrainerConfig`),
+            or of a node whose keys the validator bounds beyond its target's signature
+            (``optimizer``: :func:`dgm_runner.config.optimizer_hints`).
     """
     values = OmegaConf.to_container(node, resolve=False)
     target = values.get("_target_") if isinstance(values, dict) else None
@@ -84,7 +93,7 @@ def describe_node(
     if target:
         from hydra.utils import get_object
 
-        hints = _target_hints(path, target)
+        hints = defaults if defaults is not None else _target_hints(path, target)
         doc = _doc_line(get_object(target))
     else:
         hints = defaults or {}
@@ -154,8 +163,12 @@ def describe(cfg: DictConfig, groups: list[str], config_dirs: list[str]) -> str:
                     blocks.append(describe_node(f"{group}.{name}", sub, file))
             continue
         file = _entry_file(group, choices.get(group), config_dirs)
-        hints = {f.name: trainer_hints[f.name] for f in fields(TrainerConfig)}
-        blocks.append(describe_node(group, node, file, hints if group == "trainer" else None))
+        hints = None  # the target's signature
+        if group == "trainer":
+            hints = {f.name: trainer_hints[f.name] for f in fields(TrainerConfig)}
+        elif group == "optimizer":  # torch's keywords with the validator's bounds
+            hints = optimizer_hints(str(node.get("_target_")))
+        blocks.append(describe_node(group, node, file, hints))
         for key, sub in node.items():  # nested components, e.g. model.sde (group model/sde)
             if isinstance(sub, DictConfig) and "_target_" in sub:
                 sub_file = _entry_file(f"{group}/{key}", choices.get(f"{group}/{key}"), config_dirs)

@@ -9,7 +9,7 @@ resume instead: the run's saved config (its ``checkpoints/last.pt`` config, else
 :func:`dgm_runner.io.run_config.check_config`) is the base, and the overrides of this
 command line are applied on top, with the values Hydra composed for them:
 
-* ``key=value`` (``trainer.epochs=40``, ``trainer.lr=1e-4``, ``~key``, ``+key=...``): set
+* ``key=value`` (``trainer.epochs=40``, ``optimizer.lr=1e-4``, ``~key``, ``+key=...``): set
   (removed) as typed;
 * a config group (``logger=none``, ``experiment=vae_cnn``, ``+debug=smoke``): nothing to do
   when the run was launched with the same choice (``.hydra/hydra.yaml``); another choice of

@@ -15,7 +15,7 @@ import torch
 
 from dgm_runner.io.atomic import atomic_open
 from dgm_runner.io.layout import RunPaths
-from dgm_runner.io.legacy_config import upgrade_sde_config
+from dgm_runner.io.legacy_config import upgrade_run_config
 
 FORMAT = "dgm_runner/1"
 
@@ -107,9 +107,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a readable safe checkpoint: {first}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dgm_runner checkpoint (format tag missing)")
-    if "config" in obj:  # a run from before issue 27: its process as today's model.sde node
+    if "config" in obj:  # a run from before issue 27: today's model.sde and optimizer nodes
         try:
-            obj["config"] = upgrade_sde_config(obj["config"])
+            obj["config"] = upgrade_run_config(obj["config"])
         except ValueError as err:
             raise CheckpointError(f"{path}: {err}") from None
     return obj

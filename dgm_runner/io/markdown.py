@@ -27,3 +27,16 @@ def md_link(path: str) -> str:
     """A relative file path as the target of a Markdown link or image: percent-encoded
     (spaces, ``<>()[]|`` and the like), ``/`` kept."""
     return quote(path, safe="/")
+
+
+def md_code(value: Any) -> str:
+    """``str(value)`` as a Markdown code span (a command, an override): literal inside
+    backticks; text holding a backtick or a line break, which a code span cannot carry
+    safely, is given as :func:`md_text` instead.
+
+    Example: ``md_code("dgm-train a=1")`` -> ``"`dgm-train a=1`"``.
+    """
+    text = str(value)
+    if "`" in text or _LINE_BREAK.search(text):
+        return md_text(text)
+    return f"`{text}`"

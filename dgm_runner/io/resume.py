@@ -13,9 +13,14 @@ import yaml
 from dgm_runner.io.atomic import read_json
 from dgm_runner.io.checkpoint import CheckpointError
 from dgm_runner.io.layout import RunPaths
+from dgm_runner.io.legacy_config import upgrade_overrides
 
 #: Config sections whose change makes a checkpoint another run's.
 RUN_IDENTITY = ("model", "objective", "dataset")
+#: Optimiser settings that decide what its state holds (Adam's ``amsgrad`` keeps a running
+#: maximum per parameter, which a state saved without it lacks): a resume cannot change
+#: them, nor the optimiser's class; its other settings (``optimizer.lr``, ...) it may.
+OPTIMIZER_STATE_KEYS = ("amsgrad",)
 
 
 def _comparable(overrides: list[str]) -> list[str]:
@@ -34,8 +39,8 @@ def is_finished(run_dir: Path) -> bool:
 def find_unfinished_run(parent: str | Path, overrides: list[str]) -> Path | None:
     """The newest directory in ``parent`` (run directories are named by launch time) that
     holds ``checkpoints/last.pt``, was launched with the same overrides (ignoring
-    ``trainer.resume`` and ``hydra.*``; read from ``.hydra/overrides.yaml``) and has not
-    completed; None if there is none.
+    ``trainer.resume`` and ``hydra.*``; read from ``.hydra/overrides.yaml``, an old run's
+    with today's keys) and has not completed; None if there is none.
 
     Args:
         parent: e.g. ``outputs/vae_mlp`` (the experiment's run folder).
@@ -55,7 +60,7 @@ def find_unfinished_run(parent: str | Path, overrides: list[str]) -> Path | None
             saved = yaml.safe_load(paths.overrides_yaml.read_text()) or []
         except (OSError, yaml.YAMLError):
             continue
-        if _comparable([str(o) for o in saved]) == wanted:
+        if _comparable(upgrade_overrides([str(o) for o in saved])) == wanted:
             return run_dir
     return None
 
@@ -171,26 +176,78 @@ def _identity_difference(saved: dict[str, Any], current: dict[str, Any]) -> tupl
 
 def check_resume(cfg: Any, ckpt: dict[str, Any], path: str | Path) -> None:
     """Refuse to resume checkpoint ``ckpt`` (read from ``path``) as the run configured by
-    ``cfg`` when their model / objective / dataset or ``trainer.optimizer`` differ (the
-    optimiser's state cannot continue as another optimiser).
+    ``cfg`` when their model / objective / dataset, their optimiser class or one of
+    :data:`OPTIMIZER_STATE_KEYS` differ (the optimiser's state cannot continue as another
+    optimiser's). The optimiser's other settings (``optimizer.lr``, ``betas``, ...) may
+    change: the loop applies them to the loaded state
+    (:meth:`dgm_runner.train_state.TrainState.load_state_dict`).
 
     Raises:
         CheckpointError: one line naming what differs: the first differing key of those
-            sections with both values (``model.latent_dim: 10 in the run, 20 given ...``).
+            sections with both values (``model.latent_dim: 10 in the run, 20 given ...``),
+            or the two optimisers (``... was trained with optimizer=adam ...``).
+        UnsafeConfig: the checkpoint's ``optimizer`` node names code this command does not
+            trust (checked before anything is imported).
     """
     from omegaconf import OmegaConf
 
     saved = ckpt["config"]
-    found = _identity_difference(saved, OmegaConf.to_container(cfg, resolve=True))
+    current = OmegaConf.to_container(cfg, resolve=True)
+    found = _identity_difference(saved, current)
     if found is not None:  # one key, both values: never the two sections (issue 26)
         key, before, now = found
         raise CheckpointError(
             f"{key}: {_shown(before)} in the run, {_shown(now)} given (a resume continues the "
             "run as it was; train a new run to change it)"
         )
-    before, now = (saved.get("trainer") or {}).get("optimizer", "adam"), cfg.trainer.optimizer
+    _check_same_optimizer(saved.get("optimizer") or {}, current.get("optimizer") or {}, path)
+
+
+def _check_same_optimizer(saved: dict[str, Any], current: dict[str, Any], path: Any) -> None:
+    """Refuse a resume whose ``optimizer`` node (``current``) names another class than the
+    checkpoint's (``saved``, an old run's upgraded on read) or another value of one of
+    :data:`OPTIMIZER_STATE_KEYS` (an absent key: the class's default).
+
+    Raises:
+        CheckpointError: one line naming both optimisers (and how to resume), or the key.
+        UnsafeConfig: the saved node names code this command does not trust.
+    """
+    before, now = saved.get("_target_"), current.get("_target_")
+    if before is None or now is None:
+        return
     if before != now:
-        raise CheckpointError(
-            f"{path} was trained with trainer.optimizer={before}; its state cannot continue as "
-            f"trainer.optimizer={now}: resume with trainer.optimizer={before}"
-        )
+        from dgm_runner.io.run_config import check_config
+
+        check_config({"optimizer": saved}, path)  # data before any import
+        if not _same_target(before, now):
+            was = optimizer_choice(before)
+            raise CheckpointError(
+                f"{path} was trained with {was} ({before}); its state cannot continue as "
+                f"{optimizer_choice(now)} ({now}): resume with {was}"
+            )
+    for key in OPTIMIZER_STATE_KEYS:
+        if saved.get(key, _MISSING) == current.get(key, _MISSING):
+            continue
+        from hydra.utils import get_object  # the current class: validated, imported already
+
+        param = inspect.signature(get_object(now)).parameters.get(key)
+        default = param.default if param is not None else None  # stands in for an absent key
+        was, given = saved.get(key, default), current.get(key, default)
+        if was != given:
+            raise CheckpointError(
+                f"optimizer.{key}: {_shown(was)} in the run, {_shown(given)} given (the "
+                "optimiser state saved with the run was built for its setting; a resume "
+                "continues the run as it was; train a new run to change it)"
+            )
+
+
+def optimizer_choice(target: str) -> str:
+    """How a user picks optimiser class ``target``: ``optimizer=adam`` when the package's
+    ``configs/optimizer/`` has an entry named as the class in lower case
+    (``torch.optim.Adam``), else ``optimizer._target_=TARGET``."""
+    from dgm_runner import CONFIG_DIR
+
+    name = str(target).rsplit(".", 1)[-1].lower()
+    if (Path(CONFIG_DIR) / "optimizer" / f"{name}.yaml").is_file():
+        return f"optimizer={name}"
+    return f"optimizer._target_={target}"

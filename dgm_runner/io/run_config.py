@@ -12,11 +12,12 @@ of Hydra's other instantiation keys.
 **Allowed targets.** The component packages of the registry (``dgm_runner.models``,
 ``objectives``, ``samplers``, ``data``, ``metrics``, ``figures``, the loggers of
 ``dgm_runner.io.loggers*``), :func:`dgm_runner.build.load_run_model`, which is how one run
-names another's model, and the diffusion processes of ``model.sde`` (the four classes of
-:mod:`dgm_runner.sdes`, :data:`COMPONENT_OBJECTS`). Not the rest of ``dgm_runner`` (its
-file writers, command-line entry points, studies): no config of a run names them. Plus the
-modules the user names for the current command (:func:`trust_modules`): the modules of
-every ``_target_`` in
+names another's model, the diffusion processes of ``model.sde`` (the four classes of
+:mod:`dgm_runner.sdes`, :data:`COMPONENT_OBJECTS`), and at ``optimizer._target_`` only,
+the optimiser classes of ``torch.optim`` (:data:`OPTIMIZER_OBJECTS`). Not the rest of
+``dgm_runner`` (its file writers, command-line entry points, studies): no config of a run
+names them. Plus the modules the user names for the current command
+(:func:`trust_modules`): the modules of every ``_target_`` in
 
 * the user's own config directories of the command (``--config-dir`` / ``hydra.searchpath``,
   docs/extending.md): :func:`trust_config_sources`;
@@ -25,9 +26,11 @@ every ``_target_`` in
 * ``$DGM_TRUSTED_MODULES``, a comma-separated list of module names, e.g.
   ``DGM_TRUSTED_MODULES=my_components dgm-eval RUN``.
 
-**Refused keys.** ``_args_`` (positional arguments), ``_partial_``, ``_recursive_`` and
-``_convert_`` never appear in our configs; in a file read from disk they are refused, as is
-a ``_target_`` that is not a dotted Python name, and a resolver other than OmegaConf's
+**Refused keys.** ``_args_`` (positional arguments), ``_recursive_`` and ``_convert_``
+never appear in our configs; in a file read from disk they are refused, as is a
+``_partial_`` that is not ``true`` or ``false`` (ours mark a node its owner completes, e.g.
+``model.net``: a partial of an allowed target runs nothing the target could not), a
+``_target_`` that is not a dotted Python name, and a resolver other than OmegaConf's
 ``oc.*`` in an interpolation (ours, ``dgm_hydra_subdir``, takes a lock: it creates files).
 """
 
@@ -43,7 +46,7 @@ from typing import Any, Iterable, Iterator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dgm_runner.io.checkpoint import CheckpointError
-from dgm_runner.io.legacy_config import upgrade_sde_config
+from dgm_runner.io.legacy_config import upgrade_run_config
 
 #: ``dgm_runner`` modules whose objects a run's config may name (the config groups'
 #: packages, docs/design.md "Config groups map 1:1 onto packages"), as prefixes.
@@ -69,8 +72,29 @@ COMPONENT_OBJECTS = frozenset(
         "dgm_runner.sdes.EDMProcess",
     }
 )
+#: The ``torch.optim`` classes the ``optimizer`` node of a run's config may name
+#: (``configs/optimizer/``; built with the run's parameters only): every optimiser whose
+#: ``step()`` the loop can call (not LBFGS, which needs a closure; not SparseAdam, which
+#: needs sparse gradients).
+OPTIMIZER_OBJECTS = frozenset(
+    f"torch.optim.{name}"
+    for name in (
+        "Adadelta",
+        "Adafactor",
+        "Adagrad",
+        "Adam",
+        "Adamax",
+        "AdamW",
+        "ASGD",
+        "NAdam",
+        "RAdam",
+        "RMSprop",
+        "Rprop",
+        "SGD",
+    )
+)
 #: Hydra's instantiation keys other than ``_target_``: refused in a config read from disk.
-REFUSED_KEYS = frozenset({"_args_", "_partial_", "_recursive_", "_convert_"})
+REFUSED_KEYS = frozenset({"_args_", "_recursive_", "_convert_"})
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 # A resolver call inside an interpolation, ``${name:...}``; OmegaConf's own ``oc.*`` resolvers
@@ -129,8 +153,12 @@ def targets_of(config: Any) -> list[str]:
 def trust_targets_of(config: Any) -> None:
     """Trust the modules of the ``_target_``s of a config the user composed for the current
     command (``dgm-train``'s own config), so that a run of their components can use another
-    run of them (``model.vqvae.run_dir``)."""
-    trust_modules(_module_of(t) for t in targets_of(config) if _DOTTED.match(t))
+    run of them (``model.vqvae.run_dir``). The ``torch.optim`` classes of
+    :data:`OPTIMIZER_OBJECTS` are allowed by name already: their module is not trusted
+    (``torch.optim.swa_utils.torch.save`` would pass as a name under it)."""
+    trust_modules(
+        _module_of(t) for t in targets_of(config) if _DOTTED.match(t) and t not in OPTIMIZER_OBJECTS
+    )
 
 
 def trust_config_sources() -> None:
@@ -215,7 +243,7 @@ def check_config(config: Any, source: str | os.PathLike) -> None:
     Raises:
         UnsafeConfig: (one line, naming the key, the target and how to allow one's own
             module) a ``_target_`` outside the allowed modules or not a dotted name, or one
-            of :data:`REFUSED_KEYS`.
+            of :data:`REFUSED_KEYS`, or a ``_partial_`` other than true / false.
     """
     user = trusted_modules()
     for where, key, value in _nodes(config):
@@ -226,16 +254,19 @@ def check_config(config: Any, source: str | os.PathLike) -> None:
                     f"{source}: refused {where}: the resolver {calls[0]} is never written "
                     "by dgm_runner; the file was edited (a config read from disk is data)"
                 )
-        if key in REFUSED_KEYS:
+        if key in REFUSED_KEYS or key == "_partial_" and not isinstance(value, bool):
+            what = key if key in REFUSED_KEYS else f"{key}={value!r}"
             raise UnsafeConfig(
-                f"{source}: refused {where}: {key} is never written by dgm_runner; the file "
+                f"{source}: refused {where}: {what} is never written by dgm_runner; the file "
                 "was edited (a config read from disk is data, not code)"
             )
         if key != "_target_":
             continue
         if not isinstance(value, str) or not _DOTTED.match(value):
             raise UnsafeConfig(f"{source}: refused {where}={value!r}: not a dotted Python name")
-        if not _allowed(value, user):
+        if not _allowed(value, user) and not (
+            where == "optimizer._target_" and value in OPTIMIZER_OBJECTS
+        ):
             raise UnsafeConfig(
                 f"{source}: refused {where}={value}: a config read from disk may only name "
                 "dgm_runner components or modules you trust (your --config-dir components, "
@@ -252,7 +283,7 @@ def checked_container(config: Any, source: str | os.PathLike) -> Any:
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     """A checked ``.hydra/config.yaml`` as a plain dict (interpolations unresolved when this
     process cannot resolve them), a run's from before issue 27 in today's form
-    (:func:`dgm_runner.io.legacy_config.upgrade_sde_config`).
+    (:func:`dgm_runner.io.legacy_config.upgrade_run_config`).
 
     Raises:
         UnsafeConfig: see :func:`check_config`.
@@ -272,6 +303,6 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     except Exception:  # an interpolation this process cannot resolve: compare as written
         config = OmegaConf.to_container(node, resolve=False)
     try:
-        return upgrade_sde_config(config)
+        return upgrade_run_config(config)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None

@@ -3,6 +3,7 @@
 from dgm_runner.models.dcgan import DCGAN
 from dgm_runner.models.rbm import RBM
 from dgm_runner.models.score import NoiseConditionalScoreMLP, ScoreUNet
+from dgm_runner.models.unet import UNet
 from dgm_runner.models.vae import VAECNN, VAEMLP, GaussianVAE
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "GaussianVAE",
     "NoiseConditionalScoreMLP",
     "ScoreUNet",
+    "UNet",
 ]

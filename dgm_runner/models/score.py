@@ -1,16 +1,18 @@
 """Score networks: noise-conditional ``s(x, sigma)`` for 2-D data (Song & Ermon 2019) and a
-time-conditional U-Net for images under a diffusion process (VE / VP SDE, discrete DDPM,
-EDM; :mod:`dgm_runner.sdes`), with its parameterisation (:class:`DiffusionModel`)."""
+time-conditional network for images (the U-Net of :mod:`dgm_runner.models.unet`) under a
+diffusion process (VE / VP SDE, discrete DDPM, EDM; :mod:`dgm_runner.sdes`), with its
+parameterisation (:class:`DiffusionModel`)."""
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import torch
 from torch import nn
 
 from dgm_runner.config import Component, PositiveFloat, PositiveInt
+from dgm_runner.models.unet import UNet
 from dgm_runner.sdes import SDE, bcast
 
 
@@ -65,32 +67,6 @@ class NoiseConditionalScoreMLP(nn.Module):
         ``grad_x log q_sigma(x)``."""
         h = torch.cat([x, torch.log(sigma)[:, None]], dim=1)
         return self.net(h) / sigma[:, None]
-
-
-class _ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int) -> None:
-        super().__init__()
-        self.norm1 = nn.GroupNorm(min(groups, cin), cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, cout)
-        self.norm2 = nn.GroupNorm(min(groups, cout), cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-        self.act = nn.SiLU()
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(self.act(self.norm1(x)))
-        h = h + self.emb(emb)[:, :, None, None]
-        h = self.conv2(self.act(self.norm2(h)))
-        return h + self.skip(x)
-
-
-def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Transformer-style ``(B,) -> (B, dim)`` embedding of ``1000 t`` (Ho et al. 2020)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
-    args = 1000.0 * t[:, None] * freqs[None]
-    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
 class DiffusionModel(nn.Module):
@@ -151,11 +127,71 @@ class DiffusionModel(nn.Module):
         return math.log(2.0) if self.centered else 0.0
 
 
+#: The U-Net's layers, which ``ScoreUNet`` held itself before issue 27: the first part of
+#: their ``state_dict`` keys then (``conv_in.weight``), today under ``net.``.
+OLD_UNET_LAYERS = (
+    "time_mlp",
+    "conv_in",
+    "down0",
+    "pool0",
+    "down1",
+    "pool1",
+    "mid1",
+    "mid2",
+    "up1",
+    "dec1",
+    "up0",
+    "dec0",
+    "conv_out",
+)
+
+
+# remove after 2027-03-01 (issue 27: old checkpoints)
+def nest_old_unet_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """A ``load_state_dict`` pre-hook of :class:`ScoreUNet`: the weights of a checkpoint
+    written before issue 27 (U-Net layers directly under the model, ``conv_in.weight``) are
+    renamed in place to today's ``net.conv_in.weight``, under any ``prefix`` (an EMA's
+    ``module.``). Today's keys are left as they are."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if key[len(prefix) :].split(".", 1)[0] in OLD_UNET_LAYERS:
+            state_dict[f"{prefix}net.{key[len(prefix) :]}"] = state_dict.pop(key)
+
+
+def _fitting_net(net: Any, channels: int) -> nn.Module:
+    """``net`` completed for ``(B, channels, H, W)`` images: a callable (the partial
+    ``model.net``, a class such as :class:`~dgm_runner.models.unet.UNet`) is called with
+    ``in_channels=channels``; a built module is used as it is when its ``in_channels`` and
+    ``out_channels`` (where it declares them) are ``channels``.
+
+    Raises:
+        ValueError: a built module for other channels (one line).
+        TypeError: ``net`` is neither a module nor callable (e.g. the name ``"unet"``).
+    """
+    if isinstance(net, nn.Module):
+        declared = {k: getattr(net, k, channels) for k in ("in_channels", "out_channels")}
+        wrong = {k: v for k, v in declared.items() if v != channels}
+        if wrong:
+            raise ValueError(
+                f"ScoreUNet's net must map {channels}-channel images to {channels} channels, "
+                f"got a {type(net).__name__} with "
+                + ", ".join(f"{k}={v}" for k, v in wrong.items())
+            )
+        return net
+    if not callable(net):
+        raise TypeError(
+            f"ScoreUNet's net must be a network or a callable that builds one given "
+            f"in_channels, got {net!r}: select one with model/net=unet"
+        )
+    return net(in_channels=channels)
+
+
 class ScoreUNet(DiffusionModel):
-    """Time-conditional U-Net for ``(B, C, H, W)`` images with H, W divisible by 4
-    (MNIST: 28 -> 14 -> 7), GroupNorm + SiLU residual blocks, a sinusoidal time embedding
-    and skip connections, under the diffusion process ``sde``. With channels
-    (32, 64, 128) it has 0.93 M parameters; (16, 32, 64) has 0.27 M.
+    """A diffusion model on ``(B, C, H, W)`` images: a time-conditional network ``F``
+    (``net``) under the diffusion process ``sde``, with its parameterisation.
+
+    The network is ``self.net``, by default the U-Net of :class:`dgm_runner.models.unet.UNet`
+    (H, W divisible by 4; MNIST: 28 -> 14 -> 7; channels (32, 64, 128): 0.93 M parameters,
+    (16, 32, 64): 0.27 M).
 
     Parameterisations (``preconditioning``):
 
@@ -170,15 +206,20 @@ class ScoreUNet(DiffusionModel):
       ``c_in = 1 / sqrt(s^2 + sd^2)``, ``c_noise = log(s) / 4`` (``sd = sigma_data``);
       ``eps_hat = (x_hat - D) / s``.
 
+    Weights saved before issue 27 (the U-Net's layers directly under the model) load into
+    it: :func:`nest_old_unet_keys` renames them (until 2027-03-01).
+
     Args:
         image_shape: ``(C, H, W)`` (set by the runner).
         sde: the diffusion process, a built :class:`~dgm_runner.sdes.SDE`: in a config the
             nested node ``model.sde`` of the group ``model/sde`` (``configs/model/sde/``:
             ``ve``, ``vp`` (Song et al. 2021), ``ddpm`` (Ho et al. 2020), ``edm`` (Karras et
             al. 2022)), each with its own numbers, which Hydra builds first.
-        channels: widths at the three resolutions.
-        emb_dim: time-embedding width.
-        groups: GroupNorm groups.
+        net: the network ``F``, ``forward(x (B, C, H, W), cond (B,)) -> (B, C, H, W)``: in
+            a config the nested partial node ``model.net`` of the group ``model/net``
+            (``configs/model/net/unet.yaml``: its ``channels``, ``emb_dim``, ``groups``),
+            which this constructor completes with ``in_channels=C``; in Python also a class
+            or a built module whose ``in_channels`` and ``out_channels`` are ``C``.
         preconditioning: ``none`` or ``edm`` (above).
         sigma_data: EDM's data std (0.5 for images in [-1, 1]); the one value of it in a
             run: EDM preconditioning here and the EDM loss weighting of
@@ -186,18 +227,20 @@ class ScoreUNet(DiffusionModel):
         centered: run on ``2 x - 1`` (data in [-1, 1]) instead of [0, 1].
 
     Raises:
-        ValueError: images not ``(C, H, W)`` with H, W divisible by 4, or not 3 widths.
+        ValueError: images not ``(C, H, W)`` with H, W divisible by 4; a U-Net not of 3
+            widths; a built ``net`` for other channels.
         TypeError: ``sde`` is not an :class:`~dgm_runner.sdes.SDE` (e.g. the name ``"edm"``
-            of the form before issue 27: select it with ``model/sde=edm``).
+            of the form before issue 27: select it with ``model/sde=edm``); ``net`` is
+            neither a module nor callable.
     """
 
     def __init__(
         self,
         image_shape: tuple[int, ...],
         sde: Annotated[SDE, Component("model/sde")],
-        channels: tuple[int, int, int] = (32, 64, 128),
-        emb_dim: PositiveInt = 128,
-        groups: PositiveInt = 8,
+        net: Annotated[
+            Callable[..., nn.Module], Component("model/net", supplied=("in_channels",))
+        ] = UNet,
         preconditioning: Literal["none", "edm"] = "none",
         sigma_data: PositiveFloat = 0.5,
         centered: bool = False,
@@ -208,8 +251,6 @@ class ScoreUNet(DiffusionModel):
                 "ScoreUNet needs (C, H, W) images with H, W divisible by 4, "
                 f"got {tuple(image_shape)}"
             )
-        if len(channels) != 3:
-            raise ValueError(f"ScoreUNet needs 3 channel widths, got {list(channels)}")
         if not isinstance(sde, SDE):
             raise TypeError(
                 f"ScoreUNet's sde must be a diffusion process (dgm_runner.sdes.SDE), got "
@@ -218,42 +259,13 @@ class ScoreUNet(DiffusionModel):
         self.image_shape = tuple(image_shape)
         self.sde = sde
         self.preconditioning, self.sigma_data, self.centered = preconditioning, sigma_data, centered
-        c0, c1, c2 = channels
-        cin = image_shape[0]
-        self.emb_dim = emb_dim
-        self.time_mlp = nn.Sequential(
-            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
-        self.conv_in = nn.Conv2d(cin, c0, 3, padding=1)
-        self.down0 = _ResBlock(c0, c0, emb_dim, groups)
-        self.pool0 = nn.Conv2d(c0, c0, 3, stride=2, padding=1)
-        self.down1 = _ResBlock(c0, c1, emb_dim, groups)
-        self.pool1 = nn.Conv2d(c1, c1, 3, stride=2, padding=1)
-        self.mid1 = _ResBlock(c1, c2, emb_dim, groups)
-        self.mid2 = _ResBlock(c2, c2, emb_dim, groups)
-        self.up1 = nn.ConvTranspose2d(c2, c1, 2, stride=2)
-        self.dec1 = _ResBlock(2 * c1, c1, emb_dim, groups)
-        self.up0 = nn.ConvTranspose2d(c1, c0, 2, stride=2)
-        self.dec0 = _ResBlock(2 * c0, c0, emb_dim, groups)
-        self.conv_out = nn.Sequential(
-            nn.GroupNorm(min(groups, c0), c0), nn.SiLU(), nn.Conv2d(c0, cin, 3, padding=1)
-        )
-
-    def network(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The raw U-Net ``F``: ``(B, C, H, W)`` input, ``(B,)`` conditioning (embedded as
-        ``sinusoidal_embedding(cond)``, i.e. of ``1000 cond``) -> ``(B, C, H, W)``."""
-        emb = self.time_mlp(sinusoidal_embedding(cond, self.emb_dim))
-        h0 = self.down0(self.conv_in(x), emb)
-        h1 = self.down1(self.pool0(h0), emb)
-        h = self.mid2(self.mid1(self.pool1(h1), emb), emb)
-        h = self.dec1(torch.cat([self.up1(h), h1], dim=1), emb)
-        h = self.dec0(torch.cat([self.up0(h), h0], dim=1), emb)
-        return self.conv_out(h)
+        self.net = _fitting_net(net, image_shape[0])
+        self.register_load_state_dict_pre_hook(nest_old_unet_keys)
 
     def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` noisy images (model space) at times ``(B,)`` -> predicted noise."""
         if self.preconditioning == "none":
-            return self.network(x, t)
+            return self.net(x, t)
         alpha = bcast(self.sde.alpha(t), x)
         s = self.sde.sigma_hat(t)
         x_hat = x / alpha
@@ -261,6 +273,6 @@ class ScoreUNet(DiffusionModel):
         c_skip = sd2 / (s**2 + sd2)
         c_out = s * self.sigma_data / torch.sqrt(s**2 + sd2)
         c_in = 1.0 / torch.sqrt(s**2 + sd2)
-        f = self.network(bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
+        f = self.net(bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
         # eps_hat = (x_hat - D) / s with D = c_skip x_hat + c_out F
         return (bcast((1.0 - c_skip) / s, x) * x_hat) - bcast(c_out / s, x) * f

@@ -1,0 +1,374 @@
+"""The results tables of the docs, made from run directories: the table spec
+(``docs/results/tables.yaml``), one row per run directory, and the provenance line printed
+under each table (which runs, finished when, by which commit, with which command).
+
+A spec lists tables by name::
+
+    tables:
+      vae_mlp_latent_dim:
+        label: N_z                    # header of the first column (default: run)
+        columns:                      # metric keys of metrics.json, in order
+          epochs:                     # built-in: metrics.json "epoch"
+          s/epoch:                    # built-in: "time_per_epoch_s" (seconds)
+          test/elbo_loss: {header: test/elbo_loss, fmt: .2f}
+        rows:
+          - {label: 2, run: outputs/results/vae_mlp_nz2}   # relative to the repository root
+        note: optional Markdown appended to the provenance line
+
+A row's values are the final metrics of its run's ``metrics.json``
+(:class:`~dgm_runner.io.layout.RunPaths`), as training wrote them; a run directory that is
+missing gives a "not run" row. :func:`render_table` is deterministic (no clock), so a page
+holding its output can be checked against the run directories (``--check``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dgm_runner.io.atomic import read_json
+from dgm_runner.io.layout import RunPaths
+from dgm_runner.io.markdown import md_code, md_text
+
+#: The command that regenerates the tables, as the provenance line names it.
+GENERATOR = "python scripts/results_table.py --update"
+#: Where the spec lives, relative to the repository root.
+DEFAULT_SPEC = Path("docs") / "results" / "tables.yaml"
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_HEX = re.compile(r"[0-9a-f]{40}")
+
+
+class SpecError(ValueError):
+    """The table spec is unreadable or not of the documented form; one line naming the
+    table and the key."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One value column of a results table.
+
+    Attributes:
+        key: the ``metrics.json`` key whose value the column shows.
+        header: the column's header (plain text; escaped when rendered).
+        fmt: a ``format()`` spec for numbers (``.2f``, ``.4g``, ``d``); other values are
+            shown as text.
+    """
+
+    key: str
+    header: str
+    fmt: str = ".4g"
+
+
+#: Column names that are not metrics.json keys: name -> the column they stand for.
+BUILTIN_COLUMNS = {
+    "epochs": Column("epoch", "epochs", "d"),
+    "s/epoch": Column("time_per_epoch_s", "s/epoch", ".1f"),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a results table: a label and the run directory its values come from.
+
+    Attributes:
+        label: the first cell (plain text; escaped when rendered).
+        run: the run directory as the spec gives it (relative to the repository root, or
+            absolute).
+    """
+
+    label: str
+    run: str
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the spec (see the module docstring for the YAML form).
+
+    Attributes:
+        name: the table's name, as the page markers give it.
+        columns: the value columns, in order.
+        rows: the rows, in order.
+        label: the header of the label column.
+        note: Markdown (the spec author's, not escaped) appended to the provenance line.
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    label: str = "run"
+    note: str = ""
+
+
+@dataclass
+class RunRecord:
+    """What one row read from its run directory.
+
+    Attributes:
+        row: the spec's row.
+        state: ``"ok"``, ``"not run"`` (no such directory) or ``"unreadable"`` (no
+            readable ``metrics.json`` in it).
+        metrics: ``metrics.json``'s content (empty unless ``state`` is ``"ok"``).
+        overrides: the run's command-line overrides (``.hydra/overrides.yaml``), or None
+            where not recorded.
+    """
+
+    row: Row
+    state: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] | None = None
+
+
+# -- the spec
+
+
+def _column(table: str, name: str, entry: Any) -> Column:
+    where = f"table {table!r}, column {name!r}"
+    if entry is None:
+        entry = {}
+    if not isinstance(entry, dict) or set(entry) - {"header", "fmt"}:
+        raise SpecError(f"{where}: expected null or a mapping with keys header, fmt")
+    base = BUILTIN_COLUMNS.get(name, Column(name, name))
+    header = str(entry.get("header", base.header))
+    fmt = str(entry.get("fmt", base.fmt))
+    if not any(_formats(value, fmt) for value in (0.5, 1)):
+        raise SpecError(f"{where}: fmt {fmt!r} formats no number")
+    return Column(base.key, header, fmt)
+
+
+def _formats(value: float, fmt: str) -> bool:
+    try:
+        format(value, fmt)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _row(table: str, i: int, entry: Any) -> Row:
+    if (
+        not isinstance(entry, dict)
+        or set(entry) != {"label", "run"}
+        or not isinstance(entry["run"], str)
+        or not entry["run"]
+    ):
+        raise SpecError(f"table {table!r}, row {i + 1}: expected {{label: ..., run: RUN_DIR}}")
+    return Row(str(entry["label"]), entry["run"])
+
+
+def parse_spec(data: Any) -> dict[str, TableSpec]:
+    """The tables of a spec already read from YAML, by name, in the spec's order.
+
+    Raises:
+        SpecError: not a mapping with ``tables``; a table name that a page marker cannot
+            name; a table without columns or rows; an unknown key.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("tables"), dict):
+        raise SpecError("the spec must be a mapping with a 'tables' mapping")
+    tables = {}
+    for name, entry in data["tables"].items():
+        name = str(name)
+        if not _NAME.fullmatch(name):
+            raise SpecError(f"table {name!r}: names are letters, digits, '_', '-' and '.'")
+        allowed = {"columns", "rows", "label", "note"}
+        if not isinstance(entry, dict) or set(entry) - allowed:
+            raise SpecError(f"table {name!r}: expected a mapping with keys {sorted(allowed)}")
+        columns, rows = entry.get("columns"), entry.get("rows")
+        if not isinstance(columns, dict) or not columns:
+            raise SpecError(f"table {name!r}: 'columns' must be a non-empty mapping")
+        if not isinstance(rows, list) or not rows:
+            raise SpecError(f"table {name!r}: 'rows' must be a non-empty list")
+        tables[name] = TableSpec(
+            name=name,
+            columns=tuple(_column(name, str(k), v) for k, v in columns.items()),
+            rows=tuple(_row(name, i, r) for i, r in enumerate(rows)),
+            label=str(entry.get("label", "run")),
+            note=str(entry.get("note", "") or "").strip(),
+        )
+    return tables
+
+
+def load_spec(path: str | Path) -> dict[str, TableSpec]:
+    """The tables of the spec file ``path`` (YAML), by name.
+
+    Raises:
+        SpecError: the file is missing or not YAML, or as :func:`parse_spec`.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SpecError(f"cannot read the table spec {path}: {str(err).splitlines()[0]}") from None
+    try:
+        return parse_spec(data)
+    except SpecError as err:
+        raise SpecError(f"{path}: {err}") from None
+
+
+# -- the rows
+
+
+def read_run(row: Row, root: str | Path) -> RunRecord:
+    """What ``row``'s run directory (``root / row.run``) holds; never raises for a missing
+    or broken run (its state says so)."""
+    run_dir = Path(root) / row.run
+    if not run_dir.is_dir():
+        return RunRecord(row, "not run")
+    paths = RunPaths(run_dir)
+    metrics = read_json(paths.metrics)
+    try:
+        overrides = yaml.safe_load(paths.overrides_yaml.read_text())
+    except (OSError, yaml.YAMLError):
+        overrides = None
+    overrides = [str(o) for o in overrides] if isinstance(overrides, list) else None
+    if not isinstance(metrics, dict):
+        return RunRecord(row, "unreadable", overrides=overrides)
+    return RunRecord(row, "ok", metrics, overrides)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        try:
+            return format(value, fmt)
+        except ValueError:  # e.g. fmt "d" for a float
+            return f"{value:.4g}"
+    return md_text(value)
+
+
+def _row_cells(record: RunRecord, columns: tuple[Column, ...]) -> list[str]:
+    label = md_text(record.row.label)
+    if record.state != "ok":
+        why = "not run" if record.state == "not run" else "no readable metrics.json"
+        return [label, why, *["-"] * (len(columns) - 1)]
+    status = record.metrics.get("status", "completed")
+    if status != "completed":
+        label += f" ({md_text(status)})"
+    return [label, *(_cell(record.metrics.get(c.key), c.fmt) for c in columns)]
+
+
+# -- the provenance line
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _dates(records: list[RunRecord]) -> str:
+    dates = []
+    for r in records:
+        finished = r.metrics.get("finished")
+        dates.append(str(finished)[:10] if isinstance(finished, str) and finished else None)
+    known = sorted({d for d in dates if d})
+    missing = dates.count(None)
+    if not known:
+        return "on dates not recorded"
+    text = known[0] if len(known) == 1 else f"{known[0]} to {known[-1]}"
+    return text + (f" ({_plural(missing, 'run')} without a date)" if missing else "")
+
+
+def _code(record: RunRecord) -> tuple[str, str] | None:
+    """``(short commit, dirty)`` of a run, or None when its metrics.json records none."""
+    code = record.metrics.get("code")
+    commit = code.get("commit") if isinstance(code, dict) else None
+    if not isinstance(commit, str) or not _HEX.fullmatch(commit):
+        return None
+    dirty = code.get("dirty")
+    return commit[:7], {True: "yes", False: "no"}.get(dirty, "unknown")
+
+
+def _commits(records: list[RunRecord]) -> str:
+    groups: dict[tuple[str, str] | None, int] = {}
+    for r in records:
+        key = _code(r)
+        groups[key] = groups.get(key, 0) + 1
+    if list(groups) == [None]:
+        return "commit not recorded"
+    if len(groups) == 1:
+        ((commit, dirty),) = groups
+        return f"commit {commit}, dirty: {dirty}"
+    parts = [
+        f"{commit} (dirty: {dirty}; {_plural(n, 'run')})"
+        for (commit, dirty), n in ((k, n) for k, n in groups.items() if k is not None)
+    ]
+    if None in groups:
+        parts.append(f"not recorded ({_plural(groups[None], 'run')})")
+    return "commits " + ", ".join(parts)
+
+
+def _commands(records: list[RunRecord]) -> str:
+    """The ``dgm-train`` command of each row, the overrides all rows share written once."""
+    ran = [r for r in records if r.state != "not run"]
+    recorded = [r for r in ran if r.overrides is not None]
+    if not recorded:
+        return "Commands not recorded." if ran else ""
+    shared = [o for o in recorded[0].overrides if all(o in r.overrides for r in recorded)]
+    own = {id(r): [o for o in r.overrides if o not in shared] for r in recorded}
+    command = " ".join(["dgm-train", *shared])
+    if not any(own.values()):
+        unrecorded = [md_text(r.row.label) for r in ran if r.overrides is None]
+        text = f"Command: {md_code(command)}."
+        return text + (f" Not recorded for: {', '.join(unrecorded)}." if unrecorded else "")
+    per_row = []
+    for r in ran:
+        if r.overrides is None:
+            text = "not recorded"
+        else:
+            text = md_code(" ".join(own[id(r)])) if own[id(r)] else "nothing more"
+        per_row.append(f"{md_text(r.row.label)}: {text}")
+    return f"Command: {md_code(command + ' ...')} with, per row, " + "; ".join(per_row) + "."
+
+
+def provenance_line(records: list[RunRecord], columns: tuple[Column, ...] = ()) -> str:
+    """The paragraph under a table: how it was made, from how many run directories,
+    finished on which dates, by which commits, with which commands; and that seconds per
+    epoch depend on the machine's load when the table shows them.
+
+    Example: ``Generated by `python scripts/results_table.py --update` from 4 run
+    directories finished 2026-12-07 (commit 4134e59, dirty: no). Command: ...``
+    """
+    found = [r for r in records if r.state == "ok"]
+    unread = sum(r.state == "unreadable" for r in records)
+    not_run = sum(r.state == "not run" for r in records)
+    dirs = {0: "no run directory", 1: "1 run directory"}.get(
+        len(found), f"{len(found)} run directories"
+    )
+    text = f"Generated by `{GENERATOR}` from {dirs}"
+    if found:
+        text += f" finished {_dates(found)} ({_commits(found)})"
+    missing = [f"{_plural(not_run, 'row')} not run"] if not_run else []
+    missing += [f"{unread} without a readable metrics.json"] if unread else []
+    text += (f"; {', '.join(missing)}" if missing else "") + "."
+    commands = _commands(records)
+    if commands:
+        text += " " + commands
+    if any(c.key == "time_per_epoch_s" for c in columns):
+        text += " s/epoch: training wall time per epoch, which depends on the machine's load."
+    return text
+
+
+# -- the table
+
+
+def render_table(spec: TableSpec, root: str | Path) -> str:
+    """The Markdown of ``spec``'s table from the run directories under ``root``: the table,
+    a blank line and the provenance paragraph (plus the spec's note)."""
+    records = [read_run(row, root) for row in spec.rows]
+    return render_records(spec, records)
+
+
+def render_records(spec: TableSpec, records: list[RunRecord]) -> str:
+    """:func:`render_table` from records already read (one per row of ``spec``)."""
+    headers = [md_text(spec.label), *(md_text(c.header) for c in spec.columns)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_row_cells(r, spec.columns)) + " |" for r in records]
+    paragraph = provenance_line(records, spec.columns)
+    if spec.note:
+        paragraph += " " + spec.note
+    return "\n".join([*lines, "", paragraph])

@@ -1,0 +1,277 @@
+"""scripts/results_table.py: results tables of the docs made from run directories; --update
+rewrites only the marked blocks of a page, --check finds a stale one, a missing run is a
+"not run" row, and the line under each table names the runs' commits, dates and commands."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dgm_runner.cli.results_table import main
+from dgm_runner.io.layout import RunPaths
+from dgm_runner.io.marked_blocks import MarkerError, find_blocks, replace_blocks
+from dgm_runner.io.results_tables import SpecError, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+COMMIT_A = "a1b2c3d" + "0" * 33
+COMMIT_B = "f" * 40
+
+SPEC = """\
+tables:
+  latent:
+    label: N_z
+    columns:
+      epochs:
+      s/epoch:
+      test/elbo: {header: "test ELBO", fmt: .2f}
+    rows:
+      - {label: 2, run: runs/nz2}
+      - {label: 5, run: runs/nz5}
+  other:
+    columns:
+      test/kl: {fmt: .3f}
+    rows:
+      - {label: "a|<b>", run: runs/old}
+      - {label: gone, run: runs/never}
+"""
+
+BEFORE = "# Page\n\nText before, with trailing spaces   \n\n"
+BETWEEN = "\nText between the tables.\r\n\n"
+AFTER = "\nText after, no final newline"
+
+
+def _run(
+    root: Path,
+    name: str,
+    metrics: dict,
+    overrides: list[str] | None = None,
+    finished: str | None = None,
+    commit: str | None = None,
+    dirty: bool | None = None,
+) -> None:
+    """A fake run directory: metrics.json (with provenance when ``finished`` is given) and
+    .hydra/overrides.yaml (when ``overrides`` is)."""
+    paths = RunPaths(root / "runs" / name)
+    paths.root.mkdir(parents=True)
+    record = {"status": "completed", "epoch": 20, "time_per_epoch_s": 4.25, **metrics}
+    if finished is not None:
+        record["finished"] = finished
+        record["code"] = {"version": "0.1.0", "commit": commit, "dirty": dirty}
+    paths.metrics.write_text(json.dumps(record))
+    if overrides is not None:
+        paths.overrides_yaml.parent.mkdir()
+        paths.overrides_yaml.write_text("".join(f"- {o}\n" for o in overrides))
+
+
+def _page(root: Path, old_a: str = "\nold table\n", old_b: str = "\n| x |\n") -> Path:
+    page = root / "docs" / "page.md"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_bytes(
+        (
+            f"{BEFORE}<!-- results-table: latent -->{old_a}<!-- /results-table -->"
+            f"{BETWEEN}<!-- results-table: other -->{old_b}<!-- /results-table -->{AFTER}"
+        ).encode()
+    )
+    return page
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "tables.yaml").write_text(SPEC)
+    for n, elbo in ((2, -37.641), (5, -30.979)):
+        _run(
+            tmp_path,
+            f"nz{n}",
+            {"test/elbo": elbo},
+            ["experiment=vae_mlp", f"model.latent_dim={n}", "trainer.num_threads=1"],
+            finished=f"2026-12-0{n}T03:45:03Z",
+            commit=COMMIT_A,
+            dirty=False,
+        )
+    _run(tmp_path, "old", {"test/kl": 8.27891})  # made before provenance: none recorded
+    return tmp_path
+
+
+def _blocks(page: Path) -> dict[str, str]:
+    text = page.read_bytes().decode()
+    return {b.name: text[b.start : b.end] for b in find_blocks(text)}
+
+
+def test_update_rewrites_exactly_the_marked_blocks(root, capsys):
+    page = _page(root)
+    assert main(["--root", str(root), "--update"]) == 0
+    raw = page.read_bytes().decode()
+    blocks = _blocks(page)
+    # everything outside the blocks is byte-identical (the \r\n and the missing final newline)
+    assert replace_blocks(raw, {"latent": "\nold table\n", "other": "\n| x |\n"}) == (
+        _page(root.parent / "fresh").read_bytes().decode()
+    )
+    assert raw.startswith(BEFORE + "<!-- results-table: latent -->\n\n| N_z |")
+    assert raw.endswith("<!-- /results-table -->" + AFTER)
+    assert BETWEEN in raw
+    latent = blocks["latent"].splitlines()
+    assert latent[2] == "| N_z | epochs | s/epoch | test ELBO |"
+    assert latent[4] == "| 2 | 20 | 4.2 | -37.64 |"
+    assert latent[5] == "| 5 | 20 | 4.2 | -30.98 |"
+    assert "old table" not in raw and "| x |" not in raw
+    assert "updated: docs/page.md (latent, other)" in capsys.readouterr().out
+    # a second update finds nothing to do and leaves the file alone
+    mtime = page.stat().st_mtime_ns
+    assert main(["--root", str(root), "--update"]) == 0
+    assert page.stat().st_mtime_ns == mtime
+    assert "updated" not in capsys.readouterr().out
+
+
+def test_update_of_one_table_leaves_the_other_block(root):
+    page = _page(root)
+    assert main(["--root", str(root), "--update", "other"]) == 0
+    blocks = _blocks(page)
+    assert blocks["latent"] == "\nold table\n"
+    assert "| a\\|&lt;b&gt; | 8.279 |" in blocks["other"]  # label escaped, fmt .3f
+
+
+def test_provenance_line_names_commit_dates_and_commands(root):
+    page = _page(root)
+    main(["--root", str(root), "--update"])
+    latent = _blocks(page)["latent"]
+    assert (
+        "Generated by `python scripts/results_table.py --update` from 2 run directories "
+        "finished 2026-12-02 to 2026-12-05 (commit a1b2c3d, dirty: no)."
+    ) in latent
+    assert (
+        "Command: `dgm-train experiment=vae_mlp trainer.num_threads=1 ...` with, per row, "
+        "2: `model.latent_dim=2`; 5: `model.latent_dim=5`."
+    ) in latent
+    assert "depends on the machine's load" in latent
+    other = _blocks(page)["other"]
+    assert "from 1 run directory finished on dates not recorded (commit not recorded)" in other
+    assert "1 row not run" in other
+    assert "Commands not recorded." in other
+    assert "depends on the machine's load" not in other  # no s/epoch column
+
+
+def test_provenance_line_lists_several_commits(root):
+    _run(root, "nz10", {"test/elbo": -29.2}, finished="2026-12-07T01:00:00Z", commit=COMMIT_B)
+    (root / "docs" / "results" / "tables.yaml").write_text(
+        SPEC.replace("      - {label: 5, run: runs/nz5}", "      - {label: 10, run: runs/nz10}")
+    )
+    page = _page(root)
+    main(["--root", str(root), "--update", "latent"])
+    latent = _blocks(page)["latent"]
+    assert (
+        "finished 2026-12-02 to 2026-12-07 (commits a1b2c3d (dirty: no; 1 run), "
+        "fffffff (dirty: unknown; 1 run))"
+    ) in latent
+    assert "Not recorded for: 10." in latent  # the run without overrides.yaml
+
+
+def test_missing_run_is_a_not_run_row_and_fails_only_check(root, capsys):
+    page = _page(root)
+    assert main(["--root", str(root)]) == 0  # print
+    printed = capsys.readouterr().out
+    assert "| gone | not run |\n" in printed  # one value column: no "-" after it
+    assert "<!-- results-table: other -->" in printed
+    assert main(["--root", str(root), "--update"]) == 0
+    assert "| gone | not run |" in _blocks(page)["other"]
+    assert "not run: other: gone (runs/never)" in capsys.readouterr().err
+    assert main(["--root", str(root), "--check", "latent"]) == 0
+    assert main(["--root", str(root), "--check"]) == 1
+    assert "not run: other: gone" in capsys.readouterr().err
+
+
+def test_check_detects_a_stale_block_and_writes_nothing(root, capsys):
+    page = _page(root)
+    main(["--root", str(root), "--update", "latent"])
+    assert main(["--root", str(root), "--check", "latent"]) == 0
+    assert "up to date: latent" in capsys.readouterr().out
+    metrics = RunPaths(root / "runs" / "nz5").metrics
+    metrics.write_text(metrics.read_text().replace("-30.979", "-31.5"))
+    before = page.read_bytes()
+    assert main(["--root", str(root), "--check", "latent"]) == 1
+    assert "stale: docs/page.md (latent)" in capsys.readouterr().out
+    assert page.read_bytes() == before
+    main(["--root", str(root), "--update", "latent"])
+    assert "| 5 | 20 | 4.2 | -31.50 |" in _blocks(page)["latent"]
+    assert main(["--root", str(root), "--check", "latent"]) == 0
+
+
+def test_broken_markers_and_unknown_tables_write_nothing(root, capsys):
+    page = _page(root)
+    page.write_text(page.read_text() + "\n<!-- results-table: latent -->\nnot closed\n")
+    before = page.read_bytes()
+    assert main(["--root", str(root), "--update"]) == 2
+    assert "is not closed" in capsys.readouterr().err
+    assert page.read_bytes() == before
+    _page(root).write_text("<!-- results-table: nosuch -->\n<!-- /results-table -->\n")
+    assert main(["--root", str(root), "--update"]) == 2
+    assert "'nosuch' is not in" in capsys.readouterr().err
+    assert main(["--root", str(root), "nosuch"]) == 2
+    with pytest.raises(MarkerError, match="opens inside"):
+        find_blocks("<!-- results-table: a -->\n<!-- results-table: b -->\n")
+    with pytest.raises(MarkerError, match="without an opening"):
+        find_blocks("text\n<!-- /results-table -->\n")
+    with pytest.raises(MarkerError, match="malformed"):
+        find_blocks("<!-- results-table: two words -->\n")
+
+
+def test_markers_are_lines_of_their_own():
+    quoted = "Put `<!-- results-table: NAME -->` and `<!-- /results-table -->` there.\n"
+    assert find_blocks(quoted) == []
+    text = quoted + "<!-- results-table: t -->  \r\nold\r\n<!-- /results-table -->\r\n"
+    (block,) = find_blocks(text)
+    assert (block.name, block.line, text[block.start : block.end]) == ("t", 2, "\nold\r\n")
+    assert replace_blocks(text, {"t": "\nnew\n"}) == text.replace("old\r\n", "new\n")
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("tables: {t: {columns: {a: }, rows: []}}", "'rows' must be a non-empty list"),
+        ("tables: {t: {columns: {a: {fmt: zz}}, rows: [{label: 1, run: r}]}}", "formats no"),
+        ("tables: {t: {columns: {a: }, rows: [{label: 1}]}}", "row 1"),
+        ("tables: {'a b': {columns: {a: }, rows: [{label: 1, run: r}]}}", "names are"),
+        ("tables: {t: {columns: {a: }, rows: [{label: 1, run: r}], typo: 1}}", "keys"),
+    ],
+)
+def test_spec_errors_are_one_line(tmp_path, spec, match):
+    path = tmp_path / "tables.yaml"
+    path.write_text(spec)
+    with pytest.raises(SpecError, match=match):
+        load_spec(path)
+
+
+def test_keys_mode_prints_a_table_of_label_run_pairs(root, capsys, monkeypatch):
+    monkeypatch.chdir(root)
+    assert main(["two=runs/nz2", "none=runs/absent", "--keys", "test/elbo"]) == 0
+    out = capsys.readouterr().out
+    assert "| run | epochs | s/epoch | test/elbo |" in out
+    assert "| two | 20 | 4.2 | -37.64 |" in out
+    assert "| none | not run | - | - |" in out
+    command = "dgm-train experiment=vae_mlp model.latent_dim=2 trainer.num_threads=1"
+    assert f"Command: `{command}`." in out
+
+
+def test_script_checks_the_repository_spec(root):
+    """The wrapper runs without the package's heavy imports, and --check fails on a stale
+    page (here a fake repository given by --root)."""
+    _page(root)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "results_table.py"), "--root", str(root)]
+        + ["--check", "latent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "stale: docs/page.md (latent)" in out.stdout
+
+
+def test_repository_spec_parses_and_every_table_has_a_block():
+    tables = load_spec(REPO / "docs" / "results" / "tables.yaml")
+    placed = {
+        b.name for page in (REPO / "docs").rglob("*.md") for b in find_blocks(page.read_text())
+    }
+    assert placed == set(tables)
