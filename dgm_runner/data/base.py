@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -28,6 +29,11 @@ class DataSplits:
         grey_test_x: for binarized images, the test images in grey levels before the
             threshold (same shape as test_x; the reference set of FID/KID, see
             ``dgm_runner.metrics.fid``); None when test_x is not binarized.
+        train_transform: what the loop applies to each training batch ``(B, ...)`` before
+            the update (dynamic binarization, uniform dequantization), drawing its noise per
+            example (:func:`dgm_runner.distributions.batch_draw`, global RNG: exact on resume
+            and in data-parallel shards); None: the batch as stored. Test data is never
+            transformed.
     """
 
     name: str
@@ -38,6 +44,7 @@ class DataSplits:
     n_classes: int
     binarized: bool
     grey_test_x: torch.Tensor | None = None
+    train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
