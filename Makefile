@@ -45,8 +45,8 @@ test: $(STAMP) fashion-mnist lint
 	@echo "mkdocs build --strict (docs/ -> site/)"
 	@out=$$(NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict 2>&1) || { echo "$$out"; exit 1; }
 ifeq ($(strip $(ARGS)),)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not serial"
-	$(PY) -m pytest -m "serial and not slow"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not serial" --durations=10
+	$(PY) -m pytest -m "serial and not slow" --durations=5
 else
 	$(PY) -m pytest $(ARGS)
 endif

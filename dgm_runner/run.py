@@ -264,7 +264,8 @@ class Run:
 
     def _completed_record(self) -> dict[str, Any]:
         """``metrics.json`` of a completed run: status, epochs, times over every launch,
-        when it finished and with which code, the last epoch's train and test metrics."""
+        the model's parameter count, when it finished and with which code, the last
+        epoch's train and test metrics."""
         progress, times = self.state.progress, self.state.progress.epoch_times
         evals = [r["eval_time_s"] for r in read_jsonl(self.paths.metrics_log) if "eval_time_s" in r]
         return {
@@ -276,6 +277,7 @@ class Run:
             "train_time_s": sum(times) if times else None,  # wall time, all launches
             "eval_time_s": sum(evals) if evals else None,
             "num_threads": torch.get_num_threads(),  # this launch's (trainer.num_threads)
+            "n_parameters": sum(p.numel() for p in self.state.model.parameters()),
             "finished": utc_now(),  # and the code: what a results table cites
             "code": code_version(),
             **progress.train_means,

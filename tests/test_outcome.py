@@ -70,3 +70,6 @@ def test_the_completed_record_says_when_and_with_which_code(compose_cfg, tmp_pat
     code = final["code"]
     assert set(code) == {"version", "commit", "dirty"}
     assert code["commit"] is None or len(code["commit"]) == 40
+    # VAE1: 784-500 encoder, 2 x 20 Gaussian heads, 20-500-784 decoder (weights + biases)
+    encoder, heads, decoder = 784 * 500 + 500, 500 * 40 + 40, 20 * 500 + 500 + 500 * 784 + 784
+    assert final["n_parameters"] == encoder + heads + decoder

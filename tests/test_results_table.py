@@ -275,3 +275,90 @@ def test_repository_spec_parses_and_every_table_has_a_block():
         b.name for page in (REPO / "docs").rglob("*.md") for b in find_blocks(page.read_text())
     }
     assert placed == set(tables)
+
+
+# --- the leaderboard's columns (issue 28): alternative keys, standard errors, published rows
+
+LEADERBOARD = """\
+tables:
+  board:
+    label: model
+    columns:
+      nll:
+        keys: [test/nll_iwae_k5000, test/nll]
+        header: test NLL (nats)
+        fmt: .2f
+      parameters:
+      train min:
+    rows:
+      - label: vae
+        run: runs/vae
+        published: {value: 86.76, source: "Burda et al. 2016, Table 1", protocol: dynamic}
+        paper: dgm-train experiment=vae_burda trainer.epochs=3280
+      - {label: made, run: runs/made}
+      - label: never
+        run: runs/never
+        published: {value: 81.3, source: "van den Oord et al. 2016, Table 4", protocol: fixed}
+"""
+
+
+def test_leaderboard_rows_show_se_published_gap_and_the_papers_budget(tmp_path):
+    import yaml
+
+    from dgm_runner.io.results_tables import parse_spec, render_table
+
+    _run(
+        tmp_path,
+        "vae",
+        {
+            "test/nll_iwae_k5000": 88.1,
+            "test/nll_iwae_k5000_se": 0.25,
+            "test/nll": 99.0,
+            "n_parameters": 1234567,
+            "train_time_s": 3000.0,
+        },
+    )
+    _run(tmp_path, "made", {"test/nll": 85.5, "n_parameters": 10, "train_time_s": 60.0})
+    table = render_table(parse_spec(yaml.safe_load(LEADERBOARD))["board"], tmp_path)
+    lines = table.splitlines()
+    assert lines[0] == (
+        "| model | test NLL (nats) | published | gap | source (protocol) | parameters | train min |"
+    )
+    # the first of the alternative keys the run has, its _se beside it; the gap ours - published
+    assert lines[2] == (
+        "| vae | 88.10 ± 0.25 | 86.76 | +1.34 | Burda et al. 2016, Table 1 (dynamic) "
+        "| 1,234,567 | 50 |"
+    )
+    assert lines[3] == "| made | 85.50 | - | - | - | 10 | 1 |"  # the second key; no published
+    assert lines[4] == (
+        "| never | not run | 81.30 | - | van den Oord et al. 2016, Table 4 (fixed) | - | - |"
+    )
+    assert table.endswith(
+        "The paper's budget, for a machine with more time:\n\n"
+        "- vae: `dgm-train experiment=vae_burda trainer.epochs=3280`"
+    )
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "{label: a, run: r, published: {value: high, source: s, protocol: p}}",
+        "{label: a, run: r, published: {value: 1.0, source: s}}",
+        "{label: a, run: r, extra: 1}",
+    ],
+)
+def test_a_malformed_leaderboard_row_is_a_spec_error(row):
+    import yaml
+
+    from dgm_runner.io.results_tables import parse_spec
+
+    spec = {"tables": {"t": {"columns": {"test/nll": None}, "rows": [yaml.safe_load(row)]}}}
+    with pytest.raises(SpecError, match="row 1"):
+        parse_spec(spec)
+
+
+def test_the_leaderboard_page_holds_every_leaderboard_table_of_the_spec():
+    page = (REPO / "docs" / "leaderboard.md").read_text()
+    named = {b.name for b in find_blocks(page)}
+    spec = load_spec(REPO / "docs" / "results" / "tables.yaml")
+    assert named == {name for name in spec if name.startswith("leaderboard_")}

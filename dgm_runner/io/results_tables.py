@@ -58,17 +58,37 @@ class Column:
         header: the column's header (plain text; escaped when rendered).
         fmt: a ``format()`` spec for numbers (``.2f``, ``.4g``, ``d``); other values are
             shown as text.
+        alternatives: further keys, tried in order when a run has no ``key``.
+        scale: a factor applied to numbers (seconds -> minutes).
     """
 
     key: str
     header: str
     fmt: str = ".4g"
+    alternatives: tuple[str, ...] = ()
+    scale: float = 1.0
+
+    def value(self, metrics: dict[str, Any]) -> tuple[Any, Any]:
+        """``(value, standard error)`` of this column in a run's ``metrics``: the first of
+        ``key`` and its ``alternatives`` the run recorded (models name their likelihood
+        differently: ``test/nll``, ``test/nll_iwae_k5000``), and the run's ``<key>_se``
+        beside it (None where not recorded)."""
+        for key in (self.key, *self.alternatives):
+            value, se = metrics.get(key), metrics.get(f"{key}_se")
+            if value is None:
+                continue
+            if self.scale != 1.0 and _number(value):
+                value, se = value * self.scale, se * self.scale if _number(se) else se
+            return value, se
+        return None, None
 
 
 #: Column names that are not metrics.json keys: name -> the column they stand for.
 BUILTIN_COLUMNS = {
     "epochs": Column("epoch", "epochs", "d"),
     "s/epoch": Column("time_per_epoch_s", "s/epoch", ".1f"),
+    "train min": Column("train_time_s", "train min", ".0f", scale=1 / 60),
+    "parameters": Column("n_parameters", "parameters", ",d"),
 }
 
 
@@ -80,10 +100,31 @@ class Row:
         label: the first cell (plain text; escaped when rendered).
         run: the run directory as the spec gives it (relative to the repository root, or
             absolute).
+        published: the published number beside it, if any (adds the columns published,
+            gap and source to the table).
+        paper: the command of the paper's budget (its passes), listed under the table.
     """
 
     label: str
     run: str
+    published: "Published | None" = None
+    paper: str = ""
+
+
+@dataclass(frozen=True)
+class Published:
+    """The published number a row stands beside (checked in the paper itself).
+
+    Attributes:
+        value: in the unit of the table's first value column.
+        source: paper, table (e.g. ``Burda et al. 2016, Table 1``).
+        protocol: binarization / dequantization, importance samples, NFE, ... of the
+            published number.
+    """
+
+    value: float
+    source: str
+    protocol: str
 
 
 @dataclass(frozen=True)
@@ -131,14 +172,17 @@ def _column(table: str, name: str, entry: Any) -> Column:
     where = f"table {table!r}, column {name!r}"
     if entry is None:
         entry = {}
-    if not isinstance(entry, dict) or set(entry) - {"header", "fmt"}:
-        raise SpecError(f"{where}: expected null or a mapping with keys header, fmt")
+    if not isinstance(entry, dict) or set(entry) - {"header", "fmt", "keys"}:
+        raise SpecError(f"{where}: expected null or a mapping with keys header, fmt, keys")
     base = BUILTIN_COLUMNS.get(name, Column(name, name))
     header = str(entry.get("header", base.header))
     fmt = str(entry.get("fmt", base.fmt))
     if not any(_formats(value, fmt) for value in (0.5, 1)):
         raise SpecError(f"{where}: fmt {fmt!r} formats no number")
-    return Column(base.key, header, fmt)
+    keys = entry.get("keys", [base.key])
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise SpecError(f"{where}: keys must be a non-empty list of metrics.json keys")
+    return Column(keys[0], header, fmt, tuple(keys[1:]), base.scale)
 
 
 def _formats(value: float, fmt: str) -> bool:
@@ -150,14 +194,30 @@ def _formats(value: float, fmt: str) -> bool:
 
 
 def _row(table: str, i: int, entry: Any) -> Row:
+    where = f"table {table!r}, row {i + 1}"
     if (
         not isinstance(entry, dict)
-        or set(entry) != {"label", "run"}
+        or not {"label", "run"} <= set(entry) <= {"label", "run", "published", "paper"}
         or not isinstance(entry["run"], str)
         or not entry["run"]
     ):
-        raise SpecError(f"table {table!r}, row {i + 1}: expected {{label: ..., run: RUN_DIR}}")
-    return Row(str(entry["label"]), entry["run"])
+        raise SpecError(f"{where}: expected {{label: ..., run: RUN_DIR[, published, paper]}}")
+    published = entry.get("published")
+    if published is not None:
+        if (
+            not isinstance(published, dict)
+            or set(published) != {"value", "source", "protocol"}
+            or not _number(published["value"])
+        ):
+            raise SpecError(f"{where}: published must be {{value: NUMBER, source, protocol}}")
+        published = Published(
+            float(published["value"]), str(published["source"]), str(published["protocol"])
+        )
+    return Row(str(entry["label"]), entry["run"], published, str(entry.get("paper") or ""))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def parse_spec(data: Any) -> dict[str, TableSpec]:
@@ -250,7 +310,24 @@ def _row_cells(record: RunRecord, columns: tuple[Column, ...]) -> list[str]:
     status = record.metrics.get("status", "completed")
     if status != "completed":
         label += f" ({md_text(status)})"
-    return [label, *(_cell(record.metrics.get(c.key), c.fmt) for c in columns)]
+    cells = []
+    for column in columns:
+        value, se = column.value(record.metrics)
+        cell = _cell(value, column.fmt)
+        cells.append(cell + (f" ± {_cell(se, column.fmt)}" if _number(se) else ""))
+    return [label, *cells]
+
+
+def _published_cells(record: RunRecord, first: Column) -> list[str]:
+    """``published``, ``gap`` (ours - published, in the first column's unit) and
+    ``source (protocol)`` of a row; dashes for a row without a published number."""
+    published = record.row.published
+    if published is None:
+        return ["-", "-", "-"]
+    ours, _ = first.value(record.metrics) if record.state == "ok" else (None, None)
+    gap = _cell(ours - published.value, f"+{first.fmt}") if _number(ours) else "-"
+    source = f"{md_text(published.source)} ({md_text(published.protocol)})"
+    return [_cell(published.value, first.fmt), gap, source]
 
 
 # -- the provenance line
@@ -366,9 +443,19 @@ def render_table(spec: TableSpec, root: str | Path) -> str:
 def render_records(spec: TableSpec, records: list[RunRecord]) -> str:
     """:func:`render_table` from records already read (one per row of ``spec``)."""
     headers = [md_text(spec.label), *(md_text(c.header) for c in spec.columns)]
+    published = any(r.published is not None for r in spec.rows)
+    if published:  # beside the first value column
+        headers[2:2] = ["published", "gap", "source (protocol)"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_row_cells(r, spec.columns)) + " |" for r in records]
+    for record in records:
+        cells = _row_cells(record, spec.columns)
+        if published:
+            cells[2:2] = _published_cells(record, spec.columns[0])
+        lines.append("| " + " | ".join(cells) + " |")
     paragraph = provenance_line(records, spec.columns)
     if spec.note:
         paragraph += " " + spec.note
+    papers = [f"- {md_text(r.label)}: {md_code(r.paper)}" for r in spec.rows if r.paper]
+    if papers:
+        paragraph += "\n\nThe paper's budget, for a machine with more time:\n\n" + "\n".join(papers)
     return "\n".join([*lines, "", paragraph])
