@@ -174,7 +174,7 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, outcome: Outcome) -> dict[st
         done = _already_complete(resume, ckpt, trainer.epochs, world)
         if done is not None:  # nothing to do: nothing written (not even a log line)
             return done
-    run = outcome.run = _open(cfg, trainer, run_dir, world, resume, ckpt, outcome.held_a_run)
+    run = outcome.run = _open(cfg, trainer, run_dir, world, resume, ckpt)
     try:
         with run.stoppable():
             run.start_logger()
@@ -217,7 +217,6 @@ def _open(
     world: World,
     resume: Path | None,
     ckpt: Any,
-    held_a_run: bool,
 ) -> Run:
     """Prepare the run directory (process 0), choose the threads, build the components
     and the training state, continue from ``ckpt`` if given, and say what runs."""
@@ -233,7 +232,7 @@ def _open(
         _continue(state, ckpt, RunPaths(resume).last, world, paths)
     _describe(cfg, comps, device, f"{threads} CPU thread{'s' if threads > 1 else ''} ({why})")
     config = OmegaConf.to_container(cfg, resolve=True)
-    return Run(cfg, trainer, world, paths, comps, state, config, held_a_run)
+    return Run(cfg, trainer, world, paths, comps, state, config)
 
 
 def _continue(

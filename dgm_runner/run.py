@@ -62,8 +62,6 @@ class Run:
         logger: the run's logger (a :class:`NullLogger` until :meth:`start_logger`, and on
             processes other than 0);
         stop: the stop-signal handler while the run trains (:meth:`stoppable`);
-        held_a_run: the directory held a run before this launch (a resume): a refusal
-            of it is not recorded as its outcome;
         epoch: the epoch being trained or evaluated (for the record of a stop).
     """
 
@@ -74,7 +72,6 @@ class Run:
     comps: Components
     state: TrainState
     config: dict[str, Any]
-    held_a_run: bool = False
     seeds: Seeds = field(init=False)
     logger: Any = field(init=False)
     stop: GracefulStop | None = None
