@@ -144,6 +144,22 @@ MOVED_KEYS: dict[str, str] = {
 }
 
 
+#: Values whose spelling changed (issue 28: ``dataset.binarize`` was a boolean, today it names
+#: the protocol, :mod:`dgm_runner.data.protocols`) -> today's spelling. A stale value fails
+#: in one line naming the new one (:func:`renamed_value_hint`); old run configs are
+#: upgraded (:mod:`dgm_runner.io.legacy_config`). Remove after 2027-03-01.
+RENAMED_VALUES: dict[str, dict[bool, str]] = {
+    "dataset.binarize": {True: "threshold", False: "none"},
+}
+
+
+def renamed_value_hint(key: str, value: Any) -> str | None:
+    """Today's spelling of ``key=value`` when ``value`` is an old one of
+    :data:`RENAMED_VALUES` (``dataset.binarize=true`` -> ``threshold``), else None."""
+    old = RENAMED_VALUES.get(key, {})
+    return old.get(value) if isinstance(value, bool) else None
+
+
 def moved_key_hint(key: str, value: Any = None) -> str | None:
     """Where a key of :data:`MOVED_KEYS` is now, as the user would write it: ``optimizer.lr``,
     or ``optimizer=sgd`` for the group (``value`` given, else ``optimizer=NAME``); None for
@@ -295,6 +311,12 @@ def _check_against(path: str, node: dict, hints: dict[str, Any]) -> None:
                 f"{prefix}{key} is not a valid key: allowed keys are {choices}{where}"
             )
         if key in hints:
+            new = renamed_value_hint(f"{prefix}{key}", value)
+            if new is not None:  # dataset.binarize=true -> dataset.binarize=threshold
+                raise ConfigError(
+                    f"{prefix}{key}={str(value).lower()} is the spelling before issue 28: "
+                    f"write {prefix}{key}={new}"
+                )
             _check_value(f"{prefix}{key}", value, hints[key])
 
 
@@ -396,10 +418,11 @@ def validate_node(
 
 
 def _check_component(path: str, node: dict, model: dict) -> None:
-    """Run a figure maker's or sample metric's own consistency check before any work, when
-    it has one: a ``check(model_config, **arguments)`` attribute of the function (e.g.
-    :func:`dgm_runner.figures.score.check_score_field`,
-    :func:`dgm_runner.metrics.fid.check_fid`), given the resolved model config.
+    """Run a figure maker's, sample metric's or dataset loader's own consistency check before
+    any work, when it has one: a ``check(model_config, **arguments)`` attribute of the
+    function (e.g. :func:`dgm_runner.figures.score.check_score_field`,
+    :func:`dgm_runner.metrics.fid.check_fid`, the data protocols of
+    :func:`dgm_runner.data.vision.load_vision_dataset`), given the resolved model config.
 
     Raises:
         ConfigError: the check raised ``ValueError`` (its message, prefixed with ``path``).
@@ -615,6 +638,9 @@ def validate(cfg: DictConfig) -> None:
         if group not in container:
             raise ConfigError(f"{group} is missing from the config")
         validate_node(group, container[group], runtime)
+    # the data options that are fine one by one but not together (dataset.binarize=threshold
+    # dataset.dequantize=uniform): the loader's own check, before any file is read
+    _check_component("dataset", container["dataset"], container["model"])
     for name, node in (container.get("figures") or {}).items():
         validate_node(f"figures.{name}", node, FIGURE_ARGS)
         _check_component(f"figures.{name}", node, container["model"])

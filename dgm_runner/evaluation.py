@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from dgm_runner import eval_times
+from dgm_runner.metrics.stats import standard_error
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.progress import Bar
 from dgm_runner.seeds import Seeds
@@ -62,21 +63,31 @@ def evaluate_split(
         prefix: the split name put before each metric (``test``, ``val``).
 
     Returns:
-        ``{"<prefix>/<name>": mean over the N examples}`` (units as the objective documents).
+        ``{"<prefix>/<name>": mean over the N examples}`` (units as the objective documents),
+        and ``"<prefix>/<name>_se"``, the standard error of that mean
+        (:func:`dgm_runner.metrics.stats.standard_error`, in float64), for each name of
+        ``objective.standard_errors(final)`` when ``N >= 2``.
     """
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=x.device).manual_seed(seed)
     sums: dict[str, torch.Tensor] = {}
+    kept: dict[str, list[torch.Tensor]] = {name: [] for name in objective.standard_errors(final)}
     with Bar(x.shape[0], f"{prefix} metrics", "image") as bar:
         for start in range(0, x.shape[0], batch_size):
             batch = Batch(x[start : start + batch_size], y[start : start + batch_size])
             out = objective.evaluate(model, batch, gen, final=final)
             for key, value in out.items():
                 sums[key] = sums.get(key, 0.0) + value.sum()
+                if key in kept:
+                    kept[key].append(value.double())
             bar.update(batch.x.shape[0])
     model.train(was_training)
-    return {f"{prefix}/{k}": float(v) / x.shape[0] for k, v in sums.items()}
+    metrics = {f"{prefix}/{k}": float(v) / x.shape[0] for k, v in sums.items()}
+    for key, parts in kept.items():
+        if parts and x.shape[0] > 1:
+            metrics[f"{prefix}/{key}_se"] = standard_error(torch.cat(parts))
+    return metrics
 
 
 def all_test_metrics(

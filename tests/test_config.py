@@ -29,7 +29,9 @@ def test_every_experiment_composes_and_validates(compose_cfg, experiment):
 
 def test_seed_000_settings(compose_cfg):
     rbm = compose_cfg("experiment=rbm_cdk")
-    assert rbm.model.hidden_dim == 128 and rbm.dataset.binarize and rbm.objective.k == 1
+    assert (
+        rbm.model.hidden_dim == 128 and rbm.dataset.binarize == "threshold" and rbm.objective.k == 1
+    )
     assert rbm.trainer.export_name == "model_rbm_seed2025.pt"
     for name, export in (
         ("vae_mlp", "model_vae_seed2025.pt"),
@@ -37,7 +39,7 @@ def test_seed_000_settings(compose_cfg):
     ):
         cfg = compose_cfg(f"experiment={name}")
         assert cfg.objective.likelihood == "mse" and cfg.objective.kl == "analytic"
-        assert cfg.trainer.export_name == export and not cfg.dataset.binarize
+        assert cfg.trainer.export_name == export and cfg.dataset.binarize == "none"
     assert compose_cfg("experiment=vae_mlp").model.hidden_dim == 500
 
 

@@ -58,10 +58,14 @@ def test_mnist_loads_from_dgm_data_dir_into_the_cache_without_touching_the_sourc
 @needs_mnist
 def test_binarization_is_a_fixed_threshold_on_intensities():
     grey = load_vision_dataset("mnist", subset=100, test_subset=10)
-    binary = load_vision_dataset("mnist", binarize=True, threshold=0.5, subset=100, test_subset=10)
+    binary = load_vision_dataset(
+        "mnist", binarize="threshold", threshold=0.5, subset=100, test_subset=10
+    )
     assert set(binary.train_x.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(binary.train_x, (grey.train_x > 0.5).float())
-    strict = load_vision_dataset("mnist", binarize=True, threshold=0.9, subset=100, test_subset=10)
+    strict = load_vision_dataset(
+        "mnist", binarize="threshold", threshold=0.9, subset=100, test_subset=10
+    )
     assert strict.train_x.sum() < binary.train_x.sum()
 
 
@@ -147,7 +151,7 @@ def test_image_data_rejects_empty_splits_and_bad_labels():
 def test_per_class_and_downsampling_as_in_seed_002():
     full = load_vision_dataset("mnist")
     data = load_vision_dataset(
-        "mnist", per_class=30, image_size=14, binarize=True, threshold=128 / 255
+        "mnist", per_class=30, image_size=14, binarize="threshold", threshold=128 / 255
     )
     assert data.train_x.shape == (300, 1, 14, 14) and data.test_x.shape == (10000, 1, 14, 14)
     assert torch.bincount(data.train_y, minlength=10).tolist() == [30] * 10
@@ -456,14 +460,14 @@ def test_seed_002_binarizes_pixels_greater_than_128_exactly(tmp_path):
     flat[1, 0:2, 2:4] = [[128, 128], [128, 129]]  # 14x14 pixel (0, 1): mean 128.25
     images = struct.pack(">IIII", 0x803, 2, 28, 28) + flat.tobytes()
     root = write_mnist(tmp_path, images, idx_labels([0, 1]), images, idx_labels([0, 1]))
-    full = vision.load_vision_dataset(root=str(root), binarize=True, threshold_uint8=128)
+    full = vision.load_vision_dataset(root=str(root), binarize="threshold", threshold_uint8=128)
     assert full.train_x[0, 0, 0, 0] == 0.0 and full.train_x[0, 0, 0, 1] == 1.0
     assert torch.equal(full.test_x, full.train_x)
     # the config's former threshold: 0.50196078 < 128/255, so pixels equal to 128 became 1
-    old = vision.load_vision_dataset(root=str(root), binarize=True, threshold=0.50196078)
+    old = vision.load_vision_dataset(root=str(root), binarize="threshold", threshold=0.50196078)
     assert old.train_x[0, 0, 0, 0] == 1.0
     small = vision.load_vision_dataset(
-        root=str(root), binarize=True, threshold_uint8=128, image_size=14
+        root=str(root), binarize="threshold", threshold_uint8=128, image_size=14
     )
     assert small.train_x[1, 0, 0, 0] == 0.0 and small.train_x[1, 0, 0, 1] == 1.0
     assert small.grey_test_x[1, 0, 0, 1] == pytest.approx(128.25 / 255)

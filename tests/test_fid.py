@@ -197,7 +197,7 @@ def test_binarized_runs_are_scored_against_the_grey_test_images_unless_asked(mon
     import dgm_runner.metrics.fid as fid_module
     from dgm_runner.data.vision import load_vision_dataset
 
-    data = load_vision_dataset("mnist", binarize=True, test_subset=500)
+    data = load_vision_dataset("mnist", binarize="threshold", test_subset=500)
     assert data.grey_test_x is not None and not torch.equal(data.grey_test_x, data.test_x)
     assert torch.equal((data.grey_test_x > 0.5).float(), data.test_x)
     model = torch.nn.Linear(1, 1)

@@ -91,7 +91,9 @@ class Bench:
         if threshold not in self._binary:
             from dgm_runner.data.vision import load_vision_dataset
 
-            data = load_vision_dataset("mnist", binarize=True, threshold=threshold, download=False)
+            data = load_vision_dataset(
+                "mnist", binarize="threshold", threshold=threshold, download=False
+            )
             self._binary[threshold] = data.train_x.reshape(data.train_x.shape[0], -1)
         x = self._binary[threshold]
         return x if n is None else x[:n]

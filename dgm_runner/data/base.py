@@ -19,16 +19,20 @@ class DataSplits:
 
     Attributes:
         name: dataset name (``"mnist"``, ``"fashion_mnist"``, ``"toy2d/..."``).
-        train_x: float32 ``(N, C, H, W)`` images in [0, 1] (exactly {0, 1} if binarized),
-            or ``(N, D)`` points.
+        train_x: float32 ``(N, C, H, W)`` images in [0, 1] (exactly {0, 1} if binarized,
+            except under dynamic binarization: the intensities, which ``train_transform``
+            binarizes at every use), or ``(N, D)`` points.
         train_y: int64 ``(N,)`` class labels (zeros for unlabeled toy data).
         test_x: float32 ``(M, ...)`` as train_x.
         test_y: int64 ``(M,)``.
         n_classes: number of label classes.
-        binarized: whether pixel values are exactly 0 or 1.
+        binarized: whether the model sees binary pixels: ``test_x`` exactly 0 or 1, and
+            ``train_x`` too or binarized by ``train_transform`` (``dataset.binarize`` =
+            ``threshold``, ``fixed`` or ``dynamic``, :mod:`dgm_runner.data.protocols`).
         grey_test_x: for binarized images, the test images in grey levels before the
-            threshold (same shape as test_x; the reference set of FID/KID, see
-            ``dgm_runner.metrics.fid``); None when test_x is not binarized.
+            binarization (same shape as test_x; the reference set of FID/KID, see
+            ``dgm_runner.metrics.fid``); None when test_x is not binarized or has no grey
+            levels (Larochelle & Murray's files).
         train_transform: what the loop applies to each training batch ``(B, ...)`` before
             the update (dynamic binarization, uniform dequantization), drawing its noise per
             example (:func:`dgm_runner.distributions.batch_draw`, global RNG: exact on resume

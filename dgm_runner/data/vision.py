@@ -25,14 +25,25 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import torch
 
-from dgm_runner.config import PositiveInt, Range, UnitInterval
+from dgm_runner.config import NonNegativeInt, PositiveInt, Range, UnitInterval
+from dgm_runner.data.amat import load_amat_splits
 from dgm_runner.data.base import DataError, DataSplits
 from dgm_runner.data.cache import _cached, _discard, _fill, cache_dir, source_stamps
 from dgm_runner.data.idx import IDX_FILES, _CacheDamaged, _read_idx, check_idx_file
+from dgm_runner.data.protocols import (
+    Binarize,
+    Dequantize,
+    DynamicBinarization,
+    FixedSource,
+    UniformDequantization,
+    check_protocol,
+    fixed_binarization,
+    split_seed,
+)
 
 __all__ = [
     "IDX_FILES",
@@ -241,7 +252,13 @@ def _load_uint8(name: str, root: Optional[str], download: bool) -> tuple[torch.T
     return _load_stamped(name, _freeze(source_stamps(files)), downloaded)
 
 
-_load_uint8.cache_clear = _load_stamped.cache_clear  # type: ignore[attr-defined]
+def _clear_memos() -> None:
+    """Empty the in-process memos of the loaded files and of their fixed binarizations."""
+    _load_stamped.cache_clear()
+    _fixed_bits_stamped.cache_clear()
+
+
+_load_uint8.cache_clear = _clear_memos  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- the public loader
@@ -257,7 +274,7 @@ def load_vision_dataset(
     name: Literal["mnist", "fashion_mnist"] = "mnist",
     root: Optional[str] = None,
     download: bool = True,
-    binarize: bool = False,
+    binarize: Binarize = "none",
     threshold: UnitInterval = 0.5,
     threshold_uint8: Optional[Annotated[int, Range(ge=0, le=255)]] = None,
     subset: Optional[PositiveInt] = None,
@@ -265,8 +282,14 @@ def load_vision_dataset(
     per_class: Optional[PositiveInt] = None,
     image_size: Optional[PositiveInt] = None,
     device: str | torch.device = "cpu",
+    binarize_seed: NonNegativeInt = 0,
+    fixed_source: FixedSource = "seeded",
+    dequantize: Dequantize = "none",
 ) -> DataSplits:
     """Load MNIST or Fashion-MNIST into memory as float tensors on ``device``.
+
+    The data protocols (``binarize``, ``dequantize``) are described, with their sources, in
+    :mod:`dgm_runner.data.protocols` and ``docs/evaluation.md``.
 
     Args:
         name: which dataset.
@@ -275,9 +298,14 @@ def load_vision_dataset(
             ``$DGM_DATA_DIR``, system copies and the cache (see module docstring).
         download: allow torchvision to download into the cache when nothing is found
             (never when ``root`` is set).
-        binarize: map each pixel to ``1.0 if intensity > threshold else 0.0``; the
-            intensity is in [0, 1], so the result is fixed per image (no resampling).
-        threshold: binarization threshold on [0, 1] intensities.
+        binarize: ``none`` (grey levels); ``threshold``: each pixel ``1.0 if intensity >
+            threshold else 0.0``, fixed per image; ``dynamic``: training images drawn
+            ``Bernoulli(intensity)`` at every use (``train_transform``; ``train_x`` stays
+            grey), test images binarized once with ``binarize_seed``; ``fixed``: both
+            splits binarized once with ``binarize_seed`` (or Larochelle & Murray's files,
+            ``fixed_source``). Booleans (the spelling before issue 28) are refused with
+            their new name.
+        threshold: binarization threshold on [0, 1] intensities (``threshold`` only).
         threshold_uint8: when set, binarize with ``pixel > threshold_uint8`` compared
             exactly on the 0..255 scale of the files (after ``image_size``'s area
             averaging, on the mean of the integer pixels: exact in float32), instead of
@@ -290,12 +318,29 @@ def load_vision_dataset(
         image_size: downsample to ``image_size x image_size`` by area averaging before
             binarizing (seed 002: 14x14).
         device: where the tensors live.
+        binarize_seed: seed of the fixed binarizations (``fixed``, and ``dynamic``'s test
+            split): the test split's generator is seeded ``binarize_seed``, the training
+            split's ``binarize_seed + 1``; each draws for the whole split before
+            ``subset`` / ``per_class`` / ``test_subset`` select images, so an image has the
+            same bits in every subset.
+        fixed_source: ``seeded`` (drawn here) or ``larochelle``: the
+            ``binarized_mnist_{train,valid,test}.amat`` files of Larochelle & Murray
+            (2011) from ``root`` (else ``$DGM_DATA_DIR``), train + valid as the 60 000
+            training images (:mod:`dgm_runner.data.amat`; no labels, no grey levels).
+        dequantize: ``none`` or ``uniform``: training images ``(k + u) / 256``, ``u ~
+            U[0, 1)`` per pixel at every use (``train_transform``; ``binarize=none`` only).
 
     Returns:
         :class:`DataSplits` with ``(N, 1, H, W)`` float32 images in [0, 1] (``H = W = 28``
-        for the real datasets, ``image_size`` when set), int64 ``(N,)`` labels, 10 classes.
+        for the real datasets, ``image_size`` when set), int64 ``(N,)`` labels, 10 classes
+        (1 class, all labels 0, for Larochelle's files); ``binarized`` for ``threshold``,
+        ``dynamic`` and ``fixed``; ``grey_test_x``: the grey test images of a binarized
+        split (None for Larochelle's files, which have none).
 
     Raises:
+        ValueError: (one line, before any file is read) an invalid combination of options
+            (:func:`dgm_runner.data.protocols.check_protocol`), e.g. ``dequantize=uniform``
+            with a binarization, or ``binarize=true`` (the old spelling, named).
         DataError: one line saying what to do, when: the dataset is nowhere to be found
             (the message lists every place looked in); ``root`` is set but does not
             exist or lacks a file (named); a file is corrupt (named); the cache cannot
@@ -303,11 +348,16 @@ def load_vision_dataset(
             holds another count than its image file (the files named, checked before
             ``subset`` / ``per_class`` slice them); ``subset``, ``test_subset`` or
             ``per_class`` asks for more images than the split (or a class) has; the labels
-            do not fit the images.
+            do not fit the images; Larochelle's ``.amat`` files are requested but missing
+            (each named, with the folders looked in) or malformed.
     """
+    check_protocol(binarize, dequantize, fixed_source, threshold_uint8, name, image_size, per_class)
     if name not in SPECS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(SPECS)}")
+    if binarize == "fixed" and fixed_source == "larochelle":
+        return _larochelle(root, subset, test_subset, device)
     train_x, train_y, test_x, test_y = _load_uint8(name, root, download)
+    train_rows = test_rows = None  # the rows kept (None: all), for the whole-split draws
     if per_class is not None:
         counts = torch.bincount(train_y, minlength=10)[:10]
         fewest = int(counts.argmin())
@@ -320,16 +370,18 @@ def load_vision_dataset(
             )
         keep = torch.cat([torch.nonzero(train_y == c).flatten()[:per_class] for c in range(10)])
         keep = keep.sort().values
-        train_x, train_y = train_x[keep], train_y[keep]
+        train_x, train_y, train_rows = train_x[keep], train_y[keep], keep
     if subset is not None:
         if subset > train_x.shape[0]:
             left = f" left by dataset.per_class={per_class}" if per_class is not None else ""
             raise _too_many("subset", subset, train_x.shape[0], f"training images of {name}{left}")
         train_x, train_y = train_x[:subset], train_y[:subset]
+        train_rows = torch.arange(subset) if train_rows is None else train_rows[:subset]
     if test_subset is not None:
         if test_subset > test_x.shape[0]:
             raise _too_many("test_subset", test_subset, test_x.shape[0], f"test images of {name}")
         test_x, test_y = test_x[:test_subset], test_y[:test_subset]
+        test_rows = torch.arange(test_subset)
 
     def resized(x: torch.Tensor) -> torch.Tensor:
         if image_size is not None and image_size != x.shape[-1]:
@@ -339,23 +391,114 @@ def load_vision_dataset(
     def to_grey(x: torch.Tensor) -> torch.Tensor:
         return resized(x.to(device).unsqueeze(1).float().div_(255.0))
 
+    def fixed(split: Literal["train", "test"], rows: Optional[torch.Tensor]) -> torch.Tensor:
+        bits = _fixed_bits(name, root, download, split, binarize_seed, image_size)
+        return (bits if rows is None else bits[rows]).to(device).float()
+
     def split_x(uint8: torch.Tensor, grey: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The split's images as trained on; ``grey``: its :func:`to_grey`, if made already
         (the grey images are not made for a ``threshold_uint8`` split that needs none)."""
-        if binarize and threshold_uint8 is not None:
+        if binarize == "threshold" and threshold_uint8 is not None:
             levels = resized(uint8.to(device).unsqueeze(1).float())  # 0..255, means of integers
             return (levels > threshold_uint8).float()
         grey = to_grey(uint8) if grey is None else grey
-        return (grey > threshold).float() if binarize else grey
+        return (grey > threshold).float() if binarize == "threshold" else grey
 
     grey_test = to_grey(test_x)
+    binary = binarize != "none"
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    if binarize == "dynamic":
+        transform = DynamicBinarization()
+    elif dequantize == "uniform":
+        transform = UniformDequantization()
     return DataSplits(
         name=name,
-        train_x=split_x(train_x),
+        train_x=fixed("train", train_rows) if binarize == "fixed" else split_x(train_x),
         train_y=train_y.to(device, copy=True),  # never the memoized tensor itself
-        test_x=split_x(test_x, grey_test),
+        test_x=fixed("test", test_rows) if binarize in ("fixed", "dynamic")
+        else split_x(test_x, grey_test),
         test_y=test_y.to(device, copy=True),
         n_classes=10,
-        binarized=binarize,
-        grey_test_x=grey_test if binarize else None,
+        binarized=binary,
+        grey_test_x=grey_test if binary else None,
+        train_transform=transform,
+    )  # fmt: skip
+
+
+def _check_options(
+    model: Any,
+    binarize: object = "none",
+    dequantize: object = "none",
+    fixed_source: object = "seeded",
+    threshold_uint8: Optional[int] = None,
+    name: str = "mnist",
+    image_size: Optional[int] = None,
+    per_class: Optional[int] = None,
+    **_: Any,
+) -> None:
+    """The config validator's check of a ``dataset`` node (``load_vision_dataset.check``):
+    :func:`dgm_runner.data.protocols.check_protocol` of its options, before any file is read.
+
+    Raises:
+        ValueError: one line (an invalid combination, named)."""
+    check_protocol(binarize, dequantize, fixed_source, threshold_uint8, name, image_size, per_class)
+
+
+load_vision_dataset.check = _check_options  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=2)
+def _fixed_bits_stamped(
+    name: str,
+    frozen: tuple,
+    downloaded: bool,
+    split: Literal["train", "test"],
+    seed: int,
+    image_size: Optional[int],
+) -> torch.Tensor:
+    """The whole ``split`` binarized once (:func:`fixed_binarization`, generator seeded
+    :func:`split_seed`) as uint8 ``(N, 1, H, W)`` 0/1 on the CPU, computed on the CPU (the same
+    bits on every device); memoized on the sources' stamps, the split, the seed and the size."""
+    train_x, _, test_x, _ = _load_stamped(name, frozen, downloaded)
+    grey = (train_x if split == "train" else test_x).unsqueeze(1).float().div_(255.0)
+    if image_size is not None and image_size != grey.shape[-1]:
+        grey = torch.nn.functional.interpolate(grey, size=(image_size, image_size), mode="area")
+    return fixed_binarization(grey, split_seed(seed, split)).to(torch.uint8)  # 1/4 the memory
+
+
+def _fixed_bits(
+    name: str,
+    root: Optional[str],
+    download: bool,
+    split: Literal["train", "test"],
+    seed: int,
+    image_size: Optional[int],
+) -> torch.Tensor:
+    """:func:`_fixed_bits_stamped` of the dataset's current source files."""
+    files, downloaded = _locate(name, SPECS[name], root, download)
+    frozen = _freeze(source_stamps(files))
+    return _fixed_bits_stamped(name, frozen, downloaded, split, seed, image_size)
+
+
+def _larochelle(
+    root: Optional[str], subset: Optional[int], test_subset: Optional[int], device: Any
+) -> DataSplits:
+    """``binarize=fixed fixed_source=larochelle``: Larochelle & Murray's files
+    (:func:`dgm_runner.data.amat.load_amat_splits`), first ``subset`` / ``test_subset``."""
+    train_x, test_x = load_amat_splits(root)
+    for option, asked, x, what in (
+        ("subset", subset, train_x, "training images of Larochelle's files (train + valid)"),
+        ("test_subset", test_subset, test_x, "test images of Larochelle's files"),
+    ):
+        if asked is not None and asked > x.shape[0]:
+            raise _too_many(option, asked, x.shape[0], what)
+    train_x, test_x = train_x[:subset], test_x[:test_subset]
+    return DataSplits(
+        name="mnist",  # MNIST's images: its feature classifier scores the samples (FID)
+        train_x=train_x.to(device),
+        train_y=torch.zeros(train_x.shape[0], dtype=torch.long, device=device),
+        test_x=test_x.to(device),
+        test_y=torch.zeros(test_x.shape[0], dtype=torch.long, device=device),
+        n_classes=1,
+        binarized=True,
     )

@@ -1,4 +1,4 @@
-"""Run configs written before issue 27, read in today's form: :func:`upgrade_run_config`.
+"""Run configs written before issues 27 and 28, read in today's form: :func:`upgrade_run_config`.
 
 Before issue 27 (item 4) the optimiser was chosen by ``trainer.optimizer`` (adam | sgd |
 adagrad) with ``trainer.lr``, ``betas``, ``momentum`` and ``weight_decay``; today it is the
@@ -6,6 +6,13 @@ adagrad) with ``trainer.lr``, ``betas``, ``momentum`` and ``weight_decay``; toda
 own keywords), and :func:`upgrade_optimizer_config` moves the old keys there. The
 overrides a run was launched with (``.hydra/overrides.yaml``, compared by
 ``trainer.resume=auto``) are read with today's names by :func:`upgrade_overrides`.
+
+Before issue 28 (item 1) ``dataset.binarize`` was a boolean; today it names the data
+protocol (``none | threshold | dynamic | fixed``, :mod:`dgm_runner.data.protocols`), and
+:func:`upgrade_dataset_config` (and :func:`upgrade_overrides` for
+``dataset.binarize=true``) read ``true`` as ``threshold`` and ``false`` as ``none``: the
+same data, bit for bit. A ``true`` / ``false`` typed today fails in one line naming the new
+value (:data:`dgm_runner.config.RENAMED_VALUES`).
 
 Before issue 27 a ``ScoreUNet`` config named its diffusion process by a string,
 ``model.sde: edm``, next to the flat numbers of every process (``sigma_min``,
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dgm_runner.config import MOVED_KEYS
+from dgm_runner.config import MOVED_KEYS, RENAMED_VALUES
 
 #: The old ``model.sde`` names -> the process's class and the flat keys it took.
 OLD_PROCESSES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -229,29 +236,54 @@ def upgrade_optimizer_config(config: Any) -> Any:
     return {**config, "trainer": kept, "optimizer": node}
 
 
-# remove after 2027-03-01 (issue 27, item 4: old run directories)
+# remove after 2027-03-01 (issue 28, item 1: old run directories)
+def upgrade_dataset_config(config: Any) -> Any:
+    """A run config whose ``dataset`` node has ``binarize: true`` / ``false`` (before issue
+    28) with today's names of the same protocols, ``threshold`` / ``none``
+    (:data:`dgm_runner.config.RENAMED_VALUES`): the data it loads is the data the run was
+    trained on, bit for bit. Anything else is returned as it is; the input is never
+    modified."""
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    renamed = RENAMED_VALUES["dataset.binarize"]
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("binarize"), bool):
+        return config
+    return {**config, "dataset": {**dataset, "binarize": renamed[dataset["binarize"]]}}
+
+
+def _renamed_value(key: str, value: str) -> str:
+    """An override's value in today's spelling (:data:`dgm_runner.config.RENAMED_VALUES`:
+    ``dataset.binarize=true`` -> ``threshold``); other values as they are."""
+    old = {str(k).lower(): v for k, v in RENAMED_VALUES.get(key, {}).items()}
+    return old.get(value.strip().lower(), value)
+
+
+# remove after 2027-03-01 (issue 27, item 4, and issue 28, item 1: old run directories)
 def upgrade_overrides(overrides: list[str]) -> list[str]:
     """Command-line overrides with today's keys (:data:`dgm_runner.config.MOVED_KEYS`:
     ``trainer.lr=0.01`` -> ``optimizer.lr=0.01``,
     ``trainer.optimizer=sgd`` -> ``optimizer=sgd``; a leading ``+``, ``++`` or ``~`` is
-    kept): so ``trainer.resume=auto`` finds a run launched before issue 27 with the same
-    settings. Other overrides are returned as they are."""
+    kept) and values (:data:`dgm_runner.config.RENAMED_VALUES`: ``dataset.binarize=true`` ->
+    ``dataset.binarize=threshold``): so ``trainer.resume=auto`` finds a run launched before
+    issues 27 and 28 with the same settings. Other overrides are returned as they are."""
     out = []
     for override in overrides:
         sign = override[: len(override) - len(override.lstrip("+~"))]
         body = override[len(sign) :]
         key, eq, value = body.partition("=")
+        if key in RENAMED_VALUES and eq:
+            out.append(f"{sign}{key}={_renamed_value(key, value)}")
+            continue
         out.append(f"{sign}{MOVED_KEYS[key]}{eq}{value}" if key in MOVED_KEYS else override)
     return out
 
 
 def upgrade_run_config(config: Any) -> Any:
     """A run's config (a checkpoint's ``config``, a loaded ``.hydra/config.yaml``) in
-    today's form: :func:`upgrade_sde_config` (with :func:`upgrade_eps_names`) and
-    :func:`upgrade_optimizer_config`. Plain data in, plain data out; the input is never
-    modified.
+    today's form: :func:`upgrade_sde_config` (with :func:`upgrade_eps_names`),
+    :func:`upgrade_optimizer_config` and :func:`upgrade_dataset_config`. Plain data in, plain
+    data out; the input is never modified.
 
     Raises:
         ValueError: see :func:`upgrade_sde_config` (one line).
     """
-    return upgrade_optimizer_config(upgrade_sde_config(config))
+    return upgrade_dataset_config(upgrade_optimizer_config(upgrade_sde_config(config)))

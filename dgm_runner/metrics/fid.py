@@ -260,7 +260,9 @@ def classifier_fid(
         log.warning("FID/KID skipped: %s", err)
         return {}
     images = data.grey_test if reference == "grey" else data.test_x
-    binarized = reference == "data" and data.binarized
+    # binarized data without grey levels (Larochelle's files): both references are binary
+    has_grey = not data.binarized or data.grey_test_x is not None
+    binarized = data.binarized and (reference == "data" or not has_grey)
     real = real_features(extractor, info, images, batch_size)
     samples = draw_samples(model, sampler, n_samples, seed, device, batch_size, "FID samples")
     finite = torch.isfinite(samples.reshape(samples.shape[0], -1)).all(dim=1)
@@ -272,7 +274,7 @@ def classifier_fid(
         )
         return {"fid": float("nan"), "fid_n_samples": float(n_samples)}
     # the scores after sampling take 10 s and more on a CPU (k-NN of 10 000 x 10 000): a step
-    stages = 5 if data.binarized else 4
+    stages = 5 if data.binarized and has_grey else 4
     with Bar(stages, "FID/KID/precision-recall of the samples", "stage") as bar:
         fake = extract_features(extractor, samples.float().clamp(0, 1), batch_size)
         bar.update()
@@ -283,7 +285,7 @@ def classifier_fid(
         precision, recall = precision_recall(real, fake, pr_k)
         bar.update()
         other = None
-        if data.binarized:  # the same samples against the other reference (a large effect)
+        if data.binarized and has_grey:  # the same samples against the other reference
             other_images = data.test_x if reference == "grey" else data.grey_test
             other = frechet_distance(extract_features(extractor, other_images, batch_size), fake)
             bar.update()

@@ -24,7 +24,8 @@ The model sees ``z = encode(y)`` (``2 y - 1`` for ``centered`` models), so
 
 i.e. nats -> bits by ``/ log 2``, per dimension by ``/ D`` (D = 784 for MNIST), ``+ 8``
 from the bin width 1/256 and ``-1`` for data scaled to [-1, 1] (Song et al.'s code: an
-``offset = 7`` for centered data).
+``offset = 7`` for centered data). The conversion is
+:func:`dgm_runner.metrics.units.nats_to_bits_per_dim` with offset ``ln 256``.
 
 **DDPM variational bound** (Ho et al. 2020, Eq. 5) for a discrete DDPM: ``L_T + sum_{n>1}
 L_{n-1} + L_0`` in nats, with ``L_T = KL(q(x_N | x_0) || N(0, I))``,
@@ -48,6 +49,7 @@ from scipy.integrate import solve_ivp
 
 from dgm_runner.config import PositiveFloat, PositiveInt
 from dgm_runner.data.base import DataSplits
+from dgm_runner.metrics.units import LN256, nats_to_bits_per_dim
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.progress import track
 from dgm_runner.sdes import DiscreteDDPM, bcast, gaussian_posterior
@@ -181,7 +183,7 @@ def pf_ode_bits_per_dim(
         y = (kb + torch.rand(kb.shape, generator=gen, device=kb.device)) / 256.0
         logp_z, nfe = pf_ode_log_likelihood(model, model.encode(y), gen, trace, rtol, atol, t_min)
         logp_y = logp_z + d * model.log_det_encode
-        bpd.append((-logp_y / d + math.log(256.0)) / math.log(2.0))
+        bpd.append(nats_to_bits_per_dim(-logp_y, d, LN256))  # density on [0,1] -> [0,256)
         nfes.append(nfe)
     model.train(was_training)
     values = torch.cat(bpd)
@@ -310,7 +312,7 @@ def ddpm_bound_bits_per_dim(
     for start in track(batches, f"bits/dim (DDPM bound, {k.shape[0]} images)", unit="batch"):
         x0 = model.encode(k[start : start + batch_size] / 255.0)
         nats = ddpm_bound(model, x0, gen, "discretized", half, (lo, hi))
-        values.append(nats / (d * math.log(2.0)))
+        values.append(nats_to_bits_per_dim(nats, d))  # probabilities of 8-bit data: no offset
     model.train(was_training)
     out = _summary("bits_per_dim_vlb", torch.cat(values))
     log.info(

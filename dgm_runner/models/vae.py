@@ -76,19 +76,34 @@ class GaussianVAE(nn.Module):
         )
 
 
+def _tanh_layers(n_in: int, width: int, n_layers: int) -> list[nn.Module]:
+    """``n_layers`` x (Linear -> Tanh): ``n_in -> width -> ... -> width``, built (and so
+    initialised from the global RNG) in that order."""
+    layers: list[nn.Module] = []
+    for i in range(n_layers):
+        layers += [nn.Linear(n_in if i == 0 else width, width), nn.Tanh()]
+    return layers
+
+
 class VAEMLP(GaussianVAE):
-    """MLP VAE with one hidden layer of ``hidden_dim`` tanh units in the encoder
-    (D -> hidden -> (mu, logvar)) and in the decoder (N_z -> hidden -> D, sigmoid).
+    """MLP VAE with ``hidden_layers`` hidden layers of ``hidden_dim`` tanh units in the
+    encoder (D -> hidden -> ... -> (mu, logvar)) and in the decoder
+    (N_z -> hidden -> ... -> D, sigmoid).
 
     VAE1 of seed 000 (hidden 500), the Bernoulli VAE of seed 001 Q2 (hidden 500, N_z = 2)
-    and the 196-128-8 VAE of seed 002 Problem 2 are all this class. With
+    and the 196-128-8 VAE of seed 002 Problem 2 are all this class with one hidden layer;
+    with two layers of 200 and N_z = 50 it is the network of Burda et al. (2016), Sec. 5
+    (one stochastic layer: 784-200-200-50 / 50-200-200-784). With
     ``conditional=True`` it is the CVAE of Sohn et al. (2015) / seed 004 Q3: the one-hot
     label is concatenated to the encoder input (q(z|x,y)) and to z (p(x|z,y)).
 
     Args:
         image_shape: ``(C, H, W)`` of the data (set by the runner).
         latent_dim: N_z (seed 000: 2, 5, 10, 20).
-        hidden_dim: width of the hidden layer (seed 000: 500).
+        hidden_dim: width of the hidden layers (seed 000: 500).
+        hidden_layers: number of tanh hidden layers of the encoder and of the decoder
+            (1: the seeds' VAEs; 2: Burda et al.'s). The ``decoder_std="learned"`` network
+            keeps one hidden layer.
         conditional: condition encoder and decoder on the class label.
         decoder_std: ``fixed`` or ``learned``: a scalar sigma(z) per example from a separate
             MLP (latent -> hidden (tanh) -> 1), for the Gaussian likelihood
@@ -107,6 +122,7 @@ class VAEMLP(GaussianVAE):
         image_shape: tuple[int, int, int],
         latent_dim: PositiveInt = 20,
         hidden_dim: PositiveInt = 500,
+        hidden_layers: PositiveInt = 1,
         conditional: bool = False,
         decoder_std: Literal["fixed", "learned"] = "fixed",
         std_param: Literal["exp", "softplus"] = "softplus",
@@ -121,12 +137,13 @@ class VAEMLP(GaussianVAE):
         self.n_classes = n_classes
         d = math.prod(image_shape)
         extra = n_classes if conditional else 0
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d + extra, hidden_dim), nn.Tanh())
+        self.encoder = nn.Sequential(
+            nn.Flatten(), *_tanh_layers(d + extra, hidden_dim, hidden_layers)
+        )
         self.fc_mu = nn.Linear(hidden_dim, latent_dim)
         self.fc_logvar = nn.Linear(hidden_dim, latent_dim)
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim + extra, hidden_dim),
-            nn.Tanh(),
+            *_tanh_layers(latent_dim + extra, hidden_dim, hidden_layers),
             nn.Linear(hidden_dim, d),
             nn.Unflatten(1, self.image_shape),
         )

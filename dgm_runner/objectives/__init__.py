@@ -5,6 +5,7 @@ from dgm_runner.objectives.cd import ContrastiveDivergence
 from dgm_runner.objectives.dsm import DenoisingScoreMatching, DiffusionDSM
 from dgm_runner.objectives.elbo import ELBO
 from dgm_runner.objectives.gan import GANObjective
+from dgm_runner.objectives.iwae import IWAE
 
 __all__ = [
     "Batch",
@@ -14,4 +15,5 @@ __all__ = [
     "DenoisingScoreMatching",
     "ELBO",
     "GANObjective",
+    "IWAE",
 ]

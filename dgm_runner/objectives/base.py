@@ -75,6 +75,13 @@ class Objective:
         expensive metrics (e.g. IWAE with K = 1000) are computed."""
         raise NotImplementedError
 
+    def standard_errors(self, final: bool = False) -> tuple[str, ...]:
+        """The names of :meth:`evaluate`'s metrics (at this ``final``) whose standard error
+        over the split is reported too, as ``<name>_se``: the sample standard deviation of
+        the per-example values over ``sqrt(N)``
+        (:func:`dgm_runner.evaluation.evaluate_split`). Default: none."""
+        return ()
+
     def state_dict(self) -> dict[str, Any]:
         """Tensors/primitives to checkpoint (default: none)."""
         return {}

@@ -68,6 +68,44 @@ def log_likelihood(
     return -(mean - x).pow(2).sum(dim=1)
 
 
+def log_importance_weights(
+    model: GaussianVAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    z: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    likelihood: Likelihood = "bernoulli",
+    obs_std: float = 1.0,
+) -> torch.Tensor:
+    """The log importance weights ``log w = log p(x|z) + log p(z) - log q(z|x)`` of draws
+    ``z ~ q(z|x) = N(mu, diag e^logvar)``, ``p(z) = N(0, I)`` (Burda et al. 2016, Eq. 8:
+    ``w = p(x, z) / q(z|x)``): the one log-weight of the IWAE bound, for training
+    (:class:`dgm_runner.objectives.iwae.IWAE`) and evaluation (:func:`iwae_log_likelihood`).
+
+    Args:
+        model: the VAE (decoder ``decode_logits``; ``decode_std`` for ``gaussian_learned``).
+        x: ``(B, C, H, W)`` images; y: ``(B,)`` labels of a conditional model, else None.
+        z: ``(S, B, latent_dim)``: S draws for each of the B examples.
+        mu, logvar: ``(B, latent_dim)`` parameters of q(z|x).
+        likelihood: ``bernoulli``, ``gaussian`` or ``gaussian_learned`` (a normalised
+            density; see :func:`log_likelihood`).
+        obs_std: decoder standard deviation for ``gaussian``.
+
+    Returns:
+        ``(S, B)`` log weights (nats). Differentiable in the model's parameters and, through
+        a reparameterised ``z``, in q's.
+    """
+    s, b = z.shape[:2]
+    flat = z.reshape(s * b, -1)
+    ys = None if y is None else y.repeat(s)
+    logits = model.decode_logits(flat, ys)
+    std = model.decode_std(flat, ys) if likelihood == "gaussian_learned" else obs_std
+    ll = log_likelihood(likelihood, x.repeat(s, 1, 1, 1), logits, std).reshape(s, b)
+    zeros = torch.zeros_like(mu)
+    return ll + log_normal_diag(z, zeros, zeros) - log_normal_diag(z, mu, logvar)
+
+
 @torch.no_grad()
 def iwae_log_likelihood(
     model: GaussianVAE,
@@ -83,7 +121,7 @@ def iwae_log_likelihood(
     ``log p(x) >= L_k = E[log (1/k) sum_i p(x, z_i) / q(z_i|x)]``, ``z_i ~ q(z|x)``,
     which increases with ``k`` (their Theorem 1) and tends to ``log p(x)``; ``L_1`` is
     the ELBO. Samples are drawn in chunks and combined with a running logsumexp, so
-    memory is bounded whatever ``k``.
+    memory is bounded whatever ``k``; the log weights are :func:`log_importance_weights`.
 
     Args:
         model: a trained VAE (conditional models bound ``log p(x|y)``).
@@ -106,16 +144,10 @@ def iwae_log_likelihood(
     b = x.shape[0]
     chunk = max(1, _IWAE_ROWS // b)
     total = torch.full((b,), -math.inf, device=x.device)
-    zeros = torch.zeros_like(mu)
     for start in track(range(0, k, chunk), f"IWAE k={k} ({b} images)", unit="chunk"):
         c = min(chunk, k - start)
         z = sample_normal_diag(mu.expand(c, *mu.shape), logvar.expand(c, *logvar.shape), generator)
-        flat = z.reshape(c * b, -1)
-        yc = None if y is None else y.repeat(c)
-        logits = model.decode_logits(flat, yc)
-        std = model.decode_std(flat, yc) if likelihood == "gaussian_learned" else obs_std
-        ll = log_likelihood(likelihood, x.repeat(c, 1, 1, 1), logits, std).reshape(c, b)
-        log_w = ll + log_normal_diag(z, zeros, zeros) - log_normal_diag(z, mu, logvar)
+        log_w = log_importance_weights(model, x, y, z, mu, logvar, likelihood, obs_std)
         total = torch.logsumexp(torch.cat([total[None], log_w]), dim=0)
     return total - math.log(k)
 
@@ -137,8 +169,9 @@ class ELBO(Objective):
     * otherwise: ``recon`` = -E_q log p(x|z), ``kl``, ``elbo`` = -(recon + KL) (a lower bound
       on log p(x), higher is better), ``loss`` = -elbo; conditional models also report
       ``celbo`` (= ``elbo``: their ELBO is the CELBO). With ``iwae_k`` > 0 the final
-      evaluation adds ``nll_iwae_k{K}`` = -L_K (see :func:`iwae_log_likelihood`), and
-      ``iwae_k_eval`` > 0 adds it to every evaluation.
+      evaluation adds ``nll_iwae_k{K}`` = -L_K (see :func:`iwae_log_likelihood`) and its
+      standard error over the test images ``nll_iwae_k{K}_se`` (:meth:`standard_errors`),
+      and ``iwae_k_eval`` > 0 adds them to every evaluation.
 
     Args:
         likelihood: ``mse``, ``bernoulli`` or ``gaussian``.
@@ -206,6 +239,11 @@ class ELBO(Objective):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         means = {k: v.mean() for k, v in self.terms(model, batch).items()}
         return means[self.monitor], {k: v.detach() for k, v in means.items()}
+
+    def standard_errors(self, final: bool = False) -> tuple[str, ...]:
+        """``("nll_iwae_k{K}",)`` when this evaluation computes the IWAE NLL, else ``()``."""
+        k = self.iwae_k if final else self.iwae_k_eval
+        return (f"nll_iwae_k{k}",) if k else ()
 
     def evaluate(
         self,
