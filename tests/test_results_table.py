@@ -318,7 +318,7 @@ def test_leaderboard_rows_show_se_published_gap_and_the_papers_budget(tmp_path):
             "train_time_s": 3000.0,
         },
     )
-    _run(tmp_path, "made", {"test/nll": 85.5, "n_parameters": 10, "train_time_s": 60.0})
+    _run(tmp_path, "made", {"test/nll": 85.5, "n_parameters": 12345.0, "train_time_s": 60.0})
     table = render_table(parse_spec(yaml.safe_load(LEADERBOARD))["board"], tmp_path)
     lines = table.splitlines()
     assert lines[0] == (
@@ -329,7 +329,7 @@ def test_leaderboard_rows_show_se_published_gap_and_the_papers_budget(tmp_path):
         "| vae | 88.10 ± 0.25 | 86.76 | +1.34 | Burda et al. 2016, Table 1 (dynamic) "
         "| 1,234,567 | 50 |"
     )
-    assert lines[3] == "| made | 85.50 | - | - | - | 10 | 1 |"  # the second key; no published
+    assert lines[3] == "| made | 85.50 | - | - | - | 12,345 | 1 |"  # 2nd key; integral float as d
     assert lines[4] == (
         "| never | not run | 81.30 | - | van den Oord et al. 2016, Table 4 (fixed) | - | - |"
     )

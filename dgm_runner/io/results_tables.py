@@ -297,7 +297,9 @@ def _cell(value: Any, fmt: str) -> str:
             return str(value)
         try:
             return format(value, fmt)
-        except ValueError:  # e.g. fmt "d" for a float
+        except ValueError:  # fmt "d" for a float: an integral one as an int, else 4 digits
+            if isinstance(value, float) and value.is_integer():
+                return format(int(value), fmt)
             return f"{value:.4g}"
     return md_text(value)
 
