@@ -62,7 +62,8 @@ class Run:
         logger: the run's logger (a :class:`NullLogger` until :meth:`start_logger`, and on
             processes other than 0);
         stop: the stop-signal handler while the run trains (:meth:`stoppable`);
-        epoch: the epoch being trained or evaluated (for the record of a stop).
+        epoch: the epoch being trained or evaluated (for the record of a stop);
+        code: :func:`dgm_runner.io.provenance.code_version` when the run opened.
     """
 
     cfg: DictConfig
@@ -76,9 +77,11 @@ class Run:
     logger: Any = field(init=False)
     stop: GracefulStop | None = None
     epoch: int = 0
+    code: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         self.seeds = Seeds(self.trainer.seed)
+        self.code = code_version()  # the code this launch runs (a commit made later is not)
         self.logger = NullLogger(self.paths.root, self.config)
         self.epoch = self.state.progress.epoch
 
@@ -276,7 +279,7 @@ class Run:
             "num_threads": torch.get_num_threads(),  # this launch's (trainer.num_threads)
             "n_parameters": sum(p.numel() for p in self.state.model.parameters()),
             "finished": utc_now(),  # and the code: what a results table cites
-            "code": code_version(),
+            "code": self.code,
             **progress.train_means,
             **progress.metrics,
         }
