@@ -100,7 +100,7 @@ def all_test_metrics(
         cfg: the run's config; model: the weights to evaluate (EMA if any);
         comps: the run's :class:`dgm_runner.build.Components`; final: last evaluation.
     """
-    tcfg, data = cfg.trainer, comps.data
+    tcfg, data, seeds = cfg.trainer, comps.data, Seeds(cfg.trainer.seed)
     # _partial_: runtime objects are passed to the call, not through OmegaConf
     nodes = (cfg.get("sample_metrics") or {}).values()
     fns = [instantiate(node, _partial_=True) for node in nodes if node is not None]
@@ -115,7 +115,7 @@ def all_test_metrics(
         data.test_x,
         data.test_y,
         tcfg.eval_batch_size,
-        Seeds(tcfg.seed).test_metrics,
+        seeds.test_metrics,
         final=final,
     )
     if steps[0]:
@@ -126,7 +126,7 @@ def all_test_metrics(
             model=model,
             sampler=comps.sampler,
             data=data,
-            seed=Seeds(tcfg.seed).sample_metrics,
+            seed=seeds.sample_metrics,
             final=final,
         )
         metrics.update({f"test/{k}": v for k, v in extra.items()})

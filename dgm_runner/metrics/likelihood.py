@@ -49,6 +49,7 @@ from scipy.integrate import solve_ivp
 
 from dgm_runner.config import PositiveFloat, PositiveInt
 from dgm_runner.data.base import DataSplits
+from dgm_runner.metrics.stats import standard_error
 from dgm_runner.metrics.units import LN256, nats_to_bits_per_dim
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.progress import track
@@ -137,7 +138,7 @@ def pf_ode_log_likelihood(
 
 def _summary(name: str, values: torch.Tensor) -> dict[str, float]:
     """``{name: mean, name_se: standard error, name_n: count}`` of ``(N,)`` per-image values."""
-    se = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    se = standard_error(values)
     return {name: float(values.mean()), f"{name}_se": se, f"{name}_n": float(len(values))}
 
 
