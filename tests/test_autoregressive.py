@@ -33,7 +33,11 @@ def _sharpen(model: torch.nn.Module, scale: float) -> torch.nn.Module:
 
 def _made(shape=TOY, seed: int = 0, **kwargs) -> MADE:
     torch.manual_seed(seed)
-    return MADE(shape, **{"hidden_dim": 24, **kwargs}).double().eval()
+    model = MADE(shape, **{"hidden_dim": 24, **kwargs}).double().eval()
+    if model.direct is not None:  # initialised to zero: give the direct path weights to check
+        with torch.no_grad():
+            model.direct.normal_()
+    return model
 
 
 def _pixelcnn(shape=TOY, seed: int = 0, **kwargs) -> PixelCNN:
@@ -47,6 +51,9 @@ MODELS = {
     "made_2_layers": lambda **kw: _made(n_layers=2, **kw),
     "made_4_masks_natural": lambda **kw: _made(n_layers=2, n_masks=4, **kw),
     "made_4_masks_random_orders": lambda **kw: _made(n_layers=2, n_masks=4, order="random", **kw),
+    "made_direct_2_random_orders": lambda **kw: _made(
+        n_masks=2, order="random", direct_connections=True, **kw
+    ),
     "pixelcnn": lambda **kw: _pixelcnn(**kw),
     "pixelcnn_gated": lambda **kw: _pixelcnn(gated=True, **kw),
 }
@@ -89,6 +96,7 @@ def _jacobian(model: AutoregressiveImageModel, order: int, x: torch.Tensor) -> t
         lambda: _made((1, 5, 5), n_layers=2, n_masks=3),
         lambda: _made((1, 5, 5), n_layers=2, n_masks=3, order="random", mask_seed=7),
         lambda: _made((2, 3, 3), n_masks=2, order="random"),
+        lambda: _made((1, 5, 5), n_masks=3, order="random", direct_connections=True),
         lambda: _pixelcnn((1, 5, 5), first_kernel=7),
         lambda: _pixelcnn((1, 5, 5), gated=True),
         lambda: _pixelcnn((1, 5, 5), likelihood="categorical"),
@@ -99,6 +107,7 @@ def _jacobian(model: AutoregressiveImageModel, order: int, x: torch.Tensor) -> t
         "made_3_masks",
         "made_3_random_orders",
         "made_2_channels",
+        "made_direct_connections",
         "pixelcnn_7x7",
         "pixelcnn_gated",
         "pixelcnn_256_levels",

@@ -12,7 +12,7 @@ import pytest
 from dgm_runner.cli.results_table import main
 from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.marked_blocks import MarkerError, find_blocks, replace_blocks
-from dgm_runner.io.results_tables import SpecError, load_spec
+from dgm_runner.io.results_tables import SpecError, load_spec, match_records
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT_A = "a1b2c3d" + "0" * 33
@@ -362,3 +362,80 @@ def test_the_leaderboard_page_holds_every_leaderboard_table_of_the_spec():
     named = {b.name for b in find_blocks(page)}
     spec = load_spec(REPO / "docs" / "results" / "tables.yaml")
     assert named == {name for name in spec if name.startswith("leaderboard_")}
+
+
+# --- the leaderboard for any outputs folder (issue 28, item 6): include, match
+
+
+def test_include_adds_the_tables_of_another_file_and_refuses_loops_and_clashes(tmp_path):
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "board.yaml").write_text(LEADERBOARD)
+    main_spec = tmp_path / "tables.yaml"
+    main_spec.write_text(
+        "tables: {own: {columns: {a: }, rows: [{label: 1, run: r}]}}\ninclude: [more/board.yaml]\n"
+    )
+    assert list(load_spec(main_spec)) == ["own", "board"]
+    (tmp_path / "more" / "board.yaml").write_text(LEADERBOARD.replace("board:", "own:"))
+    with pytest.raises(SpecError, match="'own' is defined twice"):
+        load_spec(main_spec)
+    main_spec.write_text(
+        "tables: {own2: {columns: {a: }, rows: [{label: 1, run: r}]}}\ninclude: [tables.yaml]\n"
+    )
+    with pytest.raises(SpecError, match="included by itself"):
+        load_spec(main_spec)
+
+
+def _config_run(root: Path, name: str, config: dict, metrics: dict) -> Path:
+    """A fake run directory with a saved .hydra/config.yaml and metrics.json."""
+    import yaml
+
+    paths = RunPaths(root / name)
+    paths.config_yaml.parent.mkdir(parents=True)
+    paths.config_yaml.write_text(yaml.safe_dump(config))
+    paths.metrics.write_text(json.dumps({"status": "completed", "epoch": 3, **metrics}))
+    return paths.root
+
+
+def test_match_records_takes_the_last_finished_completed_run_whose_config_matches(tmp_path):
+    import yaml
+
+    from dgm_runner.io.results_tables import parse_spec
+
+    spec = parse_spec(
+        yaml.safe_load(
+            """\
+tables:
+  t:
+    columns: {test/nll: {fmt: .1f}}
+    rows:
+      - {label: k5, run: docs_run, match: {experiment_name: vae_burda, objective.k: 5}}
+      - {label: k50, run: docs_run, match: {experiment_name: vae_burda, objective.k: 50}}
+      - {label: no match key, run: docs_run}
+"""
+        )
+    )["t"]
+
+    def config(k):
+        return {"experiment_name": "vae_burda", "objective": {"k": k}}
+
+    runs = [
+        _config_run(tmp_path, "old", config(5), {"test/nll": 90.0, "finished": "2026-01-01"}),
+        _config_run(tmp_path, "new", config(5), {"test/nll": 88.0, "finished": "2026-02-01"}),
+        _config_run(
+            tmp_path,
+            "stopped",
+            config(5),
+            {"test/nll": 70.0, "finished": "2026-03-01", "status": "stopped"},
+        ),
+        _config_run(tmp_path, "k1", config(1), {"test/nll": 95.0}),
+        _config_run(tmp_path, "other", {"experiment_name": "made_mnist"}, {"test/nll": 1.0}),
+    ]
+    records = match_records(
+        spec, [(d, yaml.safe_load(RunPaths(d).config_yaml.read_text())) for d in runs]
+    )
+    assert [(r.state, r.run_dir and r.run_dir.name) for r in records] == [
+        ("ok", "new"),
+        ("not run", None),
+        ("not run", None),
+    ]
+    assert records[0].metrics["test/nll"] == 88.0

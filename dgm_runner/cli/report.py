@@ -5,7 +5,9 @@ column per run: its final metrics, updated only by a ``dgm-eval`` of its current
 checkpoint on the full test split; every other evaluation in a column of its own labelled
 ``stale (epoch N)``, ``test_subset=N``, ...; :mod:`dgm_runner.io.evaluations`),
 the run's 8x8 sample grid and figures, and published reference numbers beside ours
-with their sources. Units follow the metric names (nats per example unless stated).
+with their sources; then the leaderboard's tables (``configs/leaderboard.yaml``, the tables of
+``docs/leaderboard.md``) filled from the runs found, each row by the saved-config values its
+``match`` names (:func:`dgm_runner.io.results_tables.match_records`). Units follow the metric names (nats per example unless stated).
 Every name, override, path and value from a run directory is escaped
 (:mod:`dgm_runner.io.markdown`).
 """
@@ -13,6 +15,7 @@ Every name, override, path and value from a run directory is escaped
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -20,11 +23,16 @@ from typing import Any
 
 import yaml
 
+from dgm_runner import CONFIG_DIR
 from dgm_runner.cli.common import one_line_errors
 from dgm_runner.io.atomic import read_json, write_text
 from dgm_runner.io.evaluations import evaluations, is_result, with_current_evaluation
 from dgm_runner.io.layout import RunPaths
 from dgm_runner.io.markdown import md_link, md_text
+from dgm_runner.io.results_tables import load_spec, match_records, render_records
+
+#: The leaderboard's table spec, in the config tree (installed with the package).
+LEADERBOARD_SPEC = Path(CONFIG_DIR) / "leaderboard.yaml"
 
 #: Published numbers to read ours against: (what, value, source). Keys: experiment_name.
 REFERENCES: dict[str, list[tuple[str, str, str]]] = {
@@ -105,7 +113,8 @@ def find_run_dirs(roots: list[Path]) -> list[Path]:
 
 
 def run_record(run_dir: Path) -> dict[str, Any]:
-    """``{"dir", "experiment", "overrides", "metrics", "evaluations"}`` of one run.
+    """``{"dir", "experiment", "config", "overrides", "metrics", "evaluations"}`` of one run
+    (``config``: its saved ``.hydra/config.yaml``, ``{}`` when unreadable).
 
     ``metrics`` are the final ones of ``metrics.json``, updated only by a current, full-test,
     finite ``eval/metrics.json`` (:func:`dgm_runner.io.evaluations.with_current_evaluation`);
@@ -129,6 +138,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     return {
         "dir": run_dir,
         "experiment": str(experiment),
+        "config": config if isinstance(config, dict) else {},
         "overrides": overrides,
         "metrics": with_current_evaluation(metrics, found),
         "evaluations": [e for e in found if not is_result(e[0], e[2])],
@@ -201,6 +211,40 @@ def _section(experiment: str, records: list[dict[str, Any]], out_dir: Path) -> l
     return lines
 
 
+def leaderboard_section(runs: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    """The leaderboard's tables for ``runs`` (records of :func:`run_record`): each table
+    with at least one row matched, its published rows beside, and under it the run
+    directory each row came from; one line saying so when no run matches any row.
+
+    Raises:
+        dgm_runner.io.results_tables.SpecError: the shipped spec is broken.
+    """
+    lines = ["## Leaderboard", ""]
+    candidates = [(r["dir"], r["config"]) for r in runs]
+    shown = 0
+    for spec in load_spec(LEADERBOARD_SPEC).values():
+        records = match_records(spec, candidates)
+        found = [r for r in records if r.state != "not run"]
+        if not found:
+            continue
+        shown += 1
+        # the docs' note speaks of the docs' runs: the report keeps the table and protocol
+        table = render_records(dataclasses.replace(spec, note=""), records, "dgm-report")
+        lines += [f"### {md_text(spec.name)}", "", table, ""]
+        lines += [
+            f"- {md_text(r.row.label)}: {md_text(os.path.relpath(r.run_dir, out_dir))}"
+            for r in found
+        ]
+        lines.append("")
+    if not shown:
+        lines += [
+            "No run here is one of the leaderboard's (docs/leaderboard.md; the experiments "
+            "and protocols its rows match are in configs/leaderboard.yaml).",
+            "",
+        ]
+    return lines
+
+
 def build_report(roots: list[Path], out: Path) -> Path:
     """Write the markdown report of every run under ``roots`` to ``out`` (atomically).
 
@@ -233,6 +277,7 @@ def build_report(roots: list[Path], out: Path) -> Path:
             [{**r, "dir": r["dir"].resolve()} for r in by_experiment[experiment]],
             out_dir,
         )
+    lines += leaderboard_section([{**r, "dir": r["dir"].resolve()} for r in runs], out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, "\n".join(lines))
     return out

@@ -14,6 +14,12 @@ A spec lists tables by name::
         rows:
           - {label: 2, run: outputs/results/vae_mlp_nz2}   # relative to the repository root
         note: optional Markdown appended to the provenance line
+    include: [../../configs/leaderboard.yaml]   # more tables, from files relative to this one
+
+A row may also say which runs it stands for, ``match: {experiment_name: vae_burda,
+objective.k: 5}`` (dotted keys into a run's saved ``.hydra/config.yaml``, values compared
+with ``==``): ``dgm-report`` fills such rows from a user's own outputs folder
+(:func:`match_records`) instead of the ``run`` directory the docs use.
 
 A row's values are the final metrics of its run's ``metrics.json``
 (:class:`~dgm_runner.io.layout.RunPaths`), as training wrote them; a run directory that is
@@ -103,12 +109,16 @@ class Row:
         published: the published number beside it, if any (adds the columns published,
             gap and source to the table).
         paper: the command of the paper's budget (its passes), listed under the table.
+        match: ``(dotted config key, value)`` pairs a run's saved config must hold to stand
+            for this row in a report of any outputs folder (:func:`match_records`); empty:
+            the row is filled only from ``run``.
     """
 
     label: str
     run: str
     published: "Published | None" = None
     paper: str = ""
+    match: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,12 +167,14 @@ class RunRecord:
         metrics: ``metrics.json``'s content (empty unless ``state`` is ``"ok"``).
         overrides: the run's command-line overrides (``.hydra/overrides.yaml``), or None
             where not recorded.
+        run_dir: the directory read (``None`` for a row matched to no run).
     """
 
     row: Row
     state: str
     metrics: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] | None = None
+    run_dir: Path | None = None
 
 
 # -- the spec
@@ -197,11 +209,19 @@ def _row(table: str, i: int, entry: Any) -> Row:
     where = f"table {table!r}, row {i + 1}"
     if (
         not isinstance(entry, dict)
-        or not {"label", "run"} <= set(entry) <= {"label", "run", "published", "paper"}
+        or not {"label", "run"} <= set(entry) <= {"label", "run", "published", "paper", "match"}
         or not isinstance(entry["run"], str)
         or not entry["run"]
     ):
-        raise SpecError(f"{where}: expected {{label: ..., run: RUN_DIR[, published, paper]}}")
+        raise SpecError(
+            f"{where}: expected {{label: ..., run: RUN_DIR[, published, paper, match]}}"
+        )
+    match = entry.get("match") or {}
+    if not isinstance(match, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+        for k, v in match.items()
+    ):
+        raise SpecError(f"{where}: match must map dotted config keys to plain values")
     published = entry.get("published")
     if published is not None:
         if (
@@ -213,7 +233,13 @@ def _row(table: str, i: int, entry: Any) -> Row:
         published = Published(
             float(published["value"]), str(published["source"]), str(published["protocol"])
         )
-    return Row(str(entry["label"]), entry["run"], published, str(entry.get("paper") or ""))
+    return Row(
+        str(entry["label"]),
+        entry["run"],
+        published,
+        str(entry.get("paper") or ""),
+        tuple(match.items()),
+    )
 
 
 def _number(value: Any) -> bool:
@@ -227,8 +253,12 @@ def parse_spec(data: Any) -> dict[str, TableSpec]:
         SpecError: not a mapping with ``tables``; a table name that a page marker cannot
             name; a table without columns or rows; an unknown key.
     """
-    if not isinstance(data, dict) or not isinstance(data.get("tables"), dict):
-        raise SpecError("the spec must be a mapping with a 'tables' mapping")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("tables"), dict)
+        or set(data) - {"tables", "include"}
+    ):
+        raise SpecError("the spec must be a mapping with a 'tables' mapping (and 'include')")
     tables = {}
     for name, entry in data["tables"].items():
         name = str(name)
@@ -252,20 +282,35 @@ def parse_spec(data: Any) -> dict[str, TableSpec]:
     return tables
 
 
-def load_spec(path: str | Path) -> dict[str, TableSpec]:
-    """The tables of the spec file ``path`` (YAML), by name.
+def load_spec(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, TableSpec]:
+    """The tables of the spec file ``path`` (YAML), by name: its own, then those of the
+    files its ``include`` list names (relative to ``path``'s folder), in that order.
 
     Raises:
-        SpecError: the file is missing or not YAML, or as :func:`parse_spec`.
+        SpecError: the file is missing or not YAML, or as :func:`parse_spec`; an include
+            that is not a list of paths, that includes itself, or that names a table twice.
     """
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise SpecError(f"{path}: included by itself")
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise SpecError(f"cannot read the table spec {path}: {str(err).splitlines()[0]}") from None
     try:
-        return parse_spec(data)
+        tables = parse_spec(data)
     except SpecError as err:
         raise SpecError(f"{path}: {err}") from None
+    include = data.get("include") or []
+    if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
+        raise SpecError(f"{path}: include must be a list of spec files")
+    for other in include:
+        more = load_spec(path.parent / other, (*_seen, path.resolve()))
+        twice = sorted(set(more) & set(tables))
+        if twice:
+            raise SpecError(f"{path}: table {twice[0]!r} is defined twice (include {other})")
+        tables.update(more)
+    return tables
 
 
 # -- the rows
@@ -274,9 +319,13 @@ def load_spec(path: str | Path) -> dict[str, TableSpec]:
 def read_run(row: Row, root: str | Path) -> RunRecord:
     """What ``row``'s run directory (``root / row.run``) holds; never raises for a missing
     or broken run (its state says so)."""
-    run_dir = Path(root) / row.run
+    return read_run_dir(row, Path(root) / row.run)
+
+
+def read_run_dir(row: Row, run_dir: Path) -> RunRecord:
+    """What the run directory ``run_dir`` holds, as ``row``'s record (:func:`read_run`)."""
     if not run_dir.is_dir():
-        return RunRecord(row, "not run")
+        return RunRecord(row, "not run", run_dir=run_dir)
     paths = RunPaths(run_dir)
     metrics = read_json(paths.metrics)
     try:
@@ -285,8 +334,8 @@ def read_run(row: Row, root: str | Path) -> RunRecord:
         overrides = None
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else None
     if not isinstance(metrics, dict):
-        return RunRecord(row, "unreadable", overrides=overrides)
-    return RunRecord(row, "ok", metrics, overrides)
+        return RunRecord(row, "unreadable", overrides=overrides, run_dir=run_dir)
+    return RunRecord(row, "ok", metrics, overrides, run_dir)
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -404,7 +453,9 @@ def _commands(records: list[RunRecord]) -> str:
     return f"Command: {md_code(command + ' ...')} with, per row, " + "; ".join(per_row) + "."
 
 
-def provenance_line(records: list[RunRecord], columns: tuple[Column, ...] = ()) -> str:
+def provenance_line(
+    records: list[RunRecord], columns: tuple[Column, ...] = (), generator: str = GENERATOR
+) -> str:
     """The paragraph under a table: how it was made, from how many run directories,
     finished on which dates, by which commits, with which commands; and that seconds per
     epoch depend on the machine's load when the table shows them.
@@ -418,7 +469,7 @@ def provenance_line(records: list[RunRecord], columns: tuple[Column, ...] = ()) 
     dirs = {0: "no run directory", 1: "1 run directory"}.get(
         len(found), f"{len(found)} run directories"
     )
-    text = f"Generated by `{GENERATOR}` from {dirs}"
+    text = f"Generated by `{generator}` from {dirs}"
     if found:
         text += f" finished {_dates(found)} ({_commits(found)})"
     missing = [f"{_plural(not_run, 'row')} not run"] if not_run else []
@@ -442,8 +493,9 @@ def render_table(spec: TableSpec, root: str | Path) -> str:
     return render_records(spec, records)
 
 
-def render_records(spec: TableSpec, records: list[RunRecord]) -> str:
-    """:func:`render_table` from records already read (one per row of ``spec``)."""
+def render_records(spec: TableSpec, records: list[RunRecord], generator: str = GENERATOR) -> str:
+    """:func:`render_table` from records already read (one per row of ``spec``); the
+    provenance line names ``generator`` as the command that made the table."""
     headers = [md_text(spec.label), *(md_text(c.header) for c in spec.columns)]
     published = any(r.published is not None for r in spec.rows)
     if published:  # beside the first value column
@@ -454,10 +506,60 @@ def render_records(spec: TableSpec, records: list[RunRecord]) -> str:
         if published:
             cells[2:2] = _published_cells(record, spec.columns[0])
         lines.append("| " + " | ".join(cells) + " |")
-    paragraph = provenance_line(records, spec.columns)
+    paragraph = provenance_line(records, spec.columns, generator)
     if spec.note:
         paragraph += " " + spec.note
     papers = [f"- {md_text(r.label)}: {md_code(r.paper)}" for r in spec.rows if r.paper]
     if papers:
         paragraph += "\n\nThe paper's budget, for a machine with more time:\n\n" + "\n".join(papers)
     return "\n".join([*lines, "", paragraph])
+
+
+# -- rows matched in any outputs folder (dgm-report)
+
+#: What :func:`config_value` returns for a key the config lacks.
+MISSING_KEY = object()
+
+
+def config_value(config: Any, dotted: str) -> Any:
+    """The value at ``dotted`` (``objective.k``) in a nested mapping, or a private sentinel
+    when a key on the way is missing (so ``None`` in a config still matches ``None``)."""
+    node = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return MISSING_KEY
+        node = node[key]
+    return node
+
+
+def match_records(spec: TableSpec, runs: list[tuple[Path, Any]]) -> list[RunRecord]:
+    """One record per row of ``spec`` from the runs of any outputs folder.
+
+    Args:
+        spec: a table whose rows carry ``match`` (rows without one are "not run" here).
+        runs: ``(run directory, its saved config as a dict)`` of every run found.
+
+    Returns:
+        Per row, the record of the matching run whose ``metrics.json`` says it finished
+        last (a completed run before any other state), or a "not run" record.
+    """
+    records = []
+    for row in spec.rows:
+        found = [
+            read_run_dir(row, d)
+            for d, config in runs
+            if row.match and all(config_value(config, k) == v for k, v in row.match)
+        ]
+        if not found:
+            records.append(RunRecord(row, "not run"))
+            continue
+        records.append(
+            max(
+                found,
+                key=lambda r: (
+                    r.state == "ok" and r.metrics.get("status", "completed") == "completed",
+                    str(r.metrics.get("finished") or ""),
+                ),
+            )
+        )
+    return records
