@@ -656,3 +656,5 @@ def validate(cfg: DictConfig) -> None:
             "optimizer is missing from the config (optimizer=NAME: configs/optimizer/)"
         )
     validate_optimizer(container["optimizer"])
+    if container.get("lr_schedule") is not None:  # absent in configs saved before 2026-12-07
+        validate_node("lr_schedule", container["lr_schedule"], ())

@@ -4,6 +4,7 @@ logged terms (:class:`Averager`), and an exact stop on SIGINT / SIGTERM."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,11 +24,15 @@ from dgm_runner.distributed import (
 from dgm_runner.distributions import shard_rows
 from dgm_runner.evaluation import evaluate_split
 from dgm_runner.io.signals import StopRequested
+from dgm_runner.lr_schedules import apply_lr_schedule
 from dgm_runner.objectives.base import Batch, Objective
 from dgm_runner.progress import Bar
+from dgm_runner.train_state import TrainState
 
 if TYPE_CHECKING:  # run.py imports this module
     from dgm_runner.run import Run
+
+log = logging.getLogger("dgm_runner")
 
 
 class DivergedError(RuntimeError):
@@ -197,6 +202,18 @@ class EpochCursor:
         }
 
 
+def _set_lr(state: TrainState, epoch: int, epochs: int, world: World) -> None:
+    """The learning rate of ``epoch`` (``lr_schedule``; nothing for the constant default),
+    logged by process 0 in the first epoch and whenever it changes."""
+    schedule = state.lr_schedule
+    if not schedule.changes_lr:
+        return
+    factor = apply_lr_schedule(schedule, state.optimizers, epoch, epochs)
+    if world.is_main and (epoch == 1 or factor != schedule.factor(epoch - 1, epochs)):
+        lr = next(iter(state.optimizers.values())).param_groups[0]["lr"]
+        log.info("epoch %d: learning rate %.4g (lr_schedule factor %.4g)", epoch, lr, factor)
+
+
 def run_epoch(run: "Run", epoch: int) -> None:
     """Train epoch ``epoch`` of ``run`` (a :class:`dgm_runner.run.Run`): the batches of its
     permutation (drawn from ``run.state.data_gen``, or the interrupted epoch's of
@@ -215,6 +232,7 @@ def run_epoch(run: "Run", epoch: int) -> None:
     """
     state, data, trainer, world = run.state, run.comps.data, run.trainer, run.world
     run.epoch, started = epoch, time.perf_counter()
+    _set_lr(state, epoch, trainer.epochs, world)
     steps = math.ceil(data.train_x.shape[0] / trainer.batch_size)
     cursor = EpochCursor.start(state, epoch, data.train_x.shape[0], data.train_x.device, world)
     show = trainer.progress and world.is_main

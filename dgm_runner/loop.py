@@ -63,6 +63,7 @@ from dgm_runner.io.lock import run_lock
 from dgm_runner.io.resume import RUN_IDENTITY, check_resume
 from dgm_runner.io.run_config import check_config, trust_targets_of
 from dgm_runner.io.run_dir import check_run_dir, has_checkpoint, holds_run
+from dgm_runner.lr_schedules import Constant, remember_base_lr
 from dgm_runner.progress import enabled as progress_enabled
 from dgm_runner.run import Outcome, Run
 from dgm_runner.threads import choose_threads
@@ -391,12 +392,16 @@ def _set_up(
     }
     if trainer.compile:
         compile_objective(objective)
+    schedule = instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") is not None else Constant()
+    if schedule.changes_lr:
+        remember_base_lr(optimizers)
     state = TrainState(
         model,
         optimizers,
         objective,
         make_ema(model, trainer.ema_decay),
         torch.Generator().manual_seed(trainer.seed),
+        lr_schedule=schedule,
     )
     return comps, state
 

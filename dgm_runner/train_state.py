@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from dgm_runner.io.checkpoint import CheckpointError, capture_rng, restore_rng
+from dgm_runner.lr_schedules import Constant, LRSchedule
 
 log = logging.getLogger("dgm_runner")
 
@@ -69,7 +70,8 @@ class TrainState:
         ema: an ``AveragedModel`` of the weights, or None; data_gen: the generator of the
         epoch permutations; progress: counters and metrics; partial: the position inside
         an epoch a signal stopped (``{"epoch", "batch", "perm", "in_window", "window",
-        "epoch_terms"}``), or None.
+        "epoch_terms"}``), or None; lr_schedule: the factor of ``optimizer.lr`` per epoch
+        (:mod:`dgm_runner.lr_schedules`; a function of the epoch, nothing to checkpoint).
     """
 
     model: torch.nn.Module
@@ -79,6 +81,7 @@ class TrainState:
     data_gen: torch.Generator
     progress: Progress = field(default_factory=Progress)
     partial: dict[str, Any] | None = None
+    lr_schedule: LRSchedule = field(default_factory=Constant)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -138,9 +141,11 @@ class TrainState:
         for name, opt in self.optimizers.items():
             for group, settings in zip(opt.param_groups, fresh[name]):
                 for key, now in settings.items():
+                    if key == "lr" and "initial_lr" in settings:
+                        continue  # scheduled: the saved lr is scaled; initial_lr is compared
                     before = group.get(key, now)  # a key the saved torch lacked: not a change
                     if key not in IMPLEMENTATION_FLAGS and _plain(before) != _plain(now):
-                        changes.setdefault(key, (before, now))
+                        changes.setdefault("lr" if key == "initial_lr" else key, (before, now))
                 group.update(settings)
         for key, (before, now) in changes.items():
             log.info(

@@ -62,10 +62,14 @@ COMPONENT_PREFIXES = (
     "dgm_runner.io.loggers_wandb.",
 )
 #: Single ``dgm_runner`` objects a run's config may name outside those packages: how one run
-#: names another's model, and the diffusion processes of ``model.sde`` (configs/model/sde/).
+#: names another's model, the diffusion processes of ``model.sde`` (configs/model/sde/) and
+#: the learning-rate schedules (configs/lr_schedule/).
 COMPONENT_OBJECTS = frozenset(
     {
         "dgm_runner.build.load_run_model",
+        "dgm_runner.lr_schedules.Constant",
+        "dgm_runner.lr_schedules.GeometricStages",
+        "dgm_runner.lr_schedules.Cosine",
         "dgm_runner.sdes.VESDE",
         "dgm_runner.sdes.VPSDE",
         "dgm_runner.sdes.DiscreteDDPM",
