@@ -37,7 +37,8 @@ class LRSchedule:
     def describe(self, epochs: int) -> str:
         """One line for the log: what the schedule does over ``epochs`` epochs."""
         first, last = self.factor(1, epochs), self.factor(epochs, epochs)
-        return f"{type(self).__name__}: factor {first:.4g} in epoch 1 -> {last:.4g} in epoch {epochs}"
+        name = type(self).__name__
+        return f"{name}: factor {first:.4g} in epoch 1 -> {last:.4g} in epoch {epochs}"
 
 
 class Constant(LRSchedule):
@@ -86,7 +87,7 @@ class GeometricStages(LRSchedule):
         last = self.stage(epochs)
         return (
             f"GeometricStages: stage i of {self.growth}^i epochs at {self.decay:.6g}^i x lr; "
-            f"{epochs} epochs reach stage {last} (factor {self.decay ** last:.4g})"
+            f"{epochs} epochs reach stage {last} (factor {self.decay**last:.4g})"
         )
 
 

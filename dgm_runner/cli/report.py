@@ -7,7 +7,8 @@ checkpoint on the full test split; every other evaluation in a column of its own
 the run's 8x8 sample grid and figures, and published reference numbers beside ours
 with their sources; then the leaderboard's tables (``configs/leaderboard.yaml``, the tables of
 ``docs/leaderboard.md``) filled from the runs found, each row by the saved-config values its
-``match`` names (:func:`dgm_runner.io.results_tables.match_records`). Units follow the metric names (nats per example unless stated).
+``match`` names (:func:`dgm_runner.io.results_tables.match_records`). Units follow the
+metric names (nats per example unless stated).
 Every name, override, path and value from a run directory is escaped
 (:mod:`dgm_runner.io.markdown`).
 """
