@@ -94,6 +94,16 @@ def _export_slurm_env() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def process_world() -> World:
+    """The world of the process group this process has joined (:func:`setup`), else
+    :data:`SINGLE`: for code the loop does not hand the run's world, e.g. an objective's
+    data-dependent initialisation (``objective=flow_nll``), which sums its statistics over
+    the processes. ``local_rank`` is read from ``LOCAL_RANK``."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return SINGLE
+
+
 def wants_ddp(strategy: str, world: World) -> bool:
     """Whether ``trainer.strategy`` asks for data-parallel training in ``world``: ``ddp``
     always, ``auto`` when the launcher started several processes, ``none`` never.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dgm_runner.objectives.elbo import ELBO
+from dgm_runner.objectives.flow import FlowNLL
 
 
 def slow_metric(
@@ -48,6 +49,13 @@ def self_signal_metric(
     return {"not_interrupted": 1.0}
 
 
+def _signal_if_asked(step: int) -> None:
+    """SIGTERM to this process when ``$DGM_TEST_SIGNAL_AT`` is ``"<$RANK>:<step>"``."""
+    at = os.environ.get("DGM_TEST_SIGNAL_AT", "")
+    if at and at == f"{os.environ.get('RANK', '0')}:{step}":
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class SignallingELBO(ELBO):
     """The ELBO, plus a stop signal to this process before training step ``step`` when
     ``$DGM_TEST_SIGNAL_AT`` is ``"<rank>:<step>"`` and ``$RANK`` is that rank: a SIGTERM that
@@ -56,7 +64,15 @@ class SignallingELBO(ELBO):
     and resume one another)."""
 
     def steps(self, model, batch, step):
-        at = os.environ.get("DGM_TEST_SIGNAL_AT", "")
-        if at and at == f"{os.environ.get('RANK', '0')}:{step}":
-            os.kill(os.getpid(), signal.SIGTERM)
+        _signal_if_asked(step)
+        yield from super().steps(model, batch, step)
+
+
+class SignallingFlowNLL(FlowNLL):
+    """``objective=flow_nll`` with the stop signal of :class:`SignallingELBO` (a SIGTERM before
+    training step ``step`` when ``$DGM_TEST_SIGNAL_AT`` is ``"<rank>:<step>"``); without the
+    variable it is the flows' objective."""
+
+    def steps(self, model, batch, step):
+        _signal_if_asked(step)
         yield from super().steps(model, batch, step)

@@ -46,6 +46,10 @@ ENTRIES = {
     ),
     "sgd": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.0, "weight_decay": 0.0}),
     "adagrad": (torch.optim.Adagrad, {"lr": 0.02, "weight_decay": 0.0}),
+    "adamax": (
+        torch.optim.Adamax,
+        {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+    ),
 }
 
 
@@ -58,7 +62,7 @@ def _settings(opt: torch.optim.Optimizer) -> dict:
     return {k: v for k, v in opt.param_groups[0].items() if k != "params"}
 
 
-def test_the_group_has_the_four_entries():
+def test_the_group_has_its_entries():
     names = sorted(p.stem for p in (Path(CONFIG_DIR) / "optimizer").glob("*.yaml"))
     assert names == sorted(ENTRIES)
 
@@ -206,7 +210,7 @@ def test_an_unknown_optimiser_entry_is_one_line_naming_the_entries():
     with pytest.raises(ConfigError) as err:
         check_group_choices(["experiment=vae_mlp", "optimizer=rmsprop"])
     assert str(err.value) == (
-        "optimizer=rmsprop: unknown optimizer; allowed values are adagrad, adam, adamw, sgd"
+        "optimizer=rmsprop: unknown optimizer; allowed values are adagrad, adam, adamax, adamw, sgd"
     )
 
 

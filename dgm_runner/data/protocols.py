@@ -20,7 +20,10 @@
 ``u ~ U[0, 1)`` per pixel, drawn per example per step (:class:`UniformDequantization`;
 Theis, van den Oord & Bethge 2016; Dinh et al. 2017, Sec. 4.1), so that a
 continuous density on them bounds the NLL of the 8-bit data (in bits/dim with the
-``ln 256`` offset of :mod:`dgm_runner.metrics.units`).
+``ln 256`` offset of :mod:`dgm_runner.metrics.units`). The test images stay ``k / 255``; a
+likelihood of dequantized data evaluates them as :func:`pixel_levels` then
+:func:`dequantize_levels` with its own seeded generator (the probability-flow bits/dim of
+diffusion models, the flows' ``objective=flow_nll``: one way for both).
 
 Every draw of a transform is per example through :func:`dgm_runner.distributions.batch_draw`
 from the global torch RNG: a data-parallel shard draws the rows a single process would,
@@ -46,7 +49,9 @@ __all__ = [
     "FixedSource",
     "UniformDequantization",
     "check_protocol",
+    "dequantize_levels",
     "fixed_binarization",
+    "pixel_levels",
     "split_seed",
 ]
 
@@ -186,3 +191,35 @@ class UniformDequantization:
 
     def __repr__(self) -> str:
         return "UniformDequantization()"
+
+
+def pixel_levels(x: torch.Tensor) -> torch.Tensor:
+    """The 8-bit levels ``k`` of stored grey images ``x = k / 255``: ``round(255 x)`` clamped
+    to [0, 255], as floats of ``x``'s dtype.
+
+    Args:
+        x: ``(N, ...)`` grey values in [0, 1].
+
+    Returns:
+        ``(N, ...)`` integer-valued floats in {0, ..., 255}.
+    """
+    return torch.round(x * 255.0).clamp(0, 255)
+
+
+def dequantize_levels(k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform dequantization of 8-bit levels for evaluation: ``(k + u) / 256`` with
+    ``u ~ U[0, 1)`` per value drawn from ``generator`` (seeded by the caller, so the same
+    test images get the same noise at every evaluation; Theis et al. 2016). Unlike the
+    training transform (:class:`UniformDequantization`) nothing moves a float32 sum that
+    rounds up to ``k + 1`` back below ``(k + 1) / 256``: the probability-flow bits/dim of
+    diffusion models has always computed exactly this, and keeps its numbers.
+
+    Args:
+        k: ``(N, ...)`` levels from :func:`pixel_levels`.
+        generator: the draws' generator, on ``k``'s device (``None``: the global RNG).
+
+    Returns:
+        ``(N, ...)`` values in [0, 1] of ``k``'s dtype.
+    """
+    u = torch.rand(k.shape, generator=generator, device=k.device, dtype=k.dtype)
+    return (k + u) / 256.0

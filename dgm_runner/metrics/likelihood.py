@@ -49,6 +49,7 @@ from scipy.integrate import solve_ivp
 
 from dgm_runner.config import PositiveFloat, PositiveInt
 from dgm_runner.data.base import DataSplits
+from dgm_runner.data.protocols import dequantize_levels, pixel_levels
 from dgm_runner.metrics.stats import standard_error
 from dgm_runner.metrics.units import LN256, nats_to_bits_per_dim
 from dgm_runner.models.score import DiffusionModel
@@ -145,8 +146,7 @@ def _summary(name: str, values: torch.Tensor) -> dict[str, float]:
 def _pixel_values(data: DataSplits, n: int) -> torch.Tensor:
     """``(n, C, H, W)`` integer pixel values ``k`` in {0..255} (float) of the first n test
     images."""
-    x = data.test_x[:n].float()
-    return torch.round(x * 255.0).clamp(0, 255)
+    return pixel_levels(data.test_x[:n].float())
 
 
 def pf_ode_bits_per_dim(
@@ -181,7 +181,7 @@ def pf_ode_bits_per_dim(
     batches = range(0, k.shape[0], batch_size)
     for start in track(batches, f"bits/dim (PF ODE, {k.shape[0]} images)", unit="batch"):
         kb = k[start : start + batch_size]
-        y = (kb + torch.rand(kb.shape, generator=gen, device=kb.device)) / 256.0
+        y = dequantize_levels(kb, gen)  # the flows' test images: the same function
         logp_z, nfe = pf_ode_log_likelihood(model, model.encode(y), gen, trace, rtol, atol, t_min)
         logp_y = logp_z + d * model.log_det_encode
         bpd.append(nats_to_bits_per_dim(-logp_y, d, LN256))  # density on [0,1] -> [0,256)
