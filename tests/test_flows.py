@@ -15,6 +15,7 @@ from dgm_runner.data.protocols import dequantize_levels, pixel_levels
 from dgm_runner.io.checkpoint import load_checkpoint
 from dgm_runner.io.signals import StopRequested
 from dgm_runner.loop import train
+from dgm_runner.metrics.flow_precision import float64_gap
 from dgm_runner.metrics.units import LN2, LN256
 from dgm_runner.models.flows import (
     ActNorm,
@@ -368,6 +369,30 @@ def test_float64_and_float32_log_probs_agree_within_0_005_bits_per_dim():
             lp64 = flow.double().log_prob(x.double())
         gap = (lp32.double() - lp64).abs().max() / (math.prod(shape) * LN2)
         assert gap < 0.005, (name, float(gap))
+
+
+def test_float64_gap_evaluates_the_objectives_test_images_in_both_precisions():
+    """``float64_gap`` (scripts/flow_precision.py): its float32 bits/dim is the objective's
+    test bits/dim of the same seeded dequantization, its float64 one that of a float64 copy;
+    the model stays float32."""
+    shape = (1, 8, 8)
+    x = torch.randint(0, 256, (6, *shape), generator=torch.Generator().manual_seed(4)) / 255.0
+    for name, flow in _flows(shape).items():
+        flow.eval()
+        out = float64_gap(flow, x, batch_size=4, seed=5)
+        gen = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            first = FlowNLL().evaluate(flow, Batch(x[:4], torch.zeros(4)), gen)["bits_per_dim"]
+            rest = FlowNLL().evaluate(flow, Batch(x[4:], torch.zeros(2)), gen)["bits_per_dim"]
+            y = dequantize_levels(pixel_levels(x), torch.Generator().manual_seed(5))
+            bpd64 = (-flow.double().log_prob(y.double()) / 64 + LN256) / LN2
+        flow.float()
+        assert out["bits_per_dim_float32"] == pytest.approx(
+            torch.cat([first, rest]).mean().item(), rel=1e-6
+        ), name
+        assert out["bits_per_dim_float64"] == pytest.approx(bpd64.mean().item(), rel=1e-12), name
+        assert 0 < out["max_abs_gap"] < 0.005 and out["n_images"] == 6, name
+        assert next(flow.parameters()).dtype == torch.float32
 
 
 # ----------------------------------------------------------------------------- models
