@@ -148,10 +148,12 @@ def _join(cfg: DictConfig, trainer: TrainerConfig) -> World:
         objective = instantiate(cfg.objective)
         if not getattr(objective, "data_parallel", True):
             teardown()
+            reason = getattr(
+                objective, "serial_reason", "its state follows examples across batches"
+            )
             raise ConfigError(
                 f"objective {type(objective).__name__} cannot be trained data-parallel "
-                "(its state follows examples across batches, e.g. PCD's persistent chains): "
-                "launch one process"
+                f"({reason}): launch one process"
             )
     return world
 

@@ -15,20 +15,27 @@ models", Sec. 2). From ``alpha`` and ``sigma`` alone follow
 
 Shapes: ``x`` is ``(B, ...)``, ``t`` is ``(B,)``; broadcasting over the trailing dimensions
 is handled here. Processes: :class:`VESDE`, :class:`VPSDE` (Song et al. 2021),
-:class:`DiscreteDDPM` (Ho et al. 2020; linear and cosine schedules) and
-:class:`EDMProcess` (Karras et al. 2022). A model takes one as a config component of its
-own, ``configs/model/sde/{ve,vp,ddpm,edm}.yaml`` (``model/sde=edm``), which Hydra builds
+:class:`DiscreteDDPM` (Ho et al. 2020; linear and cosine schedules),
+:class:`EDMProcess` (Karras et al. 2022) and :class:`LinearPath` (rectified flow / the
+optimal-transport path of flow matching; Liu et al. 2023, Lipman et al. 2023). A model
+takes one as a config component of its own,
+``configs/model/sde/{ve,vp,ddpm,edm,linear}.yaml`` (``model/sde=edm``), which Hydra builds
 before the model; each constructor's annotations bound its values (:mod:`dgm_runner.config`).
+
+The velocity of the path, ``d x_t / dt = alpha'(t) x_0 + sigma'(t) eps``
+(:meth:`SDE.velocity_target`), and the inverse map from ``(x_t, velocity)`` to
+``(eps, x_0)`` (:meth:`SDE.noise_and_x0_from_velocity`) serve flow matching and the
+velocity parameterisation of :class:`dgm_runner.models.score.DiffusionModel`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
-from dgm_runner.config import PositiveFloat, PositiveInt
+from dgm_runner.config import PositiveFloat, PositiveInt, Range
 
 
 def bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +88,45 @@ class SDE:
         raise NotImplementedError
 
     # -- derived ----------------------------------------------------------------------
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` ``d alpha / dt = alpha (d log alpha / dt)`` (a process may give it exactly)."""
+        return self.alpha(t) * self.dlog_alpha_dt(t)
+
+    def dsigma_dt(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` ``d sigma / dt = (d sigma^2 / dt) / (2 sigma)`` (undefined where
+        ``sigma = 0``, e.g. VP at t = 0; a process may give it exactly)."""
+        return self.dsigma2_dt(t) / (2.0 * self.sigma(t))
+
+    def velocity_target(
+        self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B, ...)`` conditional velocity ``d x_t / dt = alpha'(t) x_0 + sigma'(t) eps`` of
+        the path ``x_t = alpha x_0 + sigma eps`` at fixed ``(x_0, eps)``: the regression
+        target of conditional flow matching (Lipman et al. 2023, Eq. 9 / Liu et al. 2023,
+        Eq. 1; for :class:`LinearPath` ``(1 - sigma_min) eps - x_0``). Its conditional mean
+        given ``x_t`` is the probability-flow velocity ``f x - g^2 score / 2`` (algebra in
+        :meth:`noise_and_x0_from_velocity`)."""
+        return bcast(self.dalpha_dt(t), x0) * x0 + bcast(self.dsigma_dt(t), x0) * noise
+
+    def noise_and_x0_from_velocity(
+        self, x: torch.Tensor, v: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(eps, x_0)``, both ``(B, ...)``, from a state ``x = alpha x_0 + sigma eps`` and
+        its velocity ``v = alpha' x_0 + sigma' eps`` at times ``t`` ``(B,)``: the 2x2 linear
+        system with determinant ``det = alpha sigma' - sigma alpha'`` (> 0 for every process
+        here where ``sigma > 0`` or ``alpha' != 0``) gives
+        ``x_0 = (sigma' x - sigma v) / det`` and ``eps = (alpha v - alpha' x) / det``.
+        Applied to estimates (``v_hat = E[v | x_t]``) it gives ``E[x_0 | x_t]`` and
+        ``E[eps | x_t]``, since both are linear in ``v``. Conversely
+        ``alpha' x0_hat + sigma' eps_hat = f x - g^2 score / 2`` with ``f = alpha' / alpha``,
+        ``g^2 = 2 sigma sigma' - 2 f sigma^2`` and ``score = -eps_hat / sigma`` (substitute
+        ``x0_hat = (x - sigma eps_hat) / alpha``), so a velocity and a noise prediction are
+        the same model seen two ways."""
+        a, s = bcast(self.alpha(t), x), bcast(self.sigma(t), x)
+        da, ds = bcast(self.dalpha_dt(t), x), bcast(self.dsigma_dt(t), x)
+        det = a * ds - s * da
+        return (a * v - da * x) / det, (ds * x - s * v) / det
+
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """``(B,)`` signal scale ``alpha(t)``."""
         return torch.exp(self.log_alpha(t))
@@ -389,3 +435,113 @@ class EDMProcess(SDE):
 
     def prior_std(self) -> float:
         return self.sigma_max
+
+
+#: ``sigma_min`` of :class:`LinearPath`: 0 (rectified flow) up to, not including, 1.
+SigmaMin = Annotated[float, Range(ge=0, lt=1)]
+
+
+class LinearPath(SDE):
+    """The linear (conditional optimal-transport) probability path of flow matching:
+    ``x_t = (1 - t) x_0 + (sigma_min + (1 - sigma_min) t) eps``, ``t`` in [0, 1], so
+    ``alpha(t) = 1 - t``, ``sigma(t) = sigma_min + (1 - sigma_min) t``; ``t = 1`` is pure
+    noise ``N(0, I)`` (``alpha = 0``, ``sigma = 1``: the prior is exact), ``t = 0`` the data
+    (plus ``sigma_min`` noise). Its velocity ``d x_t / dt = (1 - sigma_min) eps - x_0``.
+
+    ``sigma_min = 0`` is rectified flow (Liu, Gong & Liu 2023, Eq. 1, with their time
+    reversed: their ``X_t = t X_1 + (1 - t) X_0`` has data at t = 1) and the "1-rectified
+    flow" / I-CFM path of Tong et al. (2024). ``sigma_min > 0`` is the OT path of Lipman et
+    al. (2023, Eq. 20-23): their ``mu_t = t x_1``, ``sigma_t = 1 - (1 - sigma_min) t`` with
+    data ``x_1`` at their ``t = 1``; with ``t_ours = 1 - t_theirs`` it is the path above, and
+    their target ``u_t = x_1 - (1 - sigma_min) x_0`` (``x_0`` their noise) is minus ours,
+    since time runs the other way.
+
+    What ``t = 1`` does: ``alpha(1) = 0`` exactly (:meth:`alpha` is ``1 - t``, not
+    ``exp(log_alpha)``), ``log_alpha(1) = -inf``, ``sigma_hat(1) = sigma / alpha = inf`` and
+    :meth:`t_of_sigma_hat` maps ``inf`` back to 1. The forward-SDE coefficients
+    ``f = -1 / (1 - t)`` and ``g^2 = 2 sigma / (1 - t)`` diverge there: :meth:`drift` and
+    :meth:`diffusion` raise ValueError at ``t >= 1`` (reverse-SDE samplers, a noise model's
+    probability-flow velocity ``f x - g^2 score / 2``, the probability-flow likelihood all
+    need them). What is exact at ``t = 1``: the path velocity (:meth:`velocity_target`,
+    ``alpha' = -1``, ``sigma' = 1 - sigma_min``) and the map from a velocity to
+    ``(eps, x_0)`` (:meth:`noise_and_x0_from_velocity`, determinant 1): a
+    velocity-parameterised model (``model.preconditioning=velocity``) is evaluated at
+    ``t = 1`` with no division by ``alpha``. Training times are ``U(t_min, 1)``, sampling
+    starts at ``T = 1`` from ``N(0, I)``.
+
+    Args:
+        sigma_min: the noise left at ``t = 0`` (default 0: rectified flow; Lipman et al.
+            use 1e-4 or so); in ``[0, 1)``.
+
+    Raises:
+        ValueError: ``sigma_min`` outside ``[0, 1)``.
+    """
+
+    def __init__(self, sigma_min: SigmaMin = 0.0) -> None:
+        if not 0.0 <= sigma_min < 1.0:
+            raise ValueError(f"the linear path needs 0 <= sigma_min < 1, got {sigma_min}")
+        self.sigma_min = float(sigma_min)
+        self._slope = 1.0 - self.sigma_min  # sigma'(t)
+
+    def alpha(self, t):
+        """``(B,)`` ``1 - t`` (exactly 0 at t = 1)."""
+        return 1.0 - t
+
+    def log_alpha(self, t):
+        """``(B,)`` ``log(1 - t)``; ``-inf`` at t = 1."""
+        return torch.log1p(-t)
+
+    def sigma(self, t):
+        return self.sigma_min + self._slope * t
+
+    def dlog_alpha_dt(self, t):
+        """``(B,)`` ``-1 / (1 - t)``; ``-inf`` at t = 1."""
+        return -1.0 / (1.0 - t)
+
+    def dsigma2_dt(self, t):
+        return 2.0 * self._slope * self.sigma(t)
+
+    def dalpha_dt(self, t):
+        """``(B,)`` exactly -1."""
+        return torch.full_like(t, -1.0)
+
+    def dsigma_dt(self, t):
+        """``(B,)`` exactly ``1 - sigma_min`` (also at t = 0 with sigma_min = 0)."""
+        return torch.full_like(t, self._slope)
+
+    def noise_and_x0_from_velocity(self, x, v, t):
+        """``(eps, x_0)`` from ``x = (1 - t) x_0 + sigma eps`` and
+        ``v = (1 - sigma_min) eps - x_0``: the determinant ``alpha sigma' - sigma alpha'``
+        is ``(1 - t)(1 - sigma_min) + sigma_min + (1 - sigma_min) t = 1``, so
+        ``eps = x + (1 - t) v`` and ``x_0 = (1 - sigma_min) x - sigma v``, exact for every
+        t in [0, 1] (shapes as in :meth:`SDE.noise_and_x0_from_velocity`)."""
+        return x + bcast(1.0 - t, x) * v, self._slope * x - bcast(self.sigma(t), x) * v
+
+    def _refuse_end(self, t: torch.Tensor, what: str) -> None:
+        if bool((t >= 1.0).any()):
+            raise ValueError(
+                f"the linear path's {what} is infinite at t = 1 (alpha = 0): reverse-SDE "
+                "samplers, the probability-flow likelihood and a noise model's velocity "
+                "cannot reach t = 1; a velocity model (model.preconditioning=velocity) "
+                "samples with sampler=ode, ddim or ddpm"
+            )
+
+    def drift(self, x, t):
+        """``f x = -x / (1 - t)``. Raises ValueError at ``t >= 1``."""
+        self._refuse_end(t, "drift f = -1 / (1 - t)")
+        return super().drift(x, t)
+
+    def diffusion(self, t):
+        """``g = sqrt(2 sigma / (1 - t))`` (``d sigma^2/dt - 2 f sigma^2`` simplified with
+        ``(1 - t)(1 - sigma_min) + sigma = 1``). Raises ValueError at ``t >= 1``."""
+        self._refuse_end(t, "diffusion g^2 = 2 sigma / (1 - t)")
+        return torch.sqrt(2.0 * self.sigma(t) / (1.0 - t))
+
+    def t_of_sigma_hat(self, sigma_hat):
+        """``(B,)`` ``t = (s - sigma_min) / (s + 1 - sigma_min)`` for ``s = sigma / alpha``;
+        ``s = inf`` gives 1."""
+        t = (sigma_hat - self.sigma_min) / (sigma_hat + self._slope)
+        return torch.where(torch.isinf(sigma_hat), torch.ones_like(t), t)
+
+    def prior_std(self) -> float:
+        return 1.0

@@ -12,7 +12,7 @@ of Hydra's other instantiation keys.
 **Allowed targets.** The component packages of the registry (``dgm_runner.models``,
 ``objectives``, ``samplers``, ``data``, ``metrics``, ``figures``, the loggers of
 ``dgm_runner.io.loggers*``), :func:`dgm_runner.build.load_run_model`, which is how one run
-names another's model, the diffusion processes of ``model.sde`` (the four classes of
+names another's model, the diffusion processes of ``model.sde`` (the five classes of
 :mod:`dgm_runner.sdes`, :data:`COMPONENT_OBJECTS`), and at ``optimizer._target_`` only,
 the optimiser classes of ``torch.optim`` (:data:`OPTIMIZER_OBJECTS`). Not the rest of
 ``dgm_runner`` (its file writers, command-line entry points, studies): no config of a run
@@ -74,6 +74,7 @@ COMPONENT_OBJECTS = frozenset(
         "dgm_runner.sdes.VPSDE",
         "dgm_runner.sdes.DiscreteDDPM",
         "dgm_runner.sdes.EDMProcess",
+        "dgm_runner.sdes.LinearPath",
     }
 )
 #: The ``torch.optim`` classes the ``optimizer`` node of a run's config may name

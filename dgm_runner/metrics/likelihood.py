@@ -92,7 +92,8 @@ def pf_ode_log_likelihood(
     """Log-likelihood of model-space points under the probability-flow ODE (module docstring).
 
     Args:
-        model: a diffusion model (eval mode); its ``score`` and ``sde`` are used.
+        model: a diffusion model (eval mode); its ``velocity`` (the network's for a
+            velocity-parameterised model, else ``f x - g^2 score / 2``) and ``sde``.
         x0: ``(B, ...)`` points in model space.
         generator: draws the Rademacher probes (``trace=hutchinson``).
         trace: ``hutchinson`` or ``exact``.
@@ -113,14 +114,10 @@ def pf_ode_log_likelihood(
         probe = torch.randint(0, 2, shape, generator=generator, device=device).float() * 2 - 1
     n_x = x0.numel()
 
-    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        g = bcast(sde.diffusion(t), x)
-        return sde.drift(x, t) - 0.5 * g**2 * model.score(x, t)
-
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(y[:n_x]).to(device=device, dtype=torch.float32).reshape(shape)
         tt = torch.full((shape[0],), t, device=device)
-        v, div = _divergence(lambda z: velocity(z, tt), x, probe)
+        v, div = _divergence(lambda z: model.velocity(z, tt), x, probe)
         return np.concatenate([v.cpu().double().numpy().ravel(), div.cpu().double().numpy()])
 
     t0 = max(t_min, sde.t_min)

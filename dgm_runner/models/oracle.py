@@ -3,6 +3,8 @@ likelihoods against closed forms (and available to users checking their own samp
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from dgm_runner.models.score import DiffusionModel
@@ -15,24 +17,72 @@ class GaussianOracle(DiffusionModel):
     noise prediction is ``E[eps | x_t] = sigma (x_t - alpha mu) / (alpha^2 s^2 + sigma^2)``
     and the exact score ``-(x_t - alpha mu) / (alpha^2 s^2 + sigma^2)``.
 
+    The exact velocity (``parameterization="velocity"``): with ``V(t) = alpha^2 s^2 +
+    sigma^2`` the flow ``x_t = alpha mu + sqrt(V) z`` (``z ~ N(0, I)`` fixed) carries every
+    marginal, so ``E[d x_t / dt | x_t] = alpha' mu + V' / (2 V) (x_t - alpha mu)`` with
+    ``V' = 2 alpha alpha' s^2 + d sigma^2 / dt``. Under the linear path
+    (:class:`~dgm_runner.sdes.LinearPath`, ``alpha = 1 - t``,
+    ``sigma = sigma_min + (1 - sigma_min) t``) this is
+    ``-mu + ((1 - sigma_min) sigma - (1 - t) s^2) (x_t - (1 - t) mu) / V``, finite at
+    ``t = 1`` (``V = 1``) and at ``t = 0``.
+
     Args:
         sde: the diffusion process.
         mu: ``(d,)`` data mean (model space); std: data std ``s``.
-        perturb: added to the exact noise prediction (tests that losses rise off the optimum).
+        perturb: added to the exact prediction, the noise's or the velocity's (tests that
+            losses rise off the optimum).
+        parameterization: ``noise`` (:meth:`predict_noise` is the closed form above; the
+            velocity follows through ``f x - g^2 score / 2``) or ``velocity``
+            (:meth:`predict_velocity` is the closed form; the noise and ``x_0`` follow
+            through :meth:`~dgm_runner.sdes.SDE.noise_and_x0_from_velocity`).
     """
 
-    def __init__(self, sde: SDE, mu: torch.Tensor, std: float, perturb: float = 0.0) -> None:
+    def __init__(
+        self,
+        sde: SDE,
+        mu: torch.Tensor,
+        std: float,
+        perturb: float = 0.0,
+        parameterization: Literal["noise", "velocity"] = "noise",
+    ) -> None:
         super().__init__()
+        if parameterization not in ("noise", "velocity"):
+            raise ValueError(
+                f"parameterization must be noise or velocity, got {parameterization!r}"
+            )
         self.sde = sde
         self.register_buffer("mu", mu.float())
         self.std, self.perturb = float(std), float(perturb)
         self.image_shape = tuple(mu.shape)
+        self.parameterization = parameterization
 
     def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``(B, d)`` states at ``(B,)`` times -> exact ``E[eps | x_t]`` (+ ``perturb``)."""
+        """``(B, d)`` states at ``(B,)`` times -> exact ``E[eps | x_t]`` (+ ``perturb``);
+        derived from :meth:`predict_velocity` when ``parameterization="velocity"``."""
+        if self.parameterization == "velocity":
+            return super().predict_noise(x, t)
         alpha, sigma = bcast(self.sde.alpha(t), x), bcast(self.sde.sigma(t), x)
         var = alpha**2 * self.std**2 + sigma**2
         return sigma * (x - alpha * self.mu) / var + self.perturb
+
+    def exact_velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, d)`` states at ``(B,)`` times -> the closed-form ``E[d x_t / dt | x_t]``
+        (class docstring), without ``perturb``."""
+        a, da = bcast(self.sde.alpha(t), x), bcast(self.sde.dalpha_dt(t), x)
+        var = a**2 * self.std**2 + bcast(self.sde.sigma(t), x) ** 2
+        dvar = 2.0 * a * da * self.std**2 + bcast(self.sde.dsigma2_dt(t), x)
+        return da * self.mu + dvar / (2.0 * var) * (x - a * self.mu)
+
+    def predict_velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, d)`` states at ``(B,)`` times -> exact velocity (+ ``perturb``)
+        (``parameterization="velocity"`` only).
+
+        Raises:
+            NotImplementedError: a noise-parameterised oracle (use :meth:`velocity`).
+        """
+        if self.parameterization != "velocity":
+            return super().predict_velocity(x, t)
+        return self.exact_velocity(x, t) + self.perturb
 
     def log_density(self, x0: torch.Tensor) -> torch.Tensor:
         """``(B,)`` exact ``log N(x0; mu, s^2 I)`` in nats."""

@@ -1,7 +1,8 @@
 """Score networks: noise-conditional ``s(x, sigma)`` for 2-D data (Song & Ermon 2019) and a
 time-conditional network for images (the U-Net of :mod:`dgm_runner.models.unet`) under a
-diffusion process (VE / VP SDE, discrete DDPM, EDM; :mod:`dgm_runner.sdes`), with its
-parameterisation (:class:`DiffusionModel`)."""
+diffusion process (VE / VP SDE, discrete DDPM, EDM, the linear flow-matching path;
+:mod:`dgm_runner.sdes`), with its parameterisation (noise, EDM or velocity;
+:class:`DiffusionModel`)."""
 
 from __future__ import annotations
 
@@ -71,13 +72,30 @@ class NoiseConditionalScoreMLP(nn.Module):
 
 class DiffusionModel(nn.Module):
     """What every diffusion sampler, objective and likelihood uses: a process ``sde``
-    (:class:`dgm_runner.sdes.SDE`), the example shape, the data scaling, and a noise
-    prediction :meth:`predict_noise`, from which the score and the denoiser follow:
+    (:class:`dgm_runner.sdes.SDE`), the example shape, the data scaling, and a prediction
+    of either the noise or the velocity (``parameterization``), from which the rest follows.
+
+    ``parameterization = "noise"`` (the default): :meth:`predict_noise` is the network's
+    ``eps_hat = E[eps | x_t]`` and
 
     - ``score(x, t) = -predict_noise(x, t) / sigma(t)`` (Song et al. 2021, Eq. 7 with the
       sigma-scaling of Song & Ermon 2020, Sec. 3.3: ``s = net / sigma``),
     - ``denoise(x, t) = (x - sigma(t) predict_noise(x, t)) / alpha(t)``, the estimate of
-      ``E[x_0 | x_t]``.
+      ``E[x_0 | x_t]``,
+    - ``velocity(x, t) = f x - g^2 score / 2``, the probability-flow ODE's ``dx/dt`` (Song
+      et al. 2021, Eq. 13), from the process's ``alpha`` / ``sigma`` derivatives.
+
+    ``parameterization = "velocity"`` (flow matching; Lipman et al. 2023, Liu et al. 2023):
+    :meth:`predict_velocity` is the network's ``v_hat = E[d x_t / dt | x_t]
+    = alpha' E[x_0 | x_t] + sigma' E[eps | x_t]``, which is :meth:`velocity` itself, and
+    :meth:`predict_noise_and_x0` solves ``x = alpha x0 + sigma eps``,
+    ``v = alpha' x0 + sigma' eps`` for ``(eps_hat, x0_hat)``
+    (:meth:`dgm_runner.sdes.SDE.noise_and_x0_from_velocity`; for the linear path
+    ``eps_hat = x + (1 - t) v_hat``, ``x0_hat = (1 - sigma_min) x - sigma(t) v_hat``, exact
+    at every t in [0, 1]), so the score, the denoiser and every noise-based sampler (DDPM,
+    DDIM) apply unchanged. Both are the same conditional expectations of one path, and
+    ``alpha' x0_hat + sigma' eps_hat = f x - g^2 score / 2`` holds exactly (algebra in
+    :meth:`~dgm_runner.sdes.SDE.noise_and_x0_from_velocity`).
 
     Models run in *model space*: :meth:`encode` maps data in [0, 1] there (``2 x - 1``
     when ``centered``, as Ho et al. 2020 scale to [-1, 1]; else the identity) and
@@ -86,17 +104,46 @@ class DiffusionModel(nn.Module):
     ``sigma_data`` is EDM's data std (Karras et al. 2022), the one value that EDM
     preconditioning and the EDM loss weighting of
     :class:`~dgm_runner.objectives.dsm.DiffusionDSM` use (0.5 unless a subclass sets it).
-    Subclasses set ``sde``, ``image_shape``, ``centered`` and implement :meth:`predict_noise`.
+    Subclasses set ``sde``, ``image_shape``, ``centered`` (and ``parameterization``) and
+    implement :meth:`predict_noise` (noise) or :meth:`predict_velocity` (velocity).
     """
 
     sde: SDE
     image_shape: tuple[int, ...]
     centered: bool = False
     sigma_data: float = 0.5
+    #: ``"noise"``: the network is :meth:`predict_noise`; ``"velocity"``: it is
+    #: :meth:`predict_velocity` (class docstring).
+    parameterization: str = "noise"
 
     def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``(B, ...)`` states at times ``(B,)`` -> ``(B, ...)`` predicted noise."""
+        """``(B, ...)`` states at times ``(B,)`` -> ``(B, ...)`` predicted noise (for a
+        velocity-parameterised model derived from :meth:`predict_velocity`)."""
+        if self.parameterization == "velocity":
+            return self.predict_noise_and_x0(x, t)[0]
         raise NotImplementedError
+
+    def predict_velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, ...)`` states at times ``(B,)`` -> ``(B, ...)`` the network's velocity
+        ``v_hat`` (velocity-parameterised models; others use :meth:`velocity`)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} predicts the noise, not the velocity: use velocity()"
+        )
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, ...)`` probability-flow velocity ``dx/dt`` at states ``x`` ``(B, ...)`` and
+        times ``t`` ``(B,)`` (model space per unit of t), what ODE solvers integrate:
+        :meth:`predict_velocity` for a velocity-parameterised model, else
+        ``f(t) x - g(t)^2 score(x, t) / 2`` (Song et al. 2021, Eq. 13).
+
+        Raises:
+            ValueError: ``f`` or ``g`` infinite at ``t`` (a noise-predicting model on the
+                linear path at t = 1: :class:`~dgm_runner.sdes.LinearPath`).
+        """
+        if self.parameterization == "velocity":
+            return self.predict_velocity(x, t)
+        g = bcast(self.sde.diffusion(t), x)
+        return self.sde.drift(x, t) - 0.5 * g**2 * self.score(x, t)
 
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` estimate of ``grad_x log p_t(x)``."""
@@ -110,6 +157,8 @@ class DiffusionModel(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One network evaluation -> ``(eps_hat, x0_hat)`` estimates, both ``(B, ...)``."""
+        if self.parameterization == "velocity":
+            return self.sde.noise_and_x0_from_velocity(x, self.predict_velocity(x, t), t)
         eps_hat = self.predict_noise(x, t)
         return eps_hat, (x - bcast(self.sde.sigma(t), x) * eps_hat) / bcast(self.sde.alpha(t), x)
 
@@ -205,6 +254,11 @@ class ScoreUNet(DiffusionModel):
       ``c_skip = sd^2 / (s^2 + sd^2)``, ``c_out = s sd / sqrt(s^2 + sd^2)``,
       ``c_in = 1 / sqrt(s^2 + sd^2)``, ``c_noise = log(s) / 4`` (``sd = sigma_data``);
       ``eps_hat = (x_hat - D) / s``.
+    - ``velocity``: the network predicts the velocity of the path,
+      ``v_hat = F(x, 1000 t)`` for ``d x_t / dt = alpha' x_0 + sigma' eps`` (flow matching,
+      ``objective=flow_matching``; under ``model/sde=linear``: ``(1 - sigma_min) eps - x_0``,
+      Lipman et al. 2023, Liu et al. 2023); the noise and ``x_0`` follow exactly
+      (:class:`DiffusionModel`), so every diffusion sampler applies.
 
     Weights saved before issue 27 (the U-Net's layers directly under the model) load into
     it: :func:`nest_old_unet_keys` renames them (until 2027-03-01).
@@ -214,13 +268,14 @@ class ScoreUNet(DiffusionModel):
         sde: the diffusion process, a built :class:`~dgm_runner.sdes.SDE`: in a config the
             nested node ``model.sde`` of the group ``model/sde`` (``configs/model/sde/``:
             ``ve``, ``vp`` (Song et al. 2021), ``ddpm`` (Ho et al. 2020), ``edm`` (Karras et
-            al. 2022)), each with its own numbers, which Hydra builds first.
+            al. 2022), ``linear`` (flow matching)), each with its own numbers, which Hydra
+            builds first.
         net: the network ``F``, ``forward(x (B, C, H, W), cond (B,)) -> (B, C, H, W)``: in
             a config the nested partial node ``model.net`` of the group ``model/net``
             (``configs/model/net/unet.yaml``: its ``channels``, ``emb_dim``, ``groups``),
             which this constructor completes with ``in_channels=C``; in Python also a class
             or a built module whose ``in_channels`` and ``out_channels`` are ``C``.
-        preconditioning: ``none`` or ``edm`` (above).
+        preconditioning: ``none``, ``edm`` or ``velocity`` (above).
         sigma_data: EDM's data std (0.5 for images in [-1, 1]); the one value of it in a
             run: EDM preconditioning here and the EDM loss weighting of
             :class:`~dgm_runner.objectives.dsm.DiffusionDSM` read it from the model.
@@ -241,7 +296,7 @@ class ScoreUNet(DiffusionModel):
         net: Annotated[
             Callable[..., nn.Module], Component("model/net", supplied=("in_channels",))
         ] = UNet,
-        preconditioning: Literal["none", "edm"] = "none",
+        preconditioning: Literal["none", "edm", "velocity"] = "none",
         sigma_data: PositiveFloat = 0.5,
         centered: bool = False,
     ) -> None:
@@ -254,11 +309,12 @@ class ScoreUNet(DiffusionModel):
         if not isinstance(sde, SDE):
             raise TypeError(
                 f"ScoreUNet's sde must be a diffusion process (dgm_runner.sdes.SDE), got "
-                f"{sde!r}: select one with model/sde=ve|vp|ddpm|edm"
+                f"{sde!r}: select one with model/sde=ve|vp|ddpm|edm|linear"
             )
         self.image_shape = tuple(image_shape)
         self.sde = sde
         self.preconditioning, self.sigma_data, self.centered = preconditioning, sigma_data, centered
+        self.parameterization = "velocity" if preconditioning == "velocity" else "noise"
         self.net = _fitting_net(net, image_shape[0])
         self.register_load_state_dict_pre_hook(nest_old_unet_keys)
 
@@ -266,6 +322,8 @@ class ScoreUNet(DiffusionModel):
         """``(B, C, H, W)`` noisy images (model space) at times ``(B,)`` -> predicted noise."""
         if self.preconditioning == "none":
             return self.net(x, t)
+        if self.preconditioning == "velocity":
+            return self.predict_noise_and_x0(x, t)[0]
         alpha = bcast(self.sde.alpha(t), x)
         s = self.sde.sigma_hat(t)
         x_hat = x / alpha
@@ -276,3 +334,14 @@ class ScoreUNet(DiffusionModel):
         f = self.net(bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
         # eps_hat = (x_hat - D) / s with D = c_skip x_hat + c_out F
         return (bcast((1.0 - c_skip) / s, x) * x_hat) - bcast(c_out / s, x) * f
+
+    def predict_velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` states (model space) at times ``(B,)`` -> the network's velocity
+        ``F(x, 1000 t)`` (``preconditioning=velocity``).
+
+        Raises:
+            NotImplementedError: the model predicts the noise (use :meth:`velocity`).
+        """
+        if self.preconditioning != "velocity":
+            return super().predict_velocity(x, t)
+        return self.net(x, t)

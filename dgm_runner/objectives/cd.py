@@ -108,6 +108,7 @@ class ContrastiveDivergence(Objective):
         self.k = k
         self.persistent = persistent
         self.data_parallel = not persistent  # PCD's chains persist per example: one process
+        self.serial_reason = "PCD's persistent chains follow examples across batches"
         self.n_chains = n_chains
         self.log_every = log_every
         self.chains: torch.Tensor | None = None

@@ -1,26 +1,51 @@
 """Few-step samplers for diffusion models (:class:`dgm_runner.models.score.DiffusionModel`):
-DDPM ancestral sampling, DDIM, and the probability-flow ODE with Heun's method on the EDM
-time grid. They work for every process of :mod:`dgm_runner.sdes` (VE, VP, discrete DDPM,
-EDM), since each is written through ``alpha(t)`` and ``sigma(t)`` only, take a
-``torch.Generator``, return images in data space (``model.decode``) and count their
-network evaluations in ``nfe``.
+DDPM ancestral sampling, DDIM, the probability-flow ODE with Heun's method on the EDM
+time grid, and an ODE solver in t (Euler, midpoint, Heun) for the velocity of any model,
+flow matching's included. They work for every process of :mod:`dgm_runner.sdes` (VE, VP,
+discrete DDPM, EDM, the linear path), since each is written through ``alpha(t)`` and
+``sigma(t)`` only, take a ``torch.Generator``, return images in data space
+(``model.decode``) and count their network evaluations in ``nfe``.
 
 Time grids: DDPM and DDIM step through ``model.sde.time_grid(steps, t_min)`` (uniform in t;
 a discrete DDPM's evenly spaced integer steps) and end with a last step to the data (the
 denoised estimate), so ``NFE = steps``. Heun uses the EDM grid (Karras et al. 2022, Eq. 5)
-in the noise level ``sigma_hat = sigma / alpha``: ``NFE = 2 steps - 1``.
+in the noise level ``sigma_hat = sigma / alpha``: ``NFE = 2 steps - 1``. The ODE solver
+(:class:`ProbabilityFlowODE`) steps through :func:`ode_time_grid` (uniform, rho or logit
+spacing in t); its NFE is in its docstring.
+
+The linear path has ``alpha(T) = 0``: a noise-predicting model cannot give ``x_0`` (or its
+velocity) there, so every sampler here refuses that pair in ``check_model``; a
+velocity-parameterised model runs with DDPM, DDIM and the ODE solver, and the Heun
+sampler on the EDM grid, which needs a finite ``sigma_hat(T)``, refuses the process.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Annotated, Literal
+
 import torch
 
-from dgm_runner.config import PositiveFloat, Steps, UnitInterval
+from dgm_runner.config import NonNegativeFloat, PositiveFloat, Range, Steps, UnitInterval
 from dgm_runner.models.checks import require
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.progress import track
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.sdes import bcast, gaussian_posterior
+
+
+def check_start(model: DiffusionModel, user: str) -> None:
+    """Raise ValueError (one line) when a sampler starting at ``t = T`` cannot evaluate
+    ``model`` there: a noise-predicting model on a process with ``alpha(T) = 0`` (the
+    linear path), whose ``x_0 = (x - sigma eps) / alpha`` and probability-flow velocity are
+    0 / 0 at T."""
+    alpha_end = float(model.sde.alpha(torch.full((1,), model.sde.T)))
+    if alpha_end == 0.0 and model.parameterization != "velocity":
+        raise ValueError(
+            f"{user} starts at t = T, where {type(model.sde).__name__} has alpha = 0 and a "
+            "noise-predicting model gives no x_0 or velocity (0 / 0): train with "
+            "model.preconditioning=velocity"
+        )
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -43,6 +68,7 @@ class _GridSampler(Sampler):
     def check_model(self, model: torch.nn.Module) -> None:
         require(model, DiffusionModel, f"sampler '{self.name}'")
         model.sde.time_grid(self.steps, self.t_min)  # ValueError: steps outside a discrete DDPM
+        check_start(model, f"sampler '{self.name}'")
 
     def _predict(
         self, model: DiffusionModel, x: torch.Tensor, t: torch.Tensor
@@ -183,7 +209,15 @@ class HeunODE(Sampler):
         self.nfe = 0
 
     def check_model(self, model: torch.nn.Module) -> None:
+        """TypeError for a model that is not a diffusion model; ValueError for a process
+        whose ``sigma_hat(T)`` is infinite (the linear path: use ``sampler=ode``)."""
         require(model, DiffusionModel, "sampler 'heun'")
+        if not math.isfinite(float(model.sde.sigma_hat(torch.full((1,), model.sde.T)))):
+            raise ValueError(
+                f"sampler 'heun' steps in sigma_hat = sigma / alpha, infinite at t = T for "
+                f"{type(model.sde).__name__} (alpha(T) = 0): use sampler=ode "
+                "sampler.method=heun (a grid in t)"
+            )
 
     def _d(
         self, model: DiffusionModel, x_hat: torch.Tensor, sigma_hat: torch.Tensor
@@ -215,4 +249,173 @@ class HeunODE(Sampler):
             if s_next > 0:  # Heun's correction (Alg. 1, lines 7-8)
                 x_next = x + (s_next - s_cur) * 0.5 * (d + self._d(model, x_next, s_next))
             x = x_next
+        return model.decode(x)
+
+
+#: ``logit_eps`` of the logit grid: in (0, 1/2).
+LogitEps = Annotated[float, Range(gt=0, lt=0.5)]
+
+
+def rho_spacing(hi: float, lo: float, steps: int, rho: float) -> torch.Tensor:
+    """``(steps + 1,)`` float64 values from ``hi`` down to ``lo`` (both >= 0, both ends
+    included) uniform in ``value^(1/rho)``: the spacing of Karras et al. (2022, Eq. 5),
+    here with ``lo = 0`` allowed."""
+    frac = torch.arange(steps + 1, dtype=torch.float64) / steps
+    a, b = hi ** (1.0 / rho), lo ** (1.0 / rho)
+    return (a + frac * (b - a)) ** rho
+
+
+def ode_time_grid(
+    sde,
+    steps: int,
+    grid: str,
+    t_end: float,
+    rho: float = 7.0,
+    logit_eps: float = 1e-3,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """``(steps + 1,)`` decreasing times from ``sde.T`` to ``t_end`` (both exact), for an ODE
+    solver in t.
+
+    - ``uniform``: uniform in t.
+    - ``karras``: Karras et al.'s (2022, Eq. 5) rho-spacing of the noise level
+      ``sigma_hat = sigma / alpha`` from ``sigma_hat(T)`` to ``sigma_hat(t_end)``, mapped to
+      t by ``sde.t_of_sigma_hat`` (for :class:`~dgm_runner.sdes.EDMProcess` with the same rho
+      this is its uniform grid). Where ``sigma_hat(T)`` is infinite (the linear path,
+      ``alpha(1) = 0``) or ``sigma_hat(t_end) = 0`` (VP or the linear path with
+      ``sigma_min = 0`` at ``t_end = 0``, where the inverse map collapses the small levels
+      onto 0 in float32) the rho-spacing is taken in t itself (for the linear path with
+      ``sigma_min = 0``, ``sigma_hat = t / (1 - t) ~ t`` near the data).
+    - ``logit``: uniform in ``logit t`` between ``logit(min(T, 1 - logit_eps))`` and
+      ``logit(max(t_end, logit_eps))`` (so infinite ends are cut at ``logit_eps``), the
+      ends then set to ``T`` and ``t_end``: steps dense near both ends, the grid that
+      matches logit-normal training times (Esser et al. 2024, Sec. 3.1).
+
+    Raises:
+        ValueError: ``steps < 1``, an unknown grid, or ``t_end`` outside ``[0, T)``.
+    """
+    T = float(sde.T)
+    if steps < 1:
+        raise ValueError(f"an ODE time grid needs at least 1 step, got {steps}")
+    if not 0.0 <= t_end < T:
+        raise ValueError(f"an ODE time grid needs 0 <= t_end < T = {T}, got {t_end}")
+    if grid == "uniform":
+        t = torch.linspace(T, t_end, steps + 1, dtype=torch.float64)
+    elif grid == "karras":
+        ends = sde.sigma_hat(torch.tensor([T, t_end]))
+        hi, lo = float(ends[0]), float(ends[1])
+        if math.isfinite(hi) and lo > 0:
+            sig = rho_spacing(hi, lo, steps, rho)
+            t = sde.t_of_sigma_hat(sig.float()).double()
+        else:
+            t = rho_spacing(T, t_end, steps, rho)
+    elif grid == "logit":
+        hi, lo = min(T, 1.0 - logit_eps), max(t_end, logit_eps)
+        u = torch.linspace(math.log(hi / (1 - hi)), math.log(lo / (1 - lo)), steps + 1)
+        t = torch.sigmoid(u.double())
+    else:
+        raise ValueError(f"unknown ODE time grid {grid!r}: use uniform, karras or logit")
+    t[0], t[-1] = T, t_end
+    t = torch.minimum(t.clamp(t_end, T), torch.cummin(t.clamp(t_end, T), 0).values)
+    return t.float().to(device)
+
+
+class ProbabilityFlowODE(Sampler):
+    """An ODE solver in t for ``dx/dt = model.velocity(x, t)`` (the probability-flow ODE,
+    Song et al. 2021, Eq. 13; for a flow-matching model its learned velocity field, Lipman
+    et al. 2023, Sec. 3), from the prior ``N(0, prior_std^2 I)`` at ``t = T`` (the process's
+    own prior: N(0, I) for the linear path and VP, ``N(0, sigma_max^2 I)`` for VE and EDM)
+    down to ``t_end = max(t_min, sde.t_min)``, through :func:`ode_time_grid`; returns the
+    state at ``t_end`` (no denoising step: under the linear path with ``sigma_min = 0`` it
+    is the data, under EDM it carries noise ``sigma_min = 0.002``). Deterministic given the
+    initial noise.
+
+    ``method`` and its network evaluations per sample (``nfe``) for ``steps`` intervals
+    ``t_i -> t_{i+1}``, ``h = t_{i+1} - t_i < 0``:
+
+    - ``euler``: ``x + h v(x, t_i)``; NFE = ``steps``.
+    - ``midpoint``: ``x + h v(x + h/2 v(x, t_i), t_i + h/2)`` (explicit midpoint, 2nd
+      order); NFE = ``2 steps``.
+    - ``heun``: ``x + h/2 (v(x, t_i) + v(x_E, t_{i+1}))`` with the Euler point ``x_E``
+      (2nd order, Karras et al. 2022, Alg. 1); a last step that ends at ``t = 0`` is left
+      an Euler step, as theirs: NFE = ``2 steps - 1`` if ``t_end = 0``, else ``2 steps``.
+
+    A velocity-parameterised model is evaluated at ``t = T`` exactly; a noise-predicting
+    model on a process with ``alpha(T) = 0`` (the linear path) is refused in
+    :meth:`check_model`. Euler and midpoint never evaluate at ``t_end``, and Heun not at 0,
+    so ``t_min = 0`` works for processes whose score is undefined at ``sigma = 0`` (VP).
+
+    Args:
+        method: ``euler``, ``midpoint`` or ``heun``.
+        steps: number of intervals of the grid.
+        grid: ``uniform``, ``karras`` or ``logit`` (:func:`ode_time_grid`).
+        rho: the karras grid's exponent (7).
+        t_min: the last time (at least the process's ``t_min``); 0 by default.
+        logit_eps: where the logit grid cuts ``t = 0`` and ``t = 1``.
+    """
+
+    name = "ode"
+
+    def __init__(
+        self,
+        method: Literal["euler", "midpoint", "heun"] = "euler",
+        steps: Steps = 50,
+        grid: Literal["uniform", "karras", "logit"] = "uniform",
+        rho: PositiveFloat = 7.0,
+        t_min: NonNegativeFloat = 0.0,
+        logit_eps: LogitEps = 1e-3,
+    ) -> None:
+        self.method, self.steps, self.grid = method, steps, grid
+        self.rho, self.t_min, self.logit_eps = rho, t_min, logit_eps
+        self.nfe = 0
+
+    def describe(self) -> str:
+        return f"ode {self.method} {self.steps} steps ({self.grid} grid)"
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """TypeError: not a diffusion model; ValueError: a noise-predicting model on the
+        linear path (:func:`check_start`) or ``t_min`` at or beyond ``T``."""
+        require(model, DiffusionModel, "sampler 'ode'")
+        check_start(model, "sampler 'ode'")
+        self.times(model, None)
+
+    def expected_nfe(self, t_end: float) -> int:
+        """Network evaluations per sample of one call ending at ``t_end``."""
+        if self.method == "euler":
+            return self.steps
+        if self.method == "heun" and t_end == 0.0:
+            return 2 * self.steps - 1
+        return 2 * self.steps
+
+    def times(self, model: DiffusionModel, device) -> torch.Tensor:
+        """``(steps + 1,)`` the grid this sampler steps through for ``model``."""
+        t_end = max(self.t_min, model.sde.t_min)
+        return ode_time_grid(
+            model.sde, self.steps, self.grid, t_end, self.rho, self.logit_eps, device
+        )
+
+    def _v(self, model: DiffusionModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return model.velocity(x, t.expand(x.shape[0]))
+
+    @torch.no_grad()
+    def sample(self, model: DiffusionModel, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``(n, *model.image_shape)`` samples in data space; sets ``self.nfe``
+        (:meth:`expected_nfe`)."""
+        device = model_device(model)
+        self.nfe = 0
+        grid = self.times(model, device)
+        x = model.sde.prior_sample((n, *model.image_shape), generator, device)
+        desc = f"ode {self.method} steps ({n} samples)"
+        for i in track(range(self.steps), desc, unit="step"):
+            t, s = grid[i], grid[i + 1]
+            h = s - t
+            v = self._v(model, x, t)
+            if self.method == "euler":
+                x = x + h * v
+            elif self.method == "midpoint":
+                x = x + h * self._v(model, x + 0.5 * h * v, t + 0.5 * h)
+            else:
+                x_euler = x + h * v
+                x = x_euler if s == 0 else x + 0.5 * h * (v + self._v(model, x_euler, s))
         return model.decode(x)
