@@ -19,13 +19,12 @@ from dgm_runner.data.protocols import (
     fixed_binarization,
 )
 from dgm_runner.distributions import shard_rows
-from dgm_runner.io.checkpoint import load_checkpoint
 from dgm_runner.io.legacy_config import upgrade_overrides, upgrade_run_config
-from dgm_runner.io.signals import StopRequested
 from dgm_runner.loop import train
 from dgm_runner.metrics.units import LN256, bits_per_dim_standard_error, nats_to_bits_per_dim
 from dgm_runner.testing import compose_train
 from tests.helpers import SMALL, needs_mnist
+from tests.resume_check import assert_resume_is_bit_exact
 
 # ----------------------------------------------------------------------------- dynamic
 
@@ -290,23 +289,7 @@ def test_dynamic_training_resumed_mid_epoch_is_bit_exact(tmp_path, monkeypatch):
     """SIGTERM before step 6 of 8 (epoch 2 of 2, 4 batches each); resumed, the run ends with
     the uninterrupted run's parameters and metrics to the last bit, and differs from the
     thresholded run (the transform is applied)."""
-    straight = train(compose_train(DYNAMIC), tmp_path / "straight")
-    cut = tmp_path / "cut"
-    monkeypatch.setenv("DGM_TEST_SIGNAL_AT", "0:6")
-    monkeypatch.delenv("RANK", raising=False)
-    with pytest.raises(StopRequested):
-        train(compose_train(DYNAMIC), cut)
-    partial = load_checkpoint(cut / "checkpoints" / "last.pt")["partial"]
-    assert partial is not None and partial["batch"] > 0
-    monkeypatch.delenv("DGM_TEST_SIGNAL_AT")
-    resumed = train(compose_train([*DYNAMIC, f"trainer.resume={cut}"]), cut)
-    times = ("time_per_epoch_s", "train_time_s", "eval_time_s", "finished")  # wall clock
-    assert {k: v for k, v in resumed.items() if k not in times} == {
-        k: v for k, v in straight.items() if k not in times
-    }
-    a = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in b)
+    straight, _ = assert_resume_is_bit_exact(tmp_path, monkeypatch, DYNAMIC)
     thresholded = [o for o in DYNAMIC if o != "dataset.binarize=dynamic"]
     other = train(compose_train(thresholded), tmp_path / "threshold")
     assert other["train/loss"] != straight["train/loss"]

@@ -15,9 +15,6 @@ import torch
 from scipy.integrate import quad
 
 from dgm_runner.config import ConfigError, validate
-from dgm_runner.io.checkpoint import load_checkpoint
-from dgm_runner.io.signals import StopRequested
-from dgm_runner.loop import train
 from dgm_runner.metrics.likelihood import pf_ode_log_likelihood
 from dgm_runner.models.oracle import GaussianOracle
 from dgm_runner.models.score import ScoreUNet
@@ -31,9 +28,9 @@ from dgm_runner.samplers.diffusion import (
     ode_time_grid,
 )
 from dgm_runner.sdes import VESDE, VPSDE, DiscreteDDPM, EDMProcess, LinearPath
-from dgm_runner.testing import compose_train
 from tests.components import _signal_if_asked
 from tests.helpers import SMALL, needs_mnist
+from tests.resume_check import assert_resume_is_bit_exact
 
 MU, STD = torch.tensor([1.0, -0.5]), 0.5
 D = MU.numel()
@@ -480,21 +477,5 @@ def test_training_resumed_mid_epoch_is_bit_exact(tmp_path, monkeypatch):
     """SIGTERM before step 6 of 8 (epoch 2 of 2, 4 batches of 64); resumed, the run (OT
     coupling, logit-normal times, EMA) ends with the uninterrupted run's weights and metrics
     to the last bit."""
-    straight = train(compose_train(FM_RUN), tmp_path / "straight")
-    cut = tmp_path / "cut"
-    monkeypatch.setenv("DGM_TEST_SIGNAL_AT", "0:6")
-    monkeypatch.delenv("RANK", raising=False)
-    with pytest.raises(StopRequested):
-        train(compose_train(FM_RUN), cut)
-    partial = load_checkpoint(cut / "checkpoints" / "last.pt")["partial"]
-    assert partial is not None and partial["batch"] > 0
-    monkeypatch.delenv("DGM_TEST_SIGNAL_AT")
-    resumed = train(compose_train([*FM_RUN, f"trainer.resume={cut}"]), cut)
-    times = ("time_per_epoch_s", "train_time_s", "eval_time_s", "finished")
-    assert {k: v for k, v in resumed.items() if k not in times} == {
-        k: v for k, v in straight.items() if k not in times
-    }
-    a = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
+    straight, _ = assert_resume_is_bit_exact(tmp_path, monkeypatch, FM_RUN)
     assert math.isfinite(straight["test/fm_loss"]) and straight["test/fm_loss_se"] > 0

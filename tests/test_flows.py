@@ -12,8 +12,6 @@ import torch
 from torch import nn
 
 from dgm_runner.data.protocols import dequantize_levels, pixel_levels
-from dgm_runner.io.checkpoint import load_checkpoint
-from dgm_runner.io.signals import StopRequested
 from dgm_runner.loop import train
 from dgm_runner.metrics.flow_precision import float64_gap
 from dgm_runner.metrics.units import LN2, LN256
@@ -38,6 +36,7 @@ from dgm_runner.objectives.flow import FlowNLL
 from dgm_runner.samplers.flow import FlowSampler
 from dgm_runner.testing import compose_train
 from tests.helpers import SMALL, needs_mnist
+from tests.resume_check import assert_resume_is_bit_exact
 
 SHAPES = [(1, 4, 4), (2, 4, 4), (1, 8, 8)]
 
@@ -462,24 +461,7 @@ def test_training_resumed_mid_epoch_is_bit_exact(tmp_path, monkeypatch, override
     """SIGTERM before step 6 of 8 (epoch 2 of 2, 4 batches each, dequantized MNIST); resumed,
     the run ends with the uninterrupted run's parameters, buffers (actnorm flags, batch-norm
     statistics) and metrics to the last bit, and the actnorms were initialised once."""
-    config = [*overrides, *FLOW_RUN]
-    straight = train(compose_train(config), tmp_path / "straight")
-    cut = tmp_path / "cut"
-    monkeypatch.setenv("DGM_TEST_SIGNAL_AT", "0:6")
-    monkeypatch.delenv("RANK", raising=False)
-    with pytest.raises(StopRequested):
-        train(compose_train(config), cut)
-    partial = load_checkpoint(cut / "checkpoints" / "last.pt")["partial"]
-    assert partial is not None and partial["batch"] > 0
-    monkeypatch.delenv("DGM_TEST_SIGNAL_AT")
-    resumed = train(compose_train([*config, f"trainer.resume={cut}"]), cut)
-    times = ("time_per_epoch_s", "train_time_s", "eval_time_s", "finished")  # wall clock
-    assert {k: v for k, v in resumed.items() if k not in times} == {
-        k: v for k, v in straight.items() if k not in times
-    }
-    a = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
+    straight, b = assert_resume_is_bit_exact(tmp_path, monkeypatch, [*overrides, *FLOW_RUN])
     flags = [k for k in b if k.endswith("initialized")]
     assert all(bool(b[k]) for k in flags) and (flags or "realnvp" in str(overrides))
     assert math.isfinite(straight["test/bits_per_dim"]) and straight["test/bits_per_dim_se"] > 0
