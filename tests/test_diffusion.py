@@ -23,6 +23,7 @@ from dgm_runner.models.score import ScoreUNet
 from dgm_runner.objectives.dsm import DiffusionDSM
 from dgm_runner.samplers import DDIM, DDPMAncestral, EulerMaruyama, HeunODE, PredictorCorrector
 from dgm_runner.samplers.diffusion import edm_sigma_grid
+from dgm_runner.samplers.score import vp_corrector_alpha
 from dgm_runner.sdes import VESDE, VPSDE, DiscreteDDPM, EDMProcess, ddpm_betas, gaussian_posterior
 from tests.helpers import SMALL, needs_mnist
 
@@ -155,6 +156,44 @@ def test_edm_grid_is_karras_eq5():
     assert float(grid[i]) == pytest.approx(
         (80 ** (1 / 7) + i / 17 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7, rel=1e-5
     )
+
+
+def test_vp_langevin_corrector_scales_its_step_by_score_sdes_alpha_i():
+    """score_sde's LangevinCorrector under the VP SDE: step ``2 alpha_i (snr |z| / |s|)^2``
+    with ``alpha_i = 1 - beta_i``, ``beta_i = linspace(beta_min / N, beta_max / N, N)[i]``,
+    ``i = floor(t (N - 1))``; under VE ``alpha_i = 1``."""
+    vp = VPSDE(0.1, 20.0)
+    betas = torch.linspace(0.1 / 1000, 20.0 / 1000, 1000, dtype=torch.float64)
+    for t in (1.0, 0.5, 0.001):
+        i = int(t * 999)
+        assert vp_corrector_alpha(vp, torch.tensor(t), 1000) == pytest.approx(
+            1 - float(betas[i]), rel=1e-12
+        )
+    sampler = PredictorCorrector(steps=10, snr=0.16, corrector_steps=1)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.full((8,), 0.5)
+    for sde, alpha in ((vp, vp_corrector_alpha(vp, t[0], 10)), (PROCESSES["ve"](), 1.0)):
+        model = GaussianOracle(sde, MU, STD)
+        out = sampler.correct(model, x, t, torch.Generator().manual_seed(1))
+        grad = model.score(x, t)
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+        ratio = z.norm(dim=1).mean() / grad.norm(dim=1).mean()
+        step = 2 * alpha * (0.16 * ratio) ** 2
+        torch.testing.assert_close(out, x + step * grad + torch.sqrt(2 * step) * z)
+
+
+def test_heun_reaches_karras_sigma_min_exactly_with_sampler_sigma_min():
+    """On the EDM process the default grid's lowest level is sigma_hat(t_min = 1e-3), about
+    0.00205; ``sigma_min=0.002`` gives Karras et al.'s grid (their Eq. 5) exactly; a level at
+    or above sigma_hat(T) is refused before sampling."""
+    model = GaussianOracle(PROCESSES["edm"](), MU, STD)
+    default = HeunODE(steps=18).sigmas(model)
+    assert 0.00203 < float(default[-2]) < 0.00207
+    exact = HeunODE(steps=18, sigma_min=0.002).sigmas(model)
+    torch.testing.assert_close(exact, edm_sigma_grid(18, 0.002, 80.0, 7.0))
+    assert float(exact[-2]) == pytest.approx(0.002, rel=1e-6)
+    with pytest.raises(ValueError, match="sigma_min"):
+        HeunODE(sigma_min=100.0).check_model(model)
 
 
 @pytest.mark.parametrize("process", ["ve", "vp", "ddpm_linear", "edm"])

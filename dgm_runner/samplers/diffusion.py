@@ -22,7 +22,7 @@ sampler on the EDM grid, which needs a finite ``sigma_hat(T)``, refuses the proc
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import torch
 
@@ -197,16 +197,41 @@ class HeunODE(Sampler):
     Args:
         steps: number of noise levels N (Karras et al.: 18 -> 35 NFE).
         rho: grid exponent (7).
-        t_min: last time of a continuous process.
+        t_min: last time of a continuous process; the grid's lowest non-zero level is
+            ``sigma_hat(max(t_min, sde.t_min))`` (on the EDM process with ``t_min = 1e-3``:
+            0.00205, not Karras et al.'s 0.002).
+        sigma_min: the grid's lowest non-zero noise level ``sigma_hat`` itself, in place of
+            ``t_min`` (``sampler.sigma_min=0.002``: Karras et al.'s grid exactly, Eq. 5 with
+            their ``sigma_min``); ``None`` (default): from ``t_min``.
+
+    Raises:
+        ValueError: (:meth:`check_model`) ``sigma_min`` not below ``sigma_hat(T)``.
     """
 
     name = "heun"
 
     def __init__(
-        self, steps: Steps = 18, rho: PositiveFloat = 7.0, t_min: PositiveFloat = 1e-3
+        self,
+        steps: Steps = 18,
+        rho: PositiveFloat = 7.0,
+        t_min: PositiveFloat = 1e-3,
+        sigma_min: Optional[PositiveFloat] = None,
     ) -> None:
-        self.steps, self.rho, self.t_min = steps, rho, t_min
+        self.steps, self.rho, self.t_min, self.sigma_min = steps, rho, t_min, sigma_min
         self.nfe = 0
+
+    def sigmas(self, model: DiffusionModel, device=None) -> torch.Tensor:
+        """``(steps + 1,)`` the noise levels ``sigma_hat`` this sampler steps through for
+        ``model``: :func:`edm_sigma_grid` from ``sigma_hat(T)`` to ``sigma_min`` (or
+        ``sigma_hat(max(t_min, sde.t_min))``), then 0."""
+        sde = model.sde
+        hi = float(sde.sigma_hat(torch.full((1,), sde.T, device=device)))
+        if self.sigma_min is None:
+            t_lo = torch.full((1,), max(self.t_min, sde.t_min), device=device)
+            lo = float(sde.sigma_hat(t_lo))
+        else:
+            lo = float(self.sigma_min)
+        return edm_sigma_grid(self.steps, lo, hi, self.rho, device)
 
     def check_model(self, model: torch.nn.Module) -> None:
         """TypeError for a model that is not a diffusion model; ValueError for a process
@@ -218,6 +243,7 @@ class HeunODE(Sampler):
                 f"{type(model.sde).__name__} (alpha(T) = 0): use sampler=ode "
                 "sampler.method=heun (a grid in t)"
             )
+        self.sigmas(model)  # ValueError: sigma_min at or above sigma_hat(T)
 
     def _d(
         self, model: DiffusionModel, x_hat: torch.Tensor, sigma_hat: torch.Tensor
@@ -237,10 +263,7 @@ class HeunODE(Sampler):
         self.nfe = 0
         sde = model.sde
         t_hi = torch.full((1,), sde.T, device=device)
-        t_lo = torch.full((1,), max(self.t_min, sde.t_min), device=device)
-        sigmas = edm_sigma_grid(
-            self.steps, float(sde.sigma_hat(t_lo)), float(sde.sigma_hat(t_hi)), self.rho, device
-        )
+        sigmas = self.sigmas(model, device)
         x = sde.prior_sample((n, *model.image_shape), generator, device) / sde.alpha(t_hi)
         for i in track(range(self.steps), f"heun steps ({n} samples)", unit="step"):
             s_cur, s_next = sigmas[i], sigmas[i + 1]

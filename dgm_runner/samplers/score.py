@@ -15,7 +15,7 @@ from dgm_runner.models.score import DiffusionModel
 from dgm_runner.progress import Bar, track
 from dgm_runner.samplers.base import Sampler
 from dgm_runner.samplers.diffusion import model_device
-from dgm_runner.sdes import bcast
+from dgm_runner.sdes import VPSDE, bcast
 
 
 def langevin_step(
@@ -147,9 +147,13 @@ class EulerMaruyama(Sampler):
 
 class PredictorCorrector(EulerMaruyama):
     """Predictor-corrector sampling (Song et al. 2021, Algorithm 1 / 2): at each time step
-    ``corrector_steps`` Langevin corrections with step ``2 (snr ||z|| / ||s||)^2``
+    ``corrector_steps`` Langevin corrections with step ``2 alpha_i (snr ||z|| / ||s||)^2``
     (norms per sample, averaged over the batch, as in their code), then one reverse
-    Euler-Maruyama predictor step.
+    Euler-Maruyama predictor step. ``alpha_i`` is 1 except under the VP SDE, where their
+    code's ``LangevinCorrector`` multiplies by ``1 - beta_i`` of the discretised schedule,
+    ``beta_i = (beta_min + i / (N - 1) (beta_max - beta_min)) / N`` at
+    ``i = floor(t (N - 1) / T)``, ``N`` the number of predictor steps
+    (:func:`vp_corrector_alpha`; their Algorithm 5 writes ``alpha_i`` the same way).
 
     Args:
         steps: number of predictor steps.
@@ -179,12 +183,25 @@ class PredictorCorrector(EulerMaruyama):
         self, model, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         """``corrector_steps`` Langevin steps at time ``t`` with the SNR-based step size."""
+        alpha = (
+            vp_corrector_alpha(model.sde, t[0], self.steps) if isinstance(model.sde, VPSDE) else 1.0
+        )
         for _ in range(self.corrector_steps):
             grad = model.score(x, t)
             self.nfe += 1
             z = torch.randn(x.shape, generator=generator, device=x.device)
             grad_norm = grad.flatten(1).norm(dim=1).mean()
             noise_norm = z.flatten(1).norm(dim=1).mean()
-            step = 2 * (self.snr * noise_norm / grad_norm) ** 2
+            step = 2 * alpha * (self.snr * noise_norm / grad_norm) ** 2
             x = x + step * grad + torch.sqrt(2 * step) * z
         return x
+
+
+def vp_corrector_alpha(sde: VPSDE, t: torch.Tensor, n: int) -> float:
+    """``1 - beta_i`` of the VP SDE discretised in ``n`` steps at time ``t`` (a scalar
+    tensor): ``beta_i = (beta_min + i / (n - 1) (beta_max - beta_min)) / n``,
+    ``i = floor(t (n - 1) / T)`` -- score_sde's ``VPSDE.alphas[timestep]``, the factor of
+    its ``LangevinCorrector`` step size (Song et al. 2021, Algorithm 5's ``alpha_i``)."""
+    i = math.floor(float(t) * (n - 1) / sde.T)
+    frac = i / max(n - 1, 1)
+    return 1.0 - (sde.beta_min + frac * (sde.beta_max - sde.beta_min)) / n
