@@ -6,6 +6,7 @@ from dgm_runner.samplers.diffusion import DDIM, DDPMAncestral, HeunODE
 from dgm_runner.samplers.generator import GeneratorSampler
 from dgm_runner.samplers.gibbs import GibbsSampler
 from dgm_runner.samplers.score import AnnealedLangevin, EulerMaruyama, PredictorCorrector
+from dgm_runner.samplers.solvers import RK45ODE, DPMSolverPP2M, EulerAncestral
 
 __all__ = [
     "Sampler",
@@ -18,4 +19,7 @@ __all__ = [
     "DDPMAncestral",
     "DDIM",
     "HeunODE",
+    "DPMSolverPP2M",
+    "EulerAncestral",
+    "RK45ODE",
 ]
