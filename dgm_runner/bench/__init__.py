@@ -30,7 +30,9 @@ Modules, one job each:
 * :mod:`.timing`: timing helpers and the interleaved groups with their (paired) ratios;
 * :mod:`.baselines`: the reference implementations ours is compared with;
 * :mod:`.groups`, :mod:`.bound`, :mod:`.compile_cost`, :mod:`.scaling`, :mod:`.rss`,
-  :mod:`.sampling`: the measured sections;
+  :mod:`.sampling`: the measured sections; :mod:`.unet` (``--only unet``, issue 30): updates
+  per second of our score U-Net step against a plain PyTorch loop and diffusers'
+  ``UNet2DModel`` of about the same parameter count;
 * :mod:`.report`: the targets' verdicts, the printed tables and ``bench.md``;
 * :mod:`.suite`: one whole run (the sections asked for, then ``bench.json``).
 

@@ -13,6 +13,7 @@ from dgm_runner.bench.harness import Bench
 from dgm_runner.bench.smoke import smoke_table
 from dgm_runner.bench.threads import threads_table
 from dgm_runner.bench.timing import fmt_s
+from dgm_runner.bench.unet import unet_table
 
 # The issue's targets: (group, baseline, minimum ratio baseline / ours).
 TARGETS = [
@@ -140,7 +141,7 @@ def markdown_report(results: dict[str, Any]) -> str:
             else ("met" if t["met"] else "missed: " + t.get("explanation", ""))
         )
         lines.append(f"| {t['target']} | {fmt_s(t['value'])} | {verdict} |")
-    lines += threads_table(results) + smoke_table(results)
+    lines += threads_table(results) + smoke_table(results) + unet_table(results)
     return "\n".join(lines) + "\n"
 
 
@@ -162,13 +163,15 @@ def print_report(bench: Bench) -> None:
     _print_targets(res)
     _print_compile_and_scale(res)
     _print_rss_and_sampling(res)
-    for line in threads_table(res) + smoke_table(res):
+    for line in threads_table(res) + smoke_table(res) + unet_table(res):
         print(line)
 
 
 def _print_groups(res: dict[str, Any], cuda: bool) -> None:
     """One row per contender of each group (+ images/s and peak MB on CUDA), its skipped
-    contenders and the matmul-bound row."""
+    contenders and the matmul-bound row; nothing when the run has no groups."""
+    if not res.get("groups"):
+        return
     extra = "  images/s  peak MB" if cuda else ""
     print(
         f"\n{'group':10s} {'contender':12s} {'images':>7s} {'median s':>9s} {'min':>7s} "

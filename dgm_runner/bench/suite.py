@@ -24,11 +24,13 @@ from dgm_runner.bench.scaling import scale_study
 from dgm_runner.bench.smoke import smoke_study
 from dgm_runner.bench.threads import threads_study
 from dgm_runner.bench.timing import cpu_name, load_avg
+from dgm_runner.bench.unet import unet_study
 
 #: The sections of ``--only``, in the order they run.
 SECTIONS = ("groups", "compile", "scale", "rss", "sampling", "ddp", "threads")
-#: Sections run only when named in ``--only`` (long).
-EXTRA_SECTIONS = ("smoke",)
+#: Sections run only when named in ``--only`` (long: ``unet`` takes about 2 minutes in
+#: ``--quick``, 10 in a full run, beyond ``make bench``'s 10-minute budget).
+EXTRA_SECTIONS = ("smoke", "unet")
 
 
 def make_bench(args: Namespace) -> Bench:
@@ -116,6 +118,11 @@ _STUDIES = (
         "threads",
         "threads: trainer.num_threads=auto vs torch's default",
         lambda bench, args: threads_study(bench),
+    ),
+    (
+        "unet",
+        "unet: updates/s of our U-Net step vs a plain PyTorch loop and diffusers' UNet2DModel",
+        lambda bench, args: unet_study(bench),
     ),
     (
         "smoke",

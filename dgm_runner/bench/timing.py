@@ -89,16 +89,23 @@ def group_repeats(bench: Bench, name: str) -> int:
 
 
 def run_group(
-    bench: Bench, name: str, contenders: dict[str, Callable[[], dict[str, Any]]]
+    bench: Bench,
+    name: str,
+    contenders: dict[str, Callable[[], dict[str, Any]]],
+    section: str = "groups",
+    repeats: int | None = None,
 ) -> dict[str, Any]:
     """Time every contender :func:`group_repeats` times, interleaved (A B C A B C ...),
     after one untimed warm-up round; ``ours`` is the reference of the ratios. A contender
     that raises in the warm-up (missing optional package, unsupported device) is skipped.
-    Writes ``results["groups"][name]``.
+    Writes ``results[section][name]``.
 
     Args:
         contenders: name -> a call timing one epoch, returning at least ``{"time": seconds,
             "images": training images}`` (and optionally ``"peak_mem_mb"``).
+        section: the key of ``results`` the group goes under (``groups``; another section's
+            own key keeps ``--merge`` from replacing the ``groups`` of an earlier run).
+        repeats: timed rounds (None: :func:`group_repeats`).
 
     Returns:
         ``{"contenders": {name: summary of its seconds per epoch (+ images, images_per_s,
@@ -117,7 +124,7 @@ def run_group(
             print(f"  {cname}: skipped ({skipped[cname]})", flush=True)
             live.pop(cname)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in live}
-    repeats = group_repeats(bench, name)
+    repeats = group_repeats(bench, name) if repeats is None else repeats
     for r in range(repeats):
         for cname, fn in live.items():
             runs[cname].append(fn())
@@ -148,5 +155,5 @@ def run_group(
                 out["paired_ratios"][cname] = statistics.median(
                     b["time"] / a["time"] for a, b in zip(runs["ours"], runs[cname])
                 )
-    bench.results.setdefault("groups", {})[name] = out
+    bench.results.setdefault(section, {})[name] = out
     return out
