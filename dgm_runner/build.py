@@ -172,9 +172,16 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
     sampler = _instantiate_checked("sampler", cfg.sampler)
     try:
         objective.check_model(model)
+        objective.check_data(model, data)  # e.g. coupling=pairs needs (noise, sample) pairs
         sampler.check_model(model)
     except (TypeError, ValueError) as err:  # e.g. a sampler that does not fit, steps > a DDPM's N
         raise ConfigError(str(err)) from None
+    if getattr(sampler, "guidance", 0.0) and not getattr(model, "conditional", False):
+        raise ConfigError(
+            f"sampler.guidance={sampler.guidance}: classifier-free guidance needs a "
+            f"class-conditional model, and {type(model).__name__} is not one "
+            "(model.conditional=true, e.g. experiment=edm_mnist_cond_cpu)"
+        )
     return Components(data, model, objective, sampler)
 
 
@@ -316,6 +323,84 @@ def load_run_model(run_dir: Optional[str] = None, checkpoint: str = "last") -> t
     except (CheckpointError, DataError) as err:
         raise ValueError(f"run_dir={run_dir}: {err}") from None
     return comps.model.eval()
+
+
+def read_init_weights(
+    init_from: str, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights ``trainer.init_from`` names (a warm start: Liu et al. 2023, Sec. 2.2,
+    initialise the next rectified flow from the current one), read and checked before any
+    work: a run directory (its ``checkpoints/last.pt``) or a ``.pt`` checkpoint of a run.
+    The EMA weights when the checkpoint kept an EMA (``trainer.ema_decay``: what the run
+    evaluated and sampled with, as :func:`restore_run` loads them), else its model weights.
+    Nothing is imported or built from the checkpoint's config (only tensors are read,
+    ``weights_only=True``).
+
+    Args:
+        init_from: the run directory or checkpoint file; device: where to load the tensors.
+
+    Returns:
+        ``(state_dict for the model, info)``; ``info``: ``path`` (the checkpoint file,
+        absolute), ``sha256`` (of its bytes), ``weights`` (``ema`` or ``model``),
+        ``epoch`` and ``step`` of the checkpoint (None when it lacks them): what
+        ``metrics.json`` records as ``init_from``.
+
+    Raises:
+        CheckpointError: one line naming ``trainer.init_from``: a directory without
+            ``checkpoints/last.pt``, a missing, unreadable or unsafe file, or one without
+            model weights.
+    """
+    from dgm_runner.io.checkpoint import file_sha256
+
+    given = Path(init_from)
+    path = RunPaths(given).last if given.is_dir() else given
+    if given.is_dir() and not path.is_file():
+        raise CheckpointError(
+            f"trainer.init_from={init_from} holds no run (no {RunPaths.relative().last}): pass "
+            "a run directory or a .pt checkpoint of one"
+        )
+    try:
+        ckpt = load_checkpoint(path, map_location=device)
+        require_keys(ckpt, ("model",), path, "initialise a model from")
+    except CheckpointError as err:
+        raise CheckpointError(f"trainer.init_from={init_from}: {err}") from None
+    prefix = "module."
+    if ckpt.get("ema") is not None:
+        state = {k[len(prefix) :]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)}
+        weights = "ema"
+    else:
+        state, weights = ckpt["model"], "model"
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"trainer.init_from={init_from}: {path} holds no model weights")
+    info = {
+        "path": str(path.resolve()),
+        "sha256": file_sha256(path),
+        "weights": weights,
+        "epoch": ckpt.get("epoch"),
+        "step": ckpt.get("step"),
+    }
+    return state, info
+
+
+def apply_init_weights(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], info: dict[str, Any]
+) -> None:
+    """Load the weights of :func:`read_init_weights` into ``model`` (every key, every shape
+    checked: ``load_state_dict(strict=True)``), before the optimisers and the EMA are made.
+
+    Raises:
+        CheckpointError: one line: a key missing or unexpected, a shape that differs (the
+            first one named), or weights that hold NaN or infinity.
+    """
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        raise CheckpointError(
+            f"trainer.init_from={info['path']}: its weights do not fit this run's model ({detail})"
+        ) from None
+    require_finite_weights(model, f"trainer.init_from={info['path']}")
 
 
 def restore_run(

@@ -120,6 +120,7 @@ class TrainerConfig:
     )
     progress: bool = True
     resume: Optional[str] = None
+    init_from: Optional[str] = None
     export_name: Optional[str] = None
     compile: bool = False
     num_threads: Union[Literal["auto"], PositiveInt, None] = "auto"
@@ -568,6 +569,25 @@ def validate_optimizer(node: Any, path: str = "optimizer") -> None:
     _check_against(path, node, hints)
 
 
+def check_mandatory(cfg: DictConfig) -> None:
+    """Refuse a composed config whose mandatory values (``???`` in a YAML file, e.g.
+    ``dataset.pairs`` of ``dataset=reflow_pairs``) are still unset, before anything is
+    created (:func:`validate` leaves them alone, so an experiment that needs its user's
+    inputs still validates as composed).
+
+    Raises:
+        ConfigError: one line naming every unset key.
+    """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        keys = ", ".join(missing)
+        raise ConfigError(
+            f"{keys} {'is' if len(missing) == 1 else 'are'} required (??? in the config): "
+            f"set {'it' if len(missing) == 1 else 'them'} on the command line, e.g. "
+            f"{missing[0]}=..."
+        )
+
+
 def trainer_config(cfg: DictConfig) -> TrainerConfig:
     """The ``trainer`` node of a validated config as a :class:`TrainerConfig` (typed
     attributes; keys the node lacks take the schema's defaults, in one place)."""
@@ -602,6 +622,22 @@ class SampleConfig:
     sampler_name: Optional[str] = None
     sampler: Any = None
     label: Any = None
+
+
+@dataclass
+class ReflowPairsConfig:
+    """Schema of ``dgm-reflow-pairs``'s own keys (``configs/reflow_pairs.yaml``)."""
+
+    run_dir: str = ""
+    checkpoint: str = "last"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    n: Annotated[int, Range(ge=1, le=10_000_000)] = 20_000
+    seed: NonNegativeInt = 0
+    batch_size: PositiveInt = 500
+    out: Optional[str] = None
+    overwrite: bool = False
+    sampler_name: Optional[str] = None
+    sampler: Any = None
 
 
 # Arguments that the loop passes when it builds each component (not user config).

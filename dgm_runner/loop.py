@@ -27,14 +27,22 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_runner.build import (
+    apply_init_weights,
     build_components,
     compile_objective,
     make_ema,
     make_optimizer,
+    read_init_weights,
     resolve_device,
     seed_everything,
 )
-from dgm_runner.config import ConfigError, TrainerConfig, trainer_config, validate
+from dgm_runner.config import (
+    ConfigError,
+    TrainerConfig,
+    check_mandatory,
+    trainer_config,
+    validate,
+)
 from dgm_runner.distributed import (
     SINGLE,
     World,
@@ -109,6 +117,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     try:
         with outcome:  # recorded when dgm-train holds the lock already
             validate(cfg)
+            check_mandatory(cfg)  # e.g. dataset.pairs: ??? of dataset=reflow_pairs
             trust_targets_of(cfg)  # the user's own components may appear in a run it reads
             _check_logger(cfg)
             trainer = _resume_if_requeued(trainer_config(cfg))
@@ -172,12 +181,12 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, outcome: Outcome) -> dict[st
     """Checks -> open the run -> train and evaluate each epoch -> finish (how it ended
     other than completed is recorded by ``outcome``: :func:`dgm_runner.run.record_outcome`)."""
     run_dir, world = outcome.paths.root, outcome.world
-    resume, ckpt = _checks(cfg, trainer, run_dir, world)
+    resume, ckpt, init = _checks(cfg, trainer, run_dir, world)
     if ckpt is not None:
         done = _already_complete(resume, ckpt, trainer.epochs, world)
         if done is not None:  # nothing to do: nothing written (not even a log line)
             return done
-    run = outcome.run = _open(cfg, trainer, run_dir, world, resume, ckpt)
+    run = outcome.run = _open(cfg, trainer, run_dir, world, resume, ckpt, init)
     try:
         with run.stoppable():
             run.start_logger()
@@ -195,12 +204,15 @@ def _train(cfg: DictConfig, trainer: TrainerConfig, outcome: Outcome) -> dict[st
 
 def _checks(
     cfg: DictConfig, trainer: TrainerConfig, run_dir: Path, world: World
-) -> tuple[Path | None, Any]:
+) -> tuple[Path | None, Any, Any]:
     """Everything checked before anything is written: the run directory's entries and
-    what it holds (process 0), the checkpoint to resume and that it is this run's.
+    what it holds (process 0), the checkpoint to resume and that it is this run's, and the
+    weights of ``trainer.init_from`` for a new run (:func:`dgm_runner.build.read_init_weights`;
+    a resume takes its weights from ``last.pt`` and does not read them).
 
     Returns:
-        ``(run directory, loaded last.pt)`` to continue from, or ``(None, None)``.
+        ``(run directory, loaded last.pt, None)`` to continue from, or
+        ``(None, None, (state_dict, info) or None)`` for a new run.
 
     Raises:
         WriteError, ConfigError, CheckpointError: one line; nothing written.
@@ -210,7 +222,10 @@ def _checks(
     resume, ckpt = _checkpoint_to_resume(trainer, run_dir, device)
     if ckpt is not None:
         check_resume(cfg, ckpt, RunPaths(resume).last)
-    return resume, ckpt
+    init = None
+    if ckpt is None and trainer.init_from:
+        init = read_init_weights(trainer.init_from, device)
+    return resume, ckpt, init
 
 
 def _open(
@@ -220,9 +235,11 @@ def _open(
     world: World,
     resume: Path | None,
     ckpt: Any,
+    init: Any = None,
 ) -> Run:
     """Prepare the run directory (process 0), choose the threads, build the components
-    and the training state, continue from ``ckpt`` if given, and say what runs."""
+    and the training state (from the weights of ``init``, ``trainer.init_from``, when given),
+    continue from ``ckpt`` if given, and say what runs."""
     barrier(world)  # every process has read the run directory before process 0 writes
     paths = RunPaths(run_dir)
     if world.is_main:
@@ -230,12 +247,16 @@ def _open(
     threads, why = choose_threads(trainer.num_threads, (ckpt or {}).get("num_threads"))
     torch.set_num_threads(threads)
     device = local_device(resolve_device(trainer.device), world)
-    comps, state = _set_up(cfg, trainer, device, world)
+    comps, state = _set_up(cfg, trainer, device, world, init)
+    init_info = None if init is None else init[1]
     if ckpt is not None:
         _continue(state, ckpt, RunPaths(resume).last, world, paths)
+        init_info = ckpt.get("init_from")  # recorded by the launch that started the run
+        if trainer.init_from:
+            log.info("trainer.init_from is not read on a resume: the weights come from last.pt")
     _describe(cfg, comps, device, f"{threads} CPU thread{'s' if threads > 1 else ''} ({why})")
     config = OmegaConf.to_container(cfg, resolve=True)
-    return Run(cfg, trainer, world, paths, comps, state, config)
+    return Run(cfg, trainer, world, paths, comps, state, config, init_from=init_info)
 
 
 def _continue(
@@ -368,15 +389,31 @@ def _prepare_run_dir(paths: RunPaths, resumed: bool) -> None:
 
 
 def _set_up(
-    cfg: DictConfig, trainer: TrainerConfig, device: torch.device, world: World = SINGLE
+    cfg: DictConfig,
+    trainer: TrainerConfig,
+    device: torch.device,
+    world: World = SINGLE,
+    init: Any = None,
 ) -> tuple[Any, TrainState]:
-    """Seed, build the components (:func:`dgm_runner.build.build_components`), one optimiser
-    per parameter group, the EMA and (``trainer.compile``) the compiled loss. In a
+    """Seed, build the components (:func:`dgm_runner.build.build_components`), load the
+    weights of ``init`` (``(state_dict, info)`` of ``trainer.init_from``, shapes checked:
+    :func:`dgm_runner.build.apply_init_weights`), one optimiser per parameter group, the EMA
+    (a copy of the initial weights) and (``trainer.compile``) the compiled loss. In a
     data-parallel run every process starts from process 0's weights (seeded alike, they are
     the same already) and CUDA batch norm becomes ``SyncBatchNorm``."""
     seed_everything(trainer.seed)
     comps = build_components(cfg, device)
     model, objective = comps.model, comps.objective
+    if init is not None:
+        weights, info = init
+        apply_init_weights(model, weights, info)
+        log.info(
+            "trainer.init_from: model initialised with the %s weights of %s (epoch %s, step %s)",
+            "EMA" if info["weights"] == "ema" else "model",
+            info["path"],
+            info["epoch"],
+            info["step"],
+        )
     if world.parallel:
         if device.type == "cuda":  # batch statistics over the global batch (NCCL only)
             model = comps.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -64,6 +64,9 @@ class Run:
         stop: the stop-signal handler while the run trains (:meth:`stoppable`);
         epoch: the epoch being trained or evaluated (for the record of a stop);
         code: :func:`dgm_runner.io.provenance.code_version` when the run opened.
+        init_from: where the initial weights came from (``trainer.init_from``: the info of
+            :func:`dgm_runner.build.read_init_weights`), or None; kept in ``last.pt`` and
+            ``metrics.json`` (``init_from``).
     """
 
     cfg: DictConfig
@@ -77,6 +80,7 @@ class Run:
     logger: Any = field(init=False)
     stop: GracefulStop | None = None
     epoch: int = 0
+    init_from: dict[str, Any] | None = None
     code: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +147,8 @@ class Run:
             "world_size": self.world.size,
             "num_threads": torch.get_num_threads(),  # auto keeps it on resume
         }
+        if self.init_from is not None:  # trainer.init_from's weights: kept across resumes
+            payload["init_from"] = self.init_from
         save_checkpoint(self.paths.last, payload if rng is None else {**payload, "rng": rng})
 
     def append_history(self, records: list[dict[str, float]]) -> None:
@@ -280,6 +286,7 @@ class Run:
             "n_parameters": sum(p.numel() for p in self.state.model.parameters()),
             "finished": utc_now(),  # and the code: what a results table cites
             "code": self.code,
+            **({"init_from": self.init_from} if self.init_from is not None else {}),
             **progress.train_means,
             **progress.metrics,
         }

@@ -15,7 +15,9 @@ their directories, so a new entry is tested by adding its YAML.
 A model "fits" a sampler / objective when ``check_model`` accepts it (TypeError /
 ValueError: it does not). Model entries are built small (``TINY_MODEL``) for 28x28
 images, or for 2-D points when they do not take images; a model entry built from a
-finished stage-1 run (``model.vqvae.run_dir``) gets an untrained in-memory one instead.
+finished stage-1 run (``model.vqvae.run_dir``) gets an untrained in-memory one instead; a
+reflow experiment (``dataset.pairs: ???``) trains on the pairs of a smoke run of the
+experiment ``PAIRS_OF`` names, from its weights.
 """
 
 from __future__ import annotations
@@ -206,6 +208,9 @@ def test_objective_contract(name):
 
 # Two-stage experiments: the experiment whose finished run model.<key>.run_dir points at.
 STAGE_ONE = {"vqvae_fashion_prior": "vqvae_fashion"}
+# Reflow experiments (dataset=reflow_pairs): the experiment whose finished smoke run gives the
+# (noise, sample) pairs (dgm-reflow-pairs, 256 pairs) and the weights (trainer.init_from).
+PAIRS_OF = {"fm_mnist_reflow_cpu": "fm_mnist_cpu"}
 # Smoke runs CI may skip (`-m "not slow"`), each with its reason; none at present (the
 # slowest takes ~2 s here). `pytest -m slow` runs them.
 SLOW: dict[str, str] = {}
@@ -227,7 +232,7 @@ def _marks(name: str) -> list[pytest.MarkDecorator]:
     marks = []
     if data == "fashion_mnist":
         marks.append(needs_fashion)
-    elif data in ("mnist", "binarized_mnist", "dequantized_mnist"):
+    elif data in ("mnist", "binarized_mnist", "dequantized_mnist", "reflow_pairs"):
         marks.append(needs_mnist)
     if name in SLOW:
         marks.append(pytest.mark.slow)
@@ -392,6 +397,14 @@ def test_experiment_smoke_run(name, tmp_path, monkeypatch):
             assert name in STAGE_ONE, f"experiment={name} needs model.{key}.run_dir: see STAGE_ONE"
             _run(STAGE_ONE[name], tmp_path / "stage1", monkeypatch)
             extra.append(f"model.{key}.run_dir={tmp_path / 'stage1'}")
+    if OmegaConf.is_missing(cfg.dataset, "pairs"):
+        from dgm_runner.cli.reflow_pairs import reflow_pairs
+
+        assert name in PAIRS_OF, f"experiment={name} needs dataset.pairs: see PAIRS_OF"
+        first, pairs = tmp_path / "flow", tmp_path / "pairs.pt"
+        _run(PAIRS_OF[name], first, monkeypatch)
+        reflow_pairs(first, pairs, n=256, batch_size=256, device="cpu")
+        extra += [f"dataset.pairs={pairs}", f"trainer.init_from={first}"]
     _run(name, tmp_path / "run", monkeypatch, *extra)
 
 

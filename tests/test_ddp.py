@@ -54,8 +54,10 @@ DEADLINE_S = 420
 UNEVEN = ["dataset.subset=203", "trainer.batch_size=64", "optimizer=sgd"]
 RUNS = {
     "vae_mlp": ["experiment=vae_mlp", "model.hidden_dim=32", "optimizer.lr=0.01"],
+    # the class-conditional twin (issue 31): the same U-Net and loss plus the label
+    # dropout draws and the final FID's class accuracy, which 2 processes must agree on
     "score_unet": [
-        "experiment=edm_mnist_cpu",
+        "experiment=edm_mnist_cond_cpu",
         "model.net.channels=[8,16,16]",
         "model.net.emb_dim=16",
         "model.net.groups=4",

@@ -402,12 +402,15 @@ def _check_sampler_table(run_dir):
     from dgm_runner.cli.sampler_table import sampler_table, write
     from dgm_runner.metrics.features import SHIPPED
 
-    rows = sampler_table(run_dir, ["heun:2,3", "ddim:3+clip=true"], n=12, batch_size=6)
-    assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [
+    specs = ["heun:2,3", "ddim:3+clip=true", "rk45+rtol=0.01+atol=0.01"]
+    rows = sampler_table(run_dir, specs, n=12, batch_size=6)
+    assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows[:3]] == [
         ("heun", 2, 3),
         ("heun", 3, 5),
         ("ddim", 3, 3),
     ]
+    # the adaptive solver: no steps, its own NFE count (SciPy's nfev over the batches)
+    assert rows[3]["sampler"] == "rk45" and rows[3]["steps"] is None and rows[3]["nfe"] > 0
     assert rows[2]["clip"] is True and "clip" not in rows[0]
     for r in rows:
         assert r["n"] == 12 and r["fid"] > 0 and r["seconds_per_1000"] > 0
@@ -418,6 +421,7 @@ def _check_sampler_table(run_dir):
     assert json.loads((run_dir / "eval" / "table.json").read_text()) == rows
     md = (run_dir / "eval" / "table.md").read_text()
     assert "| ddim, clip=True | 3 | 3 |" in md and "sha256" not in md
+    assert f"| rk45, rtol=0.01, atol=0.01 | - | {rows[3]['nfe']} |" in md
     assert (run_dir / "eval" / "table.png").stat().st_size > 0
 
 
@@ -430,9 +434,15 @@ def test_sampler_table_rows_parse_and_bad_rows_are_one_line_errors():
         ("ddim", 20, {}),
         ("ddim", 5, {"eta": 1.0, "clip": True}),
     ]
-    for bad in ("ddim", "ddim:", ":10"):
+    for bad in ("ddim", "ddim:", ":10", "ddim+eta=1"):
         with pytest.raises(ConfigError, match="expected <sampler entry>"):
             parse_rows([bad])
+    assert parse_rows(["rk45", "rk45+rtol=0.001"]) == [
+        ("rk45", None, {}),
+        ("rk45", None, {"rtol": 0.001}),
+    ]
+    with pytest.raises(ConfigError, match="sampler rk45 takes no steps"):
+        parse_rows(["rk45:10"])
     with pytest.raises(ConfigError, match="sampler=nope is not a sampler: choose one of .*ddim"):
         parse_rows(["nope:10"])
     row = {

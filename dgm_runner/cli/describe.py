@@ -169,7 +169,9 @@ def describe(cfg: DictConfig, groups: list[str], config_dirs: list[str]) -> str:
         elif group == "optimizer":  # torch's keywords with the validator's bounds
             hints = optimizer_hints(str(node.get("_target_")))
         blocks.append(describe_node(group, node, file, hints))
-        for key, sub in node.items():  # nested components, e.g. model.sde (group model/sde)
+        # nested components, e.g. model.sde (group model/sde); unresolved: a ??? value
+        # (dataset.pairs of dataset=reflow_pairs) is shown as it is, not read
+        for key, sub in node.items_ex(resolve=False):
             if isinstance(sub, DictConfig) and "_target_" in sub:
                 sub_file = _entry_file(f"{group}/{key}", choices.get(f"{group}/{key}"), config_dirs)
                 blocks.append(describe_node(f"{group}.{key}", sub, sub_file))

@@ -92,8 +92,11 @@ def _labels(label: Any, comps: Any) -> list[int] | None:
             f"label={label}: the run's {type(comps.model).__name__} is not a conditional model "
             "(labels are for e.g. experiment=cvae)"
         )
-    if not hasattr(comps.sampler, "labels"):
+    if not hasattr(comps.sampler, "labels") and not hasattr(comps.sampler, "guidance"):
         raise ConfigError(f"label={label}: sampler {type(comps.sampler).__name__} takes no labels")
+    n_classes = getattr(comps.model, "n_classes", 0)
+    if not labels or any(not 0 <= v < n_classes for v in labels):
+        raise ConfigError(f"label={label}: labels must be classes in [0, {n_classes})")
     comps.sampler.labels = labels
     try:
         comps.sampler.check_model(comps.model)

@@ -19,6 +19,7 @@ from dgm_runner.config import ConfigError
 from dgm_runner.io.layout import RunPaths
 from dgm_runner.metrics.features import FeatureClassifierMissing, load_feature_classifier
 from dgm_runner.metrics.fid import (
+    class_accuracy,
     extract_features,
     frechet_distance,
     kernel_distance,
@@ -26,33 +27,44 @@ from dgm_runner.metrics.fid import (
     real_features,
 )
 from dgm_runner.progress import track
-from dgm_runner.samplers.base import draw_samples
+from dgm_runner.samplers.base import draw_samples, sample_labels
 
 log = logging.getLogger("dgm_runner")
 
 
-def parse_rows(specs: list[str]) -> list[tuple[str, int, dict[str, Any]]]:
-    """``["ddim:10,20", "ddim:10+eta=1", "heun:5"]`` -> ``[(entry, steps, extra keys), ...]``.
+def parse_rows(specs: list[str]) -> list[tuple[str, int | None, dict[str, Any]]]:
+    """``["ddim:10,20", "ddim:10+eta=1", "heun:5", "rk45+rtol=1e-3"]`` ->
+    ``[(entry, steps, extra keys), ...]``. An entry without a ``steps`` key (the adaptive
+    ``rk45``, whose NFE its tolerances decide) takes no steps: ``rk45`` or
+    ``rk45+rtol=1e-3+atol=1e-3``, steps ``None``.
 
     Raises:
-        ConfigError: a spec is not ``entry:steps[,steps...][+key=value...]``, or names no
-            entry of ``configs/sampler`` (:func:`dgm_runner.cli.sampler_entry`).
+        ConfigError: a spec is not ``entry:steps[,steps...][+key=value...]`` (or, for an
+            entry without steps, ``entry[+key=value...]``), or names no entry of
+            ``configs/sampler`` (:func:`dgm_runner.cli.sampler_entry`).
     """
-    rows = []
+    rows: list[tuple[str, int | None, dict[str, Any]]] = []
     for spec in specs:
-        name, _, rest = spec.partition(":")
-        steps_part, *extras = rest.split("+")
-        if not name or not steps_part:
+        head, *extras = spec.split("+")
+        name, colon, steps_part = head.partition(":")
+        stepless = bool(name) and not colon and "steps" not in sampler_entry(name)
+        if not name or (not steps_part and not stepless):
             raise ConfigError(
                 f"row {spec!r}: expected <sampler entry>:<steps>[,<steps>...][+key=value], "
-                "e.g. ddim:10,20,50"
+                "e.g. ddim:10,20,50 (an entry without steps, e.g. rk45: rk45[+rtol=1e-3])"
             )
-        sampler_entry(name)  # ConfigError naming the entries
+        if colon and name and "steps" not in sampler_entry(name):
+            raise ConfigError(
+                f"row {spec!r}: sampler {name} takes no steps (e.g. {name}+rtol=1e-3)"
+            )
         extra = {}
         for item in extras:
             key, _, value = item.partition("=")
             extra[key] = yaml.safe_load(value)
-        rows += [(name, int(s), extra) for s in steps_part.split(",")]
+        if stepless:
+            rows.append((name, None, extra))
+        else:
+            rows += [(name, int(s), extra) for s in steps_part.split(",")]
     return rows
 
 
@@ -85,7 +97,8 @@ def sampler_table(
     classifier = real = None
     for name, steps, extra in track(rows, "sampler table", unit="row"):
         node = sampler_entry(name)
-        node.steps = steps
+        if steps is not None:
+            node.steps = steps
         for key, value in extra.items():
             node[key] = value
         _, comps, _ = restore_run(run_dir, checkpoint, device, {"sampler": node})
@@ -104,7 +117,7 @@ def sampler_table(
             "sampler": name,
             "steps": steps,
             **extra,
-            "nfe": int(getattr(sampler, "nfe", steps)),
+            "nfe": int(getattr(sampler, "nfe", steps or 0)),
             "seconds_per_1000": seconds * 1000.0 / n,
             "fid": frechet_distance(real, fake),
             "kid": kid,
@@ -116,12 +129,16 @@ def sampler_table(
             "classifier_sha256": info.get("sha256"),
             "classifier_shipped": bool(info["shipped"]),
         }
+        labels = sample_labels(model, sampler, 0, n, fake.device)
+        if labels is not None:  # a class-conditional model (classes cycled)
+            row["class_accuracy"] = class_accuracy(classifier, fake, labels)
         log.info("%s", row)
         out.append(row)
     return out
 
 
 _COLUMNS = {
+    "class_accuracy",
     "sampler",
     "steps",
     "nfe",
@@ -140,16 +157,18 @@ _COLUMNS = {
 
 def format_markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (FID and KID in the units of docs/evaluation.md's tables)."""
-    lines = [
-        "| sampler | steps | NFE | FID | KID | precision | recall | s / 1000 images |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    accuracy = any("class_accuracy" in r for r in rows)
+    head = "| sampler | steps | NFE | FID | KID | precision | recall | s / 1000 images |"
+    columns = 9 if accuracy else 8
+    lines = [head + (" class accuracy |" if accuracy else ""), "|---" * columns + "|"]
     for r in rows:
         extra = "".join(f", {k}={v}" for k, v in r.items() if k not in _COLUMNS)
         lines.append(
-            f"| {r['sampler']}{extra} | {r['steps']} | {r['nfe']} | {r['fid']:.1f} "
+            f"| {r['sampler']}{extra} | {r['steps'] if r['steps'] is not None else '-'} "
+            f"| {r['nfe']} | {r['fid']:.1f} "
             f"| {r['kid']:.1f} +- {r['kid_std']:.1f} "
             f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_1000']:.1f} |"
+            + (f" {r.get('class_accuracy', float('nan')):.4f} |" if accuracy else "")
         )
     return "\n".join(lines)
 
@@ -178,8 +197,35 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_guidance(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Classifier-free guidance's trade (issue 31): FID (left axis, log scale) and class
+    accuracy (right axis) against the guidance weight ``w``, from the rows of a
+    class-conditional run with a ``guidance`` key (``heun:18+guidance=2``). None (nothing
+    written) when fewer than two weights were measured."""
+    from dgm_runner.io.plots import pyplot, save_figure
+
+    guided = sorted(
+        (r for r in rows if "guidance" in r and "class_accuracy" in r),
+        key=lambda r: r["guidance"],
+    )
+    if len({r["guidance"] for r in guided}) < 2:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    w = [r["guidance"] for r in guided]
+    ax.plot(w, [r["fid"] for r in guided], marker="o", color="C0", label="FID")
+    ax.set(yscale="log", xlabel="guidance weight w", ylabel="FID (classifier features)")
+    right = ax.twinx()
+    right.plot(w, [r["class_accuracy"] for r in guided], marker="s", color="C1")
+    right.set_ylabel("class accuracy", color="C1")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"{guided[0]['sampler']}, {guided[0]['nfe']} NFE, {guided[0]['n']} samples")
+    return save_figure(fig, path)
+
+
 def write(rows: list[dict[str, Any]], out: Path) -> None:
-    """``out.json``, ``out.md`` and ``out.png`` (:func:`plot`), atomic writes."""
+    """``out.json``, ``out.md`` and ``out.png`` (:func:`plot`), and for rows of several
+    guidance weights ``out_guidance.png`` (:func:`plot_guidance`); atomic writes."""
     from dgm_runner.io.atomic import atomic_open, write_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +233,7 @@ def write(rows: list[dict[str, Any]], out: Path) -> None:
     with atomic_open(out.with_suffix(".md"), "w") as f:
         f.write(format_markdown(rows) + "\n")
     plot(rows, out.with_suffix(".png"))
+    plot_guidance(rows, out.with_name(out.name + "_guidance.png"))
 
 
 def main() -> None:

@@ -38,6 +38,11 @@ class DataSplits:
             example (:func:`dgm_runner.distributions.batch_draw`, global RNG: exact on resume
             and in data-parallel shards); None: the batch as stored. Test data is never
             transformed.
+        train_noise: float32 ``(N, ...)`` noise paired row by row with ``train_x``, in the
+            model space of the flow that made the pairs (the reflow data of
+            :mod:`dgm_runner.data.reflow`: ``noise[i]`` is the prior draw whose ODE endpoint
+            is ``train_x[i]``); the loop gathers it with the same rows as ``train_x``
+            (``Batch.noise``). None for every other dataset. The test split has no pairs.
     """
 
     name: str
@@ -49,6 +54,7 @@ class DataSplits:
     binarized: bool
     grey_test_x: torch.Tensor | None = None
     train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    train_noise: torch.Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -83,3 +89,8 @@ class DataSplits:
                 )
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
                 raise DataError(f"{self.name}/{split}: labels outside [0, {self.n_classes})")
+        if self.train_noise is not None and self.train_noise.shape != self.train_x.shape:
+            raise DataError(
+                f"{self.name}/train: noise of shape {tuple(self.train_noise.shape)} is not "
+                f"paired row by row with the data of shape {tuple(self.train_x.shape)}"
+            )

@@ -34,7 +34,7 @@ from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import DataSplits
 from dgm_runner.metrics.features import FeatureClassifierMissing, load_feature_classifier
 from dgm_runner.progress import Bar
-from dgm_runner.samplers.base import Sampler, draw_samples
+from dgm_runner.samplers.base import Sampler, draw_samples, sample_labels
 
 log = logging.getLogger("dgm_runner")
 
@@ -205,6 +205,19 @@ def real_features(
     return features
 
 
+def class_accuracy(classifier: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of samples that the feature classifier assigns to the class they were
+    drawn for ("class accuracy" of a class-conditional model; issue 31): ``features``
+    ``(N, D)`` from :func:`extract_features` (the classifier's penultimate layer), passed
+    through its ``head`` to logits; ``labels`` ``(N,)`` the requested classes
+    (:func:`~dgm_runner.samplers.base.sample_labels`). In [0, 1]; the classifier's own test
+    accuracy (``fid_classifier_accuracy``) bounds what real images of the class reach."""
+    device = next(classifier.parameters()).device
+    with torch.no_grad():
+        predicted = classifier.head(features.to(device)).argmax(1).cpu()
+    return float((predicted == labels.cpu()).double().mean())
+
+
 def classifier_fid(
     model: nn.Module,
     sampler: Sampler,
@@ -244,7 +257,9 @@ def classifier_fid(
         binarized, 0.0 for grey ones), ``fid_classifier_shipped`` (1.0 for the shipped
         classifier) and ``fid_classifier_accuracy`` (the extractor's test accuracy); for
         binarized data also the FID of the same samples against the other reference,
-        ``fid_vs_binarized`` (reference ``grey``) or ``fid_vs_grey`` (reference ``data``).
+        ``fid_vs_binarized`` (reference ``grey``) or ``fid_vs_grey`` (reference ``data``);
+        for a class-conditional model (classes cycled, or the sampler's ``labels``),
+        ``class_accuracy`` (:func:`class_accuracy`) and the sampler's ``guidance`` weight.
 
     Raises:
         CheckpointError: the classifier file is modified (shipped: sha256 mismatch),
@@ -303,6 +318,10 @@ def classifier_fid(
     }
     if other is not None:
         out[f"fid_vs_{'binarized' if reference == 'grey' else 'grey'}"] = other
+    labels = sample_labels(model, sampler, 0, n_samples, fake.device)
+    if labels is not None:  # a class-conditional model: are the samples of the asked class?
+        out["class_accuracy"] = class_accuracy(extractor, fake, labels)
+        out["guidance"] = float(sampler.guidance)
     log.info(
         "FID %.3f, KID %.5f +- %.5f, precision %.3f, recall %.3f: "
         "%d samples vs %d %s test images of %s, "

@@ -90,3 +90,71 @@ class GaussianOracle(DiffusionModel):
         return -0.5 * ((x0 - self.mu) ** 2).sum(1) / self.std**2 - 0.5 * d * torch.log(
             torch.tensor(2 * torch.pi * self.std**2)
         )
+
+
+class ConditionalGaussianOracle(GaussianOracle):
+    """A class-conditional exact model for classifier-free guidance: class ``c`` of ``K``
+    has data ``N(mu_c, s^2 I)`` and the null class (index ``K``) ``N(mu_null, s^2 I)``,
+    all with the same ``s``. Its network (:meth:`net`) is the exact prediction of
+    :class:`GaussianOracle` with the mean of each example's label, so
+    :meth:`~dgm_runner.models.score.DiffusionModel.network` guides it as it guides a U-Net.
+
+    Closed form of guidance (Ho & Salimans 2022, Eq. 6): both exact predictions are affine
+    in the mean with the same coefficients (the variances are equal), so
+    ``(1 + w) F(mu_c) - w F(mu_null) = F(m_w)`` with ``m_w = mu_c + w (mu_c - mu_null)``:
+    at every ``t`` the guided model is the exact model of ``N(m_w, s^2 I)``, which is also
+    the tilted density ``p(x | c)^(1 + w) / p_null(x)^w`` normalised (a product of
+    Gaussian powers with one variance). Every guided sampler must therefore draw
+    ``N(m_w, s^2 I)`` (tests/test_guidance.py). With unequal variances the tilted
+    densities of different ``t`` are not one diffusion, and guidance does not sample the
+    tilted data density (Chidambaram et al. 2024): not claimed here.
+
+    Args:
+        sde: the diffusion process.
+        means: ``(K, d)`` class means (model space); null_mean: ``(d,)`` the null class's.
+        std: the common std ``s``.
+        parameterization: ``noise`` or ``velocity`` (:class:`GaussianOracle`).
+    """
+
+    def __init__(
+        self,
+        sde: SDE,
+        means: torch.Tensor,
+        null_mean: torch.Tensor,
+        std: float,
+        parameterization: Literal["noise", "velocity"] = "noise",
+    ) -> None:
+        super().__init__(sde, null_mean, std, parameterization=parameterization)
+        if means.dim() != 2 or means.shape[1] != null_mean.numel():
+            raise ValueError(f"means must be (K, {null_mean.numel()}), got {tuple(means.shape)}")
+        self.register_buffer("means", torch.cat([means.float(), null_mean.float()[None]]))
+        self.n_classes = means.shape[0]
+
+    def net(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``(B, d)`` states, ``(B,)`` times, ``(B,)`` labels in ``[0, K]`` -> the exact
+        noise (or velocity) prediction for the mean of each example's class."""
+        mu = self.means[labels]
+        a = bcast(self.sde.alpha(t), x)
+        var = a**2 * self.std**2 + bcast(self.sde.sigma(t), x) ** 2
+        if self.parameterization == "noise":
+            return bcast(self.sde.sigma(t), x) * (x - a * mu) / var
+        da = bcast(self.sde.dalpha_dt(t), x)
+        dvar = 2.0 * a * da * self.std**2 + bcast(self.sde.dsigma2_dt(t), x)
+        return da * mu + dvar / (2.0 * var) * (x - a * mu)
+
+    def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The (guided) exact noise prediction; derived from the velocity for
+        ``parameterization="velocity"``."""
+        if self.parameterization == "velocity":
+            return DiffusionModel.predict_noise(self, x, t)
+        return self.network(x, t)
+
+    def predict_velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The (guided) exact velocity (``parameterization="velocity"`` only).
+
+        Raises:
+            NotImplementedError: a noise-parameterised oracle.
+        """
+        if self.parameterization != "velocity":
+            return DiffusionModel.predict_velocity(self, x, t)
+        return self.network(x, t)

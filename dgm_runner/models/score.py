@@ -7,7 +7,8 @@ diffusion process (VE / VP SDE, discrete DDPM, EDM, the linear flow-matching pat
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable, Literal
+from contextlib import contextmanager
+from typing import Annotated, Any, Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -106,6 +107,18 @@ class DiffusionModel(nn.Module):
     :class:`~dgm_runner.objectives.dsm.DiffusionDSM` use (0.5 unless a subclass sets it).
     Subclasses set ``sde``, ``image_shape``, ``centered`` (and ``parameterization``) and
     implement :meth:`predict_noise` (noise) or :meth:`predict_velocity` (velocity).
+
+    **Class-conditional models** (``n_classes > 0``; Ho & Salimans 2022, "Classifier-free
+    diffusion guidance"): the network also takes a label in ``[0, n_classes]``, the last
+    being the null class (the unconditional model). Every prediction above is made under
+    the labels and guidance weight ``w`` set by :meth:`conditioned` (none set: the null
+    class, ``w = 0``), so every sampler and objective applies unchanged. With ``w > 0``
+    the network's output is ``(1 + w) F(x, t, c) - w F(x, t, null)`` (:meth:`network`),
+    which is exactly the guided ``eps = (1 + w) eps(x, c) - w eps(x, null)`` of Ho &
+    Salimans (Eq. 6; Algorithm 2) for each parameterisation, and the same combination of
+    velocities (flow matching): eps, ``x0_hat`` and the velocity are affine in ``F`` with
+    coefficients that do not depend on the label, and the weights ``1 + w`` and ``-w`` sum
+    to 1.
     """
 
     sde: SDE
@@ -115,6 +128,70 @@ class DiffusionModel(nn.Module):
     #: ``"noise"``: the network is :meth:`predict_noise`; ``"velocity"``: it is
     #: :meth:`predict_velocity` (class docstring).
     parameterization: str = "noise"
+    #: label classes of a class-conditional model (0: unconditional); the null class is
+    #: ``n_classes``
+    n_classes: int = 0
+    #: ``(labels (B,) or None, guidance w)`` in force (:meth:`conditioned`)
+    _condition: tuple[torch.Tensor | None, float] = (None, 0.0)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes class labels (``n_classes > 0``)."""
+        return self.n_classes > 0
+
+    @contextmanager
+    def conditioned(
+        self, labels: torch.Tensor | None, guidance: float = 0.0
+    ) -> Iterator["DiffusionModel"]:
+        """Within the block, every network evaluation is conditioned on ``labels`` (``(B,)``
+        int64 in ``[0, n_classes]``, ``n_classes`` = null; None: all null) with
+        classifier-free guidance weight ``guidance`` (``w >= 0``; 0: the conditional
+        model itself, one plain pass). The batch size of every evaluation inside must be
+        ``B``.
+
+        Raises:
+            ValueError: labels or guidance for an unconditional model; a label outside
+                ``[0, n_classes]``; ``guidance < 0``.
+        """
+        if not self.conditional and (labels is not None or guidance):
+            raise ValueError(
+                f"{type(self).__name__} is not class-conditional: no labels or guidance"
+            )
+        if guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        if labels is not None and bool(((labels < 0) | (labels > self.n_classes)).any()):
+            raise ValueError(f"labels must be in [0, {self.n_classes}] (null = {self.n_classes})")
+        before = self._condition
+        self._condition = (labels, float(guidance))
+        try:
+            yield self
+        finally:
+            self._condition = before
+
+    def network(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The network ``F(x, cond)`` ``(B, ...)`` under the labels and guidance of
+        :meth:`conditioned`: unconditional models call ``self.net(x, cond)`` as always;
+        with ``w = 0`` one pass ``F(x, cond, c)``; with ``w > 0`` **one batched pass of
+        ``2 B`` examples** (conditional and null rows) and ``(1 + w) F_c - w F_null``
+        (Ho & Salimans 2022, Eq. 6). Samplers count it as one NFE: at ``w > 0`` each NFE
+        costs two network evaluations per sample.
+
+        Raises:
+            ValueError: the labels set do not match the batch size.
+        """
+        if not self.conditional:
+            return self.net(x, cond)
+        labels, w = self._condition
+        if labels is None:
+            labels = torch.full((x.shape[0],), self.n_classes, device=x.device)
+        if labels.shape != (x.shape[0],):
+            raise ValueError(f"{labels.shape[0]} labels for a batch of {x.shape[0]}")
+        if w == 0.0:
+            return self.net(x, cond, labels)
+        null = torch.full_like(labels, self.n_classes)
+        both = self.net(torch.cat([x, x]), torch.cat([cond, cond]), torch.cat([labels, null]))
+        f_cond, f_null = both.chunk(2)
+        return (1.0 + w) * f_cond - w * f_null
 
     def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` states at times ``(B,)`` -> ``(B, ...)`` predicted noise (for a
@@ -206,23 +283,25 @@ def nest_old_unet_keys(module: nn.Module, state_dict: dict[str, Any], prefix: st
             state_dict[f"{prefix}net.{key[len(prefix) :]}"] = state_dict.pop(key)
 
 
-def _fitting_net(net: Any, channels: int) -> nn.Module:
+def _fitting_net(net: Any, channels: int, n_classes: int = 0) -> nn.Module:
     """``net`` completed for ``(B, channels, H, W)`` images: a callable (the partial
     ``model.net``, a class such as :class:`~dgm_runner.models.unet.UNet`) is called with
     ``in_channels=channels``; a built module is used as it is when its ``in_channels`` and
-    ``out_channels`` (where it declares them) are ``channels``.
+    ``out_channels`` (where it declares them) are ``channels``. ``n_classes > 0``: a
+    class-conditional network (the callable gets ``n_classes=``; a built module must
+    declare the same ``n_classes``).
 
     Raises:
-        ValueError: a built module for other channels (one line).
+        ValueError: a built module for other channels or classes (one line).
         TypeError: ``net`` is neither a module nor callable (e.g. the name ``"unet"``).
     """
     if isinstance(net, nn.Module):
-        declared = {k: getattr(net, k, channels) for k in ("in_channels", "out_channels")}
-        wrong = {k: v for k, v in declared.items() if v != channels}
+        want = {"in_channels": channels, "out_channels": channels, "n_classes": n_classes}
+        wrong = {k: getattr(net, k) for k, v in want.items() if getattr(net, k, v) != v}
         if wrong:
             raise ValueError(
-                f"ScoreUNet's net must map {channels}-channel images to {channels} channels, "
-                f"got a {type(net).__name__} with "
+                f"ScoreUNet's net must map {channels}-channel images to {channels} channels "
+                f"with {n_classes} classes, got a {type(net).__name__} with "
                 + ", ".join(f"{k}={v}" for k, v in wrong.items())
             )
         return net
@@ -231,7 +310,7 @@ def _fitting_net(net: Any, channels: int) -> nn.Module:
             f"ScoreUNet's net must be a network or a callable that builds one given "
             f"in_channels, got {net!r}: select one with model/net=unet"
         )
-    return net(in_channels=channels)
+    return net(in_channels=channels, **({"n_classes": n_classes} if n_classes else {}))
 
 
 class ScoreUNet(DiffusionModel):
@@ -280,6 +359,9 @@ class ScoreUNet(DiffusionModel):
             run: EDM preconditioning here and the EDM loss weighting of
             :class:`~dgm_runner.objectives.dsm.DiffusionDSM` read it from the model.
         centered: run on ``2 x - 1`` (data in [-1, 1]) instead of [0, 1].
+        conditional: a class-conditional model for classifier-free guidance (the network
+            gets ``n_classes`` real classes and a null class; :class:`DiffusionModel`).
+        n_classes: the dataset's classes (set by the runner); used when ``conditional``.
 
     Raises:
         ValueError: images not ``(C, H, W)`` with H, W divisible by 4; a U-Net not of 3
@@ -299,6 +381,8 @@ class ScoreUNet(DiffusionModel):
         preconditioning: Literal["none", "edm", "velocity"] = "none",
         sigma_data: PositiveFloat = 0.5,
         centered: bool = False,
+        conditional: bool = False,
+        n_classes: PositiveInt = 10,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:
@@ -315,13 +399,14 @@ class ScoreUNet(DiffusionModel):
         self.sde = sde
         self.preconditioning, self.sigma_data, self.centered = preconditioning, sigma_data, centered
         self.parameterization = "velocity" if preconditioning == "velocity" else "noise"
-        self.net = _fitting_net(net, image_shape[0])
+        self.n_classes = n_classes if conditional else 0
+        self.net = _fitting_net(net, image_shape[0], self.n_classes)
         self.register_load_state_dict_pre_hook(nest_old_unet_keys)
 
     def predict_noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` noisy images (model space) at times ``(B,)`` -> predicted noise."""
         if self.preconditioning == "none":
-            return self.net(x, t)
+            return self.network(x, t)
         if self.preconditioning == "velocity":
             return self.predict_noise_and_x0(x, t)[0]
         alpha = bcast(self.sde.alpha(t), x)
@@ -331,7 +416,7 @@ class ScoreUNet(DiffusionModel):
         c_skip = sd2 / (s**2 + sd2)
         c_out = s * self.sigma_data / torch.sqrt(s**2 + sd2)
         c_in = 1.0 / torch.sqrt(s**2 + sd2)
-        f = self.net(bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
+        f = self.network(bcast(c_in, x) * x_hat, torch.log(s) / 4.0)
         # eps_hat = (x_hat - D) / s with D = c_skip x_hat + c_out F
         return (bcast((1.0 - c_skip) / s, x) * x_hat) - bcast(c_out / s, x) * f
 
@@ -344,4 +429,4 @@ class ScoreUNet(DiffusionModel):
         """
         if self.preconditioning != "velocity":
             return super().predict_velocity(x, t)
-        return self.net(x, t)
+        return self.network(x, t)

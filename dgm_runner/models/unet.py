@@ -64,9 +64,15 @@ class UNet(nn.Module):
         emb_dim: width of the conditioning embedding (even).
         groups: GroupNorm groups (at most the width of each normalised layer).
         out_channels: channels of the output; None: ``in_channels``.
+        n_classes: 0 (default): unconditional. ``K > 0``: class-conditional, with a learned
+            embedding of ``K + 1`` classes, the last (index ``K``) the "null" class of
+            classifier-free guidance (Ho & Salimans 2022, Sec. 3.2), added to the time
+            embedding after its MLP (as diffusers' ``class_embedding``); created after all
+            other layers, so an unconditional U-Net's initialisation under a seed is
+            unchanged.
 
     Raises:
-        ValueError: not 3 widths.
+        ValueError: not 3 widths; ``n_classes`` negative.
     """
 
     def __init__(
@@ -76,10 +82,13 @@ class UNet(nn.Module):
         emb_dim: PositiveInt = 128,
         groups: PositiveInt = 8,
         out_channels: PositiveInt | None = None,
+        n_classes: int = 0,
     ) -> None:
         super().__init__()
         if len(channels) != 3:
             raise ValueError(f"UNet needs 3 channel widths, got {list(channels)}")
+        if n_classes < 0:
+            raise ValueError(f"UNet's n_classes must be >= 0, got {n_classes}")
         c0, c1, c2 = channels
         self.in_channels = in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
@@ -104,13 +113,21 @@ class UNet(nn.Module):
             nn.SiLU(),
             nn.Conv2d(c0, self.out_channels, 3, padding=1),
         )
+        self.n_classes = n_classes
+        if n_classes:  # K real classes and the null class K
+            self.label_emb = nn.Embedding(n_classes + 1, emb_dim)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(B, in_channels, H, W)`` input, ``(B,)`` conditioning (embedded as
-        ``sinusoidal_embedding(cond)``, i.e. of ``1000 cond``) -> ``(B, out_channels, H, W)``.
+        ``sinusoidal_embedding(cond)``, i.e. of ``1000 cond``), and for a class-conditional
+        U-Net ``(B,)`` int64 labels in ``[0, n_classes]`` (``n_classes``: the null class;
+        None: all null) -> ``(B, out_channels, H, W)``.
 
         Raises:
-            ValueError: ``x`` is not ``(B, in_channels, H, W)`` with H, W divisible by 4.
+            ValueError: ``x`` is not ``(B, in_channels, H, W)`` with H, W divisible by 4;
+                labels given to an unconditional U-Net.
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] % 4 or x.shape[3] % 4:
             raise ValueError(
@@ -118,6 +135,12 @@ class UNet(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         emb = self.time_mlp(sinusoidal_embedding(cond, self.emb_dim))
+        if self.n_classes:
+            if labels is None:
+                labels = torch.full((x.shape[0],), self.n_classes, device=x.device)
+            emb = emb + self.label_emb(labels)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional UNet (n_classes=0)")
         h0 = self.down0(self.conv_in(x), emb)
         h1 = self.down1(self.pool0(h0), emb)
         h = self.mid2(self.mid1(self.pool1(h1), emb), emb)

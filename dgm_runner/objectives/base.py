@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from dgm_runner.data.base import DataSplits
+
 
 class Batch(NamedTuple):
-    """One minibatch: ``x`` ``(B, C, H, W)`` float images, ``y`` ``(B,)`` int64 labels.
+    """One minibatch: ``x`` ``(B, C, H, W)`` float images, ``y`` ``(B,)`` int64 labels, and
+    ``noise``: ``(B, C, H, W)`` model-space noise paired row by row with ``x`` when the
+    training split holds (noise, sample) pairs (``DataSplits.train_noise``, the reflow data
+    of :mod:`dgm_runner.data.reflow`), else None (test batches, every other dataset).
 
     In a data-parallel run ``B`` is this process's shard of the global batch; per-example
     noise drawn with :func:`dgm_runner.distributions.batch_draw` then matches the global
@@ -17,6 +23,7 @@ class Batch(NamedTuple):
 
     x: torch.Tensor
     y: torch.Tensor
+    noise: Optional[torch.Tensor] = None
 
 
 class Objective:
@@ -38,6 +45,12 @@ class Objective:
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ``TypeError`` (one line) if ``model`` cannot be trained by this objective."""
+
+    def check_data(self, model: nn.Module, data: "DataSplits") -> None:
+        """Raise :class:`~dgm_runner.config.ConfigError` (one line) if this objective cannot
+        train ``model`` on ``data`` (e.g. ``objective.coupling=pairs`` on a dataset without
+        (noise, sample) pairs). Called once the data and the model are built, before any
+        work (:func:`dgm_runner.build.build_components`); default: no requirement."""
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return ``(scalar to minimise, {name: detached scalar tensor to log})``."""

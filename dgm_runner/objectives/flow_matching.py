@@ -13,11 +13,18 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from dgm_runner.config import NonNegativeFloat, PositiveFloat
+from dgm_runner.config import ConfigError, NonNegativeFloat, PositiveFloat, UnitInterval
 from dgm_runner.distributions import batch_draw
 from dgm_runner.models.checks import require
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.objectives.base import Batch, Objective
+from dgm_runner.objectives.guidance import conditioned_on, training_labels
+
+#: The one-line error of ``coupling=pairs`` without pairs (``{}``: what lacks them).
+_NO_PAIRS = (
+    "objective.coupling=pairs trains on (noise, sample) pairs, but {}: use "
+    "dataset=reflow_pairs dataset.pairs=<file of dgm-reflow-pairs> (or another coupling)"
+)
 
 
 def ot_permutation(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -72,6 +79,17 @@ class FlowMatching(Objective):
       sees only its shard) is refused (``data_parallel = False``), and the test loss, made
       with the same coupling inside each evaluation batch, depends on
       ``trainer.eval_batch_size``.
+    - ``pairs``: the noise of each training example is the one stored with it
+      (``batch.noise``: ``dataset=reflow_pairs``, :mod:`dgm_runner.data.reflow`), the
+      (noise, endpoint) pairs of an earlier flow's ODE, so the model learns the rectified
+      flow of that deterministic coupling: reflow (Liu et al. 2023, Sec. 2.2-2.3, the
+      k-rectified flow; the times ``t`` are still drawn per example). A training batch
+      without noise is a one-line :class:`~dgm_runner.config.ConfigError`, and so is a
+      dataset without pairs (:meth:`check_data`, before any work). The **test** split holds
+      the real images of the dataset the pairs' run trained on and has no pairs, so
+      :meth:`evaluate` (the test and validation ``fm_loss``) draws independent noise there,
+      as ``independent`` does: it measures the loss of the independent coupling of the
+      real data, not the training loss on the pairs.
 
     ``time_sampling`` on ``[t_lo, T]``, ``t_lo = max(t_min, sde.t_min)``:
 
@@ -87,31 +105,48 @@ class FlowMatching(Objective):
     and with ``independent`` coupling a data-parallel run draws what one process would.
 
     Args:
-        coupling: ``independent`` or ``minibatch_ot``.
+        coupling: ``independent``, ``minibatch_ot`` or ``pairs``.
         time_sampling: ``uniform`` or ``logit_normal``.
         m, s: the logit-normal's location and scale (Esser et al.: 0 and 1).
         t_min: smallest training time (0: the linear path is exact at t = 0 with a velocity
             model; a VP process needs > 0, e.g. 1e-5, where ``sigma'(0)`` is infinite).
+        p_uncond: for a class-conditional model (``model.conditional=true``), the
+            probability that an example's label is replaced by the null class, drawn after
+            ``t`` and the noise (:func:`~dgm_runner.objectives.guidance.training_labels`;
+            Ho & Salimans 2022); the test loss drops labels at the same rate. Unused
+            otherwise, and with ``coupling=pairs`` (the pairs carry no labels).
     """
 
     monitor = "fm_loss"
 
     def __init__(
         self,
-        coupling: Literal["independent", "minibatch_ot"] = "independent",
+        coupling: Literal["independent", "minibatch_ot", "pairs"] = "independent",
         time_sampling: Literal["uniform", "logit_normal"] = "uniform",
         m: float = 0.0,
         s: PositiveFloat = 1.0,
         t_min: NonNegativeFloat = 0.0,
+        p_uncond: UnitInterval = 0.1,
     ) -> None:
         self.coupling, self.time_sampling = coupling, time_sampling
-        self.m, self.s, self.t_min = m, s, t_min
-        self.data_parallel = coupling == "independent"
+        self.m, self.s, self.t_min, self.p_uncond = m, s, t_min, p_uncond
+        # pairs: the noise comes with the rows, gathered like them (exact in any shard)
+        self.data_parallel = coupling != "minibatch_ot"
         #: why a data-parallel run is refused (the loop's one-line error)
         self.serial_reason = "minibatch OT pairs noise with the whole global batch"
 
     def check_model(self, model: nn.Module) -> None:
         require(model, DiffusionModel, "objective 'flow_matching'")
+
+    def check_data(self, model: nn.Module, data) -> None:
+        """``coupling=pairs`` needs a training split with (noise, sample) pairs
+        (``data.train_noise``).
+
+        Raises:
+            ConfigError: one line naming ``dataset=reflow_pairs``.
+        """
+        if self.coupling == "pairs" and getattr(data, "train_noise", None) is None:
+            raise ConfigError(_NO_PAIRS.format(f"dataset {data.name!r} has none"))
 
     def sample_t(self, model: DiffusionModel, n: int, generator, device) -> torch.Tensor:
         """``(n,)`` training times (see ``time_sampling``)."""
@@ -145,17 +180,44 @@ class FlowMatching(Objective):
             noise = noise[ot_permutation(x0, noise)]
         return t, noise
 
-    def _per_example(self, model: DiffusionModel, x: torch.Tensor, generator=None) -> torch.Tensor:
-        x0 = model.encode(x)
+    def _per_example(self, model: DiffusionModel, batch: Batch, generator=None) -> torch.Tensor:
+        x0 = model.encode(batch.x)
         t, noise = self.draw(model, x0, generator)
-        return self.per_example(model, x0, t, noise)
+        labels = training_labels(model, batch.y, self.p_uncond, generator)
+        with conditioned_on(model, labels):
+            return self.per_example(model, x0, t, noise)
+
+    def paired_per_example(
+        self, model: DiffusionModel, x: torch.Tensor, noise: torch.Tensor, generator=None
+    ) -> torch.Tensor:
+        """``(B,)`` loss of the ``pairs`` coupling: data ``x`` ``(B, ...)`` (as the dataset
+        holds it; ``model.encode`` maps it to the model-space endpoints ``x0``) with its own
+        model-space ``noise`` ``(B, ...)``, times drawn per example as :meth:`draw` draws
+        them (``t`` only: no noise is drawn)."""
+        x0 = model.encode(x)
+        t = batch_draw(x0.shape[0], lambda k: self.sample_t(model, k, generator, x0.device))
+        return self.per_example(model, x0, t, noise.to(x0.dtype))
 
     def loss(self, model, batch: Batch):
-        loss = self._per_example(model, batch.x).mean()
+        """``(mean fm_loss of the batch, {"fm_loss": it})``; ``coupling=pairs`` takes each
+        row's noise from ``batch.noise``.
+
+        Raises:
+            ConfigError: ``coupling=pairs`` and the batch has no noise (one line).
+        """
+        if self.coupling == "pairs":
+            if batch.noise is None:
+                raise ConfigError(_NO_PAIRS.format("this training batch has no noise"))
+            loss = self.paired_per_example(model, batch.x, batch.noise).mean()
+        else:
+            loss = self._per_example(model, batch).mean()
         return loss, {"fm_loss": loss.detach()}
 
     def evaluate(self, model, batch: Batch, generator=None, final: bool = False):
-        return {"fm_loss": self._per_example(model, batch.x, generator)}
+        """``fm_loss`` ``(B,)`` of the test (or validation) batch with noise drawn from
+        ``generator``: independent draws under ``coupling=pairs`` too (the real test images
+        have no pairs; the class docstring), OT-paired under ``minibatch_ot``."""
+        return {"fm_loss": self._per_example(model, batch, generator)}
 
     def standard_errors(self, final: bool = False) -> tuple[str, ...]:
         return ("fm_loss",)

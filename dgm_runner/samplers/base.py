@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -16,7 +18,9 @@ class Sampler:
     when the sampler cannot draw from ``model`` (``ValueError`` for settings that do not
     fit it, e.g. more steps than a discrete DDPM has); the loop turns both into a
     ConfigError. Diffusion samplers also record ``nfe``, the network evaluations per
-    sample of their last call.
+    sample of their last call, and take ``guidance``, the classifier-free guidance weight
+    ``w`` for a class-conditional model (:func:`draw_samples` applies it; a guided
+    evaluation is one batched pass of twice the batch and counts as one NFE).
     """
 
     #: Whether this sampler draws anything (false for :class:`NoSampler`: no grids, no FID).
@@ -59,7 +63,9 @@ def draw_samples(
 ) -> torch.Tensor:
     """``(n, C, H, W)`` samples in [0, 1] from one generator seeded with ``seed``, model in
     eval mode; drawn ``batch_size`` at a time when given (bounded memory for 10,000 samples),
-    with a progress bar (:mod:`dgm_runner.progress`) over the batches, ``desc``."""
+    with a progress bar (:mod:`dgm_runner.progress`) over the batches, ``desc``. From a
+    class-conditional diffusion model, sample ``i`` is of class :func:`sample_labels`'s
+    ``i``-th, under the sampler's guidance weight (``sampler.guidance``)."""
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -68,7 +74,30 @@ def draw_samples(
     # one batch: the sampler's own bar (its steps) is the progress
     with Bar(n, f"{desc} ({sampler.describe()})", "sample", show=step < n) as bar:
         for start in range(0, n, step):
-            parts.append(sampler.sample(model, min(step, n - start), gen))
+            k = min(step, n - start)
+            labels = sample_labels(model, sampler, start, k, device)
+            guided = labels is not None
+            with model.conditioned(labels, sampler.guidance) if guided else nullcontext():
+                parts.append(sampler.sample(model, k, gen))
             bar.update(parts[-1].shape[0])
     model.train(was_training)
     return torch.cat(parts)
+
+
+def sample_labels(
+    model: nn.Module, sampler: Sampler, start: int, k: int, device: torch.device
+) -> torch.Tensor | None:
+    """The classes of samples ``start .. start + k - 1`` of a draw from a class-conditional
+    diffusion model (``model.conditional`` and ``model.conditioned``, a sampler with
+    ``guidance``): ``(k,)`` int64, sample ``i`` of class ``labels[i mod L]`` for the
+    sampler's ``labels`` (``dgm-sample RUN label=3`` / ``label=[0,1]``), by default all
+    ``n_classes`` in turn (an 8x8 grid cycles 0..9; 10 000 samples hold 1000 of each
+    class). None for any other model or sampler (nothing to condition on)."""
+    if not (
+        getattr(model, "conditional", False)
+        and hasattr(model, "conditioned")
+        and hasattr(sampler, "guidance")
+    ):
+        return None
+    classes = torch.tensor(getattr(sampler, "labels", None) or range(model.n_classes))
+    return classes[torch.arange(start, start + k) % classes.numel()].to(device)

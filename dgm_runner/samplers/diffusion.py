@@ -118,8 +118,13 @@ class DDPMAncestral(_GridSampler):
     name = "ddpm"
 
     def __init__(
-        self, steps: Steps = 1000, t_min: PositiveFloat = 1e-3, clip: bool = False
+        self,
+        steps: Steps = 1000,
+        t_min: PositiveFloat = 1e-3,
+        clip: bool = False,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         super().__init__(steps, t_min, clip)
 
     def update(self, model, x, eps_hat, x0, t, s, generator):
@@ -150,7 +155,9 @@ class DDIM(_GridSampler):
         eta: UnitInterval = 0.0,
         t_min: PositiveFloat = 1e-3,
         clip: bool = False,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         super().__init__(steps, t_min, clip)
         self.eta = eta
 
@@ -216,7 +223,9 @@ class HeunODE(Sampler):
         rho: PositiveFloat = 7.0,
         t_min: PositiveFloat = 1e-3,
         sigma_min: Optional[PositiveFloat] = None,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         self.steps, self.rho, self.t_min, self.sigma_min = steps, rho, t_min, sigma_min
         self.nfe = 0
 
@@ -387,7 +396,9 @@ class ProbabilityFlowODE(Sampler):
         rho: PositiveFloat = 7.0,
         t_min: NonNegativeFloat = 0.0,
         logit_eps: LogitEps = 1e-3,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         self.method, self.steps, self.grid = method, steps, grid
         self.rho, self.t_min, self.logit_eps = rho, t_min, logit_eps
         self.nfe = 0
@@ -422,14 +433,27 @@ class ProbabilityFlowODE(Sampler):
         return model.velocity(x, t.expand(x.shape[0]))
 
     @torch.no_grad()
-    def sample(self, model: DiffusionModel, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``(n, *model.image_shape)`` samples in data space; sets ``self.nfe``
-        (:meth:`expected_nfe`)."""
-        device = model_device(model)
+    def integrate(self, model: DiffusionModel, x_T: torch.Tensor) -> torch.Tensor:
+        """Solve ``dx/dt = model.velocity(x, t)`` from the states ``x_T`` at ``t = T`` down
+        the grid of :meth:`times` to ``t_end`` (the steps of ``method``, class docstring):
+        the deterministic map that :meth:`sample` applies to its prior draw, so
+        ``sample(model, n, g) == model.decode(integrate(model, prior draw))`` bit for bit.
+        Reflow (Liu et al. 2023, Sec. 2.2-2.3) pairs each ``x_T`` with this endpoint.
+
+        Args:
+            model: a diffusion / flow-matching model (:meth:`check_model` accepts it).
+            x_T: ``(n, *model.image_shape)`` states at ``t = T``, in model space, on the
+                model's device (for the linear path: draws of the prior ``N(0, I)``).
+
+        Returns:
+            ``(n, *model.image_shape)`` states at ``t_end``, in model space (not decoded, not
+            clamped). Sets ``self.nfe`` to the network evaluations per sample of this call
+            (:meth:`expected_nfe`).
+        """
         self.nfe = 0
-        grid = self.times(model, device)
-        x = model.sde.prior_sample((n, *model.image_shape), generator, device)
-        desc = f"ode {self.method} steps ({n} samples)"
+        grid = self.times(model, x_T.device)
+        x = x_T
+        desc = f"ode {self.method} steps ({x_T.shape[0]} samples)"
         for i in track(range(self.steps), desc, unit="step"):
             t, s = grid[i], grid[i + 1]
             h = s - t
@@ -441,4 +465,14 @@ class ProbabilityFlowODE(Sampler):
             else:
                 x_euler = x + h * v
                 x = x_euler if s == 0 else x + 0.5 * h * (v + self._v(model, x_euler, s))
-        return model.decode(x)
+        return x
+
+    @torch.no_grad()
+    def sample(self, model: DiffusionModel, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``(n, *model.image_shape)`` samples in data space: ``model.decode`` of
+        :meth:`integrate` from ``n`` draws of the process's prior
+        (``sde.prior_sample``, from ``generator``); sets ``self.nfe``
+        (:meth:`expected_nfe`)."""
+        device = model_device(model)
+        x = model.sde.prior_sample((n, *model.image_shape), generator, device)
+        return model.decode(self.integrate(model, x))

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from dgm_runner.config import NonNegativeInt, PositiveFloat, PositiveInt, Steps
+from dgm_runner.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Steps
 from dgm_runner.models.checks import require, require_attrs
 from dgm_runner.models.score import DiffusionModel
 from dgm_runner.progress import Bar, track
@@ -113,8 +113,13 @@ class EulerMaruyama(Sampler):
     name = "euler_maruyama"
 
     def __init__(
-        self, steps: Steps = 1000, t_min: PositiveFloat = 1e-3, denoise: bool = True
+        self,
+        steps: Steps = 1000,
+        t_min: PositiveFloat = 1e-3,
+        denoise: bool = True,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         self.steps, self.t_min, self.denoise = steps, t_min, denoise
         self.nfe = 0
 
@@ -172,7 +177,9 @@ class PredictorCorrector(EulerMaruyama):
         corrector_steps: NonNegativeInt = 1,
         t_min: PositiveFloat = 1e-3,
         denoise: bool = True,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         super().__init__(steps, t_min, denoise)
         self.snr, self.corrector_steps = snr, corrector_steps
 

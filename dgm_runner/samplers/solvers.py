@@ -132,7 +132,9 @@ class DPMSolverPP2M(_SigmaHatSampler):
         rho: PositiveFloat = 7.0,
         t_min: PositiveFloat = 1e-3,
         sigma_min: Optional[PositiveFloat] = None,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         super().__init__(steps, rho, t_min, sigma_min)
 
     @torch.no_grad()
@@ -191,7 +193,9 @@ class EulerAncestral(_SigmaHatSampler):
         rho: PositiveFloat = 7.0,
         t_min: PositiveFloat = 1e-3,
         sigma_min: Optional[PositiveFloat] = None,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         super().__init__(steps, rho, t_min, sigma_min)
         self.eta = eta
 
@@ -244,7 +248,9 @@ class RK45ODE(Sampler):
         rtol: PositiveFloat = 1e-5,
         atol: PositiveFloat = 1e-5,
         t_min: Optional[NonNegativeFloat] = None,
+        guidance: NonNegativeFloat = 0.0,
     ) -> None:
+        self.guidance = guidance
         self.rtol, self.atol, self.t_min = rtol, atol, t_min
         self.nfe = 0
 
