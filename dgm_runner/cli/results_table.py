@@ -7,12 +7,14 @@ directories (:mod:`dgm_runner.io.results_tables`) instead of typed by hand.
   ``<!-- /results-table -->`` of the pages under ``docs/`` (only the blocks; the rest of a
   page is kept byte for byte; atomic writes);
 * ``--check`` rewrites nothing and exits 1 when a block differs from what the run
-  directories give, or when a row's run directory is missing (it cannot be checked);
+  directories give, or when a row's run directory is missing (it cannot be checked), as
+  is a sampler table's file (``kind: sampler_table``);
 * ``results_table.py LABEL=RUN_DIR ... --keys K1,K2`` prints a table of those runs
   without a spec.
 
-A missing run directory is a "not run" row, never an error. Exit status: 0; 1 for a
-failed ``--check``; 2 for a broken spec or page markers (nothing is written then).
+A missing run directory (or sampler-table file) is a "not run" row, never an error. Exit
+status: 0; 1 for a failed ``--check``; 2 for a broken spec or page markers (nothing is
+written then).
 """
 
 from __future__ import annotations
@@ -34,13 +36,17 @@ from dgm_runner.io.marked_blocks import (
 from dgm_runner.io.results_tables import (
     BUILTIN_COLUMNS,
     DEFAULT_SPEC,
+    AnyTableSpec,
     Column,
     Row,
+    SamplerTableSpec,
     SpecError,
     TableSpec,
     load_spec,
     read_run,
+    read_sampler_table,
     render_records,
+    render_sampler_table,
 )
 
 
@@ -68,9 +74,18 @@ def _adhoc_spec(pairs: list[str], keys: str) -> TableSpec:
     return TableSpec("adhoc", tuple(columns), tuple(rows))
 
 
-def _render(spec: TableSpec, root: Path, missing: list[str]) -> str:
+def _render(spec: AnyTableSpec, root: Path, missing: list[str]) -> str:
     """The table's Markdown; each row whose run directory is missing is added to
-    ``missing`` as ``"not run: TABLE: LABEL (RUN_DIR)"`` (or ``"unreadable: ..."``)."""
+    ``missing`` as ``"not run: TABLE: LABEL (RUN_DIR)"`` (or ``"unreadable: ..."``), and
+    so is a sampler table's missing or broken file (``"not run: TABLE: RUN_DIR/FILE"``) or
+    its run's missing or unreadable ``metrics.json`` (the provenance it cannot give)."""
+    if isinstance(spec, SamplerTableSpec):
+        sampler = read_sampler_table(spec, root)
+        if sampler.state != "ok":
+            missing.append(f"{sampler.state}: {spec.name}: {spec.path}")
+        elif sampler.run.state != "ok":
+            missing.append(f"{sampler.run.state}: {spec.name}: run {spec.run} (no metrics.json)")
+        return render_sampler_table(sampler)
     records = [read_run(row, root) for row in spec.rows]
     missing += [
         f"{r.state}: {spec.name}: {r.row.label} ({r.row.run})" for r in records if r.state != "ok"

@@ -17,6 +17,7 @@ from dgm_runner.build import restore_run
 from dgm_runner.cli.common import USER_ERRORS, sampler_entry
 from dgm_runner.config import ConfigError
 from dgm_runner.io.layout import RunPaths
+from dgm_runner.io.results_tables import SAMPLER_TABLE_KEYS, sampler_table_markdown
 from dgm_runner.metrics.features import FeatureClassifierMissing, load_feature_classifier
 from dgm_runner.metrics.fid import (
     class_accuracy,
@@ -137,40 +138,11 @@ def sampler_table(
     return out
 
 
-_COLUMNS = {
-    "class_accuracy",
-    "sampler",
-    "steps",
-    "nfe",
-    "seconds_per_1000",
-    "fid",
-    "kid",
-    "kid_std",
-    "precision",
-    "recall",
-    "n",
-    "reference",
-    "classifier_sha256",
-    "classifier_shipped",
-}
-
-
 def format_markdown(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table (FID and KID in the units of docs/evaluation.md's tables)."""
-    accuracy = any("class_accuracy" in r for r in rows)
-    head = "| sampler | steps | NFE | FID | KID | precision | recall | s / 1000 images |"
-    columns = 9 if accuracy else 8
-    lines = [head + (" class accuracy |" if accuracy else ""), "|---" * columns + "|"]
-    for r in rows:
-        extra = "".join(f", {k}={v}" for k, v in r.items() if k not in _COLUMNS)
-        lines.append(
-            f"| {r['sampler']}{extra} | {r['steps'] if r['steps'] is not None else '-'} "
-            f"| {r['nfe']} | {r['fid']:.1f} "
-            f"| {r['kid']:.1f} +- {r['kid_std']:.1f} "
-            f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_1000']:.1f} |"
-            + (f" {r.get('class_accuracy', float('nan')):.4f} |" if accuracy else "")
-        )
-    return "\n".join(lines)
+    """The rows as a Markdown table (FID and KID in the units of docs/evaluation.md's
+    tables): :func:`dgm_runner.io.results_tables.sampler_table_markdown`, the same
+    formatter as the docs' generated sampler tables."""
+    return sampler_table_markdown(rows)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -181,7 +153,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        extra = ", ".join(f"{k}={v}" for k, v in r.items() if k not in _COLUMNS)
+        extra = ", ".join(f"{k}={v}" for k, v in r.items() if k not in SAMPLER_TABLE_KEYS)
         groups.setdefault(r["sampler"] + (f" ({extra})" if extra else ""), []).append(r)
     for label, group in groups.items():
         group = sorted(group, key=lambda r: r["nfe"])

@@ -25,6 +25,22 @@ A row's values are the final metrics of its run's ``metrics.json``
 (:class:`~dgm_runner.io.layout.RunPaths`), as training wrote them; a run directory that is
 missing gives a "not run" row. :func:`render_table` is deterministic (no clock), so a page
 holding its output can be checked against the run directories (``--check``).
+
+A table of ``kind: sampler_table`` is instead the samplers x NFE table that
+``dgm-sampler-table`` wrote for one run (its ``STEM.json``, :class:`SamplerTableSpec`)::
+
+    tables:
+      fm_mnist_cpu_samplers:
+        kind: sampler_table
+        run: outputs/leaderboard/fm_mnist_cpu   # relative to the repository root
+        file: eval/sampler_table_1000.json      # relative to the run (default:
+                                                # eval/sampler_table.json)
+        command: dgm-sampler-table RUN --n 1000 --rows heun:5,10   # optional, shown
+        note: optional Markdown appended to the provenance line
+
+Its provenance line gives the file's date (its modification time, UTC) and the run's
+finish date, commit and dirty flag (the run's ``metrics.json``); a missing file gives a
+"not run" table (:func:`read_sampler_table`, :func:`render_sampler_table`).
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +173,47 @@ class TableSpec:
     note: str = ""
 
 
+#: Where ``dgm-sampler-table`` writes its rows by default, relative to the run directory.
+DEFAULT_SAMPLER_TABLE = f"{RunPaths.EVAL}/{RunPaths.SAMPLER_TABLE}.json"
+
+
+@dataclass(frozen=True)
+class SamplerTableSpec:
+    """A table of ``kind: sampler_table``: the rows ``dgm-sampler-table`` wrote for one run
+    (see the module docstring for the YAML form).
+
+    Attributes:
+        name: the table's name, as the page markers give it.
+        run: the run directory as the spec gives it (relative to the repository root, or
+            absolute).
+        file: the rows' JSON file, relative to ``run``.
+        command: the ``dgm-sampler-table`` command that made the file, shown under the
+            table (plain text; empty: not shown).
+        note: Markdown (the spec author's, not escaped) appended to the provenance line.
+    """
+
+    name: str
+    run: str
+    file: str = DEFAULT_SAMPLER_TABLE
+    command: str = ""
+    note: str = ""
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """No rows of run directories (the table's rows are its file's), so that code
+        walking the row tables' rows (``dgm-report``'s matching) passes over it."""
+        return ()
+
+    @property
+    def path(self) -> str:
+        """The file as the page names it: ``run/file``."""
+        return f"{self.run.rstrip('/')}/{self.file}"
+
+
+#: A table of the spec, of either kind.
+AnyTableSpec = TableSpec | SamplerTableSpec
+
+
 @dataclass
 class RunRecord:
     """What one row read from its run directory.
@@ -246,12 +304,19 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parse_spec(data: Any) -> dict[str, TableSpec]:
-    """The tables of a spec already read from YAML, by name, in the spec's order.
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_spec(data: Any) -> dict[str, AnyTableSpec]:
+    """The tables of a spec already read from YAML, by name, in the spec's order: a
+    :class:`TableSpec` per table of run directories (the default kind), a
+    :class:`SamplerTableSpec` per ``kind: sampler_table``.
 
     Raises:
         SpecError: not a mapping with ``tables``; a table name that a page marker cannot
-            name; a table without columns or rows; an unknown key.
+            name; an unknown kind; a table without columns or rows; a sampler table without
+            ``run``; an unknown key.
     """
     if (
         not isinstance(data, dict)
@@ -259,12 +324,18 @@ def parse_spec(data: Any) -> dict[str, TableSpec]:
         or set(data) - {"tables", "include"}
     ):
         raise SpecError("the spec must be a mapping with a 'tables' mapping (and 'include')")
-    tables = {}
+    tables: dict[str, AnyTableSpec] = {}
     for name, entry in data["tables"].items():
         name = str(name)
         if not _NAME.fullmatch(name):
             raise SpecError(f"table {name!r}: names are letters, digits, '_', '-' and '.'")
-        allowed = {"columns", "rows", "label", "note"}
+        kind = entry.get("kind", "runs") if isinstance(entry, dict) else "runs"
+        if kind not in ("runs", "sampler_table"):
+            raise SpecError(f"table {name!r}: kind must be runs (the default) or sampler_table")
+        if kind == "sampler_table":
+            tables[name] = _sampler_spec(name, entry)
+            continue
+        allowed = {"kind", "columns", "rows", "label", "note"}
         if not isinstance(entry, dict) or set(entry) - allowed:
             raise SpecError(f"table {name!r}: expected a mapping with keys {sorted(allowed)}")
         columns, rows = entry.get("columns"), entry.get("rows")
@@ -282,7 +353,26 @@ def parse_spec(data: Any) -> dict[str, TableSpec]:
     return tables
 
 
-def load_spec(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, TableSpec]:
+def _sampler_spec(name: str, entry: dict[str, Any]) -> SamplerTableSpec:
+    allowed = {"kind", "run", "file", "command", "note"}
+    if set(entry) - allowed:
+        raise SpecError(f"table {name!r}: a sampler_table has the keys {sorted(allowed)}")
+    strings = {key: entry.get(key) for key in ("run", "file", "command", "note")}
+    for key, value in strings.items():
+        if value is not None and not isinstance(value, str):
+            raise SpecError(f"table {name!r}: {key} must be a string")
+    if not strings["run"]:
+        raise SpecError(f"table {name!r}: a sampler_table needs run: RUN_DIR")
+    return SamplerTableSpec(
+        name=name,
+        run=strings["run"],
+        file=strings["file"] or DEFAULT_SAMPLER_TABLE,
+        command=(strings["command"] or "").strip(),
+        note=(strings["note"] or "").strip(),
+    )
+
+
+def load_spec(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, AnyTableSpec]:
     """The tables of the spec file ``path`` (YAML), by name: its own, then those of the
     files its ``include`` list names (relative to ``path``'s folder), in that order.
 
@@ -513,6 +603,192 @@ def render_records(spec: TableSpec, records: list[RunRecord], generator: str = G
     if papers:
         paragraph += "\n\nThe paper's budget, for a machine with more time:\n\n" + "\n".join(papers)
     return "\n".join([*lines, "", paragraph])
+
+
+# -- the samplers x NFE table of one run (kind: sampler_table)
+
+#: The keys of a ``dgm-sampler-table`` row that have columns of their own (or none: ``n``,
+#: the feature extractor's identity); any other key of a row (``method``, ``guidance``,
+#: ``eta``, ...) is part of the row's sampler, shown as ``, key=value``.
+SAMPLER_TABLE_KEYS = frozenset(
+    {
+        "sampler",
+        "steps",
+        "nfe",
+        "seconds_per_1000",
+        "fid",
+        "kid",
+        "kid_std",
+        "precision",
+        "recall",
+        "class_accuracy",
+        "n",
+        "reference",
+        "classifier_sha256",
+        "classifier_shipped",
+    }
+)
+_SAMPLER_NUMBERS = ("nfe", "seconds_per_1000", "fid", "kid", "kid_std", "precision", "recall")
+_SAMPLER_HEADERS = (
+    "sampler",
+    "steps",
+    "NFE",
+    "FID",
+    "KID",
+    "precision",
+    "recall",
+    "s / 1000 images",
+)
+
+
+def sampler_rows_valid(rows: Any) -> bool:
+    """Whether ``rows`` is what ``dgm-sampler-table`` writes: a non-empty list of dicts,
+    each with a string ``sampler``, an integer or null ``steps``, numbers for ``nfe``,
+    ``seconds_per_1000``, ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``, and a
+    number or nothing for ``class_accuracy``."""
+    if not isinstance(rows, list) or not rows:
+        return False
+    for row in rows:
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("sampler"), str)
+            or "steps" not in row
+            or not (row["steps"] is None or _integer(row["steps"]))
+            or not all(_number(row.get(key)) for key in _SAMPLER_NUMBERS)
+            or not (row.get("class_accuracy") is None or _number(row["class_accuracy"]))
+        ):
+            return False
+    return True
+
+
+def sampler_table_markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows of ``dgm-sampler-table`` (:func:`sampler_rows_valid`) as a Markdown table:
+    sampler (and the row's other keys as ``, key=value``), steps (``-`` for an adaptive
+    sampler's null), NFE, FID (``.1f``), KID (``.1f +- .1f``), precision and recall
+    (``.3f``), seconds per 1000 images (``.1f``), and class accuracy (``.4f``) when some row
+    has it. Text is escaped (:func:`~dgm_runner.io.markdown.md_text`); for plain sampler
+    names and values the lines are those of ``dgm-sampler-table``'s own ``.md`` file
+    (:func:`dgm_runner.cli.sampler_table.format_markdown`).
+    """
+    accuracy = any(r.get("class_accuracy") is not None for r in rows)
+    headers = [*_SAMPLER_HEADERS, *(["class accuracy"] if accuracy else [])]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for r in rows:
+        extra = "".join(f", {k}={v}" for k, v in r.items() if k not in SAMPLER_TABLE_KEYS)
+        cells = [
+            md_text(f"{r['sampler']}{extra}"),
+            "-" if r["steps"] is None else md_text(r["steps"]),
+            md_text(r["nfe"]),
+            f"{r['fid']:.1f}",
+            f"{r['kid']:.1f} +- {r['kid_std']:.1f}",
+            f"{r['precision']:.3f}",
+            f"{r['recall']:.3f}",
+            f"{r['seconds_per_1000']:.1f}",
+        ]
+        if accuracy:
+            value = r.get("class_accuracy")
+            cells.append("-" if value is None else f"{value:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class SamplerTableRecord:
+    """What a sampler table read from its run directory.
+
+    Attributes:
+        spec: the spec's table.
+        state: ``"ok"``, ``"not run"`` (no such file) or ``"unreadable"`` (not the rows
+            ``dgm-sampler-table`` writes: :func:`sampler_rows_valid`).
+        rows: the file's rows (empty unless ``state`` is ``"ok"``).
+        made: the file's modification date (``YYYY-MM-DD``, UTC; empty unless ``state``
+            is ``"ok"``).
+        run: the run directory's record (:func:`read_run_dir`): its finish date, commit
+            and dirty flag.
+    """
+
+    spec: SamplerTableSpec
+    state: str
+    rows: list[dict[str, Any]]
+    made: str
+    run: RunRecord
+
+
+def read_sampler_table(spec: SamplerTableSpec, root: str | Path) -> SamplerTableRecord:
+    """What ``spec``'s file (``root / spec.run / spec.file``) and its run directory hold;
+    never raises for a missing or broken file (its state says so)."""
+    run_dir = Path(root) / spec.run
+    run = read_run_dir(Row(spec.run, spec.run), run_dir)
+    path = run_dir / spec.file
+    if not path.is_file():
+        return SamplerTableRecord(spec, "not run", [], "", run)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return SamplerTableRecord(spec, "unreadable", [], "", run)
+    rows = read_json(path)
+    if not sampler_rows_valid(rows):
+        return SamplerTableRecord(spec, "unreadable", [], "", run)
+    made = datetime.fromtimestamp(mtime, tz=timezone.utc).date().isoformat()
+    return SamplerTableRecord(spec, "ok", rows, made, run)
+
+
+def _run_provenance(run: RunRecord) -> str:
+    """``the run: finished DATE, commit X, dirty: no`` (or what of it is not recorded)."""
+    if run.state == "not run":
+        return "the run: no such directory"
+    if run.state != "ok":
+        return "the run: no readable metrics.json"
+    status = run.metrics.get("status", "completed")
+    who = "the run" + (f" ({md_text(status)})" if status != "completed" else "")
+    finished = run.metrics.get("finished")
+    date = str(finished)[:10] if isinstance(finished, str) and finished else ""
+    when = f"finished {date}" if date else "finished on a date not recorded"
+    return f"{who}: {when}, {_commits([run])}"
+
+
+def sampler_provenance_line(record: SamplerTableRecord, generator: str = GENERATOR) -> str:
+    """The paragraph under a sampler table: how it was made, from which file, made when
+    (the file's modification date, UTC), from which run (its finish date, commit and dirty
+    flag), with which command, and the spec's note.
+
+    Example: ``Generated by `python scripts/results_table.py --update` from
+    `outputs/r/eval/sampler_table.json` (made 2026-12-08; the run: finished 2026-12-07,
+    commit 4134e59, dirty: no). Command: `dgm-sampler-table ...`.``
+    """
+    spec = record.spec
+    text = f"Generated by `{generator}` from {md_code(spec.path)}"
+    if record.state == "ok":
+        text += f" (made {record.made}; {_run_provenance(record.run)})."
+    elif record.state == "not run":
+        text += ": not run (no such file)."
+    else:
+        text += ": no readable sampler table (not the rows `dgm-sampler-table` writes)."
+    if spec.command:
+        text += f" Command: {md_code(spec.command)}."
+    if spec.note:
+        text += " " + spec.note
+    return text
+
+
+def render_sampler_table(record: SamplerTableRecord, generator: str = GENERATOR) -> str:
+    """The Markdown of a sampler table already read (:func:`read_sampler_table`): the
+    table (:func:`sampler_table_markdown`; one "not run" or "unreadable" row when the
+    file is missing or broken), a blank line and the provenance paragraph
+    (:func:`sampler_provenance_line`)."""
+    if record.state == "ok":
+        table = sampler_table_markdown(record.rows)
+    else:
+        why = "not run" if record.state == "not run" else "no readable sampler table"
+        cells = [why, *["-"] * (len(_SAMPLER_HEADERS) - 1)]
+        table = "\n".join(
+            [
+                "| " + " | ".join(_SAMPLER_HEADERS) + " |",
+                "|" + "---|" * len(_SAMPLER_HEADERS),
+                "| " + " | ".join(cells) + " |",
+            ]
+        )
+    return "\n".join([table, "", sampler_provenance_line(record, generator)])
 
 
 # -- rows matched in any outputs folder (dgm-report)
