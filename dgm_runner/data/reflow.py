@@ -25,7 +25,6 @@ bits/dim still compare against real data.
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
@@ -34,6 +33,7 @@ import torch
 
 from dgm_runner.config import PositiveInt
 from dgm_runner.data.base import DataError, DataSplits
+from dgm_runner.io.checkpoint import LOAD_ERRORS
 
 #: The format tag of a pairs file.
 FORMAT = "dgm_runner/reflow_pairs/1"
@@ -97,18 +97,7 @@ def _read(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> di
         if not archive:
             raise ValueError("not the zip archive that torch.save writes")
         obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        ValueError,
-        OSError,
-        IndexError,
-        KeyError,
-        TypeError,
-        AttributeError,
-    ) as err:
+    except LOAD_ERRORS as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"dataset.pairs={path} is not a readable pairs file: {first}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -53,6 +53,23 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: What ``torch.load(..., weights_only=True)`` raises on a damaged or unsafe file inside a
+#: valid-looking archive (the unpickler's errors, truncated data, a refused global): every
+#: reader of this package's torch.save files catches these and reports one line.
+LOAD_ERRORS = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    zipfile.BadZipFile,
+    ValueError,
+    OSError,
+    IndexError,
+    KeyError,
+    TypeError,
+    AttributeError,
+)
+
+
 def _not_an_archive(path: Path) -> str | None:
     """Why ``path`` is not the zip archive ``torch.save`` writes (every checkpoint of this
     package is one), or None when it is one."""
@@ -91,18 +108,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a readable safe checkpoint: {problem}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        ValueError,
-        OSError,
-        IndexError,
-        KeyError,
-        TypeError,
-        AttributeError,
-    ) as err:  # the unpickler's errors on damaged data inside a valid archive
+    except LOAD_ERRORS as err:  # the unpickler's errors on damaged data inside a valid archive
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is not a readable safe checkpoint: {first}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
