@@ -403,7 +403,10 @@ def _check_sampler_table(run_dir):
     from dgm_runner.metrics.features import SHIPPED
 
     specs = ["heun:2,3", "ddim:3+clip=true", "rk45+rtol=0.01+atol=0.01"]
-    rows = sampler_table(run_dir, specs, n=12, batch_size=6)
+    seen = []  # the rows so far after each row: what the console entry writes as it goes
+    rows = sampler_table(run_dir, specs, n=12, batch_size=6, on_row=seen.append)
+    assert [len(done) for done in seen] == [1, 2, 3, 4] and seen[-1] == rows
+    assert seen[1] == rows[:2]
     assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows[:3]] == [
         ("heun", 2, 3),
         ("heun", 3, 5),

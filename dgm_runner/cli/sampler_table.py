@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -77,9 +78,12 @@ def sampler_table(
     batch_size: int = 500,
     checkpoint: str = "last",
     device: str = "auto",
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Sample ``n`` images per row (:func:`parse_rows`) from the run's checkpoint (EMA weights
-    where kept) and score them.
+    where kept) and score them. ``on_row``, when given, is called with the rows measured so
+    far after each row (the console entry writes them, so a crash or a signal in a long
+    table keeps the rows already measured).
 
     Returns:
         One dict per row: ``sampler``, ``steps``, ``nfe`` (network evaluations per sample, as
@@ -135,6 +139,8 @@ def sampler_table(
             row["class_accuracy"] = class_accuracy(classifier, fake, labels)
         log.info("%s", row)
         out.append(row)
+        if on_row is not None:
+            on_row(list(out))
     return out
 
 
@@ -228,10 +234,17 @@ def main() -> None:
         "--out", type=Path, default=None, help="output stem (default RUN_DIR/eval/sampler_table)"
     )
     args = parser.parse_args()
+    out = args.out or RunPaths(args.run_dir).sampler_table
     try:
-        rows = sampler_table(args.run_dir, args.rows, args.n, args.seed, args.batch_size)
+        rows = sampler_table(
+            args.run_dir,
+            args.rows,
+            args.n,
+            args.seed,
+            args.batch_size,
+            on_row=lambda done: write(done, out),
+        )
     except (*USER_ERRORS, FeatureClassifierMissing) as err:
         print(f"dgm-sampler-table: error: {type(err).__name__}: {err}", file=sys.stderr)
         sys.exit(1)
-    write(rows, args.out or RunPaths(args.run_dir).sampler_table)
     print(format_markdown(rows))
