@@ -234,7 +234,7 @@ def run_epoch(run: "Run", epoch: int) -> None:
     run.epoch, started = epoch, time.perf_counter()
     _set_lr(state, epoch, trainer.epochs, world)
     steps = math.ceil(data.train_x.shape[0] / trainer.batch_size)
-    cursor = EpochCursor.start(state, epoch, data.train_x.shape[0], data.train_x.device, world)
+    cursor = EpochCursor.start(state, epoch, data.train_x.shape[0], data.device, world)
     show = trainer.progress and world.is_main
     bar = Bar(
         steps, f"epoch {epoch}/{trainer.epochs}", "batch", every=25, show=show, initial=cursor.batch
@@ -268,7 +268,8 @@ def _train_batch(run: "Run", cursor: EpochCursor, i: int) -> None:
         start, stop, weight = 0, total, 1.0 / world.size
     idx = idx[start:stop]
     # index_select: a plain row gather, ~5x cheaper on CPU than x[idx]'s advanced indexing
-    x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
+    # (train_rows: the float rows themselves, or a memory-mapped uint8 split's rows / 255)
+    x, y = data.train_rows(idx), data.train_y.index_select(0, idx)
     # (noise, sample) pairs (reflow): the noise of the same rows
     noise = None if data.train_noise is None else data.train_noise.index_select(0, idx)
     with shard_rows(start, stop - start, total):  # no-op when it is all rows

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dgm_runner.objectives.dsm import DiffusionDSM
 from dgm_runner.objectives.elbo import ELBO
 from dgm_runner.objectives.flow import FlowNLL
 
@@ -62,6 +63,15 @@ class SignallingELBO(ELBO):
     reaches one process of a data-parallel run in the middle of an epoch, deterministically.
     Without the variable it is the ELBO (so runs with and without the signal share a config
     and resume one another)."""
+
+    def steps(self, model, batch, step):
+        _signal_if_asked(step)
+        yield from super().steps(model, batch, step)
+
+
+class SignallingDSM(DiffusionDSM):
+    """A diffusion model's denoising objective (``objective=edm``, ``ddpm``, ``dsm``) with
+    the stop signal of :class:`SignallingELBO`; without the variable it is the objective."""
 
     def steps(self, model, batch, step):
         _signal_if_asked(step)

@@ -115,3 +115,46 @@ def cli_run(tmp_path_factory):
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     (run_dir / "train.log").write_text("[...] epoch 1/1\n")
     return run_dir
+
+
+# The opt-in Inception FID (dgm_runner.metrics.inception) without its real weights, which
+# cannot be downloaded here: a file of their layout with random values.
+@pytest.fixture(scope="session")
+def fake_weights_file(tmp_path_factory):
+    """A state dict of torch-fidelity's Inception-v3 with its keys and shapes but the random
+    values of a fresh module (its constructor always loads weights: here an empty dict,
+    ignored), saved as the real file is."""
+
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Random(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True):  # keep the random initialisation
+            return None
+
+    root = tmp_path_factory.mktemp("inception_src")
+    torch.save({}, root / "empty.pt")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = _Random("random", ["2048"], feature_extractor_weights_path=str(root / "empty.pt"))
+    path = root / "fake.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def fake_weights(fake_weights_file, tmp_path, monkeypatch):
+    """The fake file in a fresh cache, pinned as :data:`inception.WEIGHTS` (the real pin
+    would refuse it)."""
+    import dataclasses
+
+    from dgm_runner.io.checkpoint import file_sha256
+    from dgm_runner.metrics import inception
+
+    monkeypatch.setenv("DGM_CACHE_DIR", str(tmp_path))
+    pinned = dataclasses.replace(inception.WEIGHTS, sha256=file_sha256(fake_weights_file))
+    monkeypatch.setattr(inception, "WEIGHTS", pinned)
+    dest = inception.weights_path()
+    dest.parent.mkdir(parents=True)
+    dest.symlink_to(fake_weights_file)
+    return dest

@@ -56,6 +56,9 @@ MODELS = {
     ),
     "pixelcnn": lambda **kw: _pixelcnn(**kw),
     "pixelcnn_gated": lambda **kw: _pixelcnn(gated=True, **kw),
+    # 3 colour channels of 1x3 pixels: 512 images too, R -> G -> B within a position
+    "pixelcnn_3_colours": lambda seed=2, **kw: _pixelcnn((3, 1, 3), seed=seed, **kw),
+    "pixelcnn_3_colours_gated": lambda **kw: _pixelcnn((3, 1, 3), gated=True, channels=7, **kw),
 }
 
 
@@ -131,6 +134,34 @@ def test_outputs_depend_only_on_earlier_pixels(build):
         assert jac[last].any(), f"order {order}"
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"gated": True, "channels": 7}, {"likelihood": "categorical", "first_kernel": 5}],
+    ids=["plain", "gated_7_channels", "256_levels"],
+)
+def test_colour_pixelcnn_is_autoregressive_in_raster_then_channel_order(kwargs):
+    """3x4x4 colour images (van den Oord et al. 2016, Sec. 3.4): the logit of channel c at
+    position p has zero gradient, by autograd, with respect to every input at a later
+    position and to channels >= c at p (R sees neither G nor B of its pixel, G sees R, B
+    sees R and G); the order is written out here, not read off the model."""
+    model = _pixelcnn((3, 4, 4), **kwargs)
+    channel, position = torch.arange(48) // 16, torch.arange(48) % 16
+    rank = 3 * position + channel  # raster order, then R, G, B; flat index c * 16 + p
+    at_or_after = rank[None, :] >= rank[:, None]
+    seen = torch.zeros(48, 48, dtype=torch.float64)
+    for seed in range(4):  # ReLUs cut some paths at one input: what is seen, at any of 4
+        x = torch.randn(
+            model.image_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+        )
+        jac = _jacobian(model, 0, x)  # [i, j]: d output i / d input j
+        assert not jac[at_or_after].any(), "an output sees its own or a later pixel value"
+        seen += jac
+    # and it sees what it may: G and B of the first pixel see R there, B sees G
+    for c, earlier in ((1, 0), (2, 0), (2, 1)):
+        assert seen[c * 16, earlier * 16] > 0, (c, earlier)
+    assert torch.equal(_ranks(model, 0), rank)  # the sampler draws in that order
+
+
 def test_made_orders_and_masks_differ_and_are_drawn_from_their_seeds():
     natural = _made((1, 4, 4), n_masks=3)
     random = _made((1, 4, 4), n_masks=3, order="random")
@@ -161,7 +192,7 @@ def test_made_checkpoint_carries_its_masks():
 @pytest.mark.parametrize("name", list(MODELS))
 def test_probabilities_of_all_512_images_sum_to_one(name):
     model = _sharpen(MODELS[name](), 3.0)
-    x = _all_binary_images()
+    x = _all_binary_images(model.image_shape)
     with torch.no_grad():
         p = model.log_prob(x).exp()
         assert float(p.sum()) == pytest.approx(1.0, abs=1e-10)
@@ -177,7 +208,7 @@ def test_conditionals_are_the_joints_conditionals(name):
     the marginals of p_k over the first s + 1 and the first s pixels, summed over all 512
     images."""
     model = _sharpen(MODELS[name](), 3.0)
-    x = _all_binary_images()
+    x = _all_binary_images(model.image_shape)
     with torch.no_grad():
         per_order = []
         for k in range(model.n_orders):
@@ -280,13 +311,15 @@ def _total_variation_check(samples: torch.Tensor, p: torch.Tensor) -> tuple[floa
     return tv, 3 * expected
 
 
-@pytest.mark.parametrize("name", ["made_4_masks_random_orders", "pixelcnn"])
+@pytest.mark.parametrize("name", ["made_4_masks_random_orders", "pixelcnn", "pixelcnn_3_colours"])
 def test_sampler_draws_from_the_models_distribution(name):
     """20,000 samples of the 3x3 toy: their frequencies match the exact probabilities (TV
     within 3x its sampling noise), and not those of another model of the same kind (for the
     ensemble: its first mask alone), so the check can fail."""
     model = _sharpen(MODELS[name](), 3.0)
-    x = _all_binary_images()  # in the sampler's index order (first pixel most significant)
+    x = _all_binary_images(
+        model.image_shape
+    )  # in the sampler's index order (first pixel most significant)
     with torch.no_grad():
         p = model.log_prob(x).exp()
         if model.n_orders > 1:

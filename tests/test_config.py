@@ -20,8 +20,10 @@ def test_experiment_list_covers_seed_000():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_validates(compose_cfg, experiment):
+def test_every_experiment_composes_and_validates(compose_cfg, experiment, request):
     cfg = compose_cfg(f"experiment={experiment}")
+    if "inception_fid" in cfg.sample_metrics:  # validating fetches its weights: a test-made
+        request.getfixturevalue("fake_weights")  # file of their layout (tests/conftest.py)
     validate(cfg)
     assert cfg.experiment_name == experiment
     assert cfg.trainer.seed == 2025

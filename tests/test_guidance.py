@@ -23,7 +23,6 @@ from dgm_runner.samplers.diffusion import ProbabilityFlowODE
 from dgm_runner.samplers.score import EulerMaruyama
 from dgm_runner.samplers.solvers import RK45ODE, DPMSolverPP2M, EulerAncestral
 from dgm_runner.sdes import VPSDE, EDMProcess, LinearPath
-from tests.components import _signal_if_asked
 from tests.helpers import SMALL, needs_mnist
 from tests.resume_check import assert_resume_is_bit_exact
 
@@ -198,14 +197,6 @@ def test_sample_labels_cycle_the_classes_across_batches_or_repeat_the_asked_ones
     assert sample_labels(plain, sampler, 0, 3, torch.device("cpu")) is None
 
 
-class SignallingDSM(DiffusionDSM):
-    """``objective=edm`` with the stop signal of ``tests.components.SignallingELBO``."""
-
-    def steps(self, model, batch, step):
-        _signal_if_asked(step)
-        yield from super().steps(model, batch, step)
-
-
 COND_RUN = [
     "experiment=edm_mnist_cond_cpu",
     *SMALL,
@@ -220,7 +211,7 @@ COND_RUN = [
     "sample_metrics.fid.batch_size=20",
     "sample_metrics.fid.kid_subset_size=20",
     "~sample_metrics.bpd",
-    "objective._target_=tests.test_guidance.SignallingDSM",
+    "objective._target_=tests.components.SignallingDSM",
 ]
 
 

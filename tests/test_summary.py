@@ -35,6 +35,10 @@ def test_the_summary_names_the_run_its_metrics_the_fid_reference_and_the_grid(
         "  FID/KID: 10000 samples vs 10000 grey test images, features of the shipped classifier"
     )
     assert lines[4] == "  samples: outputs/vae_bce/t0/samples/final.png"
+    colour = {**final, "test/fid_reference_channels": 3.0, "test/inception_fid": 12.5}
+    lines = run_summary(run_dir, colour).splitlines()
+    assert lines[2] == "  test: elbo -86.8123, nll_iwae_k1000 80.52, fid 283.9, inception_fid 12.5"
+    assert "vs 10000 colour test images" in lines[3]
 
 
 def test_a_run_outside_the_working_directory_is_shown_absolute_and_without_a_grid(

@@ -18,6 +18,7 @@ HEADLINE = (
     r"bits_per_dim",
     r"accuracy",
     r"fid",
+    r"inception_fid",
     r"kid",
     r"precision",
     r"recall",
@@ -70,7 +71,11 @@ def run_summary(run_dir: str | Path, final: dict[str, Any]) -> str:
     if shown:
         lines.append("  test: " + ", ".join(shown))
     if "test/fid" in final and "test/fid_n_samples" in final:
+        # the classifier's reference: grey levels, also for binarized data (or its binarized
+        # images); a colour dataset's (CIFAR-10 and the like) is its own colour test split
         reference = "binarized" if final.get("test/fid_reference_binarized") else "grey"
+        if final.get("test/fid_reference_channels", 1) > 1:
+            reference = "colour"
         classifier = "shipped" if final.get("test/fid_classifier_shipped") else "retrained"
         lines.append(
             f"  FID/KID: {final['test/fid_n_samples']:.0f} samples vs "

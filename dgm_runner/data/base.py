@@ -18,10 +18,14 @@ class DataSplits:
     images, or points of a low-dimensional toy distribution.
 
     Attributes:
-        name: dataset name (``"mnist"``, ``"fashion_mnist"``, ``"toy2d/..."``).
+        name: dataset name (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"celeba"``,
+            ``"image_folder"``, ``"toy2d/..."``).
         train_x: float32 ``(N, C, H, W)`` images in [0, 1] (exactly {0, 1} if binarized,
             except under dynamic binarization: the intensities, which ``train_transform``
-            binarizes at every use), or ``(N, D)`` points.
+            binarizes at every use), or ``(N, D)`` points; or, for a memory-mapped colour
+            dataset (``dataset.storage=memmap``, :mod:`dgm_runner.data.images`), uint8
+            ``(N, C, H, W)`` levels ``k`` on the CPU standing for ``k / 255``. Read rows
+            with :meth:`train_rows`, which returns float32 on :attr:`device` either way.
         train_y: int64 ``(N,)`` class labels (zeros for unlabeled toy data).
         test_x: float32 ``(M, ...)`` as train_x.
         test_y: int64 ``(M,)``.
@@ -60,6 +64,36 @@ class DataSplits:
     def image_shape(self) -> tuple[int, ...]:
         """Shape of one example: ``(C, H, W)`` for images, ``(D,)`` for points."""
         return tuple(int(s) for s in self.train_x.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        """Where batches are made: the device of the labels and the test split (and of
+        ``train_x``, unless it is a memory-mapped uint8 file on the CPU)."""
+        return self.train_y.device
+
+    def train_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The training examples ``idx`` as float32 on :attr:`device`.
+
+        Args:
+            idx: int64 ``(B,)`` row indices (on any device).
+
+        Returns:
+            ``(B, ...)`` float32: ``train_x.index_select(0, idx)`` for float storage
+            (the very rows), ``levels / 255`` for uint8 storage (gathered on ``train_x``'s
+            device, then moved to :attr:`device` and converted there).
+        """
+        if self.train_x.dtype != torch.uint8:
+            return self.train_x.index_select(0, idx)
+        rows = self.train_x.index_select(0, idx.to(self.train_x.device))
+        return rows.to(self.device).float().div_(255.0)
+
+    def train_float(self) -> torch.Tensor:
+        """The whole training split as float32 on :attr:`device`: ``train_x`` itself for
+        float storage (no copy), ``levels / 255`` for a memory-mapped uint8 split (a copy:
+        4 bytes a pixel)."""
+        if self.train_x.dtype != torch.uint8:
+            return self.train_x
+        return self.train_x.to(self.device).float().div_(255.0)
 
     @property
     def grey_test(self) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dgm_runner.io.plots import figure_path, pyplot, save_figure
 def toy_data(model: torch.nn.Module, data: DataSplits, run_dir: Path, seed: int) -> Path:
     """Scatter plot of the ``(N, 2)`` training points."""
     plt = pyplot()
-    x = data.train_x.cpu()
+    x = data.train_float().cpu()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.6)
     ax.set_aspect("equal")
@@ -42,7 +42,7 @@ def score_field(
     plt = pyplot()
     sigmas = model.sigmas
     _check_levels(levels, len(sigmas))
-    x = data.train_x
+    x = data.train_float()
     lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
     gx = torch.linspace(float(lo[0]), float(hi[0]), grid, device=x.device)
     gy = torch.linspace(float(lo[1]), float(hi[1]), grid, device=x.device)

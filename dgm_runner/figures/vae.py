@@ -60,7 +60,8 @@ def latent_scatter(
     coordinates are shown (axis labels say so)."""
     model.eval()
     plt = pyplot()
-    mu = _posterior_means(model, data.train_x[:max_points], data.train_y[:max_points]).cpu()
+    rows = torch.arange(min(max_points, data.train_x.shape[0]), device=data.device)
+    mu = _posterior_means(model, data.train_rows(rows), data.train_y[:max_points]).cpu()
     labels = data.train_y[:max_points].cpu()
     fig, ax = plt.subplots(figsize=(6.5, 6))
     cmap = plt.get_cmap("tab10")
@@ -133,7 +134,7 @@ def interpolation(
     rows = []
     for idx in _pair_indices(data.train_y, pairs, n_pairs, seed):
         a = int(data.train_y[idx[0]])
-        x, y = data.train_x[idx], data.train_y[idx]
+        x, y = data.train_rows(torch.tensor(idx, device=data.device)), data.train_y[idx]
         mu = _posterior_means(model, x, y)
         z = (1 - alphas[:, None]) * mu[0] + alphas[:, None] * mu[1]
         yz = torch.full((len(alphas),), a, device=z.device) if model.conditional else None

@@ -131,7 +131,8 @@ def rbm_ais_log_likelihood(
         if schedule_steps is None
         else torch.linspace(0, 1, schedule_steps + 1, dtype=torch.float64)
     )
-    est = ais_log_partition(model, base_rate_bias(data.train_x), n_runs, betas=betas, generator=gen)
+    bias = base_rate_bias(data.train_float())
+    est = ais_log_partition(model, bias, n_runs, betas=betas, generator=gen)
     free = model.free_energy(data.test_x).double().mean()
     out = {
         "log_likelihood_ais": float(-free - est["log_z"]),

@@ -12,6 +12,12 @@ prints the pins.
 ``dgm-train experiment=classifier_mnist`` still trains the recipe; its ``exports`` hook
 (:func:`export_feature_classifier`) stores the weights with the test accuracy under
 ``<cache>/classifiers/<dataset>.pt`` (``$DGM_CACHE_DIR``, default ``~/.cache/dgm_runner``).
+
+**CIFAR-10** has no shipped classifier: the project's machines have no copy of CIFAR-10 and
+no internet, so the recipe (``experiment=classifier_cifar10``, the same network on 3x32x32
+images) was never trained on the real data here. Train it where CIFAR-10 is available and
+pass its file (:func:`shipped_path`'s message says how), or use the Inception-v3 FID of
+:mod:`dgm_runner.metrics.inception`, the standard one for colour data.
 """
 
 from __future__ import annotations
@@ -39,7 +45,16 @@ from dgm_runner.models.classifier import FeatureCNN
 log = logging.getLogger("dgm_runner")
 
 #: The experiment that trains the classifier of each dataset (named in error messages).
-EXPERIMENTS = {"mnist": "classifier_mnist", "fashion_mnist": "classifier_fashion"}
+EXPERIMENTS = {
+    "mnist": "classifier_mnist",
+    "fashion_mnist": "classifier_fashion",
+    "cifar10": "classifier_cifar10",
+}
+
+#: Why no classifier is shipped for a dataset that has a recipe (said in the error line).
+NOT_SHIPPED_WHY = {
+    "cifar10": "none was trained: the project's machines have no copy of CIFAR-10",
+}
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -167,10 +182,11 @@ def shipped_path(dataset: str) -> Path:
     """
     if dataset not in SHIPPED:
         experiment = classifier_experiment(dataset)
+        why = f", {NOT_SHIPPED_WHY[dataset]}" if dataset in NOT_SHIPPED_WHY else ""
         raise FeatureClassifierMissing(
-            f"no feature classifier is shipped for {dataset} (shipped: {', '.join(SHIPPED)}): "
-            f"train one with `dgm-train experiment={experiment}` and pass "
-            f"sample_metrics.fid.classifier=<its file>"
+            f"no feature classifier is shipped for {dataset} (shipped: {', '.join(SHIPPED)}"
+            f"{why}): train one with `dgm-train experiment={experiment}` (its export writes "
+            f"{classifier_path(dataset)}) and pass sample_metrics.fid.classifier=<that file>"
         )
     return ASSETS / SHIPPED[dataset].file
 

@@ -255,7 +255,8 @@ def classifier_fid(
         ``recall``, and what they were computed from: ``fid_n_samples``, ``fid_n_real``
         (test images), ``fid_reference_binarized`` (1.0 when the reference images are
         binarized, 0.0 for grey ones), ``fid_classifier_shipped`` (1.0 for the shipped
-        classifier) and ``fid_classifier_accuracy`` (the extractor's test accuracy); for
+        classifier) and ``fid_classifier_accuracy`` (the extractor's test accuracy);
+        ``fid_reference_channels`` (3) for colour test images, absent for grey ones; for
         binarized data also the FID of the same samples against the other reference,
         ``fid_vs_binarized`` (reference ``grey``) or ``fid_vs_grey`` (reference ``data``);
         for a class-conditional model (classes cycled, or the sampler's ``labels``),
@@ -272,7 +273,9 @@ def classifier_fid(
     try:
         extractor, info = load_feature_classifier(data.name, device, classifier)
     except FeatureClassifierMissing as err:
-        log.warning("FID/KID skipped: %s", err)
+        colour = data.test_x.shape[1] == 3  # the standard FID of colour data needs no classifier
+        hint = "; or the Inception FID: +sample_metrics@sample_metrics.inception_fid=inception_fid"
+        log.warning("FID/KID skipped: %s%s", err, hint if colour else "")
         return {}
     images = data.grey_test if reference == "grey" else data.test_x
     # binarized data without grey levels (Larochelle's files): both references are binary
@@ -316,6 +319,8 @@ def classifier_fid(
         "fid_classifier_shipped": float(info["shipped"]),
         "fid_classifier_accuracy": float(info["test_accuracy"]),
     }
+    if images.shape[1] > 1:  # colour data: its own test split (grey data: no key, as before)
+        out["fid_reference_channels"] = float(images.shape[1])
     if other is not None:
         out[f"fid_vs_{'binarized' if reference == 'grey' else 'grey'}"] = other
     labels = sample_labels(model, sampler, 0, n_samples, fake.device)
@@ -333,7 +338,7 @@ def classifier_fid(
         recall,
         n_samples,
         real.shape[0],
-        "binarized" if binarized else "grey",
+        "binarized" if binarized else "colour" if images.shape[1] == 3 else "grey",
         data.name,
         "shipped" if info["shipped"] else info["file"],
         real.shape[1],

@@ -74,6 +74,8 @@ def made_degrees(
 
 class MADE(AutoregressiveImageModel):
     """MADE over binary images (module docstring): ReLU hidden layers, Bernoulli outputs.
+    Shapes: any ``(C, H, W)`` with ``D = C H W >= 2`` (colour included: the natural order is
+    ``x.flatten()``'s, channel-major).
 
     Args:
         image_shape: ``(C, H, W)`` of the data (set by the runner); ``D = C H W >= 2``.

@@ -28,22 +28,41 @@ class MaskedConv2d(nn.Conv2d):
     """A 'same'-padded convolution whose kernel is masked so that the output at grid
     position ``i`` (raster order) sees only inputs at positions ``< i`` (``mask_type="A"``,
     the first layer) or ``<= i`` (``"B"``, later layers) (Oord et al. 2016, Sec. 3.4 and
-    Fig. 2, with a single 'colour' group: a code is one categorical variable per position).
+    Fig. 2).
 
     Mask of a ``k x k`` kernel (centre ``c = k // 2``): rows below ``c`` are zero; in row
     ``c`` the columns right of ``c`` are zero, and the centre too for type A.
 
+    With ``colours = C > 1`` (an image of C colour channels, Oord et al. 2016, Sec. 3.4,
+    "Masked Convolution": R conditions on the earlier pixels, G also on R, B on R and G)
+    every feature map belongs to one colour group, channel ``k`` to group ``k % C``
+    (``out_colour`` overrides that for the outputs), and at the centre position an output
+    of group ``j`` sees inputs of the groups ``i < j`` (type A) or ``i <= j`` (type B);
+    positions before the centre are seen whole. A stack of one type-A and any type-B layers
+    is then autoregressive in raster-then-channel order. ``colours = 1``: a single group
+    (a code of the VQ prior is one categorical variable per position); the mask is
+    ``(1, 1, k, k)``, as before colour groups existed.
+
     Args:
         in_channels, out_channels: as ``nn.Conv2d``.
-        kernel_size: odd ``k``.
+        kernel_size: odd ``k`` (1: a masked 1x1 convolution, for ``colours > 1``).
         mask_type: ``"A"`` or ``"B"``.
+        colours: ``C``, the colour groups.
+        out_colour: ``(out_channels,)`` int64 group of each output channel; None:
+            ``arange(out_channels) % colours``.
 
     Raises:
         ValueError: even ``kernel_size`` or a mask type other than A/B.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, mask_type: Literal["A", "B"]
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        mask_type: Literal["A", "B"],
+        colours: int = 1,
+        out_colour: torch.Tensor | None = None,
     ) -> None:
         if kernel_size % 2 == 0:
             raise ValueError(f"masked convolutions need an odd kernel size, got {kernel_size}")
@@ -54,25 +73,49 @@ class MaskedConv2d(nn.Conv2d):
         mask = torch.ones(kernel_size, kernel_size)
         mask[c, c + (mask_type == "B") :] = 0.0
         mask[c + 1 :, :] = 0.0
-        self.mask_type = mask_type
-        self.register_buffer("mask", mask[None, None], persistent=False)
+        self.mask_type, self.colours = mask_type, colours
+        if colours == 1:
+            self.register_buffer("mask", mask[None, None], persistent=False)
+            return
+        if out_colour is None:
+            out_colour = torch.arange(out_channels) % colours
+        in_colour = torch.arange(in_channels) % colours
+        seen = out_colour[:, None] > in_colour[None, :]  # (out, in): type A at the centre
+        if mask_type == "B":
+            seen = seen | (out_colour[:, None] == in_colour[None, :])
+        full = mask.expand(out_channels, in_channels, kernel_size, kernel_size).clone()
+        full[:, :, c, c] = seen.float()
+        self.register_buffer("mask", full, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, h, w) -> (B, out, h, w)`` with the masked kernel."""
         return self._conv_forward(x, self.weight * self.mask, self.bias)
 
 
+def _pointwise(cin: int, cout: int, colours: int) -> nn.Conv2d:
+    """A 1x1 convolution that keeps the colour groups' order: a plain ``nn.Conv2d`` for one
+    group, a type-B :class:`MaskedConv2d` for ``colours > 1`` (same parameters, same
+    initialisation)."""
+    if colours == 1:
+        return nn.Conv2d(cin, cout, 1)
+    return MaskedConv2d(cin, cout, 1, "B", colours)
+
+
 class _Block(nn.Module):
     """Residual type-B block: ``x + W_1x1 act(MaskedConvB(x))``, where ``act`` is ReLU or,
     with ``gated``, the gated unit ``tanh(a) * sigmoid(b)`` of Oord et al. 2016b
     ("Conditional Image Generation with PixelCNN Decoders", Eq. 2) without their
-    vertical/horizontal stack split (so the blind spot of plain PixelCNN remains)."""
+    vertical/horizontal stack split (so the blind spot of plain PixelCNN remains). With
+    ``colours > 1`` the 1x1 convolution is masked too and the gate's two halves ``a_k``,
+    ``b_k`` are of channel ``k``'s colour group."""
 
-    def __init__(self, channels: int, kernel: int, gated: bool) -> None:
+    def __init__(self, channels: int, kernel: int, gated: bool, colours: int = 1) -> None:
         super().__init__()
         self.gated = gated
-        self.conv = MaskedConv2d(channels, 2 * channels if gated else channels, kernel, "B")
-        self.out = nn.Conv2d(channels, channels, 1)
+        width = 2 * channels if gated else channels
+        out_colour = torch.arange(width) % channels % colours if colours > 1 else None
+        self.conv = MaskedConv2d(channels, width, kernel, "B", colours, out_colour)
+        self.out = _pointwise(channels, channels, colours)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(torch.relu(x))
@@ -100,6 +143,7 @@ def pixelcnn_layers(
     first_kernel: int,
     kernel: int,
     gated: bool,
+    colours: int = 1,
 ) -> tuple[MaskedConv2d, nn.Sequential, nn.Sequential]:
     """The PixelCNN network, built in this order (so the same seed gives the same weights):
 
@@ -109,15 +153,18 @@ def pixelcnn_layers(
       one colour group a 1x1 mask-B convolution is a plain 1x1 convolution.
 
     ``head(blocks(first(h)))`` maps ``(B, in, H, W) -> (B, out, H, W)`` and its output at
-    position ``i`` depends only on the inputs at positions ``< i`` (raster order).
+    position ``i`` depends only on the inputs at positions ``< i`` (raster order). With
+    ``colours = C > 1`` every layer is masked by colour group too (:class:`MaskedConv2d`;
+    channel ``k`` of any layer is of group ``k % C``): an output of group ``j`` at position
+    ``i`` depends on the inputs before ``i`` and on those of groups ``< j`` at ``i``.
     """
-    first = MaskedConv2d(in_channels, channels, first_kernel, "A")
-    blocks = nn.Sequential(*[_Block(channels, kernel, gated) for _ in range(n_layers)])
+    first = MaskedConv2d(in_channels, channels, first_kernel, "A", colours)
+    blocks = nn.Sequential(*[_Block(channels, kernel, gated, colours) for _ in range(n_layers)])
     head = nn.Sequential(
         nn.ReLU(),
-        nn.Conv2d(channels, channels, 1),
+        _pointwise(channels, channels, colours),
         nn.ReLU(),
-        nn.Conv2d(channels, out_channels, 1),
+        _pointwise(channels, out_channels, colours),
     )
     return first, blocks, head
 
@@ -137,9 +184,13 @@ class PixelCNN(AutoregressiveImageModel):
       ``= nll / (D ln 2)`` (a probability of discrete data: no offset; see
       :mod:`dgm_runner.metrics.units`).
 
-    Ordering: raster order over positions. With ``C > 1`` channels the channels of one
-    position are conditionally independent given the earlier positions (a single colour
-    group; the paper's R -> G -> B split within a position is not implemented).
+    Ordering: raster order over positions, then channel order within a position (van den
+    Oord et al. 2016, Sec. 3.4: R, then G given R, then B given R and G): with ``C > 1``
+    channels the masks of every layer also order the colour groups (:class:`MaskedConv2d`)
+    and sampling draws one channel of one position per step. ``C = 1``: the network and its
+    initialisation are those of a single colour group (as before colour groups existed).
+
+    Shapes: any ``(C, H, W)`` images (``H``, ``W`` >= 1; any ``C``).
 
     Differences from the paper: the residual block is :class:`_Block`
     (``x + 1x1(act(MaskedConvB(relu(x))))``, no ``2h -> h`` 1x1 bottleneck before the
@@ -182,15 +233,16 @@ class PixelCNN(AutoregressiveImageModel):
         c = self.image_shape[0]
         out = c if self.n_levels == 2 else GREY_LEVELS * c
         self.first, self.blocks, self.head = pixelcnn_layers(
-            c, channels, out, n_layers, first_kernel, kernel, gated
+            c, channels, out, n_layers, first_kernel, kernel, gated, colours=c
         )
         #: How far (rows up, columns either side) an output position sees into the input.
         self.reach = first_kernel // 2 + n_layers * (kernel // 2)
 
     def logits(self, x: torch.Tensor, order: int = 0) -> torch.Tensor:
         """``(B, C, H, W)`` images -> ``(B, C, H, W)`` Bernoulli logits or
-        ``(B, 256, C, H, W)`` softmax logits; position ``i``'s depend only on the pixels at
-        positions ``< i`` (raster order). ``order`` must be 0 (one ordering)."""
+        ``(B, 256, C, H, W)`` softmax logits; pixel ``(c, i)``'s depend only on the pixels
+        at positions ``< i`` (raster order) and on the channels ``< c`` at ``i``. ``order``
+        must be 0 (one ordering)."""
         h = self.head(self.blocks(self.first(x)))
         if self.n_levels == 2:
             return h
@@ -212,10 +264,10 @@ class PixelCNN(AutoregressiveImageModel):
         return crop[..., dims // (h * w)]
 
     def generation_steps(self, order: int = 0) -> torch.Tensor:
-        """``(H W, C)``: the positions in raster order, the ``C`` channels of a position
-        drawn together."""
+        """``(C H W, 1)``: one pixel value per step, the positions in raster order and the
+        ``C`` channels of a position one after the other (``C = 1``: ``(H W, 1)``)."""
         c, h, w = self.image_shape
-        return torch.arange(c * h * w).view(c, h * w).t().contiguous()
+        return torch.arange(c * h * w).view(c, h * w).t().reshape(-1, 1)
 
 
 class PixelCNNPrior(nn.Module):

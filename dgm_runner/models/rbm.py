@@ -13,7 +13,8 @@ from dgm_runner.models.checks import require_images
 class RBM(nn.Module):
     """Bernoulli-Bernoulli RBM with energy ``E(v, h) = -v^T W h - b^T v - c^T h``.
 
-    ``v`` in {0,1}^D (D = C*H*W, the flattened image), ``h`` in {0,1}^H.
+    ``v`` in {0,1}^D (D = C*H*W, the flattened image), ``h`` in {0,1}^H. Shapes: any
+    ``(C, H, W)`` images (colour included: the ``C H W`` values are the visible units).
 
     Args:
         image_shape: ``(C, H, W)`` of the data (set by the runner).

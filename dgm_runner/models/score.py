@@ -319,7 +319,8 @@ class ScoreUNet(DiffusionModel):
 
     The network is ``self.net``, by default the U-Net of :class:`dgm_runner.models.unet.UNet`
     (H, W divisible by 4; MNIST: 28 -> 14 -> 7; channels (32, 64, 128): 0.93 M parameters,
-    (16, 32, 64): 0.27 M).
+    (16, 32, 64): 0.27 M). Shapes: ``(C, H, W)``, any ``C`` (colour included), H and W
+    divisible by 4.
 
     Parameterisations (``preconditioning``):
 
@@ -385,10 +386,11 @@ class ScoreUNet(DiffusionModel):
         n_classes: PositiveInt = 10,
     ) -> None:
         super().__init__()
-        if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:
+        m = UNet.size_multiple
+        if len(image_shape) != 3 or image_shape[1] % m or image_shape[2] % m:
             raise ValueError(
-                "ScoreUNet needs (C, H, W) images with H, W divisible by 4, "
-                f"got {tuple(image_shape)}"
+                f"ScoreUNet needs (C, H, W) images (any C) with H, W divisible by {m} (the "
+                f"U-Net's 2 down-samplings), got {tuple(image_shape)}"
             )
         if not isinstance(sde, SDE):
             raise TypeError(

@@ -45,8 +45,8 @@ class _ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """Time-conditional U-Net ``F(x, cond)`` for ``(B, C, H, W)`` images with H, W divisible
-    by 4.
+    """Time-conditional U-Net ``F(x, cond)`` for ``(B, C, H, W)`` images, any ``C``, with H,
+    W divisible by 4 (:attr:`size_multiple`: 2 ** (levels - 1) for its 3 levels).
 
     Two stride-2 downsamplings (MNIST: 28 -> 14 -> 7), GroupNorm + SiLU residual blocks, a
     sinusoidal embedding of ``1000 cond`` through a 2-layer MLP added in every block, and
@@ -74,6 +74,9 @@ class UNet(nn.Module):
     Raises:
         ValueError: not 3 widths; ``n_classes`` negative.
     """
+
+    #: H and W must be multiples of this: two stride-2 down-samplings (3 resolutions).
+    size_multiple = 4
 
     def __init__(
         self,
@@ -129,10 +132,11 @@ class UNet(nn.Module):
             ValueError: ``x`` is not ``(B, in_channels, H, W)`` with H, W divisible by 4;
                 labels given to an unconditional U-Net.
         """
-        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] % 4 or x.shape[3] % 4:
+        m = self.size_multiple
+        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] % m or x.shape[3] % m:
             raise ValueError(
-                f"UNet needs (B, {self.in_channels}, H, W) input with H, W divisible by 4, "
-                f"got {tuple(x.shape)}"
+                f"UNet needs (B, {self.in_channels}, H, W) input with H, W divisible by {m} "
+                f"(its 2 down-samplings), got {tuple(x.shape)}"
             )
         emb = self.time_mlp(sinusoidal_embedding(cond, self.emb_dim))
         if self.n_classes:

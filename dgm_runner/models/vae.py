@@ -1,4 +1,5 @@
-"""VAEs with a Gaussian latent: VAE1 (MLP) and VAE2 (CNN) of seed 000, question 4."""
+"""VAEs with a Gaussian latent: VAE1 (MLP) and VAE2 (CNN) of seed 000, question 4, and a
+shape-generic convolutional VAE (:class:`VAEConv`, ``model=vae_conv``)."""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def _tanh_layers(n_in: int, width: int, n_layers: int) -> list[nn.Module]:
 class VAEMLP(GaussianVAE):
     """MLP VAE with ``hidden_layers`` hidden layers of ``hidden_dim`` tanh units in the
     encoder (D -> hidden -> ... -> (mu, logvar)) and in the decoder
-    (N_z -> hidden -> ... -> D, sigmoid).
+    (N_z -> hidden -> ... -> D, sigmoid). Shapes: any ``(C, H, W)`` images (``D = C H W``,
+    colour included).
 
     VAE1 of seed 000 (hidden 500), the Bernoulli VAE of seed 001 Q2 (hidden 500, N_z = 2)
     and the 196-128-8 VAE of seed 002 Problem 2 are all this class with one hidden layer;
@@ -174,13 +176,17 @@ class VAECNN(GaussianVAE):
     (the first with output_padding 1: 3 -> 7 -> 14 -> 28), Conv 3x3 pad 1 (8 -> 1),
     Sigmoid. PyTorch defaults everywhere else, as the seed asks.
 
+    Shapes: ``(1, 28, 28)`` only (the seed's network); :class:`VAEConv` (``model=vae_conv``)
+    takes any ``(C, H, W)``.
+
     Args:
         image_shape: must be ``(1, 28, 28)``.
         latent_dim: N_z.
         channels: conv width (seed: 8).
 
     Raises:
-        ValueError: if ``image_shape`` is not ``(1, 28, 28)``.
+        ValueError: (one line) ``image_shape`` is not ``(1, 28, 28)``; it names
+            ``model=vae_conv``.
     """
 
     def __init__(
@@ -192,7 +198,8 @@ class VAECNN(GaussianVAE):
         super().__init__()
         if tuple(image_shape) != (1, 28, 28):
             raise ValueError(
-                f"model=vae_cnn needs 1x28x28 images, the dataset has {tuple(image_shape)}"
+                f"model=vae_cnn (seed 000's VAE2) needs 1x28x28 images, the dataset has "
+                f"{tuple(image_shape)}: use model=vae_conv (or vae_mlp) for other shapes"
             )
         self.image_shape = (1, 28, 28)
         self.latent_dim = latent_dim
@@ -216,3 +223,66 @@ class VAECNN(GaussianVAE):
             nn.ReLU(),
             nn.Conv2d(c, 1, 3, padding=1),
         )  # then self.output = Sigmoid (Table 2's Conv-Sigmoid)
+
+
+class VAEConv(GaussianVAE):
+    """A shape-generic convolutional VAE (``model=vae_conv``) for ``(C, H, W)`` images, any
+    ``C``, with ``H`` and ``W`` divisible by ``2 ** n_down``.
+
+    Encoder (DCGAN-like, Radford et al. 2016): ``n_down`` x [Conv 4/2/1 -> ReLU], widths
+    ``c, 2c, 4c, ...`` (each halves H and W), flatten, then two Linear heads to N_z for the
+    mean and the log-variance. Decoder, the mirror image: Linear N_z ->
+    ``(c 2^(n-1), H / 2^n, W / 2^n)`` -> ReLU -> ``n_down - 1`` x [ConvT 4/2/1 -> ReLU]
+    (widths halving) -> ConvT 4/2/1 to ``C`` channels: the logits, which the base class's
+    Sigmoid turns into the mean image. Every objective and sampler of the VAE family applies
+    (ELBO with Bernoulli or Gaussian likelihoods, IWAE, ancestral sampling); not
+    class-conditional, no learned decoder variance.
+
+    Args:
+        image_shape: ``(C, H, W)`` (set by the runner).
+        latent_dim: N_z.
+        channels: ``c``, the width after the first down-sampling.
+        n_down: stride-2 down-samplings of the encoder (and up-samplings of the decoder).
+
+    Raises:
+        ValueError: (one line) non-image data, or ``H``, ``W`` not divisible by
+            ``2 ** n_down``.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: PositiveInt = 20,
+        channels: PositiveInt = 32,
+        n_down: PositiveInt = 2,
+    ) -> None:
+        super().__init__()
+        c, h, w = require_images(image_shape, "model=vae_conv")
+        factor = 2**n_down
+        if h % factor or w % factor:
+            raise ValueError(
+                f"model=vae_conv with n_down={n_down} needs (C, H, W) images with H and W "
+                f"divisible by {factor}, got {(c, h, w)}: lower model.n_down"
+            )
+        self.image_shape = (c, h, w)
+        self.latent_dim = latent_dim
+        widths = [channels * 2**i for i in range(n_down)]
+        h0, w0 = h // factor, w // factor
+        flat = widths[-1] * h0 * w0
+        encoder: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            encoder += [nn.Conv2d(widths[i - 1] if i else c, width, 4, 2, 1), nn.ReLU()]
+        self.encoder = nn.Sequential(*encoder, nn.Flatten())
+        self.fc_mu = nn.Linear(flat, latent_dim)
+        self.fc_logvar = nn.Linear(flat, latent_dim)
+        decoder: list[nn.Module] = [
+            nn.Linear(latent_dim, flat),
+            nn.Unflatten(1, (widths[-1], h0, w0)),
+            nn.ReLU(),
+        ]
+        for i in reversed(range(n_down)):
+            out = widths[i - 1] if i else c
+            decoder.append(nn.ConvTranspose2d(widths[i], out, 4, 2, 1))
+            if i:
+                decoder.append(nn.ReLU())
+        self.decoder = nn.Sequential(*decoder)  # then self.output = Sigmoid

@@ -33,7 +33,8 @@ from dgm_runner.models.flows.squeeze import Squeeze
 
 
 class Glow(MultiScaleFlow):
-    """Glow on ``(C, H, W)`` images (module docstring).
+    """Glow on ``(C, H, W)`` images (module docstring): any ``C`` (colour included), ``H`` and
+    ``W`` divisible by ``2 ** n_levels``.
 
     Args:
         image_shape: ``(C, H, W)`` of the data (set by the runner); ``H`` and ``W``

@@ -49,7 +49,8 @@ def flow_norm_layer(flow_norm: str, channels: int) -> list[FlowLayer]:
 
 
 class RealNVP(MultiScaleFlow):
-    """RealNVP on ``(C, H, W)`` images (module docstring).
+    """RealNVP on ``(C, H, W)`` images (module docstring): any ``C`` (colour included), ``H``
+    and ``W`` divisible by ``2 ** (n_scales - 1)``.
 
     Args:
         image_shape: ``(C, H, W)`` of the data (set by the runner); ``H`` and ``W``
