@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dgm_runner.cli.sampler_table import sampler_table
+from dgm_runner.data.images import load_image_dataset
 from dgm_runner.loop import train
+from dgm_runner.metrics.features import export_feature_classifier
+from dgm_runner.models.classifier import FeatureCNN
 from dgm_runner.testing import compose_train
 from tests.image_files import write_cifar, write_image_folder
 from tests.resume_check import assert_resume_is_bit_exact
@@ -49,6 +53,15 @@ def test_edm_cifar10_trains_evaluates_and_draws_a_colour_grid(cifar_root, fake_w
         assert grid.mode == "RGB" and grid.size == (138, 138)  # 4x4 samples of 32x32, 2-px pads
         pixels = np.asarray(grid).astype(int)
     assert (pixels[..., 0] != pixels[..., 1]).any()  # colour, not grey in three channels
+    # the samplers table of the run, in the features of a CIFAR-10 classifier a user trained
+    # (none is shipped; an untrained one of the recipe's network stands for it here)
+    data = load_image_dataset("cifar10", root=str(cifar_root), test_subset=16)
+    path = export_feature_classifier(
+        FeatureCNN(data.image_shape, 10), data, tmp_path / "cls", {"test/accuracy": 0.1}
+    )
+    (row,) = sampler_table(tmp_path / "run", ["heun:2"], n=8, feature_classifier=str(path))
+    assert row["reference"] == "colour test images" and not row["classifier_shipped"]
+    assert row["nfe"] == 3 and row["fid"] > 0
 
 
 def test_a_colour_run_resumes_bit_exact_from_a_memory_mapped_split(

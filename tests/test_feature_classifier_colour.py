@@ -82,6 +82,7 @@ def test_an_exported_colour_classifier_scores_colour_samples(tmp_path, monkeypat
         model, _Noise((3, 8, 8)), data, 0, final=True, classifier=str(path), kid_subset_size=20
     )
     assert out["fid"] > 0 and out["fid_n_samples"] == 40 and out["fid_classifier_shipped"] == 0
+    assert out["fid_reference_channels"] == 3  # a colour reference, said in the record
     test_set = _Noise((3, 8, 8))
     test_set.sample = lambda model, n, generator: x[:n]  # the test images themselves
     itself = classifier_fid(model, test_set, data, 0, final=True, classifier=str(path))

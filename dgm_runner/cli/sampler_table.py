@@ -79,18 +79,21 @@ def sampler_table(
     checkpoint: str = "last",
     device: str = "auto",
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+    feature_classifier: str = "shipped",
 ) -> list[dict[str, Any]]:
     """Sample ``n`` images per row (:func:`parse_rows`) from the run's checkpoint (EMA weights
     where kept) and score them. ``on_row``, when given, is called with the rows measured so
     far after each row (the console entry writes them, so a crash or a signal in a long
-    table keeps the rows already measured).
+    table keeps the rows already measured). ``feature_classifier``: ``shipped`` (MNIST,
+    Fashion-MNIST) or the path of a classifier a user trained (``experiment=classifier_cifar10``
+    for CIFAR-10, which ships none), as ``sample_metrics.fid.classifier``.
 
     Returns:
         One dict per row: ``sampler``, ``steps``, ``nfe`` (network evaluations per sample, as
         counted by the sampler), ``seconds_per_1000`` (wall-clock of sampling alone),
         ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``n``, the feature
-        extractor's identity (``reference``: the grey test images; ``classifier_sha256``,
-        ``classifier_shipped``), plus the extra keys.
+        extractor's identity (``reference``: the grey, or colour, test images;
+        ``classifier_sha256``, ``classifier_shipped``), plus the extra keys.
 
     Raises:
         ConfigError: a bad row spec or a sampler that does not fit the model;
@@ -110,7 +113,7 @@ def sampler_table(
         data, model, sampler = comps.data, comps.model, comps.sampler
         dev = data.test_x.device
         if classifier is None:
-            classifier, info = load_feature_classifier(data.name, dev)
+            classifier, info = load_feature_classifier(data.name, dev, feature_classifier)
             real = real_features(classifier, info, data.grey_test, batch_size)
         start = time.perf_counter()
         images = draw_samples(model, sampler, n, seed, dev, batch_size)
@@ -130,7 +133,7 @@ def sampler_table(
             "precision": precision,
             "recall": recall,
             "n": n,
-            "reference": "grey test images",
+            "reference": f"{'grey' if data.grey_test.shape[1] == 1 else 'colour'} test images",
             "classifier_sha256": info.get("sha256"),
             "classifier_shipped": bool(info["shipped"]),
         }
@@ -229,6 +232,12 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=1000, help="samples per row")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--classifier",
+        default="shipped",
+        help="feature classifier: shipped, or the file of one you trained "
+        "(dgm-train experiment=classifier_cifar10 for CIFAR-10)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument(
         "--out", type=Path, default=None, help="output stem (default RUN_DIR/eval/sampler_table)"
@@ -243,6 +252,7 @@ def main() -> None:
             args.seed,
             args.batch_size,
             on_row=lambda done: write(done, out),
+            feature_classifier=args.classifier,
         )
     except (*USER_ERRORS, FeatureClassifierMissing) as err:
         print(f"dgm-sampler-table: error: {type(err).__name__}: {err}", file=sys.stderr)
