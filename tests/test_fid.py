@@ -30,6 +30,7 @@ from dgm_runner.metrics.fid import (
 )
 from dgm_runner.models.classifier import FeatureCNN
 from dgm_runner.samplers.base import NoSampler, Sampler
+from tests.components import ReplaySampler
 from tests.helpers import SMALL, needs_fashion, needs_mnist
 
 
@@ -93,18 +94,6 @@ def test_precision_recall_detects_mode_dropping():
     assert precision_recall(real, real + 100.0) == (0.0, 0.0)
     with pytest.raises(ValueError, match="more than k"):
         precision_recall(real[:3], real)
-
-
-class _Replay(Sampler):
-    """Returns the given images in order (tests: FID of the test split against itself)."""
-
-    def __init__(self, images):
-        self.images, self.pos = images, 0
-
-    def sample(self, model, n, generator):
-        out = self.images[self.pos : self.pos + n]
-        self.pos += n
-        return out
 
 
 class _Noise(Sampler):
@@ -203,10 +192,10 @@ def test_binarized_runs_are_scored_against_the_grey_test_images_unless_asked(mon
     model = torch.nn.Linear(1, 1)
     args = dict(final=True, batch_size=250)  # n_samples "test": the 500 test images
     fid_module._REAL_FEATURES.clear()
-    grey = classifier_fid(model, _Replay(data.grey_test_x), data, 0, **args)
+    grey = classifier_fid(model, ReplaySampler(data.grey_test_x), data, 0, **args)
     assert abs(grey["fid"]) < 1e-3 and grey["fid_reference_binarized"] == 0.0
     against_data = classifier_fid(
-        model, _Replay(data.grey_test_x), data, 0, reference="data", **args
+        model, ReplaySampler(data.grey_test_x), data, 0, reference="data", **args
     )
     assert against_data["fid"] > 1.0 and against_data["fid_reference_binarized"] == 1.0
     # each run also reports the other reference from the same samples
@@ -249,7 +238,7 @@ def test_classifier_run_exports_and_fid_separates_data_from_noise(
         lambda c, x, b: extracted.append(len(x)) or real_extract(c, x, b),
     )
     fid_module._REAL_FEATURES.clear()
-    replay = classifier_fid(model, _Replay(data.test_x), data, 0, final=True, batch_size=250)
+    replay = classifier_fid(model, ReplaySampler(data.test_x), data, 0, final=True, batch_size=250)
     noise = classifier_fid(model, _Noise(), data, 0, final=True, n_samples=1000, batch_size=250)
     assert len(extracted) == 3  # the test split's features once, then reused; each sample set once
     assert abs(replay["fid"]) < 1e-3 and replay["precision"] == 1.0 and replay["recall"] == 1.0

@@ -21,23 +21,11 @@ from dgm_runner.errors import USER_ERRORS
 from dgm_runner.io.checkpoint import CheckpointError, file_sha256
 from dgm_runner.metrics import inception
 from dgm_runner.metrics.fid import frechet_distance
-from dgm_runner.samplers.base import Sampler
+from tests.components import ReplaySampler
 
 fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
 
 ENABLE = "+sample_metrics@sample_metrics.inception_fid=inception_fid"
-
-
-class _Fixed(Sampler):
-    """Returns the given images, in order (a "model" whose samples are known)."""
-
-    def __init__(self, images):
-        self.images, self.pos = images, 0
-
-    def sample(self, model, n, generator):
-        out = self.images[self.pos : self.pos + n]
-        self.pos += n
-        return out
 
 
 def _closed_form_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -139,7 +127,7 @@ def test_inception_fid_end_to_end_agrees_with_torchmetrics_and_is_zero_against_i
     data = DataSplits("tiny_rgb", test_x, y, test_x, y, 10, False)
     model = torch.nn.Linear(1, 1)
     args = dict(n_samples=5, batch_size=3, features=64)
-    out = inception.inception_fid(model, _Fixed(other), data, 0, final=True, **args)
+    out = inception.inception_fid(model, ReplaySampler(other), data, 0, final=True, **args)
     assert out["inception_fid_n_samples"] == 5 and out["inception_fid_n_real"] == 5
     assert out["inception_fid_features"] == 64
     reference = FrechetInceptionDistance(
@@ -149,9 +137,9 @@ def test_inception_fid_end_to_end_agrees_with_torchmetrics_and_is_zero_against_i
     reference.update(inception.to_uint8_rgb(other), real=False)
     assert out["inception_fid"] > 0
     assert out["inception_fid"] == pytest.approx(float(reference.compute()), rel=1e-5)
-    itself = inception.inception_fid(model, _Fixed(test_x), data, 0, final=True, **args)
+    itself = inception.inception_fid(model, ReplaySampler(test_x), data, 0, final=True, **args)
     assert abs(itself["inception_fid"]) < 1e-6 * out["inception_fid"]
-    assert inception.inception_fid(model, _Fixed(other), data, 0, final=False, **args) == {}
+    assert inception.inception_fid(model, ReplaySampler(other), data, 0, final=False, **args) == {}
 
 
 def test_grey_images_are_scored_as_their_rgb_repeat(fake_weights):
@@ -164,13 +152,13 @@ def test_grey_images_are_scored_as_their_rgb_repeat(fake_weights):
     )
     data = DataSplits("tiny_grey", grey, y, grey, y, 10, False)
     out = inception.inception_fid(
-        torch.nn.Linear(1, 1), _Fixed(sample), data, 0, True, n_samples=4, features=64
+        torch.nn.Linear(1, 1), ReplaySampler(sample), data, 0, True, n_samples=4, features=64
     )
     colour = grey.repeat(1, 3, 1, 1)
     rgb = DataSplits("tiny_rgb", colour, y, colour, y, 10, False)
     again = inception.inception_fid(
         torch.nn.Linear(1, 1),
-        _Fixed(sample.repeat(1, 3, 1, 1)),
+        ReplaySampler(sample.repeat(1, 3, 1, 1)),
         rgb,
         0,
         True,

@@ -31,7 +31,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from dgm_runner.data.base import DataError
 from dgm_runner.data.idx import (
@@ -230,12 +230,63 @@ def _still(stamp: dict[str, Any]) -> bool:
     return st.st_size == stamp["size"] and st.st_mtime_ns == stamp["mtime_ns"]
 
 
-def _sweep(by_source: Path, keep: str) -> None:
-    """Delete what no run will read again: temp dirs of killed runs (older than an hour;
-    younger ones may belong to a run filling them now), trash, and keyed directories
-    whose recorded sources changed or vanished."""
+def publish_keyed(
+    tmp: Path,
+    target: Path,
+    record_name: str,
+    record: dict[str, Any],
+    existing: Callable[[], dict[str, Any] | None],
+    synced: tuple[Path, ...] = (),
+) -> dict[str, Any] | None:
+    """Switch a filled temporary directory in as the keyed directory ``target``, atomically:
+    write ``record`` (JSON) as ``tmp/record_name`` (fsynced, with the directories ``synced``
+    and ``tmp``), give ``tmp`` the mode ``mkdir`` would, and rename it onto ``target``.
+
+    Returns:
+        None once ``tmp`` is ``target``; or the record ``existing()`` reads from a ``target``
+        another run switched in first (its copy of the same data, which the caller uses).
+        A ``target`` that does not check out (``existing()`` None) is discarded and the
+        rename tried once more.
+
+    Raises:
+        DataError: the record or the rename cannot be written (one line, the place named).
+    """
     try:
-        entries = list(by_source.iterdir())
+        with open(tmp / record_name, "x", encoding="utf-8") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for d in (*synced, tmp):
+            fsync_dir(d)
+        os.chmod(tmp, _DIR_MODE)
+    except OSError as err:
+        raise _write_error(tmp, err) from None
+    for attempt in range(2):
+        try:
+            os.rename(tmp, target)  # fails if another run switched in `target` first
+        except OSError as err:
+            found = existing()
+            if found is not None:
+                return found
+            if attempt == 1 or not target.exists():
+                raise _write_error(target.parent, err) from None
+            _discard(target)  # a directory under our key that does not check out
+        else:
+            fsync_dir(target.parent)
+            return None
+    return None  # not reached: the second attempt returns or raises
+
+
+def sweep_keyed(directory: Path, keep: str, stale: Callable[[Path], bool]) -> None:
+    """Delete what no run will read again from a directory of keyed cache directories:
+    temp dirs of killed runs (older than an hour; younger ones may belong to a run filling
+    them now), trash, and the keyed directories other than ``keep`` that ``stale`` says no
+    run can read again (it may raise OSError, ValueError, TypeError, KeyError or
+    AttributeError on an unreadable record: the directory is then left alone, as one being
+    written by another run)."""
+    try:
+        entries = list(directory.iterdir())
     except OSError:
         return
     now = time.time()
@@ -246,12 +297,22 @@ def _sweep(by_source: Path, keep: str) -> None:
             elif entry.name.startswith(_TMP_PREFIX):
                 if now - entry.stat().st_mtime > _STALE_TMP_S:
                     shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name != keep and entry.is_dir():
-                sources = json.loads((entry / _PROVENANCE).read_text(encoding="utf-8"))["sources"]
-                if not all(_still(stamp) for stamp in sources.values()):
-                    _discard(entry)
+            elif entry.name != keep and entry.is_dir() and stale(entry):
+                _discard(entry)
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             continue  # unreadable or being written by another run: leave it alone
+
+
+def _sources_changed(entry: Path) -> bool:
+    """Whether the IDX sources recorded in a keyed directory changed or vanished."""
+    sources = json.loads((entry / _PROVENANCE).read_text(encoding="utf-8"))["sources"]
+    return not all(_still(stamp) for stamp in sources.values())
+
+
+def _sweep(by_source: Path, keep: str) -> None:
+    """:func:`sweep_keyed` of the IDX caches: keyed directories whose recorded sources
+    changed or vanished go."""
+    sweep_keyed(by_source, keep, _sources_changed)
 
 
 def _fill(
@@ -289,30 +350,16 @@ def _fill(
             )
         _check_set(spec, stamps, {name: c["dims"] for name, c in copied.items()})
         prov = {"format": _FORMAT, "key": key, "sources": stamps, "files": copied}
-        try:
-            with open(tmp / _PROVENANCE, "x", encoding="utf-8") as f:
-                json.dump(prov, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            for d in (raw, raw.parent, tmp):
-                fsync_dir(d)
-            os.chmod(tmp, _DIR_MODE)
-        except OSError as err:
-            raise _write_error(tmp, err) from None
-        for attempt in range(2):
-            try:
-                os.rename(tmp, target)  # fails if another run switched in `target` first
-            except OSError as err:
-                existing = _provenance(target, spec, key, stamps)
-                if existing is not None:
-                    return target, existing  # the other run's copy of the same sources
-                if attempt == 1 or not target.exists():
-                    raise _write_error(by_source, err) from None
-                _discard(target)  # a directory under our key that does not check out
-            else:
-                fsync_dir(by_source)
-                break
+        found = publish_keyed(
+            tmp,
+            target,
+            _PROVENANCE,
+            prov,
+            lambda: _provenance(target, spec, key, stamps),
+            synced=(raw, raw.parent),
+        )
+        if found is not None:
+            return target, found  # the other run's copy of the same sources
         _sweep(by_source, keep=key)
         return target, prov
     finally:

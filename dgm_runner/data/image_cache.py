@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -35,15 +34,12 @@ import torch
 
 from dgm_runner.data.base import DataError
 from dgm_runner.data.cache import (
-    _DIR_MODE,
-    _STALE_TMP_S,
     _TMP_PREFIX,
-    _TRASH_PREFIX,
-    _discard,
     _write_error,
     cache_dir,
+    publish_keyed,
+    sweep_keyed,
 )
-from dgm_runner.io.atomic import fsync_dir
 
 __all__ = [
     "ARRAYS",
@@ -180,26 +176,14 @@ def _meta_of(keyed: Path, key: str) -> Optional[dict[str, Any]]:
 
 
 def _sweep(decoded: Path, keep: str, source: str, options: dict[str, Any]) -> None:
-    """Delete temp dirs of killed fills (older than an hour), trash, and keyed directories
-    of the same source folder and options under another key (their files changed)."""
-    try:
-        entries = list(decoded.iterdir())
-    except OSError:
-        return
-    now = time.time()
-    for entry in entries:
-        try:
-            if entry.name.startswith(_TRASH_PREFIX):
-                shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name.startswith(_TMP_PREFIX):
-                if now - entry.stat().st_mtime > _STALE_TMP_S:
-                    shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name != keep and entry.is_dir():
-                meta = json.loads((entry / _META).read_text(encoding="utf-8"))
-                if meta.get("source") == source and meta.get("options") == options:
-                    _discard(entry)
-        except (OSError, ValueError, TypeError, AttributeError):
-            continue  # unreadable or being written by another run: leave it alone
+    """:func:`~dgm_runner.data.cache.sweep_keyed` of the decoded caches: keyed directories
+    of the same source folder and options under another key (their files changed) go."""
+
+    def superseded(entry: Path) -> bool:
+        meta = json.loads((entry / _META).read_text(encoding="utf-8"))
+        return meta.get("source") == source and meta.get("options") == options
+
+    sweep_keyed(decoded, keep, superseded)
 
 
 def decoded_dir(
@@ -247,29 +231,9 @@ def decoded_dir(
             "options": options,
             **fill(tmp),
         }
-        try:
-            with open(tmp / _META, "x", encoding="utf-8") as f:
-                json.dump(meta, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            fsync_dir(tmp)
-            os.chmod(tmp, _DIR_MODE)
-        except OSError as err:
-            raise _write_error(tmp, err) from None
-        for attempt in range(2):
-            try:
-                os.rename(tmp, target)  # fails if another run switched in `target` first
-            except OSError as err:
-                existing = _meta_of(target, key)
-                if existing is not None:
-                    return target, existing  # the other run's copy of the same images
-                if attempt == 1 or not target.exists():
-                    raise _write_error(decoded, err) from None
-                _discard(target)  # a directory under our key that does not check out
-            else:
-                fsync_dir(decoded)
-                break
+        found = publish_keyed(tmp, target, _META, meta, lambda: _meta_of(target, key))
+        if found is not None:
+            return target, found  # the other run's copy of the same images
         _sweep(decoded, key, source, options)
         return target, meta
     finally:

@@ -375,13 +375,22 @@ def fid_sample_count(n_samples: int | str, data: DataSplits) -> int:
     return int(data.test_x.shape[0]) if n_samples == "test" else int(n_samples)
 
 
+def describe_sample_fid(
+    label: str, sampler: Sampler, data: DataSplits, n_samples: int | str
+) -> str | None:
+    """A final-evaluation plan's entry of a FID of samples, ``"<label> (<n> samples,
+    <sampler>)"``; ``None`` (it will skip) for data that are not images or a sampler that
+    draws nothing. Shared by the classifier-feature and the Inception FID."""
+    if not data.is_image or not sampler.draws:
+        return None
+    return f"{label} ({fid_sample_count(n_samples, data)} samples, {sampler.describe()})"
+
+
 def describe_fid(
     sampler: Sampler, data: DataSplits, n_samples: int | str = "test", **_: Any
 ) -> str | None:
     """The final-evaluation plan's entry of :func:`classifier_fid` (``None``: it will skip)."""
-    if not data.is_image or not sampler.draws:
-        return None
-    return f"FID ({fid_sample_count(n_samples, data)} samples, {sampler.describe()})"
+    return describe_sample_fid("FID", sampler, data, n_samples)
 
 
 classifier_fid.describe = describe_fid  # type: ignore[attr-defined]

@@ -44,7 +44,12 @@ from dgm_runner.data.base import DataSplits
 from dgm_runner.data.cache import cache_dir
 from dgm_runner.io.atomic import fsync_dir
 from dgm_runner.io.checkpoint import CheckpointError, file_sha256
-from dgm_runner.metrics.fid import PROCESS_LOCAL, fid_sample_count, frechet_distance
+from dgm_runner.metrics.fid import (
+    PROCESS_LOCAL,
+    describe_sample_fid,
+    fid_sample_count,
+    frechet_distance,
+)
 from dgm_runner.progress import Bar
 from dgm_runner.samplers.base import Sampler, draw_samples
 
@@ -367,9 +372,7 @@ def describe_inception_fid(
     sampler: Sampler, data: DataSplits, n_samples: int | str = "test", **_: Any
 ) -> str | None:
     """The final-evaluation plan's entry of :func:`inception_fid` (``None``: it will skip)."""
-    if not data.is_image or not sampler.draws:
-        return None
-    return f"Inception FID ({fid_sample_count(n_samples, data)} samples, {sampler.describe()})"
+    return describe_sample_fid("Inception FID", sampler, data, n_samples)
 
 
 inception_fid.check = check_inception_fid  # type: ignore[attr-defined]
